@@ -1,0 +1,329 @@
+//! Assembly: [`AppBuilder`] turns a [`Config`] into a running
+//! [`Application`] — state, router, middleware, background tasks, listener.
+//! The binary and every test go through it, so tests run what ships.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
+use crate::health::{HealthCheck, HealthSampler};
+use crate::landing::LandingPage;
+use crate::state::{App, AppState};
+use crate::store::Db;
+
+/// Builds the server. Tests may add routes and replace health checks; the
+/// rest is exactly production's assembly.
+pub struct AppBuilder {
+    config: Config,
+    extra_routes: Option<Router<AppState>>,
+    health_overrides: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl AppBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            extra_routes: None,
+            health_overrides: Vec::new(),
+        }
+    }
+
+    /// Mounts additional routes behind the full middleware stack.
+    pub fn extra_routes(mut self, routes: Router<AppState>) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+
+    /// Replaces the health check of the same name, or adds it.
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.health_overrides.push(check);
+        self
+    }
+
+    pub async fn build(self) -> anyhow::Result<Application> {
+        let started = Instant::now();
+        let config = self.config;
+        let problems = config.problems();
+        let fatal: Vec<String> = problems
+            .iter()
+            .filter(|p| p.fatal)
+            .map(|p| p.to_string())
+            .collect();
+        anyhow::ensure!(
+            fatal.is_empty(),
+            "invalid configuration: {}",
+            fatal.join("; ")
+        );
+        let keys = config.keys()?;
+        let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+
+        let db = Db::connect_lazy(&config)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
+        match tokio::time::timeout(migrate_deadline, db.migrate()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "migrations failed; retrying in the background");
+                spawn_migration_retry(db.clone(), stop_rx.clone());
+            }
+            Err(_) => {
+                tracing::error!(
+                    "database did not answer in time; retrying migrations in the background"
+                );
+                spawn_migration_retry(db.clone(), stop_rx.clone());
+            }
+        }
+
+        let assets = Arc::new(Assets::load());
+        let landing = Arc::new(
+            LandingPage::new(
+                db.clone(),
+                Arc::clone(&assets),
+                migrate_deadline.min(Duration::from_secs(2)),
+            )
+            .await?,
+        );
+
+        let tiktok_mode = if config.tiktok_sandbox() {
+            "sandbox"
+        } else if config.tiktok_client_key.is_some() && config.tiktok_client_secret.is_some() {
+            "configured"
+        } else {
+            "unavailable"
+        };
+        let redis = match &config.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                Some(
+                    redis::Client::open(url.expose_secret())
+                        .context("parsing HUNTAZE_REDIS_URL")?,
+                )
+            }
+            None => None,
+        };
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
+            Arc::new(DatabaseCheck {
+                db: db.clone(),
+                slow: Duration::from_millis(config.health_db_slow_ms),
+            }),
+            Arc::new(ConfigCheck {
+                problems,
+                tiktok_mode,
+                environment: if config.is_production() {
+                    "production"
+                } else {
+                    "development"
+                },
+            }),
+            Arc::new(AuthCheck { keys: keys.clone() }),
+            Arc::new(ExternalCheck {
+                tiktok_mode,
+                redis,
+                webhook_configured: config.alert_webhook_url.is_some(),
+            }),
+        ];
+        for over in self.health_overrides {
+            match checks.iter().position(|c| c.name() == over.name()) {
+                Some(i) => checks[i] = over,
+                None => checks.push(over),
+            }
+        }
+        let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
+        health.sample_now().await;
+
+        let state = AppState(Arc::new(App {
+            config,
+            keys,
+            db,
+            assets,
+            landing,
+            health,
+            draining: Default::default(),
+        }));
+        let router = crate::middleware::apply(
+            crate::routes::router(state.clone(), self.extra_routes),
+            &state,
+        );
+
+        Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
+        Arc::clone(&state.landing).spawn_refresh(
+            Duration::from_millis(state.config.landing_refresh_ms),
+            stop_rx.clone(),
+        );
+
+        let local_addr = listener.local_addr()?;
+        tracing::info!(
+            addr = %local_addr,
+            backend = state.db.backend().name(),
+            build_ms = started.elapsed().as_millis() as u64,
+            "huntaze ready to serve"
+        );
+        Ok(Application {
+            listener,
+            router,
+            state,
+            local_addr,
+            stop_tx,
+            shutdown: ShutdownHandle::new(),
+        })
+    }
+}
+
+fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = crate::lifecycle::stopped(&mut stop) => return,
+            }
+            match db.migrate().await {
+                Ok(()) => {
+                    tracing::info!("migrations applied after retry");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "migration retry failed"),
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+/// Triggers a graceful shutdown from code (tests, or the signal handler).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    local_addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    shutdown: ShutdownHandle,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        AppBuilder::new(config).build().await
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown handle fires (or SIGTERM/SIGINT when
+    /// `handle_signals`). Shutdown: `/readyz` turns 503 at once, new
+    /// connections are accepted for `shutdown_drain_ms` more (so a load
+    /// balancer notices), then the listener closes and in-flight requests get
+    /// up to `shutdown_grace_ms` to finish.
+    pub async fn run(self, handle_signals: bool) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+            stop_tx,
+            shutdown,
+            ..
+        } = self;
+        if handle_signals {
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown signal received");
+                trigger.trigger();
+            });
+        }
+        let drain = Duration::from_millis(state.config.shutdown_drain_ms);
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let drain_state = state.clone();
+        let wait_shutdown = shutdown.clone();
+        let stop_accepting = async move {
+            wait_shutdown.wait().await;
+            drain_state.draining.store(true, Ordering::Release);
+            tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
+            tokio::time::sleep(drain).await;
+        };
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting);
+        let deadline = async {
+            shutdown.wait().await;
+            tokio::time::sleep(drain + grace).await;
+        };
+        tokio::select! {
+            result = server => result.context("serving")?,
+            _ = deadline => tracing::warn!("grace period over; abandoning in-flight requests"),
+        }
+        stop_tx.send_replace(true);
+        state.db.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,102 @@
+//! Command line (clap): `serve` (default), `migrate`, `check-config`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "huntaze", version, about = "The Huntaze web server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration for its environment and exit (non-zero on
+    /// a fatal problem). Prints setting names, never values.
+    CheckConfig,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("huntaze: configuration could not be read: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("huntaze: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::CheckConfig => check_config(&config),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "huntaze failed");
+            eprintln!("huntaze: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let app = crate::AppBuilder::new(config).build().await?;
+    eprintln!("huntaze listening on http://{}", app.local_addr());
+    app.run(true).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    let db = crate::store::Db::connect_lazy(&config)?;
+    db.migrate().await?;
+    println!(
+        "migrations applied on {} (latest version {})",
+        db.backend().name(),
+        db.latest_migration()
+    );
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
+    let problems = config.problems();
+    let env = if config.is_production() {
+        "production"
+    } else {
+        "development"
+    };
+    if problems.is_empty() {
+        println!("configuration OK for {env}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        println!("{} {p}", if p.fatal { "error:" } else { "warning:" });
+    }
+    Ok(if problems.iter().any(|p| p.fatal) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,450 @@
+//! Configuration: DESIGN §8. Read from an optional `huntaze.toml` and the
+//! `HUNTAZE_*` environment (environment wins), then validated once at start.
+//!
+//! This module owns names, defaults and validation. It never logs or prints a
+//! secret value: secrets are [`SecretString`]s whose `Debug` is redacted, and
+//! validation problems name settings, never their values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Which rules apply: production makes missing secrets fatal and never runs
+/// the TikTok sandbox.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+/// Every setting of the server. Field names are the environment variable
+/// names without the `HUNTAZE_` prefix, lowercased.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub env: Environment,
+    pub listen: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<SecretString>,
+    pub redis_url: Option<SecretString>,
+    pub secret_key: Option<SecretString>,
+    pub encryption_key: Option<SecretString>,
+    pub tiktok_client_key: Option<String>,
+    pub tiktok_client_secret: Option<SecretString>,
+    pub tiktok_auth_url: String,
+    pub tiktok_api_url: String,
+    pub monitoring_token: Option<SecretString>,
+    pub alert_webhook_url: Option<String>,
+    /// Deadline of one request; past it the answer is 504.
+    pub request_timeout_ms: u64,
+    /// How often the background health sampler runs every check.
+    pub health_interval_ms: u64,
+    /// Deadline of one health check; past it the component is unhealthy.
+    pub health_check_timeout_ms: u64,
+    /// Round trips slower than this make the database component degraded.
+    pub health_db_slow_ms: u64,
+    /// Requests served at once before new ones are shed with 503.
+    pub max_in_flight: usize,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    pub db_max_connections: u32,
+    pub db_min_connections: u32,
+    pub db_acquire_timeout_ms: u64,
+    pub db_idle_timeout_ms: u64,
+    pub db_max_lifetime_ms: u64,
+    /// PostgreSQL `statement_timeout` and SQLite `busy_timeout`.
+    pub db_statement_timeout_ms: u64,
+    /// How often the landing page is re-rendered in the background.
+    pub landing_refresh_ms: u64,
+    /// After SIGTERM, how long `/readyz` answers 503 before the listener
+    /// closes, so a load balancer stops sending new requests first.
+    pub shutdown_drain_ms: u64,
+    /// Longest wait for in-flight requests after the listener closes.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            env: Environment::Development,
+            listen: "127.0.0.1:3000".into(),
+            public_url: "http://127.0.0.1:3000".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            secret_key: None,
+            encryption_key: None,
+            tiktok_client_key: None,
+            tiktok_client_secret: None,
+            tiktok_auth_url: "https://www.tiktok.com/v2/auth/authorize/".into(),
+            tiktok_api_url: "https://open.tiktokapis.com".into(),
+            monitoring_token: None,
+            alert_webhook_url: None,
+            request_timeout_ms: 10_000,
+            health_interval_ms: 10_000,
+            health_check_timeout_ms: 2_000,
+            health_db_slow_ms: 250,
+            max_in_flight: 1_024,
+            body_limit_bytes: 64 * 1024,
+            db_max_connections: 10,
+            db_min_connections: 1,
+            db_acquire_timeout_ms: 3_000,
+            db_idle_timeout_ms: 600_000,
+            db_max_lifetime_ms: 1_800_000,
+            db_statement_timeout_ms: 5_000,
+            landing_refresh_ms: 30_000,
+            shutdown_drain_ms: 0,
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+/// One thing wrong with the configuration. `setting` is the environment
+/// variable's name; the message never contains the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub setting: &'static str,
+    pub message: String,
+    /// Fatal problems stop the server from starting; the others degrade the
+    /// `config` health component.
+    pub fatal: bool,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
+/// Key material derived from the configuration, checked for strength.
+#[derive(Clone)]
+pub struct Keys {
+    /// HMAC key for session and CSRF tokens (≥ 32 bytes).
+    pub secret: Vec<u8>,
+    /// AES-256-GCM key for tokens at rest.
+    pub encryption: [u8; 32],
+    /// Identifies `encryption` in ciphertexts so keys can rotate.
+    pub encryption_key_id: String,
+    /// True when the keys were generated for development.
+    pub generated: bool,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("encryption_key_id", &self.encryption_key_id)
+            .field("generated", &self.generated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Loads `huntaze.toml` (or the file named by `HUNTAZE_CONFIG`) if present,
+    /// then the environment.
+    pub fn load() -> Result<Self, figment::Error> {
+        let file = std::env::var("HUNTAZE_CONFIG").unwrap_or_else(|_| "huntaze.toml".into());
+        Figment::new()
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("HUNTAZE_").ignore(&["config"]))
+            .extract()
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigProblem> {
+        self.listen.parse().map_err(|_| ConfigProblem {
+            setting: "HUNTAZE_LISTEN",
+            message: "must be an address such as 127.0.0.1:3000".into(),
+            fatal: true,
+        })
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("huntaze.db").display()),
+        }
+    }
+
+    /// True when no TikTok credentials are set and the built-in sandbox
+    /// stands in (development only).
+    pub fn tiktok_sandbox(&self) -> bool {
+        !self.is_production()
+            && (self.tiktok_client_key.is_none() || self.tiktok_client_secret.is_none())
+    }
+
+    /// Whether cookies must carry `Secure`: follows the public URL's scheme so
+    /// plain-http loopback runs keep their sessions.
+    pub fn cookies_secure(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
+    }
+
+    pub fn health_check_timeout(&self) -> Duration {
+        Duration::from_millis(self.health_check_timeout_ms)
+    }
+
+    /// Everything wrong with this configuration for its environment.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let prod = self.is_production();
+        let mut out: Vec<ConfigProblem> = self.listen_addr().err().into_iter().collect();
+        let mut push = |setting, message: &str, fatal| {
+            out.push(ConfigProblem {
+                setting,
+                message: message.to_owned(),
+                fatal,
+            })
+        };
+        if url::Url::parse(&self.public_url).is_err() {
+            push("HUNTAZE_PUBLIC_URL", "must be an absolute URL", true);
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            push(
+                "HUNTAZE_DATABASE_URL",
+                "must start with sqlite: or postgres://",
+                true,
+            );
+        }
+        match &self.secret_key {
+            None if prod => push("HUNTAZE_SECRET_KEY", "is required in production", true),
+            Some(k) if decode_key(k).is_none_or(|b| b.len() < 32) => push(
+                "HUNTAZE_SECRET_KEY",
+                "must be base64 of at least 32 random bytes",
+                true,
+            ),
+            _ => {}
+        }
+        match &self.encryption_key {
+            None if prod => push("HUNTAZE_ENCRYPTION_KEY", "is required in production", true),
+            Some(k) if decode_key(k).is_none_or(|b| b.len() != 32) => push(
+                "HUNTAZE_ENCRYPTION_KEY",
+                "must be base64 of exactly 32 random bytes",
+                true,
+            ),
+            _ => {}
+        }
+        if prod {
+            if self.tiktok_client_key.is_none() {
+                push(
+                    "HUNTAZE_TIKTOK_CLIENT_KEY",
+                    "is not set: the TikTok connect flow is unavailable",
+                    false,
+                );
+            }
+            if self.tiktok_client_secret.is_none() {
+                push(
+                    "HUNTAZE_TIKTOK_CLIENT_SECRET",
+                    "is not set: the TikTok connect flow is unavailable",
+                    false,
+                );
+            }
+            if !self.public_url.starts_with("https://") {
+                push(
+                    "HUNTAZE_PUBLIC_URL",
+                    "should be https in production (cookies are not Secure)",
+                    false,
+                );
+            }
+        }
+        for (setting, url) in [
+            ("HUNTAZE_TIKTOK_AUTH_URL", Some(&self.tiktok_auth_url)),
+            ("HUNTAZE_TIKTOK_API_URL", Some(&self.tiktok_api_url)),
+            ("HUNTAZE_ALERT_WEBHOOK_URL", self.alert_webhook_url.as_ref()),
+        ] {
+            if let Some(u) = url
+                && url::Url::parse(u).is_err()
+            {
+                push(setting, "must be an absolute URL", true);
+            }
+        }
+        for (setting, value) in [
+            ("HUNTAZE_REQUEST_TIMEOUT_MS", self.request_timeout_ms),
+            ("HUNTAZE_HEALTH_INTERVAL_MS", self.health_interval_ms),
+            (
+                "HUNTAZE_HEALTH_CHECK_TIMEOUT_MS",
+                self.health_check_timeout_ms,
+            ),
+            ("HUNTAZE_DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
+            ("HUNTAZE_LANDING_REFRESH_MS", self.landing_refresh_ms),
+        ] {
+            if value == 0 {
+                push(setting, "must be greater than zero", true);
+            }
+        }
+        if self.max_in_flight == 0 {
+            push("HUNTAZE_MAX_IN_FLIGHT", "must be greater than zero", true);
+        }
+        if self.db_max_connections == 0 {
+            push(
+                "HUNTAZE_DB_MAX_CONNECTIONS",
+                "must be greater than zero",
+                true,
+            );
+        }
+        out
+    }
+
+    /// The key material: from the configuration, or in development generated
+    /// once and kept in `<data dir>/dev-secrets.json` so sessions and
+    /// encrypted tokens survive restarts.
+    pub fn keys(&self) -> anyhow::Result<Keys> {
+        let configured = (
+            self.secret_key.as_ref().and_then(decode_key),
+            self.encryption_key.as_ref().and_then(decode_key),
+        );
+        let (secret, encryption, generated) = match configured {
+            (Some(s), Some(e)) => (s, e, false),
+            _ if self.is_production() => anyhow::bail!(
+                "HUNTAZE_SECRET_KEY and HUNTAZE_ENCRYPTION_KEY are required in production"
+            ),
+            (s, e) => {
+                let dev = load_or_create_dev_secrets(&self.data_dir)?;
+                (s.unwrap_or(dev.0), e.unwrap_or(dev.1), true)
+            }
+        };
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "HUNTAZE_SECRET_KEY is shorter than 32 bytes"
+        );
+        let encryption: [u8; 32] = encryption
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("HUNTAZE_ENCRYPTION_KEY is not 32 bytes"))?;
+        // The key id is a fingerprint, not the key: it lets a ciphertext name
+        // the key that sealed it without revealing anything about it.
+        use sha2::Digest;
+        let fingerprint = sha2::Sha256::digest(encryption);
+        Ok(Keys {
+            secret,
+            encryption,
+            encryption_key_id: hex::encode(&fingerprint[..4]),
+            generated,
+        })
+    }
+}
+
+fn decode_key(key: &SecretString) -> Option<Vec<u8>> {
+    B64.decode(key.expose_secret().trim()).ok()
+}
+
+fn load_or_create_dev_secrets(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    #[derive(serde::Serialize, Deserialize)]
+    struct DevSecrets {
+        secret_key: String,
+        encryption_key: String,
+    }
+    let path = dir.join("dev-secrets.json");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(s) = serde_json::from_str::<DevSecrets>(&text)
+        && let (Ok(a), Ok(b)) = (B64.decode(&s.secret_key), B64.decode(&s.encryption_key))
+    {
+        return Ok((a, b));
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut secret = vec![0u8; 32];
+    let mut enc = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    rand::rng().fill_bytes(&mut enc);
+    let body = serde_json::to_string_pretty(&DevSecrets {
+        secret_key: B64.encode(&secret),
+        encryption_key: B64.encode(&enc),
+    })?;
+    write_private(&path, body.as_bytes())?;
+    Ok((secret, enc))
+}
+
+fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_without_secrets_names_each_missing_one() {
+        let cfg = Config {
+            env: Environment::Production,
+            ..Config::default()
+        };
+        let fatal: Vec<_> = cfg
+            .problems()
+            .into_iter()
+            .filter(|p| p.fatal)
+            .map(|p| p.setting)
+            .collect();
+        assert_eq!(fatal, vec!["HUNTAZE_SECRET_KEY", "HUNTAZE_ENCRYPTION_KEY"]);
+    }
+
+    #[test]
+    fn development_defaults_have_no_fatal_problem() {
+        assert!(Config::default().problems().iter().all(|p| !p.fatal));
+    }
+
+    #[test]
+    fn a_short_encryption_key_is_rejected_without_echoing_it() {
+        let cfg = Config {
+            encryption_key: Some(SecretString::from(B64.encode([7u8; 16]))),
+            ..Config::default()
+        };
+        let p = cfg.problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].setting, "HUNTAZE_ENCRYPTION_KEY");
+        assert!(!p[0].message.contains(&B64.encode([7u8; 16])));
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let cfg = Config {
+            secret_key: Some(SecretString::from("hunter2-super-secret")),
+            ..Config::default()
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn dev_secrets_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let a = cfg.keys().unwrap();
+        let b = cfg.keys().unwrap();
+        assert!(a.generated);
+        assert_eq!(a.secret, b.secret);
+        assert_eq!(a.encryption, b.encryption);
+    }
+}

@@ -1,0 +1,201 @@
+//! The production health checks: `database`, `config`, `auth`, `external`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::{CheckOutcome, HealthCheck, Status};
+use crate::config::{ConfigProblem, Keys};
+use crate::store::Db;
+
+/// Round trip, pool occupancy and migration state of the database.
+pub struct DatabaseCheck {
+    pub db: Db,
+    pub slow: Duration,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for DatabaseCheck {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    fn critical(&self) -> bool {
+        true
+    }
+    async fn check(&self) -> CheckOutcome {
+        let backend = self.db.backend().name();
+        let latency = match self.db.ping().await {
+            Ok(latency) => latency,
+            Err(e) => {
+                tracing::warn!(error = %e, "database health probe failed");
+                return CheckOutcome::unhealthy("database unreachable")
+                    .with_details(json!({ "backend": backend, "pool": self.db.stats() }));
+            }
+        };
+        let applied = self.db.applied_migration().await.unwrap_or(0);
+        let latest = self.db.latest_migration();
+        let stats = self.db.stats();
+        let details = json!({
+            "backend": backend,
+            "roundTripMs": latency.as_secs_f64() * 1000.0,
+            "pool": stats,
+            "migration": { "applied": applied, "latest": latest, "current": applied >= latest },
+        });
+        let outcome = if applied < latest || !self.db.is_migrated() {
+            CheckOutcome::unhealthy("migrations not applied")
+        } else if latency > self.slow {
+            CheckOutcome::degraded(format!("slow round trip ({} ms)", latency.as_millis()))
+        } else if stats.waiting > 0 && stats.idle == 0 && stats.size >= stats.max {
+            CheckOutcome::degraded("connection pool saturated")
+        } else {
+            CheckOutcome::healthy()
+        };
+        outcome.with_details(details)
+    }
+}
+
+/// Whether every setting the environment requires is present and valid.
+/// Reports setting names only, never values.
+pub struct ConfigCheck {
+    pub problems: Vec<ConfigProblem>,
+    pub tiktok_mode: &'static str,
+    pub environment: &'static str,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for ConfigCheck {
+    fn name(&self) -> &'static str {
+        "config"
+    }
+    fn critical(&self) -> bool {
+        true
+    }
+    async fn check(&self) -> CheckOutcome {
+        let fatal: Vec<_> = self.problems.iter().filter(|p| p.fatal).collect();
+        let warnings: Vec<_> = self.problems.iter().filter(|p| !p.fatal).collect();
+        let details = json!({
+            "environment": self.environment,
+            "tiktok": self.tiktok_mode,
+            "problems": self.problems.iter().map(|p| json!({
+                "setting": p.setting, "message": p.message, "fatal": p.fatal,
+            })).collect::<Vec<_>>(),
+        });
+        let outcome = if !fatal.is_empty() {
+            CheckOutcome::unhealthy(format!("{} invalid setting(s)", fatal.len()))
+        } else if !warnings.is_empty() {
+            CheckOutcome::degraded(
+                warnings
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        } else if self.tiktok_mode == "sandbox" {
+            CheckOutcome::healthy().with_message("TikTok runs against the built-in sandbox")
+        } else {
+            CheckOutcome::healthy()
+        };
+        outcome.with_details(details)
+    }
+}
+
+/// Keys present and strong, and a token sign/verify round trip.
+pub struct AuthCheck {
+    pub keys: Keys,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for AuthCheck {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+    fn critical(&self) -> bool {
+        false
+    }
+    async fn check(&self) -> CheckOutcome {
+        let strong = self.keys.secret.len() >= 32 && self.keys.encryption.iter().any(|b| *b != 0);
+        let round_trip = sign_verify_round_trip(&self.keys.secret);
+        let details = json!({
+            "keysPresent": true,
+            "keysStrong": strong,
+            "keysGenerated": self.keys.generated,
+            "signVerify": round_trip,
+        });
+        let outcome = if !round_trip {
+            CheckOutcome::unhealthy("token sign/verify round trip failed")
+        } else if !strong {
+            CheckOutcome::degraded("signing keys are weak")
+        } else {
+            CheckOutcome::healthy()
+        };
+        outcome.with_details(details)
+    }
+}
+
+fn sign_verify_round_trip(secret: &[u8]) -> bool {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(b"health-probe");
+    let tag = mac.finalize().into_bytes();
+    let Ok(mut verify) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    verify.update(b"health-probe");
+    verify.verify_slice(&tag).is_ok()
+}
+
+/// External dependencies: TikTok's mode, and Redis when configured.
+pub struct ExternalCheck {
+    pub tiktok_mode: &'static str,
+    pub redis: Option<redis::Client>,
+    pub webhook_configured: bool,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for ExternalCheck {
+    fn name(&self) -> &'static str {
+        "external"
+    }
+    fn critical(&self) -> bool {
+        false
+    }
+    async fn check(&self) -> CheckOutcome {
+        let mut status = Status::Healthy;
+        let mut messages = Vec::new();
+        let redis = match &self.redis {
+            None => json!({ "configured": false }),
+            Some(client) => match redis_ping(client).await {
+                Ok(ms) => json!({ "configured": true, "status": "healthy", "roundTripMs": ms }),
+                Err(e) => {
+                    status = Status::Degraded;
+                    messages.push("redis unreachable".to_owned());
+                    tracing::warn!(error = %e, "redis health probe failed");
+                    json!({ "configured": true, "status": "unhealthy" })
+                }
+            },
+        };
+        if self.tiktok_mode == "unavailable" {
+            status = status.max(Status::Degraded);
+            messages.push("TikTok credentials missing: connect flow unavailable".into());
+        }
+        CheckOutcome {
+            status,
+            message: (!messages.is_empty()).then(|| messages.join("; ")),
+            details: Some(json!({
+                "tiktok": { "mode": self.tiktok_mode },
+                "redis": redis,
+                "alertWebhook": { "configured": self.webhook_configured },
+            })),
+        }
+    }
+}
+
+async fn redis_ping(client: &redis::Client) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,27 @@
+//! Huntaze production web server.
+//!
+//! The binary (`src/main.rs`) is a thin shell around [`cli::run`]; every test
+//! builds the server through the same [`app::AppBuilder`] that production uses,
+//! so tests exercise exactly the router and middleware stack that ships.
+
+pub mod app;
+pub mod assets;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod landing;
+pub mod lifecycle;
+pub mod middleware;
+pub mod precompressed;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod time_fmt;
+pub mod views;
+
+pub use app::{AppBuilder, Application, ShutdownHandle};
+pub use config::Config;
+pub use error::AppError;
+pub use state::AppState;

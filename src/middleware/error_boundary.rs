@@ -1,0 +1,137 @@
+//! The error boundary: the one place error responses are written and logged.
+//!
+//! Every response with a 4xx/5xx status passes through here. If a handler
+//! returned an [`AppError`](crate::error::AppError), its [`ErrorReport`] is in
+//! the response extensions; otherwise (router 404/405, body limit 413,
+//! deadline 504, caught panic 500) a report is derived from the status. The
+//! body becomes `ErrorResponse` JSON for `/api/*` and the probe endpoints, or
+//! a friendly HTML page elsewhere; both carry the request id. The full cause
+//! chain is logged once, inside the request span, and never sent.
+
+use std::any::Any;
+
+use askama::Template;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::request_id::RequestId;
+use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody};
+use crate::state::AppState;
+use crate::time_fmt::now_rfc3339;
+use crate::views::{Chrome, ErrorView};
+
+/// Paths answered in JSON rather than HTML.
+pub fn is_machine_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || matches!(path, "/livez" | "/readyz" | "/metrics")
+}
+
+pub async fn render(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let json = is_machine_path(req.uri().path());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || res.extensions().get::<FinalBody>().is_some()
+    {
+        return res;
+    }
+    let report = res
+        .extensions()
+        .get::<ErrorReport>()
+        .cloned()
+        .unwrap_or_else(|| ErrorReport::from_status(status));
+    log(&report);
+
+    let (mut parts, _discarded) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(after) = report.retry_after {
+        parts.headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    let body = if json {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let payload = ErrorResponse {
+            error: ErrorBody {
+                code: report.code.to_owned(),
+                message: report.message.clone(),
+                details: report.details.clone(),
+            },
+            timestamp: now_rfc3339(),
+            request_id,
+        };
+        Body::from(serde_json::to_vec(&payload).unwrap_or_default())
+    } else {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let view = ErrorView {
+            chrome: Chrome::new(&state.assets, false),
+            title: page_title(report.status).to_owned(),
+            message: report.message.clone(),
+            request_id,
+        };
+        Body::from(view.render().unwrap_or_else(|_| report.message.clone()))
+    };
+    parts.status = report.status;
+    Response::from_parts(parts, body)
+}
+
+fn page_title(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 415 => "That request didn't look right",
+        401 => "Please sign in",
+        403 => "Not allowed",
+        404 => "Page not found",
+        405 => "Not allowed here",
+        429 => "Slow down a little",
+        502 | 503 => "We'll be right back",
+        504 => "That took too long",
+        _ => "Something went wrong",
+    }
+}
+
+fn log(report: &ErrorReport) {
+    let cause = report.cause.as_deref().unwrap_or("");
+    if report.status.is_server_error() {
+        tracing::error!(
+            status = report.status.as_u16(),
+            code = report.code,
+            cause,
+            "request failed"
+        );
+    } else {
+        tracing::info!(
+            status = report.status.as_u16(),
+            code = report.code,
+            "request rejected"
+        );
+    }
+}
+
+/// `CatchPanicLayer` hook: the panic becomes an internal error whose message
+/// reaches the log (through the boundary), never the client.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    AppError::internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}

@@ -1,0 +1,55 @@
+//! Global in-flight limit: past `max_in_flight` concurrent requests, new ones
+//! get a fast 503 with `Retry-After` instead of queueing without bound.
+//! Probes and metrics (`/livez`, `/readyz`, `/metrics`) are exempt so an
+//! overloaded instance is not also killed by its orchestrator.
+//!
+//! Hand-written over a semaphore because tower's `LoadShed` +
+//! `GlobalConcurrencyLimit` cannot exempt paths; this is the whole of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::error::AppError;
+
+/// Requests shed since start (for metrics).
+pub static SHED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone)]
+pub struct LoadShedder {
+    permits: Arc<Semaphore>,
+}
+
+impl LoadShedder {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
+    }
+}
+
+pub fn is_exempt(path: &str) -> bool {
+    matches!(path, "/livez" | "/readyz" | "/metrics")
+}
+
+pub async fn limit(State(shed): State<LoadShedder>, req: Request, next: Next) -> Response {
+    if is_exempt(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match shed.permits.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            SHED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            AppError::Unavailable {
+                retry_after: Duration::from_secs(1),
+                source: anyhow::anyhow!("in-flight limit reached: request shed"),
+            }
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! [`Precompressed`]: a body compressed once, ahead of time, in every
+//! encoding we serve (br, zstd, gzip, identity), with a strong ETag per
+//! variant, and the request-time negotiation that picks one.
+//!
+//! Used by the landing page and static assets so that serving them costs a
+//! header parse and a reference-count increment, never compression work.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Brotli,
+    Zstd,
+    Gzip,
+    Identity,
+}
+
+impl Encoding {
+    fn token(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Zstd => "zstd",
+            Encoding::Gzip => "gzip",
+            Encoding::Identity => "identity",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Variant {
+    encoding: Encoding,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+/// One representation in every encoding.
+#[derive(Clone, Debug)]
+pub struct Precompressed {
+    content_type: HeaderValue,
+    cache_control: HeaderValue,
+    /// br, zstd, gzip, identity, in preference order.
+    variants: Vec<Variant>,
+    hash: String,
+}
+
+impl Precompressed {
+    /// Compresses `body` in every encoding. CPU-heavy (brotli at its best
+    /// quality): call it off the async workers, once per render.
+    pub fn new(body: Bytes, content_type: &'static str, cache_control: &'static str) -> Self {
+        let hash = hex::encode(&Sha256::digest(&body)[..12]);
+        let mut variants = Vec::with_capacity(4);
+        let mut push = |encoding: Encoding, bytes: Option<Vec<u8>>| {
+            // A variant that would not be smaller is not worth offering.
+            if let Some(bytes) = bytes.filter(|b| b.len() < body.len()) {
+                variants.push(Variant {
+                    encoding,
+                    body: Bytes::from(bytes),
+                    etag: etag(&hash, encoding),
+                });
+            }
+        };
+        push(Encoding::Brotli, brotli_compress(&body));
+        push(Encoding::Zstd, zstd::encode_all(&body[..], 19).ok());
+        push(Encoding::Gzip, gzip_compress(&body));
+        variants.push(Variant {
+            encoding: Encoding::Identity,
+            body: body.clone(),
+            etag: etag(&hash, Encoding::Identity),
+        });
+        Self {
+            content_type: HeaderValue::from_static(content_type),
+            cache_control: HeaderValue::from_static(cache_control),
+            variants,
+            hash,
+        }
+    }
+
+    /// Hex digest of the identity body (content-hashed asset names use it).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn identity(&self) -> &Bytes {
+        &self.variant(Encoding::Identity).body
+    }
+
+    fn variant(&self, encoding: Encoding) -> &Variant {
+        self.variants
+            .iter()
+            .find(|v| v.encoding == encoding)
+            .unwrap_or_else(|| &self.variants[self.variants.len() - 1])
+    }
+
+    /// Answers a GET/HEAD: 304 when `If-None-Match` names this content,
+    /// otherwise the best variant the client accepts.
+    pub fn respond(&self, request: &HeaderMap) -> Response {
+        let chosen = self.negotiate(request);
+        let mut res = if self.matches_if_none_match(request) {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let mut r = Response::new(Body::from(chosen.body.clone()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, self.content_type.clone());
+            if chosen.encoding != Encoding::Identity {
+                r.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(chosen.encoding.token()),
+                );
+            }
+            r
+        };
+        let h = res.headers_mut();
+        h.insert(header::ETAG, chosen.etag.clone());
+        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        res
+    }
+
+    /// Strong ETags differ per encoding (they are different representations),
+    /// but any of them names the same content, so any matches.
+    fn matches_if_none_match(&self, request: &HeaderMap) -> bool {
+        let Some(inm) = request
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        inm.split(',').map(str::trim).any(|tag| {
+            tag == "*"
+                || self
+                    .variants
+                    .iter()
+                    .any(|v| v.etag.as_bytes() == tag.as_bytes())
+        })
+    }
+
+    fn negotiate(&self, request: &HeaderMap) -> &Variant {
+        let accepted = parse_accept_encoding(request);
+        let q = |token: &str| -> f32 {
+            accepted
+                .iter()
+                .find(|(t, _)| t == token)
+                .or_else(|| accepted.iter().find(|(t, _)| t == "*"))
+                .map(|(_, q)| *q)
+                .unwrap_or(0.0)
+        };
+        let mut best: Option<(&Variant, f32)> = None;
+        for v in &self.variants {
+            if v.encoding == Encoding::Identity {
+                continue;
+            }
+            let weight = q(v.encoding.token());
+            if weight > 0.0 && best.is_none_or(|(_, w)| weight > w) {
+                best = Some((v, weight));
+            }
+        }
+        best.map(|(v, _)| v)
+            .unwrap_or_else(|| self.variant(Encoding::Identity))
+    }
+}
+
+fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
+    let suffix = match encoding {
+        Encoding::Identity => String::new(),
+        other => format!("-{}", other.token()),
+    };
+    HeaderValue::from_str(&format!("\"{hash}{suffix}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// `Accept-Encoding` as (token, q) pairs, lowercased; malformed q-values
+/// count as 1 (lenient like common servers), absurd ones are clamped.
+fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(String, f32)> {
+    let mut out = Vec::new();
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(s) = value.to_str() else { continue };
+        for part in s.split(',').take(32) {
+            let mut pieces = part.split(';');
+            let token = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            if token.is_empty() {
+                continue;
+            }
+            let q = pieces
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .map(|q| q.parse::<f32>().unwrap_or(1.0))
+                })
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            out.push((token, q));
+        }
+    }
+    out
+}
+
+fn brotli_compress(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 11, 22);
+        w.write_all(body).ok()?;
+        w.flush().ok()?;
+    }
+    Some(out)
+}
+
+fn gzip_compress(body: &[u8]) -> Option<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(body).ok()?;
+    enc.finish().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Precompressed {
+        Precompressed::new(
+            Bytes::from("hello world ".repeat(200)),
+            "text/html; charset=utf-8",
+            "public, max-age=60",
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn negotiation_prefers_brotli_then_zstd_then_gzip() {
+        let p = page();
+        let enc = |ae| {
+            p.respond(&headers(&[("accept-encoding", ae)]))
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(enc("gzip, deflate, br, zstd").as_deref(), Some("br"));
+        assert_eq!(enc("gzip, zstd").as_deref(), Some("zstd"));
+        assert_eq!(enc("gzip").as_deref(), Some("gzip"));
+        assert_eq!(enc("br;q=0.5, gzip;q=0.9").as_deref(), Some("gzip"));
+        assert_eq!(enc("br;q=0, gzip;q=0"), None);
+        assert_eq!(enc("identity"), None);
+        assert_eq!(enc("*").as_deref(), Some("br"));
+    }
+
+    #[test]
+    fn if_none_match_with_any_variant_tag_gives_304() {
+        let p = page();
+        let full = p.respond(&headers(&[("accept-encoding", "gzip")]));
+        let tag = full.headers()[header::ETAG].clone();
+        let mut h = headers(&[("accept-encoding", "br")]);
+        h.insert(header::IF_NONE_MATCH, tag);
+        assert_eq!(p.respond(&h).status(), StatusCode::NOT_MODIFIED);
+        let h = headers(&[("if-none-match", "\"other\"")]);
+        assert_eq!(p.respond(&h).status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,121 @@
+//! Health endpoints (DESIGN §3): `/api/health`, `/api/health/{component}`,
+//! `/livez`, `/readyz`. They read the background sampler's latest results;
+//! nothing here touches a dependency.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::error::{AppError, FinalBody};
+use crate::health::{ComponentHealth, HealthStatus, Status};
+use crate::state::AppState;
+
+pub const COMPONENTS: [&str; 4] = ["auth", "database", "config", "external"];
+
+/// True when the caller presented the monitoring bearer token.
+pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.config.monitoring_token else {
+        return false;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    !presented.is_empty()
+        && bool::from(
+            presented
+                .as_bytes()
+                .ct_eq(expected.expose_secret().as_bytes()),
+        )
+}
+
+fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
+    let code = if status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut res = (code, Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.extensions_mut().insert(FinalBody);
+    res
+}
+
+/// Overall health: the aggregate of every component's latest sample.
+/// Anonymous callers see statuses; the monitoring token (or an admin) sees
+/// messages and details.
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses(
+        (status = 200, description = "healthy or degraded", body = HealthStatus),
+        (status = 503, description = "unhealthy", body = HealthStatus),
+    ))]
+pub async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let detailed = has_monitoring_token(&state, &headers);
+    let health = state.health.overall(detailed);
+    health_response(health.status, &health)
+}
+
+/// One component's latest sample.
+#[utoipa::path(get, path = "/api/health/{component}", tag = "health",
+    params(("component" = String, Path, description = "auth, database, config or external")),
+    responses(
+        (status = 200, description = "healthy or degraded", body = ComponentHealth),
+        (status = 503, description = "unhealthy", body = ComponentHealth),
+        (status = 404, description = "unknown component", body = crate::error::ErrorResponse),
+    ))]
+pub async fn component(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    if !COMPONENTS.contains(&name.as_str()) {
+        return Err(AppError::NotFound);
+    }
+    let detailed = has_monitoring_token(&state, &headers);
+    let health = state
+        .health
+        .component(&name, detailed)
+        .ok_or(AppError::NotFound)?;
+    Ok(health_response(health.status, &health))
+}
+
+/// Liveness: the process can serve. Checks no dependency.
+pub async fn livez() -> Response {
+    let mut res = Json(json!({ "status": "ok" })).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Readiness: migrations applied, database reachable at the latest sample,
+/// not draining.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let draining = state.is_draining();
+    let migrated = state.db.is_migrated();
+    let database = state
+        .health
+        .component("database", false)
+        .map(|c| c.status != Status::Unhealthy)
+        .unwrap_or(false);
+    let ready = !draining && migrated && database;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": { "draining": draining, "migrated": migrated, "database": database },
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut res = (code, Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.extensions_mut().insert(FinalBody);
+    res
+}

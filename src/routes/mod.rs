@@ -1,0 +1,44 @@
+//! HTTP routes: parse, call, respond. Each module owns one path prefix:
+//! `pages` (`/`, `/assets`), `health` (`/api/health*`, `/livez`, `/readyz`),
+//! `openapi` (`/api/openapi.json`).
+//!
+//! `/api` routes are registered through utoipa's `OpenApiRouter`, so the
+//! OpenAPI document is generated from the same declarations that route.
+
+pub mod health;
+pub mod openapi;
+pub mod pages;
+
+use axum::Router;
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Every route of the server; `extra` lets tests mount probes (a handler that
+/// panics or sleeps) behind the very same middleware.
+pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::base_document())
+        .routes(routes!(health::overall))
+        .routes(routes!(health::component))
+        .routes(routes!(openapi::document))
+        .split_for_parts();
+    openapi::publish(doc);
+
+    let mut router = Router::new()
+        .merge(api)
+        .route("/", get(pages::landing))
+        .route("/assets/{name}", get(pages::asset))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz));
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router.fallback(not_found).with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound
+}

@@ -1,0 +1,39 @@
+//! [`AppState`]: everything a handler may reach, built once by
+//! [`crate::app::AppBuilder`] and shared by reference count.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::assets::Assets;
+use crate::config::{Config, Keys};
+use crate::health::HealthSampler;
+use crate::landing::LandingPage;
+use crate::store::Db;
+
+pub struct App {
+    pub config: Config,
+    pub keys: Keys,
+    pub db: Db,
+    pub assets: Arc<Assets>,
+    pub landing: Arc<LandingPage>,
+    pub health: Arc<HealthSampler>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

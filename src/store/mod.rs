@@ -1,0 +1,249 @@
+//! The database: one [`Db`] over sqlx's Any driver, so the same queries run
+//! on SQLite (the zero-setup default) and PostgreSQL (production).
+//!
+//! Portability rules for every query in `store/`: `$1` placeholders, epoch
+//! milliseconds (BIGINT) for time, TEXT for ids and JSON, INTEGER 0/1 for
+//! booleans — the Any driver decodes nothing richer. Migrations differ per
+//! backend and live in `migrations/sqlite` and `migrations/postgres`; they are
+//! kept in step (the test suite runs on both).
+//!
+//! This module owns SQL and connection management only; no HTTP types.
+
+pub mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+
+use crate::config::Config;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// Pool occupancy, for health details and metrics.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: usize,
+    pub in_use: usize,
+    pub waiting: usize,
+    pub max: u32,
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    pool: AnyPool,
+    backend: Backend,
+    max_connections: u32,
+    migrated: AtomicBool,
+    waiting: AtomicUsize,
+}
+
+impl Db {
+    /// Creates the pool without touching the database: the server must be
+    /// able to start (and serve its landing page) while the database is down,
+    /// and connect once it comes back.
+    pub fn connect_lazy(config: &Config) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = config.database_url();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => {
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!("creating the data directory {}", config.data_dir.display())
+                })?;
+                if url.contains('?') {
+                    url
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            Backend::Postgres => url,
+        };
+        let statement_timeout = config.db_statement_timeout_ms;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .min_connections(config.db_min_connections.min(config.db_max_connections))
+            .acquire_timeout(Duration::from_millis(config.db_acquire_timeout_ms))
+            .idle_timeout(Duration::from_millis(config.db_idle_timeout_ms))
+            .max_lifetime(Duration::from_millis(config.db_max_lifetime_ms))
+            // A connection the server dropped or killed is found before use
+            // and replaced, instead of failing the request that drew it.
+            .test_before_acquire(true)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    match backend {
+                        Backend::Sqlite => {
+                            // `busy_timeout` is SQLite's statement timeout:
+                            // how long a writer waits on a lock before
+                            // failing with SQLITE_BUSY.
+                            let sql = format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {statement_timeout};"
+                            );
+                            conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                        }
+                        Backend::Postgres => {
+                            let sql = format!(
+                                "SET statement_timeout = {statement_timeout}; \
+                                 SET idle_in_transaction_session_timeout = {};",
+                                statement_timeout * 2
+                            );
+                            conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(&url)
+            .context("parsing HUNTAZE_DATABASE_URL")?;
+        Ok(Self {
+            inner: Arc::new(DbInner {
+                pool,
+                backend,
+                max_connections: config.db_max_connections,
+                migrated: AtomicBool::new(false),
+                waiting: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.inner
+            .backend
+            .migrator()
+            .run(&self.inner.pool)
+            .await
+            .context("applying database migrations")?;
+        self.inner.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// True once this process has applied (or verified) every migration.
+    pub fn is_migrated(&self) -> bool {
+        self.inner.migrated.load(Ordering::Acquire)
+    }
+
+    /// The newest migration this binary knows.
+    pub fn latest_migration(&self) -> i64 {
+        self.inner
+            .backend
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The newest migration applied in the database.
+    pub async fn applied_migration(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_one(&self.inner.pool)
+        .await
+    }
+
+    /// One round trip, timed.
+    pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
+        let started = Instant::now();
+        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let conn = self.inner.pool.acquire().await;
+        self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut conn = conn?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(started.elapsed())
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let size = self.inner.pool.size();
+        let idle = self.inner.pool.num_idle();
+        PoolStats {
+            size,
+            idle,
+            in_use: (size as usize).saturating_sub(idle),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
+            max: self.inner.max_connections,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+/// True for failures that say "the database is unreachable or busy right
+/// now" rather than "this query is wrong": they answer 503, and idempotent
+/// operations may retry them (DESIGN §6).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            matches!(
+                code,
+                // serialization failure, deadlock, admin shutdown, crash
+                // shutdown, cannot connect now, query canceled (statement
+                // timeout), too many connections
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "53300"
+                    // SQLite busy / locked (primary and extended codes)
+                    | "5" | "6" | "261" | "262" | "517"
+            ) || code.starts_with("08")
+                || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,73 @@
+//! Server-rendered HTML views (askama templates, checked at compile time).
+//! Views hold display data only; they never query anything.
+
+use askama::Template;
+
+use crate::assets::{Assets, CRITICAL_CSS};
+
+/// What every page's layout needs.
+#[derive(Clone, Debug)]
+pub struct Chrome {
+    pub critical_css: &'static str,
+    pub css: String,
+    pub favicon: String,
+    pub signed_in: bool,
+}
+
+impl Chrome {
+    pub fn new(assets: &Assets, signed_in: bool) -> Self {
+        Self {
+            critical_css: CRITICAL_CSS,
+            css: assets.url("app.css"),
+            favicon: assets.url("favicon.svg"),
+            signed_in,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "landing.html")]
+pub struct LandingView {
+    pub chrome: Chrome,
+    /// Preformatted figures ("1,204", or "—" when not known yet).
+    pub creators: String,
+    pub connections: String,
+    pub platform_count: usize,
+    pub creators_img: String,
+    pub platforms_img: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorView {
+    pub chrome: Chrome,
+    pub title: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}
