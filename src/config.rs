@@ -152,12 +152,13 @@ impl std::fmt::Debug for Keys {
 impl Config {
     /// Loads `huntaze.toml` (or the file named by `HUNTAZE_CONFIG`) if present,
     /// then the environment.
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         let file = std::env::var("HUNTAZE_CONFIG").unwrap_or_else(|_| "huntaze.toml".into());
         Figment::new()
             .merge(Toml::file(file))
             .merge(Env::prefixed("HUNTAZE_").ignore(&["config"]))
             .extract()
+            .map_err(Box::new)
     }
 
     pub fn is_production(&self) -> bool {

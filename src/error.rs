@@ -194,10 +194,11 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
-        if crate::store::is_transient(&e) {
-            AppError::unavailable(e)
-        } else {
-            AppError::Internal(e.into())
+        match crate::store::classify(&e) {
+            crate::store::Fault::Transient | crate::store::Fault::Unavailable => {
+                AppError::unavailable(e)
+            }
+            crate::store::Fault::Permanent => AppError::Internal(e.into()),
         }
     }
 }

@@ -107,6 +107,19 @@ impl Db {
             // A connection the server dropped or killed is found before use
             // and replaced, instead of failing the request that drew it.
             .test_before_acquire(true)
+            .before_acquire(move |conn, _meta| {
+                Box::pin(async move {
+                    // SQLite's ping never reads the file, so a connection
+                    // whose file broke under it would be handed out forever.
+                    // One schema read discards it instead, and a fresh
+                    // connection sees the file as it is now.
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor;
+                        return Ok(conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").await.is_ok());
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     use sqlx::Executor;
@@ -219,31 +232,55 @@ impl Db {
     }
 }
 
-/// True for failures that say "the database is unreachable or busy right
-/// now" rather than "this query is wrong": they answer 503, and idempotent
-/// operations may retry them (DESIGN §6).
-pub fn is_transient(e: &sqlx::Error) -> bool {
+/// How a database failure should be treated (DESIGN §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Unreachable or busy right now: answer 503, and an idempotent
+    /// operation may retry (connection refused/reset, pool timeout,
+    /// PostgreSQL 40001/40P01/57P01, SQLite busy).
+    Transient,
+    /// The database cannot serve (storage broken, file unreadable, statement
+    /// timeout): answer 503, but retrying at once would not help.
+    Unavailable,
+    /// The query itself is wrong or violated a constraint: a bug or a
+    /// conflict, not an outage.
+    Permanent,
+}
+
+pub fn classify(e: &sqlx::Error) -> Fault {
     match e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::PoolClosed => true,
+        | sqlx::Error::WorkerCrashed => Fault::Transient,
+        sqlx::Error::PoolClosed => Fault::Unavailable,
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
-            matches!(
-                code,
-                // serialization failure, deadlock, admin shutdown, crash
-                // shutdown, cannot connect now, query canceled (statement
-                // timeout), too many connections
-                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "53300"
-                    // SQLite busy / locked (primary and extended codes)
-                    | "5" | "6" | "261" | "262" | "517"
-            ) || code.starts_with("08")
-                || db.message().contains("database is locked")
+            if let Ok(n) = code.parse::<u32>() {
+                // SQLite result codes: the primary code is the low byte.
+                return match n & 0xff {
+                    5 | 6 => Fault::Transient,               // BUSY, LOCKED
+                    10 | 11 | 14 | 26 => Fault::Unavailable, // IOERR, CORRUPT, CANTOPEN, NOTADB
+                    _ => Fault::Permanent,
+                };
+            }
+            match code {
+                // serialization failure, deadlock, admin/crash shutdown,
+                // cannot connect now, too many connections
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" => Fault::Transient,
+                // query canceled (statement timeout), disk full, out of memory
+                "57014" | "53100" | "53200" => Fault::Unavailable,
+                c if c.starts_with("08") => Fault::Transient,
+                _ => Fault::Permanent,
+            }
         }
-        _ => false,
+        _ => Fault::Permanent,
     }
+}
+
+/// True for failures an idempotent operation may retry.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    classify(e) == Fault::Transient
 }

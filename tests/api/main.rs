@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a random port, over real HTTP.
+//! One test binary (link once); modules by capability.
+
+mod support;
+
+mod bad_input;
+mod errors;
+mod health;
+mod landing;
+mod lifecycle;
+mod openapi;

@@ -1,0 +1,213 @@
+//! Test support: spawn the real server (the production `AppBuilder`) on a
+//! random port with a fresh database, and a client that keeps cookies and
+//! does not follow redirects.
+
+pub mod pg;
+pub mod probes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use huntaze::config::Config;
+use huntaze::health::HealthCheck;
+use huntaze::{AppBuilder, AppState, ShutdownHandle};
+use tokio::task::JoinHandle;
+
+pub use pg::Backend;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// A client that sends no Accept-Encoding and decompresses nothing.
+    pub raw: reqwest::Client,
+    pub state: AppState,
+    pub shutdown: ShutdownHandle,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub data_dir: tempfile::TempDir,
+    _pg: Option<pg::PgTestDb>,
+}
+
+type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    tweaks: Vec<Tweak>,
+    health_checks: Vec<Arc<dyn HealthCheck>>,
+    probes: bool,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            backend: Backend::Sqlite,
+            tweaks: Vec::new(),
+            health_checks: Vec::new(),
+            probes: true,
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl TestAppBuilder {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.health_checks.push(check);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        init_logs();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.path().to_path_buf(),
+            health_interval_ms: 200,
+            health_check_timeout_ms: 1_000,
+            landing_refresh_ms: 200,
+            db_acquire_timeout_ms: 2_000,
+            shutdown_grace_ms: 5_000,
+            ..Config::default()
+        };
+        let pg = match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let db = pg::PgTestDb::create().await;
+                config.database_url = Some(db.url.clone().into());
+                Some(db)
+            }
+        };
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let mut builder = AppBuilder::new(config);
+        if self.probes {
+            builder = builder.extra_routes(probes::routes());
+        }
+        for check in self.health_checks {
+            builder = builder.health_check(check);
+        }
+        let app = builder.build().await.expect("server builds");
+        let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
+        let shutdown = app.shutdown_handle();
+        let server = tokio::spawn(app.run(false));
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let raw = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_brotli()
+            .no_gzip()
+            .no_zstd()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        TestApp {
+            base,
+            client,
+            raw,
+            state,
+            shutdown,
+            server: Some(server),
+            data_dir,
+            _pg: pg,
+        }
+    }
+}
+
+/// Logs go to the test's captured output (shown for failing tests only).
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs one async test body on SQLite and on PostgreSQL:
+/// `both_backends!(async fn name(backend) { ... });` makes `name::sqlite` and
+/// `name::postgres`. The PostgreSQL variant skips with a message when no
+/// server is reachable, unless `HUNTAZE_TEST_REQUIRE_SERVICES=1` (CI), where a
+/// missing server fails the test.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn body($backend: $crate::support::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                body($crate::support::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::support::pg::available(concat!(module_path!(), "::postgres")).await {
+                    body($crate::support::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}

@@ -1,0 +1,54 @@
+//! Routes mounted only in tests, behind the full production middleware, to
+//! provoke what no production route does on demand: a panic, a slow
+//! handler, a typed JSON body, a database read.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use huntaze::AppState;
+use huntaze::error::AppError;
+use huntaze::middleware::extract::{ApiJson, ApiQuery};
+use serde::Deserialize;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/test/echo", post(echo))
+        .route("/test/echo", post(echo))
+        .route("/api/test/panic", get(panic))
+        .route("/test/panic", get(panic))
+        .route("/api/test/sleep", get(sleep))
+        .route("/test/sleep", get(sleep))
+        .route("/api/test/db", get(db_read))
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Echo {
+    name: String,
+    count: u32,
+}
+
+async fn echo(ApiJson(body): ApiJson<Echo>) -> axum::Json<Echo> {
+    axum::Json(body)
+}
+
+async fn panic() -> &'static str {
+    panic!("probe panic with secret detail /etc/passwd")
+}
+
+#[derive(Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+async fn sleep(ApiQuery(q): ApiQuery<Sleep>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    "slept"
+}
+
+async fn db_read(State(state): State<AppState>) -> Result<String, AppError> {
+    let f = state.db.site_figures().await?;
+    Ok(f.creators.to_string())
+}
