@@ -12,6 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::accounts::Accounts;
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
@@ -127,7 +128,10 @@ impl AppBuilder {
                     "development"
                 },
             }),
-            Arc::new(AuthCheck { keys: keys.clone() }),
+            Arc::new(AuthCheck {
+                keys: keys.clone(),
+                db: db.clone(),
+            }),
             Arc::new(ExternalCheck {
                 tiktok_mode,
                 redis,
@@ -143,10 +147,12 @@ impl AppBuilder {
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
         health.sample_now().await;
 
+        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
         let state = AppState(Arc::new(App {
             config,
             keys,
             db,
+            accounts,
             assets,
             landing,
             health,
@@ -162,6 +168,8 @@ impl AppBuilder {
             Duration::from_millis(state.config.landing_refresh_ms),
             stop_rx.clone(),
         );
+
+        spawn_session_sweep(Arc::clone(&state.accounts), stop_rx.clone());
 
         let local_addr = listener.local_addr()?;
         tracing::info!(
@@ -197,6 +205,24 @@ fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "migration retry failed"),
             }
             delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+fn spawn_session_sweep(accounts: Arc<Accounts>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match accounts.sweep().await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+                    }
+                }
+                _ = crate::lifecycle::stopped(&mut stop) => return,
+            }
         }
     });
 }

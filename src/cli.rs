@@ -1,4 +1,5 @@
-//! Command line (clap): `serve` (default), `migrate`, `check-config`.
+//! Command line (clap): `serve` (default), `migrate`, `check-config`,
+//! `create-admin`.
 
 use std::process::ExitCode;
 
@@ -22,6 +23,16 @@ enum Command {
     /// Validate the configuration for its environment and exit (non-zero on
     /// a fatal problem). Prints setting names, never values.
     CheckConfig,
+    /// Create an admin, or promote an existing user, in the configured
+    /// database. The password is read from standard input.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (required: passwords never
+        /// go on the command line, where `ps` would show them).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -49,6 +60,7 @@ pub fn run() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::CheckConfig => check_config(&config),
+            Command::CreateAdmin { email, .. } => create_admin(config, &email).await,
         }
     });
     match result {
@@ -76,6 +88,38 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
         db.backend().name(),
         db.latest_migration()
     );
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
+    use crate::accounts::validate::{Email, Password};
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email {}", e.message))?;
+    let password = Password::parse_new(password, Some(&email))
+        .map_err(|e| anyhow::anyhow!("password {}", e.message))?;
+    let db = crate::store::Db::connect_lazy(&config)?;
+    db.migrate().await?;
+    let keys = config.keys()?;
+    let accounts = crate::accounts::Accounts::new(db.clone(), &config, keys.secret)?;
+    let hash = accounts
+        .hasher()
+        .hash(&password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = crate::time_fmt::now_ms();
+    db.upsert_admin(&crate::store::users::UserRow {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        email: email.as_str().to_owned(),
+        display_name: None,
+        password_hash: hash,
+        role: "admin".into(),
+        created_at: now,
+    })
+    .await?;
+    println!("{} is an admin", email.as_str());
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -72,6 +72,25 @@ pub struct Config {
     pub shutdown_drain_ms: u64,
     /// Longest wait for in-flight requests after the listener closes.
     pub shutdown_grace_ms: u64,
+    /// A session unused this long is over.
+    pub session_idle_ms: u64,
+    /// A session is over this long after sign-in, used or not.
+    pub session_absolute_ms: u64,
+    pub login_per_ip_per_minute: u32,
+    pub login_per_account_per_minute: u32,
+    pub register_per_ip_per_minute: u32,
+    /// Failed logins within `login_failure_window_ms` that lock an account.
+    pub login_max_failures: u32,
+    pub login_failure_window_ms: u64,
+    /// How long a locked account stays locked.
+    pub login_lockout_ms: u64,
+    /// Argon2id memory cost (KiB) and iterations for new hashes.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    /// Password hashes computed at once; more wait up to
+    /// `password_queue_wait_ms`, then get 503.
+    pub password_hash_concurrency: usize,
+    pub password_queue_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -106,6 +125,18 @@ impl Default for Config {
             landing_refresh_ms: 30_000,
             shutdown_drain_ms: 0,
             shutdown_grace_ms: 20_000,
+            session_idle_ms: 24 * 3_600_000,
+            session_absolute_ms: 30 * 24 * 3_600_000,
+            login_per_ip_per_minute: 30,
+            login_per_account_per_minute: 10,
+            register_per_ip_per_minute: 10,
+            login_max_failures: 5,
+            login_failure_window_ms: 15 * 60_000,
+            login_lockout_ms: 5 * 60_000,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            password_hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            password_queue_wait_ms: 3_000,
         }
     }
 }

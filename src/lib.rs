@@ -4,8 +4,10 @@
 //! builds the server through the same [`app::AppBuilder`] that production uses,
 //! so tests exercise exactly the router and middleware stack that ships.
 
+pub mod accounts;
 pub mod app;
 pub mod assets;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;

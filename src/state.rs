@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::accounts::Accounts;
 use crate::assets::Assets;
 use crate::config::{Config, Keys};
 use crate::health::HealthSampler;
@@ -15,6 +16,7 @@ pub struct App {
     pub config: Config,
     pub keys: Keys,
     pub db: Db,
+    pub accounts: Arc<Accounts>,
     pub assets: Arc<Assets>,
     pub landing: Arc<LandingPage>,
     pub health: Arc<HealthSampler>,

@@ -71,3 +71,35 @@ mod tests {
         assert_eq!(super::thousands(1_234_567), "1,234,567");
     }
 }
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginView {
+    pub chrome: Chrome,
+    pub next: String,
+    pub email: String,
+    pub notice: Option<String>,
+    pub email_error: Option<String>,
+    pub password_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+pub struct RegisterView {
+    pub chrome: Chrome,
+    pub email: String,
+    pub display_name: String,
+    pub notice: Option<String>,
+    pub email_error: Option<String>,
+    pub password_error: Option<String>,
+    pub display_name_error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "platforms.html")]
+pub struct PlatformsView {
+    pub chrome: Chrome,
+    pub user_label: String,
+    pub tiktok_connected: bool,
+    pub csrf_token: String,
+}

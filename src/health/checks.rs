@@ -101,9 +101,11 @@ impl HealthCheck for ConfigCheck {
     }
 }
 
-/// Keys present and strong, and a token sign/verify round trip.
+/// Keys present and strong, a token sign/verify round trip, and a
+/// write/read/delete probe of the session store.
 pub struct AuthCheck {
     pub keys: Keys,
+    pub db: Db,
 }
 
 #[async_trait::async_trait]
@@ -117,14 +119,21 @@ impl HealthCheck for AuthCheck {
     async fn check(&self) -> CheckOutcome {
         let strong = self.keys.secret.len() >= 32 && self.keys.encryption.iter().any(|b| *b != 0);
         let round_trip = sign_verify_round_trip(&self.keys.secret);
+        let store = self.db.probe_session_store().await;
+        if let Err(e) = &store {
+            tracing::warn!(error = %e, "session store probe failed");
+        }
         let details = json!({
             "keysPresent": true,
             "keysStrong": strong,
             "keysGenerated": self.keys.generated,
             "signVerify": round_trip,
+            "sessionStore": store.is_ok(),
         });
         let outcome = if !round_trip {
             CheckOutcome::unhealthy("token sign/verify round trip failed")
+        } else if store.is_err() {
+            CheckOutcome::unhealthy("session store unavailable")
         } else if !strong {
             CheckOutcome::degraded("signing keys are weak")
         } else {

@@ -42,11 +42,17 @@ pub async fn render(State(state): State<AppState>, req: Request, next: Next) -> 
     {
         return res;
     }
-    let report = res
-        .extensions()
-        .get::<ErrorReport>()
-        .cloned()
-        .unwrap_or_else(|| ErrorReport::from_status(status));
+    let report = match res.extensions().get::<ErrorReport>() {
+        Some(r) => r.clone(),
+        None if res
+            .extensions()
+            .get::<tower_http::csrf::ProtectionError>()
+            .is_some() =>
+        {
+            AppError::CsrfFailed.report()
+        }
+        None => ErrorReport::from_status(status),
+    };
     log(&report);
 
     let (mut parts, _discarded) = res.into_parts();

@@ -3,7 +3,7 @@
 //!
 //! request id → request span (RequestContext) → security headers →
 //! compression → error boundary → deadline (504) → load shedding (503) →
-//! catch panic (500) → body limit (413) → routes.
+//! cross-origin guard (403) → catch panic (500) → body limit (413) → routes.
 //!
 //! The error boundary sits outside the deadline, shedding and panic layers so
 //! that what they answer is rendered in the error format like any handler
@@ -33,6 +33,22 @@ use crate::state::AppState;
 /// Responses smaller than this are not worth compressing.
 const COMPRESS_MIN_BYTES: u64 = 512;
 
+/// Rejects cross-site state-changing requests (`Sec-Fetch-Site` / `Origin`,
+/// DESIGN §7) with 403; the error boundary turns the rejection (it carries a
+/// `ProtectionError` extension) into CSRF_FAILED. Token checks for
+/// cookie-authenticated requests happen in the `CsrfUser` extractor and the
+/// form handlers.
+fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
+    let layer = tower_http::csrf::CsrfLayer::new();
+    match url::Url::parse(public_url) {
+        Ok(u) => {
+            let origin = u.origin().ascii_serialization();
+            layer.clone().add_trusted_origin(origin).unwrap_or(layer)
+        }
+        Err(_) => layer,
+    }
+}
+
 pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
     let shed = shed::LoadShedder::new(state.config.max_in_flight);
     let headers = Arc::new(security_headers::SecurityHeaders::new(
@@ -60,6 +76,7 @@ pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
             state.config.request_timeout(),
         ))
         .layer(axum::middleware::from_fn_with_state(shed, shed::limit))
+        .layer(cross_origin_guard(&state.config.public_url))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));

@@ -16,6 +16,18 @@ use crate::state::AppState;
 
 pub const COMPONENTS: [&str; 4] = ["auth", "database", "config", "external"];
 
+/// True when the caller may see messages and details: the monitoring token
+/// or an admin session.
+pub async fn is_detailed_caller(state: &AppState, parts: &mut axum::http::request::Parts) -> bool {
+    if has_monitoring_token(state, &parts.headers) {
+        return true;
+    }
+    use axum::extract::FromRequestParts;
+    crate::accounts::extract::MaybeUser::from_request_parts(parts, state)
+        .await
+        .is_ok_and(|u| u.0.is_some_and(|w| w.is_admin()))
+}
+
 /// True when the caller presented the monitoring bearer token.
 pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = &state.config.monitoring_token else {
@@ -55,8 +67,11 @@ fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
         (status = 200, description = "healthy or degraded", body = HealthStatus),
         (status = 503, description = "unhealthy", body = HealthStatus),
     ))]
-pub async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let detailed = has_monitoring_token(&state, &headers);
+pub async fn overall(
+    State(state): State<AppState>,
+    mut parts: axum::http::request::Parts,
+) -> Response {
+    let detailed = is_detailed_caller(&state, &mut parts).await;
     let health = state.health.overall(detailed);
     health_response(health.status, &health)
 }
@@ -72,12 +87,12 @@ pub async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Respo
 pub async fn component(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    mut parts: axum::http::request::Parts,
 ) -> Result<Response, AppError> {
     if !COMPONENTS.contains(&name.as_str()) {
         return Err(AppError::NotFound);
     }
-    let detailed = has_monitoring_token(&state, &headers);
+    let detailed = is_detailed_caller(&state, &mut parts).await;
     let health = state
         .health
         .component(&name, detailed)

@@ -1,16 +1,21 @@
 //! HTTP routes: parse, call, respond. Each module owns one path prefix:
 //! `pages` (`/`, `/assets`), `health` (`/api/health*`, `/livez`, `/readyz`),
-//! `openapi` (`/api/openapi.json`).
+//! `openapi` (`/api/openapi.json`), `auth` (`/api/auth/*`), `admin`
+//! (`/api/admin/*`), `account_pages` (`/login`, `/register`, `/logout`,
+//! `/platforms`).
 //!
 //! `/api` routes are registered through utoipa's `OpenApiRouter`, so the
 //! OpenAPI document is generated from the same declarations that route.
 
+pub mod account_pages;
+pub mod admin;
+pub mod auth;
 pub mod health;
 pub mod openapi;
 pub mod pages;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,6 +26,12 @@ use crate::state::AppState;
 /// panics or sleeps) behind the very same middleware.
 pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base_document())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::current_session))
+        .routes(routes!(auth::revoke_all_sessions))
+        .routes(routes!(admin::audit_log))
         .routes(routes!(health::overall))
         .routes(routes!(health::component))
         .routes(routes!(openapi::document))
@@ -31,6 +42,16 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
         .merge(api)
         .route("/", get(pages::landing))
         .route("/assets/{name}", get(pages::asset))
+        .route(
+            "/login",
+            get(account_pages::login_page).post(account_pages::login_submit),
+        )
+        .route(
+            "/register",
+            get(account_pages::register_page).post(account_pages::register_submit),
+        )
+        .route("/logout", post(account_pages::logout_submit))
+        .route("/platforms", get(account_pages::platforms_page))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz));
     if let Some(extra) = extra {

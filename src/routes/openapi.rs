@@ -21,6 +21,8 @@ use crate::health::{ComponentHealth, HealthStatus, Status};
     tags(
         (name = "health", description = "Liveness, readiness and per-component health"),
         (name = "meta", description = "This document"),
+        (name = "auth", description = "Registration, sign-in and sessions"),
+        (name = "admin", description = "Admin-only APIs"),
     )
 )]
 struct ApiDoc;

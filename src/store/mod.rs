@@ -9,7 +9,10 @@
 //!
 //! This module owns SQL and connection management only; no HTTP types.
 
+pub mod audit;
+pub mod sessions;
 pub mod stats;
+pub mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

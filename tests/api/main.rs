@@ -3,6 +3,8 @@
 
 mod support;
 
+mod account_pages;
+mod accounts;
 mod bad_input;
 mod errors;
 mod health;

@@ -211,3 +211,82 @@ macro_rules! both_backends {
         }
     )*};
 }
+
+/// A fresh client (its own cookie jar), for a second user.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    pub async fn register_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> (u16, serde_json::Value) {
+        let res = client
+            .post(self.url("/api/auth/register"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("register");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or_default())
+    }
+
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> (u16, serde_json::Value) {
+        let res = client
+            .post(self.url("/api/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or_default())
+    }
+
+    /// Registers `email` on the app's own client; returns the CSRF token.
+    pub async fn sign_up(&self, email: &str) -> String {
+        let (status, body) = self.register_with(&self.client, email, PASSWORD).await;
+        assert_eq!(status, 201, "{body}");
+        body["csrfToken"].as_str().expect("csrf token").to_owned()
+    }
+
+    /// Makes `email` an admin directly in the database.
+    pub async fn promote(&self, email: &str) {
+        sqlx::query("UPDATE users SET role = 'admin' WHERE email = $1")
+            .bind(email)
+            .execute(self.state.db.pool())
+            .await
+            .expect("promote");
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(self.state.db.pool())
+            .await
+            .expect("count")
+    }
+}
+
+/// The value of the session cookie in a response's `Set-Cookie`.
+pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("huntaze_session=") && !v.starts_with("huntaze_session=;"))
+        .map(str::to_owned)
+}

@@ -1,0 +1,344 @@
+//! Accounts: registration, sign-in, sessions, sign-out (DESIGN §7).
+//!
+//! The logic lives here, free of HTTP: routes parse requests into the
+//! validated types of [`validate`] and call [`Accounts`]; the store does SQL.
+
+pub mod extract;
+pub mod password;
+pub mod rate_limit;
+pub mod session;
+pub mod validate;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{self, AuditEvent};
+use crate::config::Config;
+use crate::error::{AppError, FieldError};
+use crate::middleware::request_id::RequestContext;
+use crate::store::Db;
+use crate::store::sessions::SessionRow;
+use crate::store::users::{Inserted, UserRow};
+use crate::time_fmt::{now_ms, rfc3339_from_ms};
+use password::PasswordHasher;
+use rate_limit::AuthRateLimits;
+use validate::{DisplayName, Email, Password};
+
+/// A session is touched at most this often (not a write per request).
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// The user as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicUser {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub created_at: String,
+}
+
+impl From<&UserRow> for PublicUser {
+    fn from(u: &UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            created_at: rfc3339_from_ms(u.created_at),
+        }
+    }
+}
+
+/// A signed-in caller.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub user: UserRow,
+    pub token_hash: String,
+    pub csrf_token: String,
+}
+
+impl Authenticated {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == "admin"
+    }
+}
+
+/// A new session: the raw token goes into the cookie, once.
+pub struct NewSession {
+    pub token: String,
+    pub user: UserRow,
+    pub csrf_token: String,
+    pub max_age_secs: i64,
+}
+
+pub struct Accounts {
+    db: Db,
+    hasher: PasswordHasher,
+    limits: AuthRateLimits,
+    secret: Vec<u8>,
+    idle_ms: i64,
+    absolute_ms: i64,
+}
+
+/// Raw registration input, before parsing.
+pub struct RegisterInput<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub display_name: Option<&'a str>,
+}
+
+impl Accounts {
+    pub fn new(db: Db, config: &Config, secret: Vec<u8>) -> anyhow::Result<Self> {
+        Ok(Self {
+            db,
+            hasher: PasswordHasher::new(
+                config.argon2_memory_kib,
+                config.argon2_iterations,
+                config.password_hash_concurrency,
+                Duration::from_millis(config.password_queue_wait_ms),
+            )?,
+            limits: AuthRateLimits::new(config),
+            secret,
+            idle_ms: config.session_idle_ms as i64,
+            absolute_ms: config.session_absolute_ms as i64,
+        })
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    pub fn limits(&self) -> &AuthRateLimits {
+        &self.limits
+    }
+
+    /// Parses every field and reports every invalid one at once.
+    pub fn parse_registration(
+        input: &RegisterInput<'_>,
+    ) -> Result<(Email, Password, Option<DisplayName>), AppError> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let email = Email::parse(input.email).map_err(|e| errors.push(e)).ok();
+        let password = Password::parse_new(input.password, email.as_ref())
+            .map_err(|e| errors.push(e))
+            .ok();
+        let display = match input.display_name {
+            Some(d) if !d.trim().is_empty() => {
+                DisplayName::parse(d).map_err(|e| errors.push(e)).ok()
+            }
+            _ => None,
+        };
+        match (email, password) {
+            (Some(e), Some(p)) if errors.is_empty() => Ok((e, p, display)),
+            _ => Err(AppError::Validation(errors)),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        input: RegisterInput<'_>,
+        ctx: &RequestContext,
+    ) -> Result<NewSession, AppError> {
+        self.limits
+            .register_attempt(&ctx.ip)
+            .map_err(|l| AppError::RateLimited {
+                retry_after: l.retry_after,
+            })?;
+        let (email, password, display) = Self::parse_registration(&input)?;
+        let hash = self.hasher.hash(&password).await?;
+        let now = now_ms();
+        let user = UserRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            email: email.as_str().to_owned(),
+            display_name: display.map(|d| d.as_str().to_owned()),
+            password_hash: hash,
+            role: "creator".into(),
+            created_at: now,
+        };
+        let event = audit::row(
+            AuditEvent::Register,
+            Some(&user.id),
+            Some(&user.email),
+            ctx,
+            None,
+        );
+        match self.db.insert_user_audited(&user, &event).await? {
+            Inserted::EmailTaken => Err(AppError::EmailTaken),
+            Inserted::Created => self.start_session(user, ctx).await,
+        }
+    }
+
+    /// Signs in. Unknown email and wrong password take the same time and
+    /// give the same answer. `previous` is the caller's current session
+    /// token, if any: it is deleted (rotation at login, no fixation).
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        previous: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<NewSession, AppError> {
+        let email_key = email.trim().to_lowercase();
+        self.limits
+            .login_attempt(&ctx.ip, &email_key)
+            .map_err(|l| AppError::RateLimited {
+                retry_after: l.retry_after,
+            })?;
+        if let Some(left) = self.limits.locked(&email_key) {
+            return Err(AppError::RateLimited { retry_after: left });
+        }
+        let mut errors = Vec::new();
+        let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
+        let password = Password::parse_login(password)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let (Some(email), Some(password)) = (email, password) else {
+            return Err(AppError::Validation(errors));
+        };
+        let user = self.db.user_by_email(email.as_str()).await?;
+        let ok = self
+            .hasher
+            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let user = match (ok, user) {
+            (true, Some(user)) => user,
+            (_, user) => {
+                let uid = user.as_ref().map(|u| u.id.as_str());
+                audit::record(
+                    &self.db,
+                    AuditEvent::LoginFailure,
+                    uid,
+                    Some(email.as_str()),
+                    ctx,
+                    None,
+                )
+                .await;
+                if self.limits.record_failure(&email_key) {
+                    audit::record(
+                        &self.db,
+                        AuditEvent::Lockout,
+                        uid,
+                        Some(email.as_str()),
+                        ctx,
+                        Some(json!({ "retryAfterSecs": self.limits.locked(&email_key).map(|d| d.as_secs()) })),
+                    )
+                    .await;
+                }
+                return Err(AppError::InvalidCredentials);
+            }
+        };
+        self.limits.clear_failures(&email_key);
+        if let Some(previous) = previous {
+            self.db
+                .delete_session(&session::hash_token(previous))
+                .await?;
+        }
+        let signed_in = self.start_session(user, ctx).await?;
+        audit::record(
+            &self.db,
+            AuditEvent::LoginSuccess,
+            Some(&signed_in.user.id),
+            None,
+            ctx,
+            None,
+        )
+        .await;
+        Ok(signed_in)
+    }
+
+    async fn start_session(
+        &self,
+        user: UserRow,
+        ctx: &RequestContext,
+    ) -> Result<NewSession, AppError> {
+        let token = session::new_token();
+        let token_hash = session::hash_token(&token);
+        let now = now_ms();
+        self.db
+            .insert_session(&SessionRow {
+                token_hash: token_hash.clone(),
+                user_id: user.id.clone(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + self.absolute_ms,
+                ip: ctx.ip.clone(),
+                user_agent: ctx.user_agent.clone(),
+            })
+            .await?;
+        Ok(NewSession {
+            csrf_token: session::csrf_token(&self.secret, &token_hash),
+            token,
+            user,
+            max_age_secs: (self.absolute_ms + 999) / 1000,
+        })
+    }
+
+    /// The caller behind a session token, if the session is live. Expired
+    /// sessions (idle or absolute) are deleted on sight.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, AppError> {
+        let token_hash = session::hash_token(token);
+        let Some((s, user)) = self.db.session_with_user(&token_hash).await? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if s.expires_at <= now || s.last_seen_at + self.idle_ms <= now {
+            self.db.delete_session(&token_hash).await?;
+            return Ok(None);
+        }
+        if now - s.last_seen_at >= TOUCH_EVERY_MS {
+            // Best effort: a failed touch only shortens the idle window.
+            if let Err(e) = self.db.touch_session(&token_hash, now).await {
+                tracing::warn!(error = %e, "session touch failed");
+            }
+        }
+        Ok(Some(Authenticated {
+            csrf_token: session::csrf_token(&self.secret, &token_hash),
+            token_hash,
+            user,
+        }))
+    }
+
+    pub fn verify_csrf(&self, who: &Authenticated, presented: &str) -> bool {
+        session::verify_csrf(&self.secret, &who.token_hash, presented)
+    }
+
+    pub async fn logout(&self, who: &Authenticated, ctx: &RequestContext) -> Result<(), AppError> {
+        self.db.delete_session(&who.token_hash).await?;
+        audit::record(
+            &self.db,
+            AuditEvent::Logout,
+            Some(&who.user.id),
+            None,
+            ctx,
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Ends every session of a user (all devices).
+    pub async fn revoke_all(&self, user_id: &str, ctx: &RequestContext) -> Result<u64, AppError> {
+        let n = self.db.delete_user_sessions(user_id).await?;
+        audit::record(
+            &self.db,
+            AuditEvent::SessionsRevoked,
+            Some(user_id),
+            None,
+            ctx,
+            Some(json!({ "count": n })),
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// Deletes expired sessions and prunes limiter state; run periodically.
+    pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
+        self.limits.prune();
+        let now = now_ms();
+        self.db
+            .delete_expired_sessions(now, now - self.idle_ms)
+            .await
+    }
+}

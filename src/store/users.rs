@@ -1,0 +1,105 @@
+//! Users: SQL only.
+
+use sqlx::Row;
+
+use super::Db;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+fn user_from(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Outcome of an insert that may hit the unique email constraint.
+pub enum Inserted {
+    Created,
+    EmailTaken,
+}
+
+impl Db {
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, email, display_name, password_hash, role, created_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, email, display_name, password_hash, role, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    /// Inserts a user and its audit event in one transaction: both land or
+    /// neither does.
+    pub async fn insert_user_audited(
+        &self,
+        user: &UserRow,
+        audit: &super::audit::AuditRow,
+    ) -> Result<Inserted, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(&user.role)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                // the transaction rolls back on drop
+                return Ok(Inserted::EmailTaken);
+            }
+            Err(e) => return Err(e),
+        }
+        super::audit::insert(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(Inserted::Created)
+    }
+
+    /// Creates or promotes an admin (the `create-admin` command).
+    pub async fn upsert_admin(&self, user: &UserRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'admin', $5, $5) \
+             ON CONFLICT (email) DO UPDATE SET role = 'admin', password_hash = excluded.password_hash, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
