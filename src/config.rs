@@ -91,6 +91,16 @@ pub struct Config {
     /// `password_queue_wait_ms`, then get 503.
     pub password_hash_concurrency: usize,
     pub password_queue_wait_ms: u64,
+    /// Attempts (including the first), base backoff and overall deadline of
+    /// retried idempotent database reads.
+    pub db_retry_attempts: u32,
+    pub db_retry_base_ms: u64,
+    pub db_retry_deadline_ms: u64,
+    /// Query cache: fresh lifetime (0 turns the cache off), how long a stale
+    /// value may stand in for a failed reload, and capacity in entries.
+    pub query_cache_ttl_ms: u64,
+    pub query_cache_stale_ms: u64,
+    pub query_cache_capacity: u64,
 }
 
 impl Default for Config {
@@ -137,6 +147,12 @@ impl Default for Config {
             argon2_iterations: 2,
             password_hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             password_queue_wait_ms: 3_000,
+            db_retry_attempts: 3,
+            db_retry_base_ms: 50,
+            db_retry_deadline_ms: 3_000,
+            query_cache_ttl_ms: 30_000,
+            query_cache_stale_ms: 600_000,
+            query_cache_capacity: 100_000,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod app;
 pub mod assets;
 pub mod audit;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

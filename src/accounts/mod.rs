@@ -164,9 +164,10 @@ impl Accounts {
             ctx,
             None,
         );
-        match self.db.insert_user_audited(&user, &event).await? {
+        let (token, row) = self.session_row(&user, ctx);
+        match self.db.create_account(&user, &event, &row).await? {
             Inserted::EmailTaken => Err(AppError::EmailTaken),
-            Inserted::Created => self.start_session(user, ctx).await,
+            Inserted::Created => Ok(self.signed_in(token, &row, user)),
         }
     }
 
@@ -230,49 +231,39 @@ impl Accounts {
             }
         };
         self.limits.clear_failures(&email_key);
-        if let Some(previous) = previous {
-            self.db
-                .delete_session(&session::hash_token(previous))
-                .await?;
-        }
-        let signed_in = self.start_session(user, ctx).await?;
-        audit::record(
-            &self.db,
-            AuditEvent::LoginSuccess,
-            Some(&signed_in.user.id),
-            None,
-            ctx,
-            None,
-        )
-        .await;
-        Ok(signed_in)
+        let (token, row) = self.session_row(&user, ctx);
+        let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);
+        let previous = previous.map(session::hash_token);
+        self.db
+            .rotate_session(previous.as_deref(), &row, &event)
+            .await?;
+        Ok(self.signed_in(token, &row, user))
     }
 
-    async fn start_session(
-        &self,
-        user: UserRow,
-        ctx: &RequestContext,
-    ) -> Result<NewSession, AppError> {
+    /// A fresh session for `user`: the raw token (for the cookie) and the row
+    /// to store (with the token's hash only).
+    fn session_row(&self, user: &UserRow, ctx: &RequestContext) -> (String, SessionRow) {
         let token = session::new_token();
-        let token_hash = session::hash_token(&token);
         let now = now_ms();
-        self.db
-            .insert_session(&SessionRow {
-                token_hash: token_hash.clone(),
-                user_id: user.id.clone(),
-                created_at: now,
-                last_seen_at: now,
-                expires_at: now + self.absolute_ms,
-                ip: ctx.ip.clone(),
-                user_agent: ctx.user_agent.clone(),
-            })
-            .await?;
-        Ok(NewSession {
-            csrf_token: session::csrf_token(&self.secret, &token_hash),
+        let row = SessionRow {
+            token_hash: session::hash_token(&token),
+            user_id: user.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.absolute_ms,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+        };
+        (token, row)
+    }
+
+    fn signed_in(&self, token: String, row: &SessionRow, user: UserRow) -> NewSession {
+        NewSession {
+            csrf_token: session::csrf_token(&self.secret, &row.token_hash),
             token,
             user,
             max_age_secs: (self.absolute_ms + 999) / 1000,
-        })
+        }
     }
 
     /// The caller behind a session token, if the session is live. Expired

@@ -26,6 +26,9 @@ impl HealthCheck for DatabaseCheck {
     }
     async fn check(&self) -> CheckOutcome {
         let backend = self.db.backend().name();
+        // Occupancy before the probe takes a connection of its own.
+        let before = self.db.stats();
+        let saturated = before.idle == 0 && before.size >= before.max;
         let latency = match self.db.ping().await {
             Ok(latency) => latency,
             Err(e) => {
@@ -42,12 +45,14 @@ impl HealthCheck for DatabaseCheck {
             "roundTripMs": latency.as_secs_f64() * 1000.0,
             "pool": stats,
             "migration": { "applied": applied, "latest": latest, "current": applied >= latest },
+            "retries": crate::store::retry::RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+            "queryCache": self.db.query_cache_stats(),
         });
         let outcome = if applied < latest || !self.db.is_migrated() {
             CheckOutcome::unhealthy("migrations not applied")
         } else if latency > self.slow {
             CheckOutcome::degraded(format!("slow round trip ({} ms)", latency.as_millis()))
-        } else if stats.waiting > 0 && stats.idle == 0 && stats.size >= stats.max {
+        } else if saturated || (stats.waiting > 0 && stats.idle == 0 && stats.size >= stats.max) {
             CheckOutcome::degraded("connection pool saturated")
         } else {
             CheckOutcome::healthy()

@@ -10,6 +10,7 @@
 //! This module owns SQL and connection management only; no HTTP types.
 
 pub mod audit;
+pub mod retry;
 pub mod sessions;
 pub mod stats;
 pub mod users;
@@ -70,6 +71,9 @@ pub struct Db {
 struct DbInner {
     pool: AnyPool,
     backend: Backend,
+    retry: retry::RetryPolicy,
+    /// Session lookups by token hash (the read every signed-in request makes).
+    sessions: Option<crate::cache::QueryCache<String, sessions::SessionWithUser>>,
     max_connections: u32,
     migrated: AtomicBool,
     waiting: AtomicUsize,
@@ -151,10 +155,25 @@ impl Db {
             })
             .connect_lazy(&url)
             .context("parsing HUNTAZE_DATABASE_URL")?;
+        let sessions = (config.query_cache_ttl_ms > 0).then(|| {
+            crate::cache::QueryCache::new(
+                "sessions",
+                config.query_cache_capacity,
+                Duration::from_millis(config.query_cache_ttl_ms),
+                Duration::from_millis(config.query_cache_stale_ms),
+            )
+        });
         Ok(Self {
             inner: Arc::new(DbInner {
                 pool,
                 backend,
+                sessions,
+                retry: retry::RetryPolicy {
+                    attempts: config.db_retry_attempts.max(1),
+                    base: Duration::from_millis(config.db_retry_base_ms),
+                    cap: Duration::from_secs(1),
+                    deadline: Duration::from_millis(config.db_retry_deadline_ms),
+                },
                 max_connections: config.db_max_connections,
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
@@ -168,6 +187,26 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// Runs an idempotent read with retries on transient failures.
+    pub async fn read<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.inner.retry.run(operation, op).await
+    }
+
+    /// The session cache's counts (None when the cache is off).
+    pub fn query_cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.inner.sessions.as_ref().map(|c| c.stats())
+    }
+
+    pub(crate) fn session_cache(
+        &self,
+    ) -> Option<&crate::cache::QueryCache<String, sessions::SessionWithUser>> {
+        self.inner.sessions.as_ref()
     }
 
     /// Applies pending migrations (idempotent).
@@ -280,6 +319,14 @@ pub fn classify(e: &sqlx::Error) -> Fault {
             }
         }
         _ => Fault::Permanent,
+    }
+}
+
+impl crate::cache::Transient for sqlx::Error {
+    /// A stale cached value may stand in whenever the database could not
+    /// answer (as opposed to answering "no such row" or "bad query").
+    fn is_transient(&self) -> bool {
+        classify(self) != Fault::Permanent
     }
 }
 

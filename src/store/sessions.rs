@@ -1,10 +1,38 @@
 //! Sessions: SQL only. Rows are keyed by the SHA-256 of the token; the token
 //! itself is never stored.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::Db;
 use super::users::UserRow;
+
+/// A live session row and its user.
+pub type SessionWithUser = (SessionRow, UserRow);
+
+/// Why a cached lookup produced no value.
+#[derive(Debug)]
+enum Lookup {
+    Missing,
+    Db(sqlx::Error),
+}
+
+impl crate::cache::Transient for Lookup {
+    fn is_transient(&self) -> bool {
+        matches!(self, Lookup::Db(e) if crate::cache::Transient::is_transient(e))
+    }
+}
+
+/// Several callers may share one failed load; each gets an error of the
+/// same class (sqlx errors cannot be cloned).
+fn shared_error(e: &sqlx::Error) -> sqlx::Error {
+    match super::classify(e) {
+        super::Fault::Permanent => sqlx::Error::Configuration(e.to_string().into()),
+        super::Fault::Unavailable => sqlx::Error::PoolClosed,
+        super::Fault::Transient => sqlx::Error::Protocol(e.to_string()),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct SessionRow {
@@ -19,7 +47,15 @@ pub struct SessionRow {
 
 impl Db {
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        insert_session(self.pool(), s).await
+    }
+}
+
+pub(crate) async fn insert_session<'e, E>(executor: E, s: &SessionRow) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -30,16 +66,49 @@ impl Db {
         .bind(s.expires_at)
         .bind(&s.ip)
         .bind(&s.user_agent)
-        .execute(self.pool())
+        .execute(executor)
         .await?;
-        Ok(())
-    }
+    Ok(())
+}
 
-    /// The session and its user, if the session exists.
+impl Db {
+    /// The session and its user, if the session exists: through the query
+    /// cache (single flight, stale on outage) when it is on, with retries.
     pub async fn session_with_user(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(SessionRow, UserRow)>, sqlx::Error> {
+    ) -> Result<Option<SessionWithUser>, sqlx::Error> {
+        let Some(cache) = self.session_cache() else {
+            return self
+                .read("session_lookup", || self.load_session(token_hash))
+                .await;
+        };
+        let loaded = cache
+            .get_or_load(token_hash.to_owned(), async {
+                match self
+                    .read("session_lookup", || self.load_session(token_hash))
+                    .await
+                {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(Lookup::Missing),
+                    Err(e) => Err(Lookup::Db(e)),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => match Arc::try_unwrap(e) {
+                Ok(Lookup::Missing) => Ok(None),
+                Ok(Lookup::Db(e)) => Err(e),
+                Err(shared) => match &*shared {
+                    Lookup::Missing => Ok(None),
+                    Lookup::Db(e) => Err(shared_error(e)),
+                },
+            },
+        }
+    }
+
+    async fn load_session(&self, token_hash: &str) -> Result<Option<SessionWithUser>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT s.token_hash, s.user_id, s.created_at AS s_created, s.last_seen_at, s.expires_at, \
                     s.ip, s.user_agent, u.id, u.email, u.display_name, u.password_hash, u.role, \
@@ -77,7 +146,14 @@ impl Db {
             .bind(token_hash)
             .execute(self.pool())
             .await?;
+        self.forget_session(token_hash).await;
         Ok(())
+    }
+
+    async fn forget_session(&self, token_hash: &str) {
+        if let Some(cache) = self.session_cache() {
+            cache.invalidate(&token_hash.to_owned()).await;
+        }
     }
 
     /// Deletes one session; true if it existed.
@@ -86,6 +162,7 @@ impl Db {
             .bind(token_hash)
             .execute(self.pool())
             .await?;
+        self.forget_session(token_hash).await;
         Ok(r.rows_affected() > 0)
     }
 
@@ -95,7 +172,35 @@ impl Db {
             .bind(user_id)
             .execute(self.pool())
             .await?;
+        if let Some(cache) = self.session_cache() {
+            let uid = user_id.to_owned();
+            cache.invalidate_if(move |(s, _)| s.user_id == uid);
+        }
         Ok(r.rows_affected())
+    }
+
+    /// Replaces `previous` (if any) with `new` and records `audit`, in one
+    /// transaction: sign-in rotation lands whole or not at all.
+    pub async fn rotate_session(
+        &self,
+        previous: Option<&str>,
+        new: &SessionRow,
+        audit: &super::audit::AuditRow,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        if let Some(previous) = previous {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(previous)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_session(&mut *tx, new).await?;
+        super::audit::insert(&mut *tx, audit).await?;
+        tx.commit().await?;
+        if let Some(previous) = previous {
+            self.forget_session(previous).await;
+        }
+        Ok(())
     }
 
     pub async fn delete_expired_sessions(

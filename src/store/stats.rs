@@ -11,6 +11,10 @@ pub struct SiteFigures {
 
 impl Db {
     pub async fn site_figures(&self) -> Result<SiteFigures, sqlx::Error> {
+        self.read("site_figures", || self.load_site_figures()).await
+    }
+
+    async fn load_site_figures(&self) -> Result<SiteFigures, sqlx::Error> {
         let creators = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
             .fetch_one(self.pool())
             .await?;
@@ -33,12 +37,14 @@ impl Db {
         user_id: &str,
         platform: &str,
     ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar::<_, String>(
-            "SELECT status FROM platform_connections WHERE user_id = $1 AND platform = $2",
-        )
-        .bind(user_id)
-        .bind(platform)
-        .fetch_optional(self.pool())
+        self.read("platform_status", || {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status FROM platform_connections WHERE user_id = $1 AND platform = $2",
+            )
+            .bind(user_id)
+            .bind(platform)
+            .fetch_optional(self.pool())
+        })
         .await
     }
 }

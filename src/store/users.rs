@@ -33,13 +33,16 @@ pub enum Inserted {
 
 impl Db {
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at FROM users WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(user_from).transpose()
+        self.read("user_by_email", || async {
+            let row = sqlx::query(
+                "SELECT id, email, display_name, password_hash, role, created_at FROM users WHERE email = $1",
+            )
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
+            row.as_ref().map(user_from).transpose()
+        })
+        .await
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
@@ -52,12 +55,14 @@ impl Db {
         row.as_ref().map(user_from).transpose()
     }
 
-    /// Inserts a user and its audit event in one transaction: both land or
-    /// neither does.
-    pub async fn insert_user_audited(
+    /// Inserts a user, its audit event and its first session in one
+    /// transaction: all land or none does, so a failed registration never
+    /// leaves an account behind that blocks the retry with EMAIL_TAKEN.
+    pub async fn create_account(
         &self,
         user: &UserRow,
         audit: &super::audit::AuditRow,
+        session: &super::sessions::SessionRow,
     ) -> Result<Inserted, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
@@ -81,6 +86,7 @@ impl Db {
             Err(e) => return Err(e),
         }
         super::audit::insert(&mut *tx, audit).await?;
+        super::sessions::insert_session(&mut *tx, session).await?;
         tx.commit().await?;
         Ok(Inserted::Created)
     }

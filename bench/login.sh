@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# Benchmark (not a test) of sign-in: how close POST /api/auth/login gets to
+# the raw Argon2id rate of this machine, and what a login flood does to the
+# landing page.
+#
+#   bench/login.sh                       # 10 s per wrk run
+#   BENCH_DURATION=30s bench/login.sh    # longer runs
+#
+# It builds the release binary and the `hash_rate` example, then:
+#   0. runs examples/hash_rate.rs (no server running): single-thread Argon2id
+#      hash/verify time (median of 20) and verifies/s with nproc threads;
+#   1. starts the release server on loopback (fresh SQLite data dir,
+#      RUST_LOG=warn, login rate limits and lockout raised so they never
+#      trigger, every other setting at its default), registers one user;
+#   2. login:       wrk POSTing a correct login, -c16, for BENCH_DURATION;
+#                   login req/s / raw parallel verifies/s = overhead ratio;
+#   3. / alone:     wrk GET / (Accept-Encoding: br), -c16;
+#   4. / + flood:   at the same time, wrk flooding logins (-c64) and wrk
+#                   GET / (Accept-Encoding: br, -c16), both for BENCH_DURATION;
+# and prints a table; the same figures go to bench/results/login-<UTC>.json.
+#
+# Under the flood some logins may answer 503 (password-hash queue full, by
+# design: HUNTAZE_PASSWORD_QUEUE_WAIT_MS); non-2xx answers are counted per
+# run (with 401/429/503/504 broken out) and reported, not treated as failure.
+#
+# Environment:
+#   BENCH_DURATION             wrk duration per run (10s, 1m; default 10s)
+#   BENCH_THREADS              wrk threads per wrk process (default 2)
+#   BENCH_LOGIN_CONNECTIONS    connections of the login run (default 16)
+#   BENCH_LANDING_CONNECTIONS  connections of the / runs (default 16)
+#   BENCH_FLOOD_CONNECTIONS    connections of the login flood (default 64)
+#   BENCH_HASH_SECONDS         parallel part of hash_rate (default 5)
+#
+# Traffic goes to 127.0.0.1 only. Any HUNTAZE_* variable of the caller's
+# environment is ignored (so the server and hash_rate both use the default
+# Argon2 parameters and runs are comparable); a huntaze.toml is not read.
+# On a 2-core machine wrk shares the CPU with the server: compare ratios
+# between runs of this script, not absolutes.
+set -euo pipefail
+
+DURATION="${BENCH_DURATION:-10s}"
+THREADS="${BENCH_THREADS:-2}"
+LOGIN_CONNECTIONS="${BENCH_LOGIN_CONNECTIONS:-16}"
+LANDING_CONNECTIONS="${BENCH_LANDING_CONNECTIONS:-16}"
+FLOOD_CONNECTIONS="${BENCH_FLOOD_CONNECTIONS:-64}"
+HASH_SECONDS="${BENCH_HASH_SECONDS:-5}"
+READY_DEADLINE_S=60
+WRK_TIMEOUT=10s # above the 3 s hash-queue wait, so slow logins are measured, not dropped
+
+# Raised so that they never trigger during the runs.
+HIGH_LIMIT=100000000
+BENCH_EMAIL="bench-login@example.com"
+BENCH_PASSWORD="bench-login-Password-1"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="$ROOT/target/release/huntaze"
+HASH_RATE="$ROOT/target/release/examples/hash_rate"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# Ignore the caller's server configuration.
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+
+# ---------------------------------------------------------------- cleanup --
+WORK="$(mktemp -d -t huntaze-bench.XXXXXX)"
+SERVER_PID=""
+WRK_PIDS=()
+cleanup() {
+    local rc=$?
+    for p in "${WRK_PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools --
+as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+need_pkg() { # need_pkg COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2"
+    if ! as_root apt-get install -y "$2" >"$WORK/apt.log" 2>&1; then
+        log "apt-get install failed; running apt-get update first"
+        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
+        as_root apt-get install -y "$2" >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install $2"; }
+    fi
+    command -v "$1" >/dev/null || die "$1 is not installed"
+}
+need_pkg wrk wrk
+need_pkg jq jq
+command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
+command -v curl >/dev/null || die "curl is not installed"
+[[ -r /proc/self/status ]] || die "/proc is needed to read the server's peak RSS"
+
+# ---------------------------------------------------------------- helpers --
+# Seconds of a wrk-style duration (10, 10s, 2m, 1h); used to bound wrk itself.
+duration_secs() {
+    local d="$1"
+    case "$d" in
+        *h) echo $(( ${d%h} * 3600 )) ;;
+        *m) echo $(( ${d%m} * 60 )) ;;
+        *s) echo $(( ${d%s} )) ;;
+        *)  echo $(( d )) ;;
+    esac
+}
+DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
+(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
+[[ "$HASH_SECONDS" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_HASH_SECONDS must be a number of seconds"
+
+# ---------------------------------------------------------------- build --
+log "cargo build --release --bin huntaze --example hash_rate"
+cargo build --release --bin huntaze --example hash_rate >&2 || die "release build failed"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+[[ -x "$HASH_RATE" ]] || die "no example binary at $HASH_RATE"
+
+# A loopback port nobody listens on (connect is refused).
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+    done
+    return 1
+}
+
+# start_server DATA_DIR PORT: starts the release binary in DATA_DIR (so no
+# huntaze.toml is found), sets SERVER_PID.
+start_server() {
+    local dir="$1" port="$2"
+    (
+        cd "$dir"
+        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
+            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
+            HUNTAZE_DATA_DIR="$dir" \
+            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
+            HUNTAZE_LOGIN_PER_ACCOUNT_PER_MINUTE="$HIGH_LIMIT" \
+            HUNTAZE_LOGIN_MAX_FAILURES="$HIGH_LIMIT" \
+            RUST_LOG=warn \
+            "$BIN" serve
+    ) >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
+
+# wait_ready PORT LOG: polls /readyz every 5 ms until 200 (bounded).
+wait_ready() {
+    local port="$1" logf="$2" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
+    while :; do
+        [[ "$(http_code "http://127.0.0.1:$port/readyz")" == 200 ]] && return 0
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            tail -n 20 "$logf" >&2 || true
+            die "server exited before it was ready"
+        fi
+        if (( $(date +%s) >= deadline )); then
+            tail -n 20 "$logf" >&2 || true
+            die "server not ready after ${READY_DEADLINE_S}s"
+        fi
+        sleep 0.005
+    done
+}
+
+field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
+us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
+
+# ---------------------------------------------------------------- raw Argon2id --
+log "hash_rate: raw Argon2id with the server's default parameters (no server running)"
+HASH_JSON="$(HASH_RATE_SECONDS="$HASH_SECONDS" timeout --kill-after=5 300 "$HASH_RATE" 2>"$WORK/hash_rate.err" | tail -n 1)" \
+    || { cat "$WORK/hash_rate.err" >&2; die "hash_rate failed"; }
+jq -e . >/dev/null 2>&1 <<<"$HASH_JSON" || { cat "$WORK/hash_rate.err" >&2; die "hash_rate printed no JSON"; }
+H_MEM=$(jq -r .memory_kib <<<"$HASH_JSON")
+H_T=$(jq -r .iterations <<<"$HASH_JSON")
+H_P=$(jq -r .parallelism <<<"$HASH_JSON")
+H_HASH_MS=$(jq -r '.hash_ms.median' <<<"$HASH_JSON")
+H_VERIFY_MS=$(jq -r '.verify_ms.median' <<<"$HASH_JSON")
+H_LIB_VERIFY_MS=$(jq -r '.library_verify_ms.median' <<<"$HASH_JSON")
+H_SINGLE_RATE=$(jq -r '.single_thread_verifies_per_s' <<<"$HASH_JSON")
+H_THREADS=$(jq -r '.parallel.threads' <<<"$HASH_JSON")
+H_PAR_RATE=$(jq -r '.parallel.verifies_per_s' <<<"$HASH_JSON")
+log "  verify ${H_VERIFY_MS} ms (1 thread, median); ${H_PAR_RATE} verifies/s with ${H_THREADS} threads"
+
+# ---------------------------------------------------------------- wrk scripts --
+cat >"$WORK/report.lua" <<'LUA'
+-- Counts non-2xx answers (401/429/503/504 broken out) per thread and prints
+-- one machine-readable line.
+local threads = {}
+
+function setup(thread)
+    table.insert(threads, thread)
+end
+
+function init(args)
+    non2xx = 0
+    s401 = 0
+    s429 = 0
+    s503 = 0
+    s504 = 0
+end
+
+function response(status, headers, body)
+    if status < 200 or status > 299 then
+        non2xx = non2xx + 1
+        if status == 401 then s401 = s401 + 1
+        elseif status == 429 then s429 = s429 + 1
+        elseif status == 503 then s503 = s503 + 1
+        elseif status == 504 then s504 = s504 + 1
+        end
+    end
+end
+
+function done(summary, latency, requests)
+    local n, a, b, c, d = 0, 0, 0, 0, 0
+    for _, t in ipairs(threads) do
+        n = n + (t:get("non2xx") or 0)
+        a = a + (t:get("s401") or 0)
+        b = b + (t:get("s429") or 0)
+        c = c + (t:get("s503") or 0)
+        d = d + (t:get("s504") or 0)
+    end
+    local secs = summary.duration / 1e6
+    local e = summary.errors
+    io.write(string.format(
+        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d s401=%d s429=%d s503=%d s504=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
+        summary.requests, secs, summary.requests / secs, summary.bytes,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+        n, a, b, c, d, e.status, e.connect, e.read, e.write, e.timeout))
+end
+LUA
+
+LOGIN_BODY="{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\"}"
+{
+    printf 'wrk.method = "POST"\n'
+    printf "wrk.body = '%s'\n" "$LOGIN_BODY"
+    printf 'wrk.headers["Content-Type"] = "application/json"\n'
+    cat "$WORK/report.lua"
+} >"$WORK/login.lua"
+
+# wrk_start NAME CONNECTIONS LUA URL [wrk args...]: runs wrk in the
+# background (bounded by timeout), output in $WORK/wrk-NAME.txt; appends its
+# pid to WRK_PIDS and sets LAST_WRK_PID.
+wrk_start() {
+    local name="$1" conns="$2" lua="$3" url="$4"; shift 4
+    timeout --kill-after=5 $(( DURATION_S + 30 )) \
+        wrk -t"$THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" -s "$lua" "$@" "$url" \
+        >"$WORK/wrk-$name.txt" 2>&1 &
+    LAST_WRK_PID=$!
+    WRK_PIDS+=("$LAST_WRK_PID")
+}
+
+# wrk_wait NAME PID VAR: waits for it and stores its BENCH_RESULT line in VAR.
+wrk_wait() {
+    local name="$1" pid="$2" var="$3" line
+    wait "$pid" || { cat "$WORK/wrk-$name.txt" >&2; die "wrk failed for $name"; }
+    line="$(grep '^BENCH_RESULT ' "$WORK/wrk-$name.txt" | tail -n 1)"
+    [[ -n "$line" ]] || { cat "$WORK/wrk-$name.txt" >&2; die "no result line from wrk for $name"; }
+    printf -v "$var" '%s' "$line"
+}
+
+# ---------------------------------------------------------------- server --
+DATA="$(mktemp -d "$WORK/load.XXXXXX")"
+PORT="$(free_port)" || die "no free port"
+BASE="http://127.0.0.1:$PORT"
+log "starting the server on $BASE (login limits and lockout raised to $HIGH_LIMIT)"
+start_server "$DATA" "$PORT"
+wait_ready "$PORT" "$DATA/server.log"
+
+code="$(curl -s -o "$WORK/register.json" -w '%{http_code}' --max-time 30 \
+    -H 'Content-Type: application/json' \
+    --data "$LOGIN_BODY" "$BASE/api/auth/register" || true)"
+[[ "$code" == 201 ]] || { cat "$WORK/register.json" >&2 || true; die "register answered $code (expected 201)"; }
+code="$(curl -s -o "$WORK/login.json" -w '%{http_code}' --max-time 30 \
+    -H 'Content-Type: application/json' \
+    --data "$LOGIN_BODY" "$BASE/api/auth/login" || true)"
+[[ "$code" == 200 ]] || { cat "$WORK/login.json" >&2 || true; die "login answered $code (expected 200)"; }
+CE="$(curl -s -o /dev/null -D - --max-time 5 -H 'Accept-Encoding: br' "$BASE/" \
+    | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')"
+CE="${CE:-identity}"
+log "registered $BENCH_EMAIL; a login answers 200; / with Accept-Encoding: br answers $CE"
+
+settle() { sleep 1; } # lets queued hashes of the previous run finish
+
+# ---------------------------------------------------------------- 1. login --
+log "wrk login: POST /api/auth/login for $DURATION, -c$LOGIN_CONNECTIONS -t$THREADS"
+wrk_start login "$LOGIN_CONNECTIONS" "$WORK/login.lua" "$BASE/api/auth/login"
+wrk_wait login "$LAST_WRK_PID" R_LOGIN
+settle
+
+# ---------------------------------------------------------------- 2. / alone --
+log "wrk /: GET / (Accept-Encoding: br) for $DURATION, -c$LANDING_CONNECTIONS -t$THREADS"
+wrk_start landing-alone "$LANDING_CONNECTIONS" "$WORK/report.lua" "$BASE/" -H "Accept-Encoding: br"
+wrk_wait landing-alone "$LAST_WRK_PID" R_ALONE
+settle
+
+# ---------------------------------------------------------------- 3. / during a login flood --
+log "wrk / during a login flood: GET / -c$LANDING_CONNECTIONS and POST /api/auth/login -c$FLOOD_CONNECTIONS, both for $DURATION"
+wrk_start flood "$FLOOD_CONNECTIONS" "$WORK/login.lua" "$BASE/api/auth/login"
+FLOOD_PID=$LAST_WRK_PID
+wrk_start landing-flood "$LANDING_CONNECTIONS" "$WORK/report.lua" "$BASE/" -H "Accept-Encoding: br"
+wrk_wait landing-flood "$LAST_WRK_PID" R_DURING
+wrk_wait flood "$FLOOD_PID" R_FLOOD
+WRK_PIDS=()
+
+kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the load runs"
+PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
+stop_server
+
+# ---------------------------------------------------------------- report --
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY=false
+[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
+NPROC="$(nproc)"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
+PEAK_RSS_MB="$(awk -v k="$PEAK_RSS_KB" 'BEGIN {printf "%.1f", k/1024}')"
+
+LOGIN_RPS="$(field rps "$R_LOGIN")"
+RATIO="$(awk -v a="$LOGIN_RPS" -v b="$H_PAR_RATE" 'BEGIN {if (b > 0) printf "%.3f", a/b; else print "null"}')"
+ALONE_P99="$(us_to_ms "$(field p99_us "$R_ALONE")")"
+DURING_P99="$(us_to_ms "$(field p99_us "$R_DURING")")"
+P99_FACTOR="$(awk -v a="$DURING_P99" -v b="$ALONE_P99" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "null"}')"
+
+# name|method path|connections|result line
+RUNS=(
+    "login|POST /api/auth/login|$LOGIN_CONNECTIONS|$R_LOGIN"
+    "landing-br-alone|GET /|$LANDING_CONNECTIONS|$R_ALONE"
+    "landing-br-during-flood|GET /|$LANDING_CONNECTIONS|$R_DURING"
+    "login-flood|POST /api/auth/login|$FLOOD_CONNECTIONS|$R_FLOOD"
+)
+
+echo
+printf 'Huntaze login benchmark  commit %s%s  nproc %s  wrk -t%s -d%s (loopback)\n' \
+    "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$THREADS" "$DURATION"
+printf 'raw Argon2id m=%s KiB t=%s p=%s: hash %s ms, verify %s ms (1 thread, median of 20; library path %s ms); %s verifies/s with %s threads\n' \
+    "$H_MEM" "$H_T" "$H_P" "$H_HASH_MS" "$H_VERIFY_MS" "$H_LIB_VERIFY_MS" "$H_PAR_RATE" "$H_THREADS"
+printf '%-24s %-21s %5s %10s %9s %9s %9s %8s %-22s %8s\n' run request conns "req/s" "p50 ms" "p99 ms" "max ms" "non-2xx" "(401/429/503/504)" "sock err"
+RUNS_JSON=""
+for r in "${RUNS[@]}"; do
+    IFS='|' read -r name req conns line <<<"$r"
+    requests=$(field requests "$line"); rps=$(field rps "$line")
+    p50ms=$(us_to_ms "$(field p50_us "$line")"); p90ms=$(us_to_ms "$(field p90_us "$line")")
+    p99ms=$(us_to_ms "$(field p99_us "$line")"); maxms=$(us_to_ms "$(field max_us "$line")")
+    non2xx=$(field non2xx "$line"); status_err=$(field status_errors "$line")
+    s401=$(field s401 "$line"); s429=$(field s429 "$line"); s503=$(field s503 "$line"); s504=$(field s504 "$line")
+    timeouts=$(field timeouts "$line")
+    sock=$(( $(field connect_errors "$line") + $(field read_errors "$line") + $(field write_errors "$line") + timeouts ))
+    printf '%-24s %-21s %5s %10s %9s %9s %9s %8s %-22s %8s\n' "$name" "$req" "$conns" "$rps" "$p50ms" "$p99ms" "$maxms" \
+        "$non2xx" "($s401/$s429/$s503/$s504)" "$sock"
+    [[ -n "$RUNS_JSON" ]] && RUNS_JSON+=","
+    RUNS_JSON+=$(printf '\n    {"name": "%s", "request": "%s", "connections": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p90_ms": %s, "p99_ms": %s, "max_ms": %s, "non_2xx": %s, "non_2xx_by_status": {"401": %s, "429": %s, "503": %s, "504": %s}, "status_errors": %s, "socket_errors": %s, "timeouts": %s}' \
+        "$name" "$req" "$conns" "$requests" "$rps" "$p50ms" "$p90ms" "$p99ms" "$maxms" \
+        "$non2xx" "$s401" "$s429" "$s503" "$s504" "$status_err" "$sock" "$timeouts")
+done
+printf 'overhead ratio: login %s req/s / raw %s verifies/s = %s\n' "$LOGIN_RPS" "$H_PAR_RATE" "$RATIO"
+printf '/ p99: %s ms alone, %s ms during the login flood (x%s)\n' "$ALONE_P99" "$DURING_P99" "$P99_FACTOR"
+printf 'peak RSS of the server (VmHWM): %s MB (%s kB)\n' "$PEAK_RSS_MB" "$PEAK_RSS_KB"
+
+mkdir -p "$ROOT/bench/results"
+OUT="$ROOT/bench/results/login-$STAMP.json"
+cat >"$OUT.tmp" <<JSON
+{
+  "benchmark": "login",
+  "timestamp": "$NOW",
+  "commit": "$COMMIT",
+  "dirty": $DIRTY,
+  "nproc": $NPROC,
+  "wrk": {"version": "$WRK_VERSION", "threads": $THREADS, "duration": "$DURATION", "timeout": "$WRK_TIMEOUT"},
+  "server": {"profile": "release", "rust_log": "warn", "database": "sqlite",
+             "argon2": {"memory_kib": $H_MEM, "iterations": $H_T, "parallelism": $H_P},
+             "password_hash_concurrency": "default (nproc)", "password_queue_wait_ms": "default",
+             "login_per_ip_per_minute": $HIGH_LIMIT, "login_per_account_per_minute": $HIGH_LIMIT, "login_max_failures": $HIGH_LIMIT},
+  "hash_rate": $HASH_JSON,
+  "login_rps_over_parallel_verifies_per_s": $RATIO,
+  "landing_p99_ms": {"alone": $ALONE_P99, "during_login_flood": $DURING_P99, "factor": $P99_FACTOR},
+  "landing_content_encoding": "$CE",
+  "peak_rss_kb": $PEAK_RSS_KB,
+  "runs": [$RUNS_JSON
+  ]
+}
+JSON
+jq -e . "$OUT.tmp" >/dev/null || { rm -f "$OUT.tmp"; die "the results JSON is invalid"; }
+mv "$OUT.tmp" "$OUT"
+printf 'results: %s\n' "${OUT#"$ROOT"/}"

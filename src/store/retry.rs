@@ -1,0 +1,156 @@
+//! Retry for idempotent database reads (DESIGN §6): exponential backoff with
+//! full jitter (each wait is uniform in [0, base·2ⁿ], capped), bounded
+//! attempts and an overall deadline, and only for transient failures.
+//!
+//! Written here rather than with `backon`, whose jitter adds a random amount
+//! on top of the delay instead of drawing the whole delay ("full jitter"),
+//! and so that every retry is counted in one place.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::is_transient;
+
+/// Retries performed since start (all operations).
+pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(1),
+            deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.cap);
+        let ms = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=ms))
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, runs out of attempts
+    /// or would pass the deadline. Only for idempotent operations.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, mut op: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) && attempt < self.attempts => {
+                    let wait = self.backoff(attempt - 1);
+                    if started.elapsed() + wait >= self.deadline {
+                        return Err(e);
+                    }
+                    RETRIES.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("db_retries_total", "operation" => operation).increment(1);
+                    tracing::warn!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a transient database failure");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            deadline: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let r = fast()
+            .run("test", || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(sqlx::Error::PoolTimedOut)
+                } else {
+                    Ok(42)
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 42);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = fast()
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(sqlx::Error::PoolTimedOut)
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = fast()
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(sqlx::Error::RowNotFound)
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_overall_deadline_stops_retrying() {
+        let policy = RetryPolicy {
+            attempts: 100,
+            base: Duration::from_millis(40),
+            cap: Duration::from_millis(40),
+            deadline: Duration::from_millis(100),
+        };
+        let started = Instant::now();
+        let r: Result<(), _> = policy
+            .run("test", || async { Err(sqlx::Error::PoolTimedOut) })
+            .await;
+        assert!(r.is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_the_cap() {
+        let p = RetryPolicy::default();
+        for n in 0..20 {
+            assert!(p.backoff(n) <= p.cap);
+        }
+    }
+}
