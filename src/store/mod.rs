@@ -300,7 +300,10 @@ pub fn classify(e: &sqlx::Error) -> Fault {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
-            if let Ok(n) = code.parse::<u32>() {
+            // SQLSTATEs such as 57014 are numeric too: tell the backends
+            // apart by the error's type, not the code's shape.
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                let n = code.parse::<u32>().unwrap_or(0);
                 // SQLite result codes: the primary code is the low byte.
                 return match n & 0xff {
                     5 | 6 => Fault::Transient,               // BUSY, LOCKED

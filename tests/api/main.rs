@@ -11,3 +11,4 @@ mod health;
 mod landing;
 mod lifecycle;
 mod openapi;
+mod resilience;

@@ -4,6 +4,7 @@
 
 pub mod pg;
 pub mod probes;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,9 @@ pub struct TestApp {
     pub shutdown: ShutdownHandle,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
     pub data_dir: tempfile::TempDir,
-    _pg: Option<pg::PgTestDb>,
+    /// Between the server and PostgreSQL, when the test asked for it.
+    pub proxy: Option<proxy::ChaosProxy>,
+    pub pg: Option<pg::PgTestDb>,
 }
 
 type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
@@ -34,6 +37,7 @@ pub struct TestAppBuilder {
     tweaks: Vec<Tweak>,
     health_checks: Vec<Arc<dyn HealthCheck>>,
     probes: bool,
+    proxy: bool,
 }
 
 impl TestApp {
@@ -43,6 +47,7 @@ impl TestApp {
             tweaks: Vec::new(),
             health_checks: Vec::new(),
             probes: true,
+            proxy: false,
         }
     }
 
@@ -83,6 +88,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Routes PostgreSQL through a [`proxy::ChaosProxy`] the test controls.
+    pub fn through_proxy(mut self) -> Self {
+        self.proxy = true;
+        self
+    }
+
     pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweaks.push(Box::new(tweak));
         self
@@ -106,11 +117,26 @@ impl TestAppBuilder {
             shutdown_grace_ms: 5_000,
             ..Config::default()
         };
+        let mut chaos = None;
         let pg = match self.backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
                 let db = pg::PgTestDb::create().await;
-                config.database_url = Some(db.url.clone().into());
+                let mut url = url::Url::parse(&db.url).expect("pg url");
+                if self.proxy {
+                    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+                    let port = url.port().unwrap_or(5432);
+                    let upstream = tokio::net::lookup_host((host.as_str(), port))
+                        .await
+                        .expect("resolve pg")
+                        .next()
+                        .expect("pg address");
+                    let p = proxy::ChaosProxy::start(upstream).await;
+                    url.set_host(Some("127.0.0.1")).unwrap();
+                    url.set_port(Some(p.port)).unwrap();
+                    chaos = Some(p);
+                }
+                config.database_url = Some(url.to_string().into());
                 Some(db)
             }
         };
@@ -151,7 +177,8 @@ impl TestAppBuilder {
             shutdown,
             server: Some(server),
             data_dir,
-            _pg: pg,
+            proxy: chaos,
+            pg,
         }
     }
 }

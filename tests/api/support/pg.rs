@@ -68,6 +68,24 @@ impl PgTestDb {
     }
 }
 
+impl PgTestDb {
+    /// Kills every server connection to this database (as an operator's
+    /// `pg_terminate_backend` or a PostgreSQL restart would).
+    pub async fn terminate_connections(&self) -> u64 {
+        let mut admin = sqlx::PgConnection::connect(&admin_url())
+            .await
+            .expect("admin connection");
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        killed.into_iter().filter(|k| *k).count() as u64
+    }
+}
+
 impl Drop for PgTestDb {
     fn drop(&mut self) {
         let name = self.name.clone();

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/test/sleep", get(sleep))
         .route("/test/sleep", get(sleep))
         .route("/api/test/db", get(db_read))
+        .route("/api/test/db-sleep", get(db_sleep))
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -51,4 +52,16 @@ async fn sleep(ApiQuery(q): ApiQuery<Sleep>) -> &'static str {
 async fn db_read(State(state): State<AppState>) -> Result<String, AppError> {
     let f = state.db.site_figures().await?;
     Ok(f.creators.to_string())
+}
+
+/// Holds a statement on the database for `ms` (PostgreSQL `pg_sleep`).
+async fn db_sleep(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<Sleep>,
+) -> Result<&'static str, AppError> {
+    sqlx::query("SELECT CAST(pg_sleep(CAST($1 AS FLOAT8)) AS TEXT)")
+        .bind(q.ms as f64 / 1000.0)
+        .execute(state.db.pool())
+        .await?;
+    Ok("slept")
 }
