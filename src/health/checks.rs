@@ -31,6 +31,12 @@ impl HealthCheck for DatabaseCheck {
         let saturated = before.idle == 0 && before.size >= before.max;
         let latency = match self.db.ping().await {
             Ok(latency) => latency,
+            Err(sqlx::Error::PoolTimedOut) if saturated => {
+                // Every connection is busy: the database answers, we are
+                // short of connections.
+                return CheckOutcome::degraded("connection pool saturated")
+                    .with_details(json!({ "backend": backend, "pool": self.db.stats() }));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "database health probe failed");
                 return CheckOutcome::unhealthy("database unreachable")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use huntaze::health::{CheckOutcome, HealthCheck, Status};
 use serde_json::Value;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, eventually};
 
 /// A stand-in component with a fixed outcome, optionally slow.
 struct StandIn {
@@ -269,4 +269,59 @@ async fn livez_and_readyz_answer_when_ready() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ready");
+}
+
+crate::both_backends! {
+async fn a_slow_database_round_trip_is_degraded_not_unhealthy(backend) {
+    let app = TestApp::builder()
+        .backend(backend)
+        .config(|c| {
+            c.health_db_slow_ms = 0;
+            c.monitoring_token = Some("t".to_owned().into());
+        })
+        .spawn()
+        .await;
+    let res = app.client.get(app.url("/api/health/database")).bearer_auth("t").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("slow round trip"));
+    assert_eq!(app.get("/readyz").await.status(), 200, "degraded is still ready");
+}
+
+async fn a_saturated_pool_is_degraded(backend) {
+    let app = TestApp::builder()
+        .backend(backend)
+        .config(|c| {
+            c.db_max_connections = 1;
+            c.db_acquire_timeout_ms = 300;
+            c.health_interval_ms = 100;
+            c.monitoring_token = Some("t".to_owned().into());
+        })
+        .spawn()
+        .await;
+    let held = app.state.db.pool().acquire().await.unwrap();
+    let saturated = eventually(Duration::from_secs(5), || async {
+        let body: Value = app
+            .client
+            .get(app.url("/api/health/database"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["status"] == "degraded" && body["message"] == "connection pool saturated"
+    })
+    .await;
+    assert!(saturated);
+    drop(held);
+    let healthy = eventually(Duration::from_secs(5), || async {
+        let body: Value = app.get("/api/health/database").await.json().await.unwrap();
+        body["status"] == "healthy"
+    })
+    .await;
+    assert!(healthy);
+}
 }
