@@ -28,8 +28,10 @@
 #
 # For PostgreSQL runs the script also reads pg_stat_database's committed
 # transactions of the run's database: "db xact/req" ~ 1 means every request
-# went to the database, ~ 0 that the cache answered (a sanity check of the
-# cache setting; the health sampler adds a few).
+# went to the database, ~ 0 that the cache answered. It is a sanity check of
+# the cache setting, not a measurement: PostgreSQL may report the last second
+# of a busy connection's statistics up to 10 s late, so it reads a bit low
+# (about 0.9 for 5 s runs), and the health sampler adds a few.
 #
 # Environment:
 #   BENCH_DURATION     wrk duration per run (wrk syntax: 10s, 1m; default 10s)
@@ -195,7 +197,7 @@ wait_ready() {
     done
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1 ""} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b != "" && b+0 > 0) printf "%.2f", a/b; else print "null"}'; }

@@ -186,6 +186,10 @@ field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 
 # ---------------------------------------------------------------- raw Argon2id --
+# The machine may be shared (other builds): record the load so noisy runs show.
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v l="${LOAD_START%% *}" 'BEGIN {exit !(l > 0.5)}' \
+    && log "warning: load average is $LOAD_START before the runs; figures will be noisy"
 log "hash_rate: raw Argon2id with the server's default parameters (no server running)"
 HASH_JSON="$(HASH_RATE_SECONDS="$HASH_SECONDS" timeout --kill-after=5 300 "$HASH_RATE" 2>"$WORK/hash_rate.err" | tail -n 1)" \
     || { cat "$WORK/hash_rate.err" >&2; die "hash_rate failed"; }
@@ -324,6 +328,7 @@ WRK_PIDS=()
 
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the load runs"
 PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop_server
 
 # ---------------------------------------------------------------- report --
@@ -376,6 +381,7 @@ done
 printf 'overhead ratio: login %s req/s / raw %s verifies/s = %s\n' "$LOGIN_RPS" "$H_PAR_RATE" "$RATIO"
 printf '/ p99: %s ms alone, %s ms during the login flood (x%s)\n' "$ALONE_P99" "$DURING_P99" "$P99_FACTOR"
 printf 'peak RSS of the server (VmHWM): %s MB (%s kB)\n' "$PEAK_RSS_MB" "$PEAK_RSS_KB"
+printf 'load average: %s before, %s after\n' "$LOAD_START" "$LOAD_END"
 
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/login-$STAMP.json"
@@ -396,6 +402,7 @@ cat >"$OUT.tmp" <<JSON
   "landing_p99_ms": {"alone": $ALONE_P99, "during_login_flood": $DURING_P99, "factor": $P99_FACTOR},
   "landing_content_encoding": "$CE",
   "peak_rss_kb": $PEAK_RSS_KB,
+  "loadavg": {"before": "$LOAD_START", "after": "$LOAD_END"},
   "runs": [$RUNS_JSON
   ]
 }

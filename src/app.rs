@@ -15,11 +15,13 @@ use tokio::sync::watch;
 use crate::accounts::Accounts;
 use crate::assets::Assets;
 use crate::config::Config;
+use crate::crypto::TokenCipher;
 use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
 use crate::health::{HealthCheck, HealthSampler};
 use crate::landing::LandingPage;
 use crate::state::{App, AppState};
 use crate::store::Db;
+use crate::tiktok::TikTok;
 
 /// Builds the server. Tests may add routes and replace health checks; the
 /// rest is exactly production's assembly.
@@ -97,13 +99,19 @@ impl AppBuilder {
             .await?,
         );
 
-        let tiktok_mode = if config.tiktok_sandbox() {
-            "sandbox"
-        } else if config.tiktok_client_key.is_some() && config.tiktok_client_secret.is_some() {
-            "configured"
-        } else {
-            "unavailable"
-        };
+        let local_addr = listener.local_addr()?;
+        let cipher = Arc::new(TokenCipher::new(
+            &keys.encryption_key_id,
+            &keys.encryption,
+            &[],
+        ));
+        let tiktok = Arc::new(TikTok::new(
+            &config,
+            db.clone(),
+            cipher,
+            &format!("http://{local_addr}"),
+        )?);
+        let tiktok_mode = tiktok.mode().as_str();
         let redis = match &config.redis_url {
             Some(url) => {
                 use secrecy::ExposeSecret;
@@ -133,7 +141,7 @@ impl AppBuilder {
                 db: db.clone(),
             }),
             Arc::new(ExternalCheck {
-                tiktok_mode,
+                tiktok: Arc::clone(&tiktok),
                 redis,
                 webhook_configured: config.alert_webhook_url.is_some(),
             }),
@@ -153,6 +161,7 @@ impl AppBuilder {
             keys,
             db,
             accounts,
+            tiktok,
             assets,
             landing,
             health,
@@ -169,9 +178,17 @@ impl AppBuilder {
             stop_rx.clone(),
         );
 
-        spawn_session_sweep(Arc::clone(&state.accounts), stop_rx.clone());
+        spawn_session_sweep(
+            Arc::clone(&state.accounts),
+            state.db.clone(),
+            stop_rx.clone(),
+        );
+        spawn_tiktok_refresh(
+            Arc::clone(&state.tiktok),
+            Duration::from_millis(state.config.tiktok_refresh_interval_ms),
+            stop_rx.clone(),
+        );
 
-        let local_addr = listener.local_addr()?;
         tracing::info!(
             addr = %local_addr,
             backend = state.db.backend().name(),
@@ -209,7 +226,7 @@ fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {
     });
 }
 
-fn spawn_session_sweep(accounts: Arc<Accounts>, mut stop: watch::Receiver<bool>) {
+fn spawn_session_sweep(accounts: Arc<Accounts>, db: Db, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -219,6 +236,31 @@ fn spawn_session_sweep(accounts: Arc<Accounts>, mut stop: watch::Receiver<bool>)
                         Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+                    }
+                    if let Err(e) = db.delete_expired_oauth_states(crate::time_fmt::now_ms()).await {
+                        tracing::warn!(error = %e, "oauth state sweep failed");
+                    }
+                }
+                _ = crate::lifecycle::stopped(&mut stop) => return,
+            }
+        }
+    });
+}
+
+fn spawn_tiktok_refresh(tiktok: Arc<TikTok>, every: Duration, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match tiktok.refresh_due().await {
+                        Ok(r) if r != Default::default() => tracing::info!(
+                            refreshed = r.refreshed, deferred = r.deferred,
+                            reconnect_needed = r.reconnect_needed, "TikTok token refresh round"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "TikTok token refresh round failed"),
                     }
                 }
                 _ = crate::lifecycle::stopped(&mut stop) => return,

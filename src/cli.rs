@@ -1,5 +1,5 @@
 //! Command line (clap): `serve` (default), `migrate`, `check-config`,
-//! `create-admin`.
+//! `create-admin`, `tiktok-sandbox`.
 
 use std::process::ExitCode;
 
@@ -33,6 +33,24 @@ enum Command {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Run only the TikTok sandbox (TikTok's four endpoints and an
+    /// authorize page), for tests and local development.
+    TiktokSandbox {
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        listen: String,
+        /// Client key the sandbox accepts.
+        #[arg(long, default_value = "sandbox-client-key")]
+        client_key: String,
+        /// Client secret the sandbox accepts.
+        #[arg(long, default_value = "sandbox-client-secret")]
+        client_secret: String,
+        /// Accept token requests without PKCE.
+        #[arg(long)]
+        no_pkce: bool,
+        /// Expect hex PKCE challenges instead of base64url.
+        #[arg(long)]
+        hex_challenge: bool,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -61,6 +79,13 @@ pub fn run() -> ExitCode {
             Command::Migrate => migrate(config).await,
             Command::CheckConfig => check_config(&config),
             Command::CreateAdmin { email, .. } => create_admin(config, &email).await,
+            Command::TiktokSandbox {
+                listen,
+                client_key,
+                client_secret,
+                no_pkce,
+                hex_challenge,
+            } => tiktok_sandbox(&listen, client_key, client_secret, !no_pkce, hex_challenge).await,
         }
     });
     match result {
@@ -121,6 +146,37 @@ async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
     .await?;
     println!("{} is an admin", email.as_str());
     db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tiktok_sandbox(
+    listen: &str,
+    client_key: String,
+    client_secret: String,
+    require_pkce: bool,
+    hex: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::tiktok::sandbox::{ChallengeEncoding, Sandbox, SandboxSettings};
+    let sandbox = Sandbox::new(SandboxSettings {
+        client_key,
+        client_secret,
+        require_pkce,
+        challenge_encoding: if hex {
+            ChallengeEncoding::Hex
+        } else {
+            ChallengeEncoding::Base64Url
+        },
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!(
+        "TikTok sandbox on http://{} (authorize: /v2/auth/authorize/, API: /v2/...)",
+        listener.local_addr()?
+    );
+    crate::tiktok::sandbox::serve(listener, sandbox, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

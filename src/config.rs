@@ -101,6 +101,29 @@ pub struct Config {
     pub query_cache_ttl_ms: u64,
     pub query_cache_stale_ms: u64,
     pub query_cache_capacity: u64,
+    /// Where TikTok sends the browser back; defaults to
+    /// `<public url>/api/auth/tiktok/callback`. Must be registered with TikTok.
+    pub tiktok_redirect_uri: Option<String>,
+    /// Comma-separated scopes asked for.
+    pub tiktok_scopes: String,
+    /// PKCE challenge encoding: `base64url` (RFC 7636) or `hex` (TikTok's
+    /// desktop documentation).
+    pub tiktok_pkce_encoding: String,
+    /// Deadline of one TikTok API call.
+    pub tiktok_timeout_ms: u64,
+    pub tiktok_circuit_window: usize,
+    pub tiktok_circuit_min_calls: usize,
+    pub tiktok_circuit_failure_rate: u8,
+    pub tiktok_circuit_slow_ms: u64,
+    pub tiktok_circuit_slow_rate: u8,
+    pub tiktok_circuit_open_ms: u64,
+    pub tiktok_circuit_half_open_calls: usize,
+    /// How often the background refresher looks for tokens to refresh, and
+    /// how long before expiry it refreshes them.
+    pub tiktok_refresh_interval_ms: u64,
+    pub tiktok_refresh_ahead_ms: u64,
+    /// Lifetime of an OAuth `state` (DESIGN §7: 10 minutes).
+    pub oauth_state_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -153,6 +176,20 @@ impl Default for Config {
             query_cache_ttl_ms: 30_000,
             query_cache_stale_ms: 600_000,
             query_cache_capacity: 100_000,
+            tiktok_redirect_uri: None,
+            tiktok_scopes: "user.info.basic,user.info.profile".into(),
+            tiktok_pkce_encoding: "base64url".into(),
+            tiktok_timeout_ms: 5_000,
+            tiktok_circuit_window: 20,
+            tiktok_circuit_min_calls: 5,
+            tiktok_circuit_failure_rate: 50,
+            tiktok_circuit_slow_ms: 3_000,
+            tiktok_circuit_slow_rate: 80,
+            tiktok_circuit_open_ms: 30_000,
+            tiktok_circuit_half_open_calls: 3,
+            tiktok_refresh_interval_ms: 60_000,
+            tiktok_refresh_ahead_ms: 600_000,
+            oauth_state_ttl_ms: 600_000,
         }
     }
 }
@@ -233,6 +270,16 @@ impl Config {
     pub fn tiktok_sandbox(&self) -> bool {
         !self.is_production()
             && (self.tiktok_client_key.is_none() || self.tiktok_client_secret.is_none())
+    }
+
+    /// The OAuth redirect URI: configured, or derived from the public URL.
+    pub fn tiktok_redirect_uri(&self) -> String {
+        self.tiktok_redirect_uri.clone().unwrap_or_else(|| {
+            format!(
+                "{}/api/auth/tiktok/callback",
+                self.public_url.trim_end_matches('/')
+            )
+        })
     }
 
     /// Whether cookies must carry `Secure`: follows the public URL's scheme so
@@ -343,6 +390,22 @@ impl Config {
             if value == 0 {
                 push(setting, "must be greater than zero", true);
             }
+        }
+        if !matches!(self.tiktok_pkce_encoding.as_str(), "base64url" | "hex") {
+            push(
+                "HUNTAZE_TIKTOK_PKCE_ENCODING",
+                "must be base64url or hex",
+                true,
+            );
+        }
+        if let Some(uri) = &self.tiktok_redirect_uri
+            && !url::Url::parse(uri).is_ok_and(|u| u.query().is_none() && u.fragment().is_none())
+        {
+            push(
+                "HUNTAZE_TIKTOK_REDIRECT_URI",
+                "must be an absolute URL without query or fragment",
+                true,
+            );
         }
         if self.max_in_flight == 0 {
             push("HUNTAZE_MAX_IN_FLIGHT", "must be greater than zero", true);

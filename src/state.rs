@@ -11,12 +11,14 @@ use crate::config::{Config, Keys};
 use crate::health::HealthSampler;
 use crate::landing::LandingPage;
 use crate::store::Db;
+use crate::tiktok::TikTok;
 
 pub struct App {
     pub config: Config,
     pub keys: Keys,
     pub db: Db,
     pub accounts: Arc<Accounts>,
+    pub tiktok: Arc<TikTok>,
     pub assets: Arc<Assets>,
     pub landing: Arc<LandingPage>,
     pub health: Arc<HealthSampler>,

@@ -103,3 +103,19 @@ pub struct PlatformsView {
     pub tiktok_connected: bool,
     pub csrf_token: String,
 }
+
+#[derive(Template)]
+#[template(path = "connect_tiktok.html")]
+pub struct ConnectTikTokView {
+    pub chrome: Chrome,
+    pub sandbox: bool,
+    pub available: bool,
+    pub unavailable_notice: bool,
+    pub connected: bool,
+    pub reconnect_needed: bool,
+    pub display_name: String,
+    pub scopes: String,
+    pub csrf_token: String,
+    pub outcome_ok: Option<String>,
+    pub outcome_error: Option<String>,
+}

@@ -51,7 +51,7 @@ impl HealthCheck for DatabaseCheck {
             "roundTripMs": latency.as_secs_f64() * 1000.0,
             "pool": stats,
             "migration": { "applied": applied, "latest": latest, "current": applied >= latest },
-            "retries": crate::store::retry::RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+            "retries": crate::retry::RETRIES.load(std::sync::atomic::Ordering::Relaxed),
             "queryCache": self.db.query_cache_stats(),
         });
         let outcome = if applied < latest || !self.db.is_migrated() {
@@ -167,9 +167,10 @@ fn sign_verify_round_trip(secret: &[u8]) -> bool {
     verify.verify_slice(&tag).is_ok()
 }
 
-/// External dependencies: TikTok's mode, and Redis when configured.
+/// External dependencies: TikTok (mode, reachability, circuit state), and
+/// Redis and the alert webhook when configured.
 pub struct ExternalCheck {
-    pub tiktok_mode: &'static str,
+    pub tiktok: std::sync::Arc<crate::tiktok::TikTok>,
     pub redis: Option<redis::Client>,
     pub webhook_configured: bool,
 }
@@ -183,6 +184,7 @@ impl HealthCheck for ExternalCheck {
         false
     }
     async fn check(&self) -> CheckOutcome {
+        use crate::circuit::CircuitState;
         let mut status = Status::Healthy;
         let mut messages = Vec::new();
         let redis = match &self.redis {
@@ -197,7 +199,25 @@ impl HealthCheck for ExternalCheck {
                 }
             },
         };
-        if self.tiktok_mode == "unavailable" {
+        let mode = self.tiktok.mode();
+        let circuit = self.tiktok.circuit_state();
+        let reachable = self.tiktok.reachable().await;
+        match (&reachable, circuit) {
+            (_, Some(CircuitState::Open)) => {
+                status = status.max(Status::Degraded);
+                messages.push("TikTok circuit open".into());
+            }
+            (Some(Err(why)), _) => {
+                status = Status::Unhealthy;
+                messages.push(format!("TikTok API {why}"));
+            }
+            (_, Some(CircuitState::HalfOpen)) => {
+                status = status.max(Status::Degraded);
+                messages.push("TikTok circuit half-open".into());
+            }
+            _ => {}
+        }
+        if mode == crate::tiktok::Mode::Unavailable {
             status = status.max(Status::Degraded);
             messages.push("TikTok credentials missing: connect flow unavailable".into());
         }
@@ -205,7 +225,11 @@ impl HealthCheck for ExternalCheck {
             status,
             message: (!messages.is_empty()).then(|| messages.join("; ")),
             details: Some(json!({
-                "tiktok": { "mode": self.tiktok_mode },
+                "tiktok": {
+                    "mode": mode.as_str(),
+                    "circuit": circuit.map(|c| c.as_str()),
+                    "reachable": reachable.as_ref().map(|r| r.is_ok()),
+                },
                 "redis": redis,
                 "alertWebhook": { "configured": self.webhook_configured },
             })),

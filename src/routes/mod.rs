@@ -13,6 +13,7 @@ pub mod auth;
 pub mod health;
 pub mod openapi;
 pub mod pages;
+pub mod tiktok;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -32,6 +33,9 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
         .routes(routes!(auth::current_session))
         .routes(routes!(auth::revoke_all_sessions))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(tiktok::start))
+        .routes(routes!(tiktok::callback))
+        .routes(routes!(tiktok::status, tiktok::disconnect))
         .routes(routes!(health::overall))
         .routes(routes!(health::component))
         .routes(routes!(openapi::document))
@@ -52,8 +56,17 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
         )
         .route("/logout", post(account_pages::logout_submit))
         .route("/platforms", get(account_pages::platforms_page))
+        .route("/platforms/connect/tiktok", get(tiktok::connect_page))
+        .route(
+            "/platforms/connect/tiktok/disconnect",
+            post(tiktok::disconnect_submit),
+        )
+        .route("/platforms/connect/tiktok/avatar", get(tiktok::avatar))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz));
+    if let Some(sandbox) = &state.tiktok.sandbox {
+        router = router.nest_service(crate::tiktok::SANDBOX_PREFIX, sandbox.router());
+    }
     if let Some(extra) = extra {
         router = router.merge(extra);
     }

@@ -23,6 +23,7 @@ use crate::health::{ComponentHealth, HealthStatus, Status};
         (name = "meta", description = "This document"),
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "admin", description = "Admin-only APIs"),
+        (name = "tiktok", description = "Connecting a TikTok account (OAuth with state and PKCE)"),
     )
 )]
 struct ApiDoc;

@@ -10,7 +10,7 @@
 //! This module owns SQL and connection management only; no HTTP types.
 
 pub mod audit;
-pub mod retry;
+pub mod connections;
 pub mod sessions;
 pub mod stats;
 pub mod users;
@@ -71,7 +71,7 @@ pub struct Db {
 struct DbInner {
     pool: AnyPool,
     backend: Backend,
-    retry: retry::RetryPolicy,
+    retry: crate::retry::RetryPolicy,
     /// Session lookups by token hash (the read every signed-in request makes).
     sessions: Option<crate::cache::QueryCache<String, sessions::SessionWithUser>>,
     max_connections: u32,
@@ -168,7 +168,7 @@ impl Db {
                 pool,
                 backend,
                 sessions,
-                retry: retry::RetryPolicy {
+                retry: crate::retry::RetryPolicy {
                     attempts: config.db_retry_attempts.max(1),
                     base: Duration::from_millis(config.db_retry_base_ms),
                     cap: Duration::from_secs(1),

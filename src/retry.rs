@@ -1,6 +1,7 @@
-//! Retry for idempotent database reads (DESIGN §6): exponential backoff with
+//! Retry for idempotent operations (DESIGN §6): exponential backoff with
 //! full jitter (each wait is uniform in [0, base·2ⁿ], capped), bounded
-//! attempts and an overall deadline, and only for transient failures.
+//! attempts and an overall deadline, and only for transient failures —
+//! database reads, and TikTok's user info and revoke calls.
 //!
 //! Written here rather than with `backon`, whose jitter adds a random amount
 //! on top of the delay instead of drawing the whole delay ("full jitter"),
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::is_transient;
+use crate::store::is_transient;
 
 /// Retries performed since start (all operations).
 pub static RETRIES: AtomicU64 = AtomicU64::new(0);
@@ -45,12 +46,28 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(0..=ms))
     }
 
-    /// Runs `op` until it succeeds, fails permanently, runs out of attempts
-    /// or would pass the deadline. Only for idempotent operations.
-    pub async fn run<T, F, Fut>(&self, operation: &'static str, mut op: F) -> Result<T, sqlx::Error>
+    /// Runs a database operation, retrying transient failures.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.run_when(operation, is_transient, op).await
+    }
+
+    /// Runs `op` until it succeeds, fails with an error `retryable` rejects,
+    /// runs out of attempts or would pass the deadline. Only for idempotent
+    /// operations.
+    pub async fn run_when<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        retryable: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
         let mut attempt = 0;
@@ -58,14 +75,14 @@ impl RetryPolicy {
             attempt += 1;
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) && attempt < self.attempts => {
+                Err(e) if retryable(&e) && attempt < self.attempts => {
                     let wait = self.backoff(attempt - 1);
                     if started.elapsed() + wait >= self.deadline {
                         return Err(e);
                     }
                     RETRIES.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("db_retries_total", "operation" => operation).increment(1);
-                    tracing::warn!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a transient database failure");
+                    metrics::counter!("retries_total", "operation" => operation).increment(1);
+                    tracing::warn!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a transient failure");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),

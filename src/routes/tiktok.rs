@@ -1,0 +1,229 @@
+//! TikTok routes: `/api/auth/tiktok` (start), `/api/auth/tiktok/callback`
+//! (finish — every outcome is a redirect to the connect page, never a 500),
+//! `/api/platforms/tiktok` (status, disconnect), and the connect page.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::accounts::extract::{CsrfUser, CurrentUser, MaybeUser, PageUser};
+use crate::circuit::CircuitState;
+use crate::error::AppError;
+use crate::middleware::request_id::RequestContext;
+use crate::routes::account_pages::page;
+use crate::state::AppState;
+use crate::tiktok::{ConnectError, Mode, TikTokStatus};
+use crate::views::{Chrome, ConnectTikTokView};
+
+const CONNECT_PAGE: &str = "/platforms/connect/tiktok";
+
+/// A 302 (the contract's status for both OAuth hops).
+fn found(location: &str) -> Response {
+    let mut res = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn to_connect_page(e: ConnectError) -> Response {
+    found(&format!("{CONNECT_PAGE}?error={}", e.code()))
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Starts the connect flow: 302 to TikTok's authorize page.
+#[utoipa::path(get, path = "/api/auth/tiktok", tag = "tiktok",
+    responses(
+        (status = 302, description = "to TikTok's authorize URL (state + PKCE), or to the connect page with ?error=CODE"),
+        (status = 401, description = "not signed in (API callers; browsers are sent to /login)", body = crate::error::ErrorResponse),
+        (status = 503, description = "TikTok unavailable (API callers)", body = crate::error::ErrorResponse),
+    ))]
+pub async fn start(
+    State(state): State<AppState>,
+    MaybeUser(who): MaybeUser,
+    headers: HeaderMap,
+) -> Response {
+    let html = wants_html(&headers);
+    let Some(who) = who else {
+        return if html {
+            found("/login?next=%2Fapi%2Fauth%2Ftiktok")
+        } else {
+            AppError::Unauthorized.into_response()
+        };
+    };
+    match state.tiktok.begin(&who.user.id).await {
+        Ok(url) => found(&url),
+        Err(e) if html => to_connect_page(e),
+        Err(e) => AppError::Unavailable {
+            retry_after: std::time::Duration::from_secs(30),
+            source: anyhow::anyhow!("TikTok connect unavailable: {}", e.code()),
+        }
+        .into_response(),
+    }
+}
+
+/// TikTok's redirect back. Always a 302 to the connect page.
+#[utoipa::path(get, path = "/api/auth/tiktok/callback", tag = "tiktok",
+    params(
+        ("code" = Option<String>, Query, description = "authorization code"),
+        ("state" = Option<String>, Query, description = "the state we sent"),
+        ("scopes" = Option<String>, Query, description = "granted scopes"),
+        ("error" = Option<String>, Query, description = "e.g. access_denied"),
+    ),
+    responses((status = 302, description = "to /platforms/connect/tiktok?status=connected or ?error=CODE")))]
+pub async fn callback(
+    State(state): State<AppState>,
+    ctx: axum::Extension<RequestContext>,
+    MaybeUser(who): MaybeUser,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(who) = who else {
+        // Without a session the state cannot be tied to anyone: sign in and
+        // start again.
+        return found("/login?next=%2Fplatforms%2Fconnect%2Ftiktok");
+    };
+    match state
+        .tiktok
+        .complete(&who.user.id, query.as_deref().unwrap_or(""), &ctx)
+        .await
+    {
+        Ok(()) => found(&format!("{CONNECT_PAGE}?status=connected")),
+        Err(e) => to_connect_page(e),
+    }
+}
+
+/// The signed-in creator's TikTok connection.
+#[utoipa::path(get, path = "/api/platforms/tiktok", tag = "tiktok",
+    responses((status = 200, body = TikTokStatus), (status = 401, body = crate::error::ErrorResponse)))]
+pub async fn status(
+    State(state): State<AppState>,
+    CurrentUser(who): CurrentUser,
+) -> Result<Json<TikTokStatus>, AppError> {
+    Ok(Json(state.tiktok.status(&who.user.id).await?))
+}
+
+/// Revokes the token at TikTok and deletes the connection (locally even if
+/// TikTok could not be reached: then 502). Needs `X-CSRF-Token`.
+#[utoipa::path(delete, path = "/api/platforms/tiktok", tag = "tiktok",
+    responses(
+        (status = 204, description = "revoked and deleted"),
+        (status = 401, body = crate::error::ErrorResponse),
+        (status = 403, description = "CSRF_FAILED", body = crate::error::ErrorResponse),
+        (status = 502, description = "revocation failed; the local connection was deleted", body = crate::error::ErrorResponse),
+    ))]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    ctx: axum::Extension<RequestContext>,
+    CsrfUser(who): CsrfUser,
+) -> Result<StatusCode, AppError> {
+    let d = state.tiktok.disconnect(&who.user.id, &ctx).await?;
+    if d.revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::BadGateway(anyhow::anyhow!(
+            "TikTok revocation failed; the local connection was deleted"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Outcome {
+    status: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn connect_page(
+    State(state): State<AppState>,
+    PageUser(who): PageUser,
+    Query(q): Query<Outcome>,
+) -> Result<Response, AppError> {
+    let s = state.tiktok.status(&who.user.id).await?;
+    let mode = state.tiktok.mode();
+    let outcome_ok = match q.status.as_deref() {
+        Some("connected") if s.connected => Some("Your TikTok account is connected.".to_owned()),
+        Some("disconnected") => Some("TikTok was disconnected.".to_owned()),
+        _ => None,
+    };
+    let outcome_error = q.error.as_deref().map(|code| match code {
+        "REVOKE_FAILED" => "TikTok was disconnected here, but TikTok could not be told. You can also remove Huntaze in TikTok's settings.".to_owned(),
+        other => ConnectError::from_code(other).unwrap_or(ConnectError::Internal).message().to_owned(),
+    });
+    Ok(page(
+        StatusCode::OK,
+        ConnectTikTokView {
+            chrome: Chrome::new(&state.assets, true),
+            sandbox: mode == Mode::Sandbox,
+            available: mode != Mode::Unavailable,
+            unavailable_notice: state.tiktok.circuit_state() == Some(CircuitState::Open),
+            connected: s.connected,
+            reconnect_needed: s.status == "reconnect_needed",
+            display_name: s
+                .display_name
+                .clone()
+                .or(s.open_id.clone())
+                .unwrap_or_default(),
+            scopes: s.scopes.join(", "),
+            csrf_token: who.csrf_token.clone(),
+            outcome_ok,
+            outcome_error,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn disconnect_submit(
+    State(state): State<AppState>,
+    ctx: axum::Extension<RequestContext>,
+    PageUser(who): PageUser,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let presented = form.map(|Form(f)| f.csrf_token).unwrap_or_default();
+    if !state.accounts.verify_csrf(&who, &presented) {
+        return Err(AppError::CsrfFailed);
+    }
+    let d = state.tiktok.disconnect(&who.user.id, &ctx).await?;
+    let to = if d.revoked {
+        format!("{CONNECT_PAGE}?status=disconnected")
+    } else {
+        format!("{CONNECT_PAGE}?error=REVOKE_FAILED")
+    };
+    Ok(Redirect::to(&to).into_response())
+}
+
+pub async fn avatar(State(state): State<AppState>, PageUser(who): PageUser) -> Response {
+    match state.tiktok.avatar(&who.user.id).await {
+        Ok(Some((content_type, body))) => {
+            let mut res = Response::new(Body::from(body));
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                res.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            res.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            );
+            res
+        }
+        Ok(None) => AppError::NotFound.into_response(),
+        Err(e) => {
+            tracing::info!(error = %e, "avatar unavailable");
+            AppError::NotFound.into_response()
+        }
+    }
+}
