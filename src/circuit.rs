@@ -285,7 +285,9 @@ mod tests {
         assert_eq!(b.state(), CircuitState::Closed, "2 of 7 failed");
         call(&b, true);
         call(&b, true);
-        assert_eq!(b.state(), CircuitState::Open, "4 of 9 failed… then 5 of 10");
+        assert_eq!(b.state(), CircuitState::Closed, "4 of 9 failed: under 50%");
+        call(&b, true);
+        assert_eq!(b.state(), CircuitState::Open, "5 of 10 failed");
     }
 
     #[test]

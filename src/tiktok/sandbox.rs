@@ -767,7 +767,7 @@ mod tests {
     #[test]
     fn challenge_encodings_follow_rfc7636_and_tiktok_desktop() {
         // RFC 7636 appendix B
-        let v = "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert_eq!(
             challenge_of(v, ChallengeEncoding::Base64Url),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
