@@ -29,6 +29,7 @@ pub struct AppBuilder {
     config: Config,
     extra_routes: Option<Router<AppState>>,
     health_overrides: Vec<Arc<dyn HealthCheck>>,
+    listener: Option<TcpListener>,
 }
 
 impl AppBuilder {
@@ -37,7 +38,16 @@ impl AppBuilder {
             config,
             extra_routes: None,
             health_overrides: Vec::new(),
+            listener: None,
         }
+    }
+
+    /// Serves on an already bound listener instead of binding
+    /// `HUNTAZE_LISTEN` (so a caller can know the port, and the public URL,
+    /// before the build).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// Mounts additional routes behind the full middleware stack.
@@ -67,10 +77,15 @@ impl AppBuilder {
             fatal.join("; ")
         );
         let keys = config.keys()?;
-        let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = match self.listener {
+            Some(l) => l,
+            None => {
+                let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?
+            }
+        };
 
         let db = Db::connect_lazy(&config)?;
         let (stop_tx, stop_rx) = watch::channel(false);

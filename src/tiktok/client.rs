@@ -245,7 +245,7 @@ impl TikTokClient {
     /// Whether TikTok's API host answers at all (any HTTP answer counts).
     pub async fn reachable(&self) -> Result<(), String> {
         self.http
-            .head(format!("{}/v2/user/info/", self.api_base))
+            .head(format!("{}/", self.api_base))
             .send()
             .await
             .map(|_| ())

@@ -57,6 +57,8 @@ pub enum Fault {
     /// Do the work (e.g. rotate the refresh token), then answer 500: the
     /// response is lost.
     LoseResponse,
+    /// At user info: TikTok's 401 `access_token_invalid` envelope.
+    InvalidToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +171,28 @@ impl Sandbox {
     /// was not retried).
     pub fn calls(&self, endpoint: Endpoint) -> u64 {
         self.st().calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    /// Every access token that is still valid (tests look for them where
+    /// they must not be).
+    pub fn live_access_tokens(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.st()
+            .access
+            .iter()
+            .filter(|(_, g)| g.expires > now)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.st()
+            .refresh
+            .iter()
+            .filter(|(_, g)| g.expires > now)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     pub fn access_token_is_live(&self, token: &str) -> bool {
@@ -649,8 +673,10 @@ async fn revoke(
     };
     {
         let mut st = sb.st();
+        // Revoking withdraws the app's access: every token of that account.
         if let Some(grant) = st.access.remove(&token) {
             let open_id = grant.open_id;
+            st.access.retain(|_, g| g.open_id != open_id);
             st.refresh.retain(|_, g| g.open_id != open_id);
         }
     }
@@ -678,6 +704,13 @@ async fn user_info(
     let envelope_error = |status: StatusCode, code: &str, message: &str| {
         (status, Json(json!({ "data": {}, "error": { "code": code, "message": message, "log_id": random("log") } }))).into_response()
     };
+    if fault == Some(Fault::InvalidToken) {
+        return envelope_error(
+            StatusCode::UNAUTHORIZED,
+            "access_token_invalid",
+            "The access token is invalid or not found in the request.",
+        );
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

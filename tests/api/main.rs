@@ -12,3 +12,4 @@ mod landing;
 mod lifecycle;
 mod openapi;
 mod resilience;
+mod tiktok;

@@ -28,6 +28,9 @@ pub struct TestApp {
     /// Between the server and PostgreSQL, when the test asked for it.
     pub proxy: Option<proxy::ChaosProxy>,
     pub pg: Option<pg::PgTestDb>,
+    /// A standalone TikTok sandbox this server is configured against.
+    pub sandbox: Option<huntaze::tiktok::sandbox::Sandbox>,
+    pub sandbox_base: String,
 }
 
 type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
@@ -38,6 +41,7 @@ pub struct TestAppBuilder {
     health_checks: Vec<Arc<dyn HealthCheck>>,
     probes: bool,
     proxy: bool,
+    sandbox: Option<huntaze::tiktok::sandbox::SandboxSettings>,
 }
 
 impl TestApp {
@@ -48,6 +52,7 @@ impl TestApp {
             health_checks: Vec::new(),
             probes: true,
             proxy: false,
+            sandbox: None,
         }
     }
 
@@ -88,6 +93,20 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs a standalone TikTok sandbox on its own port and configures the
+    /// server against it as if it were TikTok (credentials and URLs).
+    pub fn tiktok_sandbox(self) -> Self {
+        self.tiktok_sandbox_with(Default::default())
+    }
+
+    pub fn tiktok_sandbox_with(
+        mut self,
+        settings: huntaze::tiktok::sandbox::SandboxSettings,
+    ) -> Self {
+        self.sandbox = Some(settings);
+        self
+    }
+
     /// Routes PostgreSQL through a [`proxy::ChaosProxy`] the test controls.
     pub fn through_proxy(mut self) -> Self {
         self.proxy = true;
@@ -107,8 +126,13 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         init_logs();
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = Config {
             listen: "127.0.0.1:0".into(),
+            public_url: base.clone(),
             data_dir: data_dir.path().to_path_buf(),
             health_interval_ms: 200,
             health_check_timeout_ms: 1_000,
@@ -140,10 +164,29 @@ impl TestAppBuilder {
                 Some(db)
             }
         };
+        let mut sandbox = None;
+        let mut sandbox_base = String::new();
+        if let Some(settings) = self.sandbox {
+            let sb = huntaze::tiktok::sandbox::Sandbox::new(settings.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind sandbox");
+            sandbox_base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(huntaze::tiktok::sandbox::serve(
+                listener,
+                sb.clone(),
+                std::future::pending(),
+            ));
+            config.tiktok_client_key = Some(settings.client_key.clone());
+            config.tiktok_client_secret = Some(settings.client_secret.clone().into());
+            config.tiktok_auth_url = format!("{sandbox_base}/v2/auth/authorize/");
+            config.tiktok_api_url = sandbox_base.clone();
+            sandbox = Some(sb);
+        }
         for tweak in self.tweaks {
             tweak(&mut config);
         }
-        let mut builder = AppBuilder::new(config);
+        let mut builder = AppBuilder::new(config).listener(listener);
         if self.probes {
             builder = builder.extra_routes(probes::routes());
         }
@@ -151,7 +194,6 @@ impl TestAppBuilder {
             builder = builder.health_check(check);
         }
         let app = builder.build().await.expect("server builds");
-        let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();
         let shutdown = app.shutdown_handle();
         let server = tokio::spawn(app.run(false));
@@ -179,6 +221,8 @@ impl TestAppBuilder {
             data_dir,
             proxy: chaos,
             pg,
+            sandbox,
+            sandbox_base,
         }
     }
 }
