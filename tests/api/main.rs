@@ -6,6 +6,7 @@ mod support;
 mod account_pages;
 mod accounts;
 mod bad_input;
+mod browser;
 mod errors;
 mod health;
 mod landing;

@@ -1,0 +1,151 @@
+//! End to end in headless Chromium (Debian's `chromium` + `chromedriver`):
+//! a creator signs in, connects TikTok through the sandbox's consent page,
+//! and lands on the connect page showing "Connected as …".
+//!
+//! Skips with a message when Chromium or chromedriver is missing, unless
+//! `HUNTAZE_TEST_REQUIRE_SERVICES=1` (CI), where that is a failure.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+
+use crate::support::pg::services_required;
+use crate::support::{PASSWORD, TestApp, eventually};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn browser_available(test: &str) -> bool {
+    let ok = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    if !ok {
+        if services_required() {
+            panic!(
+                "{test}: Chromium and chromedriver are required (HUNTAZE_TEST_REQUIRE_SERVICES=1): apt-get install chromium chromium-driver"
+            );
+        }
+        eprintln!(
+            "SKIPPED {test}: {CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
+        );
+    }
+    ok
+}
+
+async fn start_browser() -> (Driver, fantoccini::Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(15), || async {
+        reqwest::get(format!("{url}/status")).await.is_ok()
+    })
+    .await;
+    assert!(up, "chromedriver answers");
+    let profile = tempfile::tempdir().unwrap().keep();
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=412,915",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    });
+    let caps = caps.as_object().unwrap().clone();
+    let client = ClientBuilder::rustls()
+        .expect("rustls")
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("a browser session");
+    (driver, client)
+}
+
+/// Where screenshots and other artifacts of browser tests go.
+pub fn artifact_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
+    if !browser_available("browser::a_creator_signs_in_and_connects_tiktok_in_a_real_browser") {
+        return;
+    }
+    let app = TestApp::builder().tiktok_sandbox().spawn().await;
+    let (status, _) = app
+        .register_with(
+            &crate::support::new_client(),
+            "browser@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_driver, c) = start_browser().await;
+    let result = async {
+        c.goto(&app.url("/login")).await?;
+        c.find(Locator::Id("email"))
+            .await?
+            .send_keys("browser@example.com")
+            .await?;
+        c.find(Locator::Id("password"))
+            .await?
+            .send_keys(PASSWORD)
+            .await?;
+        c.find(Locator::Css("form button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        c.wait()
+            .for_url(&url::Url::parse(&app.url("/platforms")).unwrap())
+            .await?;
+
+        c.find(Locator::LinkText("Manage TikTok"))
+            .await?
+            .click()
+            .await?;
+        c.find(Locator::Id("connect")).await?.click().await?;
+        // TikTok's (the sandbox's) consent page, on its own origin
+        let allow = c.wait().for_element(Locator::Id("allow")).await?;
+        assert!(
+            c.current_url()
+                .await?
+                .as_str()
+                .starts_with(&app.sandbox_base)
+        );
+        allow.click().await?;
+        let connected = c.wait().for_element(Locator::Id("connected-as")).await?;
+        let text = connected.text().await?;
+        let png = c.screenshot().await?;
+        std::fs::write(artifact_dir().join("tiktok-connected.png"), png).unwrap();
+        let url = c.current_url().await?;
+        Ok::<_, fantoccini::error::CmdError>((text, url))
+    }
+    .await;
+    let _ = c.close().await;
+    let (text, url) = result.expect("the browser flow completes");
+    assert_eq!(text, "Connected as Sandbox Creator");
+    assert_eq!(url.path(), "/platforms/connect/tiktok");
+    assert_eq!(url.query(), Some("status=connected"));
+}
