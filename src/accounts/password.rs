@@ -1,6 +1,13 @@
-//! Password hashing: Argon2id, run off the async workers with a bound on
-//! concurrent hashes so a login flood queues here (and answers 503 past a
-//! short wait) instead of starving every other route of CPU.
+//! Password hashing: Argon2id, run off the async workers on a small pool of
+//! dedicated threads (one per permitted concurrent hash), so a login flood
+//! queues here (and answers 503 past a short wait) instead of starving every
+//! other route of CPU.
+//!
+//! Dedicated threads rather than `spawn_blocking`: each Argon2 hash
+//! allocates m KiB (19 MiB), and glibc keeps such blocks in the arena of the
+//! thread that freed them. Spread over tokio's large blocking pool that
+//! retained ~450 MB under a login flood (bench/login.sh); a fixed pool of N
+//! threads bounds it to about N × m.
 //!
 //! Parameters: m = 19 MiB, t = 2, p = 1 (OWASP's Argon2id baseline), chosen
 //! for this 2-core machine where one hash takes ~25 ms in release builds
@@ -16,10 +23,13 @@ use tokio::sync::Semaphore;
 use super::validate::Password;
 use crate::error::AppError;
 
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
     queue_wait: Duration,
     /// A hash of a random password, verified against when an email is
     /// unknown so that "no such user" costs the same time as "wrong password".
@@ -40,8 +50,32 @@ impl PasswordHasher {
             .hash_password(uuid::Uuid::new_v4().as_bytes())
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
             .to_string();
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(p) => p.into_inner().recv(),
+                        };
+                        match job {
+                            // A panicking job must not take the thread with it.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return, // every sender dropped
+                        }
+                    }
+                })?;
+        }
         Ok(Self {
             params,
+            jobs,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             queue_wait,
             dummy_hash: Arc::new(dummy_hash),
@@ -64,13 +98,17 @@ impl PasswordHasher {
                     source: anyhow::anyhow!("password hashing queue full"),
                 })?
                 .map_err(AppError::internal)?;
-        let out = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(AppError::internal)?;
-        Ok(out)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _permit = permit;
+                let _ = tx.send(job());
+            }))
+            .map_err(|_| {
+                AppError::internal(anyhow::anyhow!("password hashing threads are gone"))
+            })?;
+        rx.await
+            .map_err(|_| AppError::internal(anyhow::anyhow!("password hashing job was dropped")))
     }
 
     /// A PHC string for a new password.
