@@ -186,10 +186,15 @@ field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 
 # ---------------------------------------------------------------- raw Argon2id --
-# The machine may be shared (other builds): record the load so noisy runs show.
+# The machine may be shared (other builds): sample how busy the CPUs are for
+# 1 s before the runs (the load average would still count our own build).
+cpu_sample() { awk '/^cpu / {idle=$5+$6; steal=$9; t=0; for (i=2; i<=9; i++) t+=$i; print t, idle, steal}' /proc/stat; }
+read -r T0 I0 S0 < <(cpu_sample); sleep 1; read -r T1 I1 S1 < <(cpu_sample)
+CPU_BUSY_PCT="$(awk -v t=$((T1 - T0)) -v i=$((I1 - I0)) 'BEGIN {printf "%.0f", (t > 0) ? 100 * (t - i) / t : 0}')"
+CPU_STEAL_PCT="$(awk -v t=$((T1 - T0)) -v s=$((S1 - S0)) 'BEGIN {printf "%.0f", (t > 0) ? 100 * s / t : 0}')"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-awk -v l="${LOAD_START%% *}" 'BEGIN {exit !(l > 0.5)}' \
-    && log "warning: load average is $LOAD_START before the runs; figures will be noisy"
+(( CPU_BUSY_PCT > 10 )) \
+    && log "warning: the CPUs were ${CPU_BUSY_PCT}% busy (steal ${CPU_STEAL_PCT}%) before the runs; figures will be noisy"
 log "hash_rate: raw Argon2id with the server's default parameters (no server running)"
 HASH_JSON="$(HASH_RATE_SECONDS="$HASH_SECONDS" timeout --kill-after=5 300 "$HASH_RATE" 2>"$WORK/hash_rate.err" | tail -n 1)" \
     || { cat "$WORK/hash_rate.err" >&2; die "hash_rate failed"; }
@@ -381,7 +386,8 @@ done
 printf 'overhead ratio: login %s req/s / raw %s verifies/s = %s\n' "$LOGIN_RPS" "$H_PAR_RATE" "$RATIO"
 printf '/ p99: %s ms alone, %s ms during the login flood (x%s)\n' "$ALONE_P99" "$DURING_P99" "$P99_FACTOR"
 printf 'peak RSS of the server (VmHWM): %s MB (%s kB)\n' "$PEAK_RSS_MB" "$PEAK_RSS_KB"
-printf 'load average: %s before, %s after\n' "$LOAD_START" "$LOAD_END"
+printf 'CPU busy before the runs: %s%% (steal %s%%); load average %s before, %s after\n' \
+    "$CPU_BUSY_PCT" "$CPU_STEAL_PCT" "$LOAD_START" "$LOAD_END"
 
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/login-$STAMP.json"
@@ -402,6 +408,7 @@ cat >"$OUT.tmp" <<JSON
   "landing_p99_ms": {"alone": $ALONE_P99, "during_login_flood": $DURING_P99, "factor": $P99_FACTOR},
   "landing_content_encoding": "$CE",
   "peak_rss_kb": $PEAK_RSS_KB,
+  "cpu_before_runs": {"busy_pct": $CPU_BUSY_PCT, "steal_pct": $CPU_STEAL_PCT},
   "loadavg": {"before": "$LOAD_START", "after": "$LOAD_END"},
   "runs": [$RUNS_JSON
   ]

@@ -171,12 +171,20 @@ impl AppBuilder {
         health.sample_now().await;
 
         let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
+        let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
+        let monitor = Arc::new(crate::monitoring::Monitor::new(
+            &config,
+            db.clone(),
+            Arc::clone(&metrics),
+        )?);
         let state = AppState(Arc::new(App {
             config,
             keys,
             db,
             accounts,
             tiktok,
+            metrics,
+            monitor,
             assets,
             landing,
             health,
@@ -193,6 +201,7 @@ impl AppBuilder {
             stop_rx.clone(),
         );
 
+        crate::monitoring::spawn(state.clone(), stop_rx.clone());
         spawn_session_sweep(
             Arc::clone(&state.accounts),
             state.db.clone(),

@@ -124,6 +124,34 @@ pub struct Config {
     pub tiktok_refresh_ahead_ms: u64,
     /// Lifetime of an OAuth `state` (DESIGN §7: 10 minutes).
     pub oauth_state_ttl_ms: u64,
+    /// Record route metrics (on by default; off only to measure their cost).
+    pub metrics_enabled: bool,
+    /// This instance's name in shared monitoring history (default: host,
+    /// process id and a random suffix).
+    pub instance_id: Option<String>,
+    /// How often rollups and health samples are written to the database,
+    /// and how long they are kept.
+    pub monitoring_flush_ms: u64,
+    pub monitoring_retention_ms: u64,
+    /// Alert rules: evaluation interval, look-back window, traffic floor,
+    /// thresholds, how long a condition holds before firing, how often a
+    /// firing alert is re-sent.
+    pub alert_eval_ms: u64,
+    pub alert_window_ms: u64,
+    pub alert_min_requests: u64,
+    pub alert_error_rate_percent: f64,
+    pub alert_p95_ms: f64,
+    pub alert_unhealthy_samples: usize,
+    pub alert_degraded_ms: u64,
+    pub alert_for_ms: u64,
+    pub alert_repeat_ms: u64,
+    /// HMAC-SHA256 key for the `X-Huntaze-Signature` header of webhook posts.
+    pub alert_webhook_secret: Option<SecretString>,
+    pub alert_webhook_timeout_ms: u64,
+    pub alert_webhook_attempts: u32,
+    /// Requests per second one instance serves comfortably (for the
+    /// instance-count forecast).
+    pub scaling_capacity_rps: f64,
 }
 
 impl Default for Config {
@@ -190,6 +218,23 @@ impl Default for Config {
             tiktok_refresh_interval_ms: 60_000,
             tiktok_refresh_ahead_ms: 600_000,
             oauth_state_ttl_ms: 600_000,
+            metrics_enabled: true,
+            instance_id: None,
+            monitoring_flush_ms: 10_000,
+            monitoring_retention_ms: 7 * 24 * 3_600_000,
+            alert_eval_ms: 15_000,
+            alert_window_ms: 300_000,
+            alert_min_requests: 20,
+            alert_error_rate_percent: 5.0,
+            alert_p95_ms: 1_000.0,
+            alert_unhealthy_samples: 3,
+            alert_degraded_ms: 600_000,
+            alert_for_ms: 60_000,
+            alert_repeat_ms: 4 * 3_600_000,
+            alert_webhook_secret: None,
+            alert_webhook_timeout_ms: 5_000,
+            alert_webhook_attempts: 4,
+            scaling_capacity_rps: 1_000.0,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod health;
 pub mod landing;
 pub mod lifecycle;
 pub mod middleware;
+pub mod monitoring;
 pub mod precompressed;
 pub mod retry;
 pub mod routes;

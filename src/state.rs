@@ -19,6 +19,8 @@ pub struct App {
     pub db: Db,
     pub accounts: Arc<Accounts>,
     pub tiktok: Arc<TikTok>,
+    pub metrics: Arc<crate::monitoring::metrics::HttpMetrics>,
+    pub monitor: Arc<crate::monitoring::Monitor>,
     pub assets: Arc<Assets>,
     pub landing: Arc<LandingPage>,
     pub health: Arc<HealthSampler>,

@@ -35,6 +35,9 @@ mod tests {
     fn epoch_ms_renders_as_rfc3339_utc() {
         assert_eq!(rfc3339_from_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_from_ms(1_500), "1970-01-01T00:00:01.500Z");
-        assert!(rfc3339_from_ms(47_910) < rfc3339_from_ms(47_915), "sorts as text");
+        assert!(
+            rfc3339_from_ms(47_910) < rfc3339_from_ms(47_915),
+            "sorts as text"
+        );
     }
 }

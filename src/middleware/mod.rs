@@ -1,7 +1,7 @@
 //! The middleware stack (DESIGN §1), assembled in one place by [`apply`],
 //! outermost first:
 //!
-//! request id → request span (RequestContext) → security headers →
+//! request id → request span (RequestContext) → metrics → security headers →
 //! compression → error boundary → deadline (504) → load shedding (503) →
 //! cross-origin guard (403) → catch panic (500) → body limit (413) → routes.
 //!
@@ -62,6 +62,10 @@ pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
     let stack = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(request_id::propagate))
         .layer(trace::layer())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::monitoring::metrics::track,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             headers,
             security_headers::apply,

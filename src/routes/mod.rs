@@ -11,6 +11,7 @@ pub mod account_pages;
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod monitoring;
 pub mod openapi;
 pub mod pages;
 pub mod tiktok;
@@ -36,6 +37,10 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
         .routes(routes!(tiktok::start))
         .routes(routes!(tiktok::callback))
         .routes(routes!(tiktok::status, tiktok::disconnect))
+        .routes(routes!(monitoring::dashboard))
+        .routes(routes!(monitoring::health_trends))
+        .routes(routes!(monitoring::alerts))
+        .routes(routes!(monitoring::scaling))
         .routes(routes!(health::overall))
         .routes(routes!(health::component))
         .routes(routes!(openapi::document))
@@ -62,6 +67,8 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
             post(tiktok::disconnect_submit),
         )
         .route("/platforms/connect/tiktok/avatar", get(tiktok::avatar))
+        .route("/admin/monitoring", get(monitoring::page_view))
+        .route("/metrics", get(monitoring::metrics))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz));
     if let Some(sandbox) = &state.tiktok.sandbox {

@@ -23,6 +23,7 @@ use crate::health::{ComponentHealth, HealthStatus, Status};
         (name = "meta", description = "This document"),
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "admin", description = "Admin-only APIs"),
+        (name = "monitoring", description = "Dashboard data, health trends, alerts and scaling (admin or monitoring token)"),
         (name = "tiktok", description = "Connecting a TikTok account (OAuth with state and PKCE)"),
     )
 )]

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod connections;
+pub mod monitoring;
 pub mod sessions;
 pub mod stats;
 pub mod users;

@@ -11,6 +11,7 @@ mod errors;
 mod health;
 mod landing;
 mod lifecycle;
+mod monitoring;
 mod openapi;
 mod resilience;
 mod tiktok;

@@ -1,0 +1,286 @@
+//! Route metrics (DESIGN §2 `/metrics`, issue: OpenTelemetry-style names).
+//!
+//! Each application owns its Prometheus recorder (not the process-global
+//! one), so two servers in one process — as in the test suite — never mix
+//! their figures. Request metrics are recorded by the [`track`] middleware
+//! with the route *template* (`MatchedPath`), never the raw path; gauges for
+//! the pool, cache, circuit, health and alerts are set at scrape time from
+//! the live objects, so they cannot drift.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{Key, Label, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use super::rollup::RollupBuffer;
+use crate::state::AppState;
+use crate::time_fmt::now_ms;
+
+/// Label for requests that matched no route (never the raw path: that would
+/// let any client create series).
+pub const UNMATCHED: &str = "unmatched";
+
+const DURATION: &str = "http_server_request_duration_seconds";
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct HttpMetrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    in_flight: AtomicI64,
+    pub rollups: Mutex<RollupBuffer>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpMetrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.into()), &LATENCY_BUCKETS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        Self {
+            recorder,
+            handle,
+            in_flight: AtomicI64::new(0),
+            rollups: Mutex::new(RollupBuffer::default()),
+        }
+    }
+
+    fn describe(&self) {
+        use metrics::Unit;
+        let r = &self.recorder;
+        r.describe_histogram(
+            DURATION.into(),
+            Some(Unit::Seconds),
+            "Duration of HTTP server requests.".into(),
+        );
+        for (name, help) in [
+            ("http_server_active_requests", "HTTP requests being served."),
+            (
+                "http_server_requests_shed_total",
+                "Requests refused with 503 by the in-flight limit.",
+            ),
+            (
+                "db_client_connections_usage",
+                "Pooled database connections by state (idle, used).",
+            ),
+            (
+                "db_client_connections_max",
+                "Largest allowed database pool.",
+            ),
+            (
+                "db_client_connections_pending_requests",
+                "Callers waiting for a pooled connection.",
+            ),
+            (
+                "retries_total",
+                "Retries of transient failures (database reads, TikTok calls).",
+            ),
+            (
+                "cache_requests_total",
+                "Query cache lookups by result (hit, miss, stale).",
+            ),
+            (
+                "cache_evictions_total",
+                "Query cache entries evicted for capacity.",
+            ),
+            ("cache_entries", "Query cache entries."),
+            (
+                "circuit_breaker_state",
+                "Circuit state per dependency: 0 closed, 1 half-open, 2 open.",
+            ),
+            (
+                "health_component_status",
+                "Latest health per component: 0 healthy, 1 degraded, 2 unhealthy.",
+            ),
+            ("alerts_firing", "Alerts firing, by severity."),
+            (
+                "huntaze_predicted_instances",
+                "Instances the forecast request rate needs (next 15 minutes).",
+            ),
+        ] {
+            r.describe_gauge(name.into(), None, help.into());
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let labels = vec![
+            Label::new("http_route", route.to_owned()),
+            Label::new("http_request_method", method.to_owned()),
+            Label::new("http_response_status_code", status.to_string()),
+        ];
+        let key = Key::from_parts(DURATION, labels);
+        let meta =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        self.recorder
+            .register_histogram(&key, &meta)
+            .record(seconds);
+        let rollup_key = format!("{method} {route}");
+        if let Ok(mut r) = self.rollups.lock() {
+            r.record(now_ms(), &rollup_key, seconds * 1000.0, status >= 500);
+        }
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
+        let key = Key::from_parts(
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let meta =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        self.recorder.register_gauge(&key, &meta).set(value);
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, String)], value: u64) {
+        let key = Key::from_parts(
+            name,
+            labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let meta =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        self.recorder.register_counter(&key, &meta).absolute(value);
+    }
+
+    /// Prometheus text exposition, with the scrape-time gauges refreshed.
+    pub fn render(
+        &self,
+        state: &AppState,
+        alerts_firing: &[(String, u64)],
+        predicted_instances: Option<f64>,
+    ) -> String {
+        self.describe();
+        self.gauge(
+            "http_server_active_requests",
+            &[],
+            self.in_flight.load(Ordering::Relaxed) as f64,
+        );
+        self.counter(
+            "http_server_requests_shed_total",
+            &[],
+            crate::middleware::shed::SHED_TOTAL.load(Ordering::Relaxed),
+        );
+        let pool = state.db.stats();
+        let backend = state.db.backend().name().to_owned();
+        self.gauge(
+            "db_client_connections_usage",
+            &[("state", "idle".into()), ("db_system", backend.clone())],
+            pool.idle as f64,
+        );
+        self.gauge(
+            "db_client_connections_usage",
+            &[("state", "used".into()), ("db_system", backend.clone())],
+            pool.in_use as f64,
+        );
+        self.gauge(
+            "db_client_connections_max",
+            &[("db_system", backend.clone())],
+            pool.max as f64,
+        );
+        self.gauge(
+            "db_client_connections_pending_requests",
+            &[("db_system", backend)],
+            pool.waiting as f64,
+        );
+        self.counter(
+            "retries_total",
+            &[],
+            crate::retry::RETRIES.load(Ordering::Relaxed),
+        );
+        if let Some(c) = state.db.query_cache_stats() {
+            let cache = || ("cache", "sessions".to_owned());
+            self.counter(
+                "cache_requests_total",
+                &[cache(), ("result", "hit".into())],
+                c.hits,
+            );
+            self.counter(
+                "cache_requests_total",
+                &[cache(), ("result", "miss".into())],
+                c.misses,
+            );
+            self.counter(
+                "cache_requests_total",
+                &[cache(), ("result", "stale".into())],
+                c.stale_served,
+            );
+            self.counter("cache_evictions_total", &[cache()], c.evictions);
+            self.gauge("cache_entries", &[cache()], c.entries as f64);
+        }
+        if let Some(circuit) = state.tiktok.circuit_state() {
+            self.gauge(
+                "circuit_breaker_state",
+                &[("circuit", "tiktok".into())],
+                circuit.as_gauge(),
+            );
+        }
+        for (c, _) in &state.health.snapshot().components {
+            let v = match c.status {
+                crate::health::Status::Healthy => 0.0,
+                crate::health::Status::Degraded => 1.0,
+                crate::health::Status::Unhealthy => 2.0,
+            };
+            self.gauge(
+                "health_component_status",
+                &[("component", c.name.clone())],
+                v,
+            );
+        }
+        for severity in ["low", "medium", "high"] {
+            let n = alerts_firing
+                .iter()
+                .find(|(s, _)| s == severity)
+                .map_or(0, |(_, n)| *n);
+            self.gauge("alerts_firing", &[("severity", severity.into())], n as f64);
+        }
+        if let Some(p) = predicted_instances {
+            self.gauge("huntaze_predicted_instances", &[], p);
+        }
+        self.handle.render()
+    }
+}
+
+/// Middleware: times every request and records it under its route template.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.config.metrics_enabled {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| UNMATCHED.to_owned());
+    let m = &state.metrics;
+    m.in_flight.fetch_add(1, Ordering::Relaxed);
+    let res = next.run(req).await;
+    m.in_flight.fetch_sub(1, Ordering::Relaxed);
+    m.record(
+        &route,
+        &method,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    res
+}

@@ -1,0 +1,504 @@
+//! Monitoring: route metrics and `/metrics` ([`metrics`]), per-minute
+//! rollups and health samples kept in the database so history survives
+//! restarts and instances add up ([`rollup`]), alerting ([`alerts`]), and
+//! the data behind the dashboard, health trends and the scaling forecast
+//! ([`Monitor`]).
+
+pub mod alerts;
+pub mod metrics;
+pub mod rollup;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::health::HealthSampler;
+use crate::store::Db;
+use crate::store::monitoring::AlertRow;
+use crate::time_fmt::{now_ms, rfc3339_from_ms};
+use alerts::{Notifier, Thresholds};
+use metrics::HttpMetrics;
+use rollup::{Agg, minute_of};
+
+/// A dashboard range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    M15,
+    H1,
+    H6,
+    H24,
+    D7,
+}
+
+impl Range {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "15m" => Range::M15,
+            "1h" => Range::H1,
+            "6h" => Range::H6,
+            "24h" => Range::H24,
+            "7d" => Range::D7,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Range::M15 => "15m",
+            Range::H1 => "1h",
+            Range::H6 => "6h",
+            Range::H24 => "24h",
+            Range::D7 => "7d",
+        }
+    }
+    pub fn millis(self) -> i64 {
+        match self {
+            Range::M15 => 15 * 60_000,
+            Range::H1 => 3_600_000,
+            Range::H6 => 6 * 3_600_000,
+            Range::H24 => 24 * 3_600_000,
+            Range::D7 => 7 * 24 * 3_600_000,
+        }
+    }
+    /// Width of one chart point.
+    pub fn step_ms(self) -> i64 {
+        match self {
+            Range::M15 | Range::H1 => 60_000,
+            Range::H6 => 5 * 60_000,
+            Range::H24 => 15 * 60_000,
+            Range::D7 => 2 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStats {
+    pub route: String,
+    pub requests: u64,
+    pub rate_per_sec: f64,
+    /// Percent of requests answered with 5xx.
+    pub error_rate: f64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+fn route_stats(route: String, agg: &Agg, seconds: f64) -> RouteStats {
+    RouteStats {
+        route,
+        requests: agg.requests,
+        rate_per_sec: agg.requests as f64 / seconds.max(1.0),
+        error_rate: if agg.requests == 0 {
+            0.0
+        } else {
+            agg.errors as f64 * 100.0 / agg.requests as f64
+        },
+        p50: agg.quantile(0.50),
+        p95: agg.quantile(0.95),
+        p99: agg.quantile(0.99),
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Series {
+    /// Point starts, epoch seconds.
+    pub timestamps: Vec<i64>,
+    pub requests_per_sec: Vec<f64>,
+    /// Percent 5xx.
+    pub error_rate: Vec<f64>,
+    pub p95: Vec<Option<f64>>,
+    pub p99: Vec<Option<f64>>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheView {
+    pub hit_ratio: Option<f64>,
+    #[schema(value_type = Object)]
+    pub stats: Option<crate::cache::CacheStats>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertView {
+    pub id: String,
+    pub rule: String,
+    pub key: String,
+    pub severity: String,
+    pub state: String,
+    pub summary: String,
+    pub started_at: String,
+    pub fired_at: Option<String>,
+    pub resolved_at: Option<String>,
+    pub notifications: i64,
+}
+
+impl From<AlertRow> for AlertView {
+    fn from(a: AlertRow) -> Self {
+        Self {
+            id: a.id,
+            rule: a.rule,
+            key: a.alert_key,
+            severity: a.severity,
+            state: a.state,
+            summary: a.summary,
+            started_at: rfc3339_from_ms(a.started_at),
+            fired_at: a.fired_at.map(rfc3339_from_ms),
+            resolved_at: a.resolved_at.map(rfc3339_from_ms),
+            notifications: a.notifications,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsView {
+    pub active: Vec<AlertView>,
+    pub recent: Vec<AlertView>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaling {
+    /// Requests per second over the last 5 minutes.
+    pub current_rate: f64,
+    pub forecast_15m: f64,
+    pub forecast_60m: f64,
+    pub capacity_per_instance: f64,
+    pub instances_15m: u32,
+    pub instances_60m: u32,
+    pub method: String,
+}
+
+/// `DashboardData`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardData {
+    pub range: String,
+    pub generated_at: String,
+    pub step_seconds: i64,
+    pub overall: RouteStats,
+    pub routes: Vec<RouteStats>,
+    pub series: Series,
+    pub health: crate::health::HealthStatus,
+    pub cache: CacheView,
+    #[schema(value_type = Object)]
+    pub pool: crate::store::PoolStats,
+    pub alerts: AlertsView,
+    pub scaling: Scaling,
+}
+
+/// One health sample of a component (`HealthTrend`).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthTrend {
+    pub component: String,
+    pub timestamp: String,
+    pub status: String,
+    pub response_time: i64,
+    pub instance: String,
+}
+
+pub struct Monitor {
+    pub instance: String,
+    pub metrics: Arc<HttpMetrics>,
+    db: Db,
+    thresholds: Thresholds,
+    notifier: Notifier,
+    capacity_rps: f64,
+    retention_ms: i64,
+    last_health_sample: std::sync::atomic::AtomicI64,
+}
+
+impl Monitor {
+    pub fn new(config: &Config, db: Db, metrics: Arc<HttpMetrics>) -> anyhow::Result<Self> {
+        let instance = config.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!(
+                "{}-{}-{}",
+                host.trim(),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..6]
+            )
+        });
+        Ok(Self {
+            notifier: Notifier::new(config, instance.clone())?,
+            instance,
+            metrics,
+            db,
+            thresholds: Thresholds::from_config(config),
+            capacity_rps: config.scaling_capacity_rps.max(1.0),
+            retention_ms: config.monitoring_retention_ms as i64,
+            last_health_sample: Default::default(),
+        })
+    }
+
+    /// Writes buffered rollups and the latest health sample to the database.
+    pub async fn flush(&self, health: &HealthSampler) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let rows = match self.metrics.rollups.lock() {
+            Ok(mut buf) => buf.snapshot_and_trim(minute_of(now)),
+            Err(_) => Vec::new(),
+        };
+        if !rows.is_empty() {
+            self.db.upsert_rollups(&self.instance, &rows).await?;
+        }
+        let snap = health.snapshot();
+        let last = self
+            .last_health_sample
+            .swap(snap.taken_at_ms, std::sync::atomic::Ordering::Relaxed);
+        if snap.taken_at_ms != last && snap.taken_at_ms > 0 {
+            let samples: Vec<_> = snap
+                .components
+                .iter()
+                .map(|(c, _)| {
+                    (
+                        c.name.clone(),
+                        c.status.as_str().to_owned(),
+                        c.response_time as i64,
+                    )
+                })
+                .collect();
+            self.db
+                .insert_health_samples(&self.instance, snap.taken_at_ms, &samples)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One alert evaluation (only by the instance holding the lease).
+    pub async fn evaluate_alerts(&self, circuits_open: &[&str]) -> Result<usize, sqlx::Error> {
+        let now = now_ms();
+        let lease_for = (self.thresholds.window_ms).clamp(30_000, 120_000);
+        if !self
+            .db
+            .acquire_lease("alert-evaluator", &self.instance, now, now + lease_for)
+            .await?
+        {
+            return Ok(0);
+        }
+        let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
+        let rollups = self.db.rollups_since(minute_of(from)).await?;
+        let health = self.db.health_samples_since(from).await?;
+        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
+        let notes = alerts::advance(&self.db, &self.thresholds, &holding, now).await?;
+        let n = notes.len();
+        for note in notes {
+            self.notifier.send(note);
+        }
+        Ok(n)
+    }
+
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        self.db.prune_monitoring(now_ms() - self.retention_ms).await
+    }
+
+    pub async fn alerts(&self) -> Result<AlertsView, sqlx::Error> {
+        let active = self
+            .db
+            .open_alerts()
+            .await?
+            .into_iter()
+            .map(AlertView::from)
+            .collect();
+        let recent = self
+            .db
+            .recent_alerts(now_ms() - 7 * 24 * 3_600_000, 50)
+            .await?
+            .into_iter()
+            .map(AlertView::from)
+            .collect();
+        Ok(AlertsView { active, recent })
+    }
+
+    /// Firing alerts per severity (for the metric).
+    pub async fn firing_by_severity(&self) -> Vec<(String, u64)> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        if let Ok(open) = self.db.open_alerts().await {
+            for a in open.into_iter().filter(|a| a.state == "firing") {
+                *out.entry(a.severity).or_default() += 1;
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    pub async fn health_trends(
+        &self,
+        component: Option<&str>,
+        range: Range,
+    ) -> Result<Vec<HealthTrend>, sqlx::Error> {
+        let samples = self
+            .db
+            .health_samples_since(now_ms() - range.millis())
+            .await?;
+        Ok(samples
+            .into_iter()
+            .filter(|(_, _, c, _, _)| component.is_none_or(|want| want == c))
+            .map(|(at, instance, component, status, rt)| HealthTrend {
+                component,
+                timestamp: rfc3339_from_ms(at),
+                status,
+                response_time: rt,
+                instance,
+            })
+            .collect())
+    }
+
+    /// Linear least-squares trend of the per-minute request rate over the
+    /// last 30 minutes, projected 15 and 60 minutes ahead.
+    pub async fn scaling(&self) -> Result<Scaling, sqlx::Error> {
+        let now = now_ms();
+        let from = minute_of(now) - 30 * 60_000;
+        let rollups = self.db.rollups_since(from).await?;
+        let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
+        for (m, _, agg) in &rollups {
+            *per_minute.entry(*m).or_default() += agg.requests;
+        }
+        // Minutes without traffic count as zero; the current (partial)
+        // minute is left out.
+        let points: Vec<(f64, f64)> = (0..30)
+            .map(|i| from + i * 60_000)
+            .filter(|m| *m < minute_of(now))
+            .map(|m| {
+                (
+                    (m - from) as f64 / 60_000.0,
+                    *per_minute.get(&m).unwrap_or(&0) as f64 / 60.0,
+                )
+            })
+            .collect();
+        let n = points.len() as f64;
+        let (sx, sy) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        let (mx, my) = (sx / n.max(1.0), sy / n.max(1.0));
+        let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+            (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+        });
+        let slope = if den > 0.0 { num / den } else { 0.0 };
+        let at = |minutes_ahead: f64| (my + slope * (30.0 + minutes_ahead - mx)).max(0.0);
+        let recent: Vec<f64> = points.iter().rev().take(5).map(|p| p.1).collect();
+        let current = recent.iter().sum::<f64>() / (recent.len().max(1) as f64);
+        let (f15, f60) = (at(15.0), at(60.0));
+        let need = |rate: f64| ((rate / self.capacity_rps).ceil() as u32).max(1);
+        Ok(Scaling {
+            current_rate: current,
+            forecast_15m: f15,
+            forecast_60m: f60,
+            capacity_per_instance: self.capacity_rps,
+            instances_15m: need(f15),
+            instances_60m: need(f60),
+            method: "least-squares line over the last 30 minutes of per-minute request rates"
+                .into(),
+        })
+    }
+
+    /// The dashboard's data for a range (all instances).
+    pub async fn dashboard(
+        &self,
+        range: Range,
+        health: crate::health::HealthStatus,
+        db: &Db,
+    ) -> Result<DashboardData, sqlx::Error> {
+        let now = now_ms();
+        let from = minute_of(now - range.millis());
+        let seconds = (now - from) as f64 / 1000.0;
+        let rollups = self.db.rollups_since(from).await?;
+        let mut per_route: BTreeMap<String, Agg> = BTreeMap::new();
+        let mut overall = Agg::default();
+        let step = range.step_ms();
+        let mut per_step: BTreeMap<i64, Agg> = BTreeMap::new();
+        for (minute, route, agg) in &rollups {
+            per_route.entry(route.clone()).or_default().merge(agg);
+            overall.merge(agg);
+            per_step
+                .entry(minute - minute.rem_euclid(step))
+                .or_default()
+                .merge(agg);
+        }
+        let mut series = Series::default();
+        let mut t = from - from.rem_euclid(step);
+        while t <= now {
+            let agg = per_step.get(&t).cloned().unwrap_or_default();
+            series.timestamps.push(t / 1000);
+            series
+                .requests_per_sec
+                .push(agg.requests as f64 / (step as f64 / 1000.0));
+            series.error_rate.push(if agg.requests == 0 {
+                0.0
+            } else {
+                agg.errors as f64 * 100.0 / agg.requests as f64
+            });
+            series.p95.push(agg.quantile(0.95));
+            series.p99.push(agg.quantile(0.99));
+            t += step;
+        }
+        let mut routes: Vec<RouteStats> = per_route
+            .into_iter()
+            .map(|(r, a)| route_stats(r, &a, seconds))
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.requests));
+        let cache = db.query_cache_stats();
+        Ok(DashboardData {
+            range: range.as_str().into(),
+            generated_at: rfc3339_from_ms(now),
+            step_seconds: step / 1000,
+            overall: route_stats("all".into(), &overall, seconds),
+            routes,
+            series,
+            health,
+            cache: CacheView {
+                hit_ratio: cache.and_then(|c| {
+                    let total = c.hits + c.misses;
+                    (total > 0).then(|| c.hits as f64 / total as f64)
+                }),
+                stats: cache,
+            },
+            pool: db.stats(),
+            alerts: self.alerts().await?,
+            scaling: self.scaling().await?,
+        })
+    }
+}
+
+/// Runs flushing, alert evaluation and pruning until `stop`.
+pub fn spawn(state: crate::state::AppState, mut stop: watch::Receiver<bool>) {
+    let flush_every = Duration::from_millis(state.config.monitoring_flush_ms.max(50));
+    let eval_every = Duration::from_millis(state.config.alert_eval_ms.max(50));
+    tokio::spawn(async move {
+        let mut flush = tokio::time::interval(flush_every);
+        let mut eval = tokio::time::interval(eval_every);
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        for t in [&mut flush, &mut eval, &mut prune] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = flush.tick() => {
+                    if let Err(e) = state.monitor.flush(&state.health).await {
+                        tracing::warn!(error = %e, "monitoring flush failed");
+                    }
+                }
+                _ = eval.tick() => {
+                    let open = state.tiktok.circuit_state() == Some(crate::circuit::CircuitState::Open);
+                    let circuits: &[&str] = if open { &["tiktok"] } else { &[] };
+                    if let Err(e) = state.monitor.evaluate_alerts(circuits).await {
+                        tracing::warn!(error = %e, "alert evaluation failed");
+                    }
+                }
+                _ = prune.tick() => {
+                    match state.monitor.prune().await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "monitoring history pruned"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "monitoring prune failed"),
+                    }
+                }
+                _ = crate::lifecycle::stopped(&mut stop) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,258 @@
+//! Monitoring history: rollups, health samples, alerts, leases. SQL only.
+
+use sqlx::Row;
+
+use super::Db;
+use crate::monitoring::rollup::Agg;
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRow {
+    pub id: String,
+    pub rule: String,
+    #[serde(rename = "key")]
+    pub alert_key: String,
+    pub severity: String,
+    pub state: String,
+    pub summary: String,
+    #[serde(skip)]
+    pub started_at: i64,
+    #[serde(skip)]
+    pub fired_at: Option<i64>,
+    #[serde(skip)]
+    pub resolved_at: Option<i64>,
+    #[serde(skip)]
+    pub last_notified_at: Option<i64>,
+    pub notifications: i64,
+}
+
+fn alert_from(r: &sqlx::any::AnyRow) -> Result<AlertRow, sqlx::Error> {
+    Ok(AlertRow {
+        id: r.try_get("id")?,
+        rule: r.try_get("rule")?,
+        alert_key: r.try_get("alert_key")?,
+        severity: r.try_get("severity")?,
+        state: r.try_get("state")?,
+        summary: r.try_get("summary")?,
+        started_at: r.try_get("started_at")?,
+        fired_at: r.try_get("fired_at")?,
+        resolved_at: r.try_get("resolved_at")?,
+        last_notified_at: r.try_get("last_notified_at")?,
+        notifications: r.try_get("notifications")?,
+    })
+}
+
+const ALERT_COLUMNS: &str = "id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, last_notified_at, notifications";
+
+impl Db {
+    /// Writes rollups for this instance; a minute written again replaces
+    /// the earlier (partial) figures.
+    pub async fn upsert_rollups(
+        &self,
+        instance: &str,
+        rows: &[(i64, String, Agg)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        for (minute, route, agg) in rows {
+            sqlx::query(
+                "INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (minute, instance, route) DO UPDATE SET requests = excluded.requests, \
+                 errors = excluded.errors, buckets = excluded.buckets",
+            )
+            .bind(*minute)
+            .bind(instance)
+            .bind(route)
+            .bind(agg.requests as i64)
+            .bind(agg.errors as i64)
+            .bind(agg.buckets_json())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Rollups of every instance since `from` (epoch ms), merged per
+    /// (minute, route).
+    pub async fn rollups_since(&self, from: i64) -> Result<Vec<(i64, String, Agg)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT minute, route, requests, errors, buckets FROM metric_rollups WHERE minute >= $1 ORDER BY minute",
+        )
+        .bind(from)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<(i64, String, Agg)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for r in rows {
+            let minute: i64 = r.try_get("minute")?;
+            let route: String = r.try_get("route")?;
+            let requests: i64 = r.try_get("requests")?;
+            let errors: i64 = r.try_get("errors")?;
+            let buckets: String = r.try_get("buckets")?;
+            let agg = Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets);
+            match index.get(&(minute, route.clone())) {
+                Some(&i) => {
+                    let slot: &mut (i64, String, Agg) = &mut out[i];
+                    slot.2.merge(&agg);
+                }
+                None => {
+                    index.insert((minute, route.clone()), out.len());
+                    out.push((minute, route, agg));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_health_samples(
+        &self,
+        instance: &str,
+        at: i64,
+        samples: &[(String, String, i64)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        for (component, status, rt) in samples {
+            sqlx::query(
+                "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (at, instance, component) DO NOTHING",
+            )
+            .bind(at)
+            .bind(instance)
+            .bind(component)
+            .bind(status)
+            .bind(*rt)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Health samples since `from`, oldest first: (at, instance, component,
+    /// status, response time ms).
+    pub async fn health_samples_since(
+        &self,
+        from: i64,
+    ) -> Result<Vec<(i64, String, String, String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT at, instance, component, status, response_time_ms FROM health_samples WHERE at >= $1 ORDER BY at",
+        )
+        .bind(from)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("at")?,
+                    r.try_get("instance")?,
+                    r.try_get("component")?,
+                    r.try_get("status")?,
+                    r.try_get("response_time_ms")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes history older than `before`; returns rows deleted.
+    pub async fn prune_monitoring(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM metric_rollups WHERE minute < $1",
+            "DELETE FROM health_samples WHERE at < $1",
+            "DELETE FROM alerts WHERE state IN ('resolved', 'cancelled') AND started_at < $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(before)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// Alerts pending or firing.
+    pub async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE state IN ('pending', 'firing') ORDER BY started_at DESC"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(alert_from).collect()
+    }
+
+    /// Alerts that fired and resolved since `from`, newest first.
+    pub async fn recent_alerts(&self, from: i64, limit: i64) -> Result<Vec<AlertRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'resolved' AND resolved_at >= $1 \
+             ORDER BY resolved_at DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(alert_from).collect()
+    }
+
+    pub async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, \
+             last_notified_at, notifications) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&a.id)
+        .bind(&a.rule)
+        .bind(&a.alert_key)
+        .bind(&a.severity)
+        .bind(&a.state)
+        .bind(&a.summary)
+        .bind(a.started_at)
+        .bind(a.fired_at)
+        .bind(a.resolved_at)
+        .bind(a.last_notified_at)
+        .bind(a.notifications)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE alerts SET state = $1, summary = $2, fired_at = $3, resolved_at = $4, last_notified_at = $5, \
+             notifications = $6 WHERE id = $7",
+        )
+        .bind(&a.state)
+        .bind(&a.summary)
+        .bind(a.fired_at)
+        .bind(a.resolved_at)
+        .bind(a.last_notified_at)
+        .bind(a.notifications)
+        .bind(&a.id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes or renews a named lease for `holder` until `until`; true when
+    /// this holder has it (another holder's unexpired lease wins).
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let n = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}
