@@ -12,16 +12,17 @@
   function badgeClass(status) { return status === "healthy" ? "badge ok" : status === "degraded" ? "badge warn" : "badge bad"; }
   function sevClass(s) { return s === "high" ? "badge bad" : s === "medium" ? "badge warn" : "badge"; }
 
-  function chart(id, series, data, height) {
+  function chart(id, series, data, height, spark) {
     var host = $(id);
     if (charts[id]) { charts[id].destroy(); delete charts[id]; }
     var width = Math.max(240, host.clientWidth || 300);
     var opts = {
       width: width, height: height || 180,
       series: [{}].concat(series),
-      axes: [{}, { size: 50 }],
-      legend: { show: series.length > 1 },
-      cursor: { drag: { x: false, y: false } }
+      axes: spark ? [{ show: false }, { show: false }] : [{}, { size: 50 }],
+      legend: { show: !spark && series.length > 1 },
+      scales: spark ? { y: { range: [0, 2] } } : {},
+      cursor: { show: !spark, drag: { x: false, y: false } }
     };
     charts[id] = new uPlot(opts, data, host);
   }
@@ -46,7 +47,7 @@
       if (pts.length > 1) {
         var xs = pts.map(function (t) { return Date.parse(t.timestamp) / 1000; });
         var ys = pts.map(function (t) { return t.status === "healthy" ? 0 : t.status === "degraded" ? 1 : 2; });
-        chart(spark.id, [{ label: "status (0 ok, 2 down)", stroke: "#6b2bd9", width: 2 }], [xs, ys], 40);
+        chart(spark.id, [{ label: "status (0 ok, 2 down)", stroke: "#6b2bd9", width: 2 }], [xs, ys], 40, true);
       } else {
         spark.appendChild(el("span", "muted", "not enough samples yet"));
       }
@@ -127,7 +128,7 @@
       renderAlerts(d);
       renderCapacity(d);
       text($("updated"), "updated " + new Date(d.generatedAt).toLocaleTimeString());
-      document.body.setAttribute("data-dashboard", "loaded");
+      document.body.setAttribute("data-dashboard", "loaded-" + d.range);
     }).catch(function (e) {
       var box = $("error");
       text(box, "Could not load monitoring data: " + e.message);

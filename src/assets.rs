@@ -40,6 +40,21 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "image/svg+xml",
         include_bytes!("../assets/platforms.svg"),
     ),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/dashboard.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/vendor/uPlot.min.css"),
+    ),
 ];
 
 /// The embedded assets by hashed file name.
@@ -71,12 +86,14 @@ impl Assets {
         }
     }
 
-    /// The served URL of a logical asset name (`app.css`).
+    /// The served URL of a logical asset name (`app.css`). Every name a
+    /// template asks for is in `FILES` (a unit test checks the templates'
+    /// names); an unknown one yields a URL that answers 404.
     pub fn url(&self, name: &str) -> String {
         self.url_by_name
             .get(name)
             .cloned()
-            .unwrap_or_else(|| format!("/assets/{name}"))
+            .unwrap_or_else(|| format!("/assets/missing/{name}"))
     }
 
     pub fn get(&self, hashed_name: &str) -> Option<&Precompressed> {
@@ -86,5 +103,28 @@ impl Assets {
     /// CSP source expression for the inline critical CSS.
     pub fn critical_css_csp(&self) -> &str {
         &self.critical_css_hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_the_code_names_is_embedded() {
+        let assets = Assets::load();
+        for name in [
+            "app.css",
+            "favicon.svg",
+            "creators.svg",
+            "platforms.svg",
+            "dashboard.js",
+            "uPlot.iife.min.js",
+            "uPlot.min.css",
+        ] {
+            let url = assets.url(name);
+            let hashed = url.strip_prefix("/assets/").unwrap();
+            assert!(assets.get(hashed).is_some(), "{name} → {url}");
+        }
     }
 }

@@ -40,7 +40,7 @@ fn browser_available(test: &str) -> bool {
     ok
 }
 
-async fn start_browser() -> (Driver, fantoccini::Client) {
+async fn start_browser() -> (Driver, fantoccini::Client, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -61,6 +61,7 @@ async fn start_browser() -> (Driver, fantoccini::Client) {
     assert!(up, "chromedriver answers");
     let profile = tempfile::tempdir().unwrap().keep();
     let caps = serde_json::json!({
+        "goog:loggingPrefs": { "browser": "ALL" },
         "goog:chromeOptions": {
             "binary": CHROMIUM,
             "args": [
@@ -78,7 +79,33 @@ async fn start_browser() -> (Driver, fantoccini::Client) {
         .connect(&url)
         .await
         .expect("a browser session");
-    (driver, client)
+    (driver, client, url)
+}
+
+/// Severe entries of the browser console (errors, CSP violations).
+async fn console_errors(driver_url: &str, c: &fantoccini::Client) -> Vec<String> {
+    let Ok(Some(id)) = c.session_id().await else {
+        return vec!["no session id".into()];
+    };
+    let res = reqwest::Client::new()
+        .post(format!("{driver_url}/session/{id}/se/log"))
+        .json(&serde_json::json!({ "type": "browser" }))
+        .send()
+        .await;
+    let Ok(res) = res else {
+        return vec!["log endpoint unreachable".into()];
+    };
+    let v: serde_json::Value = res.json().await.unwrap_or_default();
+    v["value"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["level"] == "SEVERE")
+                .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Where screenshots and other artifacts of browser tests go.
@@ -102,7 +129,7 @@ async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
         )
         .await;
     assert_eq!(status, 201);
-    let (_driver, c) = start_browser().await;
+    let (_driver, c, _url) = start_browser().await;
     let result = async {
         c.goto(&app.url("/login")).await?;
         c.find(Locator::Id("email"))
@@ -148,4 +175,85 @@ async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
     assert_eq!(text, "Connected as Sandbox Creator");
     assert_eq!(url.path(), "/platforms/connect/tiktok");
     assert_eq!(url.query(), Some("status=connected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitoring_dashboard_loads_switches_range_and_logs_no_errors() {
+    if !browser_available(
+        "browser::the_monitoring_dashboard_loads_switches_range_and_logs_no_errors",
+    ) {
+        return;
+    }
+    let app = TestApp::builder()
+        .config(|c| c.monitoring_flush_ms = 100)
+        .spawn()
+        .await;
+    let admin = crate::support::new_client();
+    app.register_with(&admin, "ops@example.com", PASSWORD).await;
+    app.promote("ops@example.com").await;
+    for _ in 0..5 {
+        app.get("/").await;
+        app.get("/api/health").await;
+    }
+    let (_driver, c, driver_url) = start_browser().await;
+    let result = async {
+        c.goto(&app.url("/login?next=/admin/monitoring")).await?;
+        c.find(Locator::Id("email"))
+            .await?
+            .send_keys("ops@example.com")
+            .await?;
+        c.find(Locator::Id("password"))
+            .await?
+            .send_keys(PASSWORD)
+            .await?;
+        c.find(Locator::Css("form button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        c.wait()
+            .for_element(Locator::Css("body[data-dashboard='loaded-1h']"))
+            .await?;
+        let rows = c.find_all(Locator::Css("#routes tbody tr")).await?.len();
+        let route_text = c.find(Locator::Css("#routes tbody")).await?.text().await?;
+        let canvases = c
+            .find_all(Locator::Css(
+                "#chart-rate canvas, #chart-latency canvas, #chart-errors canvas",
+            ))
+            .await?
+            .len();
+        let components = c
+            .find_all(Locator::Css("#components .component"))
+            .await?
+            .len();
+        let alerts = c.find(Locator::Id("alerts-active")).await?.text().await?;
+        c.find(Locator::Css("#range option[value='6h']"))
+            .await?
+            .click()
+            .await?;
+        c.wait()
+            .for_element(Locator::Css("body[data-dashboard='loaded-6h']"))
+            .await?;
+        let png = c.screenshot().await?;
+        std::fs::write(artifact_dir().join("monitoring-dashboard.png"), png).unwrap();
+        Ok::<_, fantoccini::error::CmdError>((rows, route_text, canvases, components, alerts))
+    }
+    .await;
+    let errors = console_errors(&driver_url, &c).await;
+    if result.is_err() {
+        if let Ok(png) = c.screenshot().await {
+            std::fs::write(artifact_dir().join("monitoring-dashboard-failure.png"), png).unwrap();
+        }
+        eprintln!(
+            "url: {:?}; console: {errors:?}",
+            c.current_url().await.ok().map(|u| u.to_string())
+        );
+    }
+    let _ = c.close().await;
+    let (rows, route_text, canvases, components, alerts) = result.expect("the dashboard loads");
+    assert!(rows >= 2, "route rows: {rows}");
+    assert!(route_text.contains("GET /api/health"), "{route_text}");
+    assert_eq!(canvases, 3, "three charts drawn");
+    assert!(components >= 4);
+    assert_eq!(alerts, "None");
+    assert!(errors.is_empty(), "console errors: {errors:?}");
 }

@@ -268,6 +268,17 @@ async fn monitoring_apis_and_the_dashboard_are_for_admins_and_machines_only() {
         .text()
         .await
         .unwrap();
+    for asset in page
+        .split("=\"")
+        .filter_map(|s| s.split('"').next())
+        .filter(|s| s.starts_with("/assets/"))
+    {
+        assert_eq!(
+            admin.get(app.url(asset)).send().await.unwrap().status(),
+            200,
+            "{asset}"
+        );
+    }
     assert!(page.contains("/assets/uPlot.iife.min.") && page.contains("/assets/dashboard."));
     assert!(!page.contains("<script>"), "no inline script");
     let s: Value = app
