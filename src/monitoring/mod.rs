@@ -472,7 +472,10 @@ pub fn spawn(state: crate::state::AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut flush = tokio::time::interval(flush_every);
         let mut eval = tokio::time::interval(eval_every);
-        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        // The first prune an hour after start, not at once: a restart loop
+        // must not turn into a delete loop.
+        let hour = Duration::from_secs(3600);
+        let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
         for t in [&mut flush, &mut eval, &mut prune] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }

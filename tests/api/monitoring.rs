@@ -490,3 +490,84 @@ async fn the_admin_sees_the_monitoring_page_link_free_of_remote_origins() {
     );
     let _ = Status::Healthy;
 }
+
+#[tokio::test]
+async fn the_scaling_forecast_follows_a_rising_trend() {
+    let app = app_with_token()
+        .config(|c| c.scaling_capacity_rps = 10.0)
+        .spawn()
+        .await;
+    let now = huntaze::time_fmt::now_ms();
+    let this_minute = now - now.rem_euclid(60_000);
+    // 30 past minutes, rising from 60 to 30·60+60 requests a minute (1 → 31 req/s)
+    for i in 0..30i64 {
+        let minute = this_minute - (30 - i) * 60_000;
+        let requests = 60 + i * 60;
+        sqlx::query("INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) VALUES ($1, 'other', 'GET /', $2, 0, '[]')")
+            .bind(minute)
+            .bind(requests)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap();
+    }
+    let s: Value = app
+        .client
+        .get(app.url("/api/monitoring/scaling"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let current = s["currentRate"].as_f64().unwrap();
+    let f15 = s["forecast15m"].as_f64().unwrap();
+    let f60 = s["forecast60m"].as_f64().unwrap();
+    assert!((27.0..=31.0).contains(&current), "{s}");
+    assert!((f15 - 46.0).abs() < 1.5, "one more req/s per minute: {s}");
+    assert!(f60 > f15 && (f60 - 91.0).abs() < 1.5, "{s}");
+    assert_eq!(s["instances15m"], 5);
+    assert_eq!(s["instances60m"], 10);
+    let m = metrics_text(&app).await;
+    assert_eq!(sample(&m, "huntaze_predicted_instances", &[]), Some(5.0));
+}
+
+#[tokio::test]
+async fn history_past_the_retention_is_pruned() {
+    let app = app_with_token()
+        .config(|c| c.monitoring_retention_ms = 3_600_000)
+        .spawn()
+        .await;
+    let old = huntaze::time_fmt::now_ms() - 2 * 3_600_000;
+    let db = app.state.db.pool();
+    sqlx::query("INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) VALUES ($1, 'x', 'GET /', 1, 0, '[]')")
+        .bind(old - old.rem_euclid(60_000))
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO health_samples (at, instance, component, status, response_time_ms) VALUES ($1, 'x', 'auth', 'healthy', 1)")
+        .bind(old)
+        .execute(db)
+        .await
+        .unwrap();
+    app.get("/").await;
+    app.state.monitor.flush(&app.state.health).await.unwrap();
+    let before_rollups = app
+        .count("SELECT COUNT(*) FROM metric_rollups WHERE instance = 'x'")
+        .await;
+    let before_samples = app
+        .count("SELECT COUNT(*) FROM health_samples WHERE instance = 'x'")
+        .await;
+    assert_eq!((before_rollups, before_samples), (1, 1));
+    let deleted = app.state.monitor.prune().await.unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM metric_rollups WHERE instance = 'x'")
+            .await,
+        0
+    );
+    assert!(
+        app.count("SELECT COUNT(*) FROM metric_rollups").await >= 1,
+        "recent rollups stay"
+    );
+}
