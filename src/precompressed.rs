@@ -65,7 +65,9 @@ impl Precompressed {
             }
         };
         push(Encoding::Brotli, brotli_compress(&body));
-        push(Encoding::Zstd, zstd::encode_all(&body[..], 19).ok());
+        // `bulk` tells zstd the input size, so it sizes its tables to the
+        // body instead of the level's default multi-megabyte window.
+        push(Encoding::Zstd, zstd::bulk::compress(&body[..], 19).ok());
         push(Encoding::Gzip, gzip_compress(&body));
         variants.push(Variant {
             encoding: Encoding::Identity,
@@ -204,7 +206,11 @@ fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(String, f32)> {
 fn brotli_compress(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     {
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 11, 22);
+        // A window no larger than the body: the same output, and the
+        // encoder's memory scales with it (lgwin 22 costs tens of MB, which
+        // showed up as the process's peak RSS at start).
+        let lgwin = (usize::BITS - body.len().max(1 << 10).leading_zeros()).clamp(10, 22);
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 11, lgwin);
         w.write_all(body).ok()?;
         w.flush().ok()?;
     }
