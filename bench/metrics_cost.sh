@@ -31,6 +31,9 @@
 # wrk shares the CPU with the server: compare the on/off ratio, not absolutes
 # across machines. Run-to-run noise on a small machine is a few percent, so
 # use more rounds (and longer runs) before reading much into a 1-2 % gap.
+# Before and after each run the script looks for other load (wrk, huntaze,
+# cargo or rustc processes not its own) and flags disturbed runs in the log,
+# the table footer and the JSON (other_load); it does not wait for them.
 set -euo pipefail
 
 DURATION="${BENCH_DURATION:-10s}"
@@ -170,6 +173,10 @@ recorded_root() {
 median() { sort -g | awk '{a[NR]=$1 ""} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
+# Other load on the machine (other benchmarks' servers or wrk, a build):
+# names of such processes running now, comma-separated (empty: none). Called
+# only while this script's own server and wrk are not running.
+others_busy() { pgrep -x 'wrk|huntaze|rustc|cargo' -l 2>/dev/null | awk '{print $2}' | sort -u | paste -sd, - || true; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b != "" && b+0 > 0) printf "%.3f", a/b; else print "null"}'; }
 
 # ---------------------------------------------------------------- build --
@@ -223,7 +230,8 @@ RUNS_FILE="$WORK/runs.jsonl" # one JSON object per run
 # run_one ROUND NAME METRICS_ENABLED
 run_one() {
     local round="$1" name="$2" metrics="$3"
-    local dir port base code ce out line rec0 rec1 recorded="null" rpr="null"
+    local dir port base code ce out line rec0 rec1 recorded="null" rpr="null" busy0 busy1 busy
+    busy0="$(others_busy)"
     dir="$(mktemp -d "$WORK/run.XXXXXX")"
     port="$(free_port)" || die "no free port"
     base="http://127.0.0.1:$port"
@@ -250,6 +258,9 @@ run_one() {
     sleep 0.2 # requests wrk abandoned at the deadline finish
     rec1="$(recorded_root "$base")"
     stop_server
+    busy1="$(others_busy)"
+    busy="$(printf '%s,%s' "$busy0" "$busy1" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
+    [[ -z "$busy" ]] || log "  $name: warning: other processes ran around this run ($busy); its figures may be disturbed"
 
     if grep -qiE '\b(ERROR|panicked)\b' "$dir/server.log"; then
         log "  $name: the server logged errors:"; grep -iE '\b(ERROR|panicked)\b' "$dir/server.log" | head -n 5 >&2
@@ -275,11 +286,12 @@ run_one() {
         --argjson requests "$requests" --argjson rps "$rps" \
         --argjson p50 "$p50" --argjson p90 "$p90" --argjson p99 "$p99" --argjson max "$max" \
         --argjson non2xx "$non2xx" --argjson status_errors "$(field status_errors "$line")" \
-        --argjson sock "$sock" --argjson recorded "$recorded" --argjson rpr "$rpr" \
+        --argjson sock "$sock" --argjson recorded "$recorded" --argjson rpr "$rpr" --arg busy "$busy" \
         '{round: $round, config: $name, metrics_enabled: $metrics, content_encoding: $ce,
           requests: $requests, rps: $rps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $max,
           non_2xx: $non2xx, status_errors: $status_errors, socket_errors: $sock,
-          recorded_requests: $recorded, recorded_per_request: $rpr}' >>"$RUNS_FILE"
+          recorded_requests: $recorded, recorded_per_request: $rpr,
+          other_load: (if $busy == "" then null else ($busy | split(",")) end)}' >>"$RUNS_FILE"
     rm -rf "$dir"
     sleep 1 # lets the previous server's sockets settle
 }
@@ -317,7 +329,8 @@ for c in "${CONFIGS[@]}"; do
     sock="$(col "$name" socket_errors | awk '{s+=$1} END {print s+0}')"
     rpr="$(col "$name" recorded_per_request | median 2>/dev/null || true)"
     per_round="$(col "$name" rps | paste -sd' ' -)"
-    printf '%-12s %12s %11s %8s %9s %8s   %s\n' "$name" "${MED_RPS[$name]}" "${MED_P99[$name]}" "$non2xx" "$sock" "${rpr:--}" "$per_round"
+    rpr_shown="$([[ -n "$rpr" ]] && awk -v r="$rpr" 'BEGIN {printf "%.3f", r}' || echo -)"
+    printf '%-12s %12s %11s %8s %9s %8s   %s\n' "$name" "${MED_RPS[$name]}" "${MED_P99[$name]}" "$non2xx" "$sock" "$rpr_shown" "$per_round"
     CONFIGS_JSON="$(jq -c --arg n "$name" --argjson m "$metrics" \
         --argjson rps "${MED_RPS[$name]}" --argjson p99 "${MED_P99[$name]}" --argjson non2xx "$non2xx" \
         --argjson sock "$sock" --argjson rpr "${rpr:-null}" \
@@ -331,6 +344,11 @@ COST_PCT="$(awk -v r="$R_RPS" 'BEGIN {if (r == "null") print "null"; else printf
 echo
 printf 'req/s ratio metrics on / off: %s  (metrics cost %s %% of req/s)\n' "$R_RPS" "$COST_PCT"
 printf 'p99 ratio metrics on / off:   %s\n' "$R_P99"
+DISTURBED="$(jq -s '[.[] | select(.other_load != null)] | length' "$RUNS_FILE")"
+TOTAL_RUNS="$(jq -s 'length' "$RUNS_FILE")"
+if (( DISTURBED > 0 )); then
+    printf 'warning: %s of %s runs had other benchmarks or builds running around them (see other_load in the JSON); rerun on a quiet machine\n' "$DISTURBED" "$TOTAL_RUNS"
+fi
 
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/metrics_cost-$STAMP.json"
@@ -340,6 +358,7 @@ jq -n \
     --arg duration "$DURATION" --argjson rounds "$ROUNDS" \
     --argjson configs "$CONFIGS_JSON" --slurpfile runs "$RUNS_FILE" \
     --argjson r_rps "$R_RPS" --argjson r_p99 "$R_P99" --argjson cost "$COST_PCT" \
+    --argjson disturbed "$DISTURBED" \
     '{
       benchmark: "metrics_cost",
       request: "GET / (Accept-Encoding: br)",
@@ -351,6 +370,7 @@ jq -n \
                metrics_enabled: {on: true, off: false}, other_settings: "default"},
       configs: $configs,
       ratios: {rps_on_over_off: $r_rps, p99_on_over_off: $r_p99, rps_cost_percent: $cost},
+      runs_with_other_load: $disturbed,
       runs: $runs
     }' >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

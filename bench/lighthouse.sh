@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): Lighthouse scores of three pages of the release server.
+#
+#   bench/lighthouse.sh
+#   BENCH_KEEP_REPORTS=1 bench/lighthouse.sh   # keep the full Lighthouse reports
+#
+# It builds the release binary, starts it on a fresh SQLite data dir
+# (RUST_LOG=warn, every setting default), registers one user with curl to get
+# a `huntaze_session` cookie, and runs Lighthouse 12.2.3 (mobile emulation,
+# Lighthouse's default form factor and simulated throttling) on:
+#   /                           anonymous
+#   /login                      anonymous
+#   /platforms/connect/tiktok   signed in (Cookie passed with --extra-headers)
+# for the categories performance, accessibility, best-practices and seo.
+# It prints a table of the 12 scores and writes bench/results/lighthouse-<UTC>.json
+# with the scores and, per page and category, the audits scoring below 1
+# (id, title, score, weight, displayValue).
+#
+# Lighthouse is installed with npm into bench/.lighthouse/ (gitignored; set
+# BENCH_LIGHTHOUSE_DIR to use another directory); it never downloads a
+# browser: it drives Debian's chromium (/usr/bin/chromium, installed with
+# apt-get if missing; CHROME_PATH overrides it).
+#
+# Environment:
+#   BENCH_LIGHTHOUSE_DIR  npm prefix for Lighthouse (default bench/.lighthouse)
+#   BENCH_KEEP_REPORTS    1: keep the full JSON reports (path printed at the end)
+#   BENCH_LOCK_WAIT       seconds to wait for /tmp/huntaze-bench.lock (default 1800)
+#   CHROME_PATH           browser binary (default /usr/bin/chromium)
+#
+# Each Lighthouse run holds flock(/tmp/huntaze-bench.lock) so it never
+# overlaps another benchmark. Traffic goes to 127.0.0.1 only. Any HUNTAZE_*
+# variable of the caller's environment is ignored; a huntaze.toml is not read.
+set -euo pipefail
+
+LH_VERSION=12.2.3
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="$ROOT/target/release/huntaze"
+LH_DIR="${BENCH_LIGHTHOUSE_DIR:-$ROOT/bench/.lighthouse}"
+KEEP_REPORTS="${BENCH_KEEP_REPORTS:-0}"
+LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
+LOCK_FILE=/tmp/huntaze-bench.lock
+READY_DEADLINE_S=60
+LH_TIMEOUT_S=300
+export CHROME_PATH="${CHROME_PATH:-/usr/bin/chromium}"
+CHROME_FLAGS="--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking --disable-component-update --disable-sync --no-first-run"
+CATEGORIES=performance,accessibility,best-practices,seo
+
+log() { printf '[lighthouse] %s\n' "$*" >&2; }
+die() { printf '[lighthouse] error: %s\n' "$*" >&2; exit 1; }
+
+# Ignore the caller's server configuration.
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+
+# ---------------------------------------------------------------- cleanup --
+WORK="$(mktemp -d -t huntaze-lighthouse.XXXXXX)"
+REPORTS="$WORK/reports"
+mkdir -p "$REPORTS"
+SERVER_PID=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ "$KEEP_REPORTS" == 1 ]]; then
+        rm -rf "$WORK/data"
+        log "full Lighthouse reports kept in $REPORTS"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools --
+as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+if [[ ! -x "$CHROME_PATH" ]]; then
+    [[ "$CHROME_PATH" == /usr/bin/chromium ]] || die "CHROME_PATH=$CHROME_PATH is not executable"
+    log "installing Debian's chromium"
+    if ! as_root apt-get install -y chromium >"$WORK/apt.log" 2>&1; then
+        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
+        as_root apt-get install -y chromium >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install chromium"; }
+    fi
+fi
+for t in cargo curl node npm flock timeout; do command -v "$t" >/dev/null || die "$t is not installed"; done
+
+LH="$LH_DIR/node_modules/.bin/lighthouse"
+if [[ ! -x "$LH" ]] || [[ "$("$LH" --version 2>/dev/null)" != "$LH_VERSION" ]]; then
+    log "installing lighthouse@$LH_VERSION into $LH_DIR (npm; no browser download)"
+    mkdir -p "$LH_DIR"
+    PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix "$LH_DIR" --save-exact --no-audit --no-fund \
+        --loglevel=error "lighthouse@$LH_VERSION" >&2 || die "npm install lighthouse@$LH_VERSION failed"
+fi
+[[ "$("$LH" --version)" == "$LH_VERSION" ]] || die "lighthouse $LH_VERSION not found in $LH_DIR"
+CHROME_VERSION="$("$CHROME_PATH" --version 2>/dev/null | head -n 1 || true)"
+
+# ---------------------------------------------------------------- build --
+log "cargo build --release"
+cargo build --release >&2 || die "release build failed"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+
+# ---------------------------------------------------------------- server --
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+    done
+    return 1
+}
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null || true; }
+
+DATA="$WORK/data"
+mkdir -p "$DATA"
+PORT="$(free_port)" || die "no free port"
+BASE="http://127.0.0.1:$PORT"
+log "starting the release server on $BASE"
+(
+    cd "$DATA"
+    exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
+        HUNTAZE_PUBLIC_URL="$BASE" \
+        HUNTAZE_DATA_DIR="$DATA" \
+        HUNTAZE_CONFIG="$DATA/none.toml" \
+        RUST_LOG=warn \
+        "$BIN" serve
+) >"$DATA/server.log" 2>&1 &
+SERVER_PID=$!
+deadline=$(( $(date +%s) + READY_DEADLINE_S ))
+until [[ "$(http_code "$BASE/readyz")" == 200 ]]; do
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "server exited before it was ready"; }
+    (( $(date +%s) < deadline )) || { tail -n 20 "$DATA/server.log" >&2; die "server not ready after ${READY_DEADLINE_S}s"; }
+    sleep 0.05
+done
+
+# ---------------------------------------------------------------- session --
+log "registering lh@example.com"
+code="$(curl -s -o "$WORK/register.json" -D "$WORK/register.hdr" -w '%{http_code}' --max-time 10 \
+    -H 'Content-Type: application/json' \
+    --data '{"email":"lh@example.com","password":"correct horse battery"}' \
+    "$BASE/api/auth/register" || true)"
+[[ "$code" =~ ^2 ]] || { cat "$WORK/register.json" >&2 || true; die "register answered $code"; }
+SESSION="$(tr -d '\r' <"$WORK/register.hdr" \
+    | sed -n 's/^[Ss]et-[Cc]ookie: *huntaze_session=\([^;]*\).*/\1/p' | head -n 1)"
+[[ -n "$SESSION" ]] || die "no huntaze_session cookie in the register answer"
+COOKIE_HEADERS="$(printf '{"Cookie":"huntaze_session=%s"}' "$SESSION")"
+code="$(http_code -H "Cookie: huntaze_session=$SESSION" "$BASE/platforms/connect/tiktok")"
+[[ "$code" == 200 ]] || die "/platforms/connect/tiktok answered $code with the session cookie"
+
+# ---------------------------------------------------------------- lighthouse --
+# name|path|signed in (1/0)
+PAGES=(
+    "landing|/|0"
+    "login|/login|0"
+    "connect-tiktok|/platforms/connect/tiktok|1"
+)
+for p in "${PAGES[@]}"; do
+    IFS='|' read -r name path auth <<<"$p"
+    extra=()
+    [[ "$auth" == 1 ]] && extra=(--extra-headers="$COOKIE_HEADERS")
+    log "lighthouse $path$([[ $auth == 1 ]] && echo ' (signed in)')"
+    rc=0
+    flock -w "$LOCK_WAIT" "$LOCK_FILE" \
+        timeout --kill-after=10 "$LH_TIMEOUT_S" \
+        "$LH" "$BASE$path" \
+            --output=json --output-path="$REPORTS/$name.json" \
+            --only-categories="$CATEGORIES" \
+            --chrome-flags="$CHROME_FLAGS" \
+            "${extra[@]}" \
+            --quiet >"$WORK/lh-$name.log" 2>&1 || rc=$?
+    if (( rc != 0 )) || [[ ! -s "$REPORTS/$name.json" ]]; then
+        tail -n 30 "$WORK/lh-$name.log" >&2 || true
+        die "lighthouse failed for $path (exit $rc)"
+    fi
+done
+kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the Lighthouse runs"
+
+# ---------------------------------------------------------------- report --
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY=false
+[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
+NPROC="$(nproc)"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+mkdir -p "$ROOT/bench/results"
+OUT="$ROOT/bench/results/lighthouse-$STAMP.json"
+
+cat >"$WORK/summary.js" <<'JS'
+// Reads the Lighthouse reports, prints the table, writes the results JSON.
+const fs = require('fs');
+const [reportsDir, outPath, metaJson, pagesSpec] = process.argv.slice(2);
+const meta = JSON.parse(metaJson);
+const cats = ['performance', 'accessibility', 'best-practices', 'seo'];
+const pages = pagesSpec.split(';').map((s) => {
+  const [name, path, auth] = s.split('|');
+  return { name, path, signedIn: auth === '1' };
+});
+const out = { ...meta, pages: [] };
+const pct = (s) => (s === null || s === undefined ? null : Math.round(s * 100));
+for (const p of pages) {
+  const lhr = JSON.parse(fs.readFileSync(`${reportsDir}/${p.name}.json`, 'utf8'));
+  const page = {
+    name: p.name, path: p.path, signed_in: p.signedIn,
+    final_url: lhr.finalDisplayedUrl || lhr.finalUrl,
+    runtime_error: lhr.runtimeError ? lhr.runtimeError.message : null,
+    run_warnings: lhr.runWarnings || [],
+    scores: {}, failed_audits: {},
+  };
+  for (const c of cats) {
+    const cat = lhr.categories[c];
+    page.scores[c] = cat ? pct(cat.score) : null;
+    page.failed_audits[c] = [];
+    if (!cat) continue;
+    for (const ref of cat.auditRefs) {
+      const a = lhr.audits[ref.id];
+      if (!a || a.score === null || a.score === undefined || a.score >= 1) continue;
+      page.failed_audits[c].push({
+        id: a.id, title: a.title, score: a.score, weight: ref.weight,
+        ...(a.displayValue ? { display_value: a.displayValue } : {}),
+      });
+    }
+  }
+  const m = (id) => (lhr.audits[id] && lhr.audits[id].numericValue !== undefined
+    ? Math.round(lhr.audits[id].numericValue) : null);
+  page.metrics_ms = {
+    fcp: m('first-contentful-paint'), lcp: m('largest-contentful-paint'),
+    tbt: m('total-blocking-time'), speed_index: m('speed-index'),
+  };
+  page.cls = lhr.audits['cumulative-layout-shift']
+    ? Number(lhr.audits['cumulative-layout-shift'].numericValue.toFixed(3)) : null;
+  out.lighthouse_version = lhr.lighthouseVersion;
+  out.user_agent = lhr.environment && lhr.environment.hostUserAgent;
+  out.form_factor = lhr.configSettings && lhr.configSettings.formFactor;
+  out.throttling_method = lhr.configSettings && lhr.configSettings.throttlingMethod;
+  out.pages.push(page);
+}
+fs.writeFileSync(outPath + '.tmp', JSON.stringify(out, null, 2) + '\n');
+fs.renameSync(outPath + '.tmp', outPath);
+
+const w = (s, n) => String(s).padEnd(n);
+const r = (s, n) => String(s).padStart(n);
+console.log('');
+console.log(`Huntaze Lighthouse ${out.lighthouse_version}  commit ${meta.commit}${meta.dirty ? ' (dirty)' : ''}  nproc ${meta.nproc}  ${out.form_factor}, ${out.throttling_method} throttling  ${meta.chrome}`);
+console.log(w('page', 28) + cats.map((c) => r(c, 15)).join('') + r('FCP ms', 9) + r('LCP ms', 9) + r('TBT ms', 8) + r('CLS', 7));
+for (const p of out.pages) {
+  console.log(w(p.path, 28) + cats.map((c) => r(p.scores[c] ?? '-', 15)).join('')
+    + r(p.metrics_ms.fcp ?? '-', 9) + r(p.metrics_ms.lcp ?? '-', 9) + r(p.metrics_ms.tbt ?? '-', 8) + r(p.cls ?? '-', 7));
+}
+for (const p of out.pages) {
+  if (p.runtime_error) console.log(`${p.path}: runtime error: ${p.runtime_error}`);
+  for (const c of cats) {
+    const f = p.failed_audits[c];
+    if (!f.length) continue;
+    console.log(`${p.path} ${c} (${p.scores[c]}): ` + f.map((a) => `${a.id} (${a.score})`).join(', '));
+  }
+}
+JS
+
+META="$(printf '{"benchmark":"lighthouse","timestamp":"%s","commit":"%s","dirty":%s,"nproc":%s,"chrome":"%s","chrome_flags":"%s","categories":"%s"}' \
+    "$NOW" "$COMMIT" "$DIRTY" "$NPROC" "$CHROME_VERSION" "$CHROME_FLAGS" "$CATEGORIES")"
+SPEC="$(IFS=';'; echo "${PAGES[*]}")"
+node "$WORK/summary.js" "$REPORTS" "$OUT" "$META" "$SPEC" || die "could not summarize the reports"
+printf 'results: %s\n' "${OUT#"$ROOT"/}"
