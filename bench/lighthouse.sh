@@ -24,6 +24,8 @@
 # Environment:
 #   BENCH_LIGHTHOUSE_DIR  npm prefix for Lighthouse (default bench/.lighthouse)
 #   BENCH_KEEP_REPORTS    1: keep the full JSON reports (path printed at the end)
+#   BENCH_ATTEMPTS        Lighthouse runs per page before giving up (default 3;
+#                         a runtime error such as NO_NAVSTART is retried)
 #   BENCH_LOCK_WAIT       seconds to wait for /tmp/huntaze-bench.lock (default 1800)
 #   CHROME_PATH           browser binary (default /usr/bin/chromium)
 #
@@ -39,6 +41,7 @@ BIN="$ROOT/target/release/huntaze"
 LH_DIR="${BENCH_LIGHTHOUSE_DIR:-$ROOT/bench/.lighthouse}"
 KEEP_REPORTS="${BENCH_KEEP_REPORTS:-0}"
 LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
+ATTEMPTS="${BENCH_ATTEMPTS:-3}"
 LOCK_FILE=/tmp/huntaze-bench.lock
 READY_DEADLINE_S=60
 LH_TIMEOUT_S=300
@@ -105,10 +108,14 @@ cargo build --release >&2 || die "release build failed"
 [[ -x "$BIN" ]] || die "no binary at $BIN"
 
 # ---------------------------------------------------------------- server --
+# A loopback port nobody listens on, below the ephemeral range (the storms'
+# client sockets take ephemeral ports; a listener there could collide).
 free_port() {
-    local p
+    local p lo
+    lo="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    (( lo > 11000 )) || lo=32768
     for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
+        p=$(( 10000 + RANDOM % (lo - 10000) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
     done
     return 1
@@ -158,24 +165,34 @@ PAGES=(
     "login|/login|0"
     "connect-tiktok|/platforms/connect/tiktok|1"
 )
+ATTEMPTS_USED=()
 for p in "${PAGES[@]}"; do
     IFS='|' read -r name path auth <<<"$p"
     extra=()
     [[ "$auth" == 1 ]] && extra=(--extra-headers="$COOKIE_HEADERS")
-    log "lighthouse $path$([[ $auth == 1 ]] && echo ' (signed in)')"
-    rc=0
-    flock -w "$LOCK_WAIT" "$LOCK_FILE" \
-        timeout --kill-after=10 "$LH_TIMEOUT_S" \
-        "$LH" "$BASE$path" \
-            --output=json --output-path="$REPORTS/$name.json" \
-            --only-categories="$CATEGORIES" \
-            --chrome-flags="$CHROME_FLAGS" \
-            "${extra[@]}" \
-            --quiet >"$WORK/lh-$name.log" 2>&1 || rc=$?
-    if (( rc != 0 )) || [[ ! -s "$REPORTS/$name.json" ]]; then
+    ok=false
+    for attempt in $(seq 1 "$ATTEMPTS"); do
+        log "lighthouse $path$([[ $auth == 1 ]] && echo ' (signed in)')$( (( attempt > 1 )) && echo " (attempt $attempt)")"
+        rm -f "$REPORTS/$name.json"
+        rc=0
+        flock -w "$LOCK_WAIT" "$LOCK_FILE" \
+            timeout --kill-after=10 "$LH_TIMEOUT_S" \
+            "$LH" "$BASE$path" \
+                --output=json --output-path="$REPORTS/$name.json" \
+                --only-categories="$CATEGORIES" \
+                --chrome-flags="$CHROME_FLAGS" \
+                "${extra[@]}" \
+                --quiet >"$WORK/lh-$name.log" 2>&1 || rc=$?
+        if (( rc == 0 )) && [[ -s "$REPORTS/$name.json" ]]; then ok=true; break; fi
+        # Lighthouse exits 1 on a runtime error such as NO_NAVSTART (a trace
+        # recording flake); such runs are retried.
+        log "  failed (exit $rc): $(grep -m1 -i 'error' "$WORK/lh-$name.log" || tail -n 1 "$WORK/lh-$name.log")"
+    done
+    if [[ "$ok" != true ]]; then
         tail -n 30 "$WORK/lh-$name.log" >&2 || true
-        die "lighthouse failed for $path (exit $rc)"
+        die "lighthouse failed for $path after $ATTEMPTS attempts"
     fi
+    ATTEMPTS_USED+=("$name:$attempt")
 done
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the Lighthouse runs"
 
@@ -260,8 +277,8 @@ for (const p of out.pages) {
 }
 JS
 
-META="$(printf '{"benchmark":"lighthouse","timestamp":"%s","commit":"%s","dirty":%s,"nproc":%s,"chrome":"%s","chrome_flags":"%s","categories":"%s"}' \
-    "$NOW" "$COMMIT" "$DIRTY" "$NPROC" "$CHROME_VERSION" "$CHROME_FLAGS" "$CATEGORIES")"
+META="$(printf '{"benchmark":"lighthouse","timestamp":"%s","commit":"%s","dirty":%s,"nproc":%s,"chrome":"%s","chrome_flags":"%s","categories":"%s","attempts":"%s"}' \
+    "$NOW" "$COMMIT" "$DIRTY" "$NPROC" "$CHROME_VERSION" "$CHROME_FLAGS" "$CATEGORIES" "${ATTEMPTS_USED[*]}")"
 SPEC="$(IFS=';'; echo "${PAGES[*]}")"
 node "$WORK/summary.js" "$REPORTS" "$OUT" "$META" "$SPEC" || die "could not summarize the reports"
 printf 'results: %s\n' "${OUT#"$ROOT"/}"

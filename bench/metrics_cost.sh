@@ -107,11 +107,17 @@ duration_secs() {
 DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
 (( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
 
-# A loopback port nobody listens on (connect is refused).
+# A loopback port nobody listens on (connect is refused), below the kernel's
+# ephemeral range when there is room (wrk's client ports come from there).
+PORT_LO=20000
+PORT_SPAN=40000
+if read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && (( eph_lo > PORT_LO + 1000 )); then
+    PORT_SPAN=$(( eph_lo - PORT_LO ))
+fi
 free_port() {
     local p
     for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
+        p=$(( PORT_LO + RANDOM % PORT_SPAN ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
     done
     return 1
@@ -233,9 +239,20 @@ run_one() {
     local dir port base code ce out line rec0 rec1 recorded="null" rpr="null" busy0 busy1 busy
     busy0="$(others_busy)"
     dir="$(mktemp -d "$WORK/run.XXXXXX")"
-    port="$(free_port)" || die "no free port"
+    local attempt
+    for attempt in 1 2 3; do # another process may take the port first
+        port="$(free_port)" || die "no free port"
+        start_server "$dir" "$port" "$metrics"
+        sleep 0.05
+        if ! kill -0 "$SERVER_PID" 2>/dev/null && grep -q 'Address already in use' "$dir/server.log"; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=""
+            log "  port $port taken, trying another"
+            continue
+        fi
+        break
+    done
     base="http://127.0.0.1:$port"
-    start_server "$dir" "$port" "$metrics"
     wait_ready "$port" "$dir/server.log"
 
     code="$(curl -s -o /dev/null -D "$dir/headers" -w '%{http_code}' --max-time 5 \
@@ -323,12 +340,12 @@ printf '%-12s %12s %11s %8s %9s %8s   %s\n' config "req/s (med)" "p99 ms(med)" n
 CONFIGS_JSON="[]"
 for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name metrics <<<"$c"
-    MED_RPS[$name]="$(col "$name" rps | median)"
-    MED_P99[$name]="$(col "$name" p99_ms | median)"
+    MED_RPS[$name]="$(col "$name" rps | median | awk '{printf "%.1f", $1}')"
+    MED_P99[$name]="$(col "$name" p99_ms | median | awk '{printf "%.2f", $1}')"
     non2xx="$(col "$name" non_2xx | awk '{s+=$1} END {print s+0}')"
     sock="$(col "$name" socket_errors | awk '{s+=$1} END {print s+0}')"
     rpr="$(col "$name" recorded_per_request | median 2>/dev/null || true)"
-    per_round="$(col "$name" rps | paste -sd' ' -)"
+    per_round="$(col "$name" rps | awk '{printf "%s%.1f", (NR>1 ? " " : ""), $1}')"
     rpr_shown="$([[ -n "$rpr" ]] && awk -v r="$rpr" 'BEGIN {printf "%.3f", r}' || echo -)"
     printf '%-12s %12s %11s %8s %9s %8s   %s\n' "$name" "${MED_RPS[$name]}" "${MED_P99[$name]}" "$non2xx" "$sock" "$rpr_shown" "$per_round"
     CONFIGS_JSON="$(jq -c --arg n "$name" --argjson m "$metrics" \

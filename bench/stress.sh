@@ -28,6 +28,10 @@
 #   BENCH_MAX_IN_FLIGHT  the server's HUNTAZE_MAX_IN_FLIGHT (default 256)
 #   BENCH_PATH           route under load (default /api/health)
 #   BENCH_THREADS        wrk threads (default 2)
+#   BENCH_SESSION        1: register a user and send its huntaze_session cookie
+#                        with every request to BENCH_PATH (for signed-in routes)
+#   BENCH_SERVER_ENV     extra server settings, space-separated NAME=VALUE
+#                        (HUNTAZE_* names only), e.g. HUNTAZE_QUERY_CACHE_TTL_MS=0
 #   BENCH_LOCK_WAIT      seconds to wait for /tmp/huntaze-bench.lock (default 1800)
 #
 # Every storm runs under flock(/tmp/huntaze-bench.lock) so it never overlaps
@@ -41,6 +45,8 @@ REPEATS="${BENCH_REPEATS:-3}"
 MAX_IN_FLIGHT="${BENCH_MAX_IN_FLIGHT:-256}"
 TARGET_PATH="${BENCH_PATH:-/api/health}"
 THREADS="${BENCH_THREADS:-2}"
+USE_SESSION="${BENCH_SESSION:-0}"
+read -r -a SERVER_ENV <<<"${BENCH_SERVER_ENV:-}"
 LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
 LOCK_FILE=/tmp/huntaze-bench.lock
 READY_DEADLINE_S=60
@@ -60,6 +66,9 @@ while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || t
 [[ "$MAX_IN_FLIGHT" =~ ^[1-9][0-9]*$ ]] || die "BENCH_MAX_IN_FLIGHT must be a positive integer"
 [[ "$REPEATS" =~ ^[0-9]+$ ]] || die "BENCH_REPEATS must be a non-negative integer"
 [[ "$TARGET_PATH" == /* ]] || die "BENCH_PATH must start with /"
+for kv in "${SERVER_ENV[@]}"; do
+    [[ "$kv" =~ ^HUNTAZE_[A-Z0-9_]+=[^[:space:]]*$ ]] || die "BENCH_SERVER_ENV: '$kv' is not HUNTAZE_NAME=VALUE"
+done
 read -r -a STEP_LIST <<<"$STEPS"
 (( ${#STEP_LIST[@]} > 0 )) || die "BENCH_STEPS is empty"
 MAX_STEP=0
@@ -131,10 +140,14 @@ duration_secs() {
 DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
 (( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
 
+# A loopback port nobody listens on, below the ephemeral range (the storms'
+# client sockets take ephemeral ports; a listener there could collide).
 free_port() {
-    local p
+    local p lo
+    lo="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    (( lo > 11000 )) || lo=32768
     for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
+        p=$(( 10000 + RANDOM % (lo - 10000) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
     done
     return 1
@@ -146,6 +159,10 @@ http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/nu
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status"; }
 server_fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# Kernel accept-queue overflows (system-wide TcpExt counter; loopback here).
+listen_overflows() {
+    awk '/^TcpExt:/ {if (!h) {for (i=1;i<=NF;i++) n[i]=$i; h=1} else {for (i=1;i<=NF;i++) if (n[i]=="ListenOverflows") print $i}}' /proc/net/netstat 2>/dev/null || true
+}
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 shed_total() {
     curl -s --max-time 2 "$BASE/metrics" 2>/dev/null \
@@ -176,6 +193,7 @@ log "starting the release server on $BASE (HUNTAZE_MAX_IN_FLIGHT=$MAX_IN_FLIGHT)
         HUNTAZE_CONFIG="$DATA/none.toml" \
         HUNTAZE_MAX_IN_FLIGHT="$MAX_IN_FLIGHT" \
         RUST_LOG=warn \
+        "${SERVER_ENV[@]}" \
         "$BIN" serve
 ) >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
@@ -186,7 +204,28 @@ until [[ "$(http_code "$BASE/readyz")" == 200 ]]; do
     sleep 0.01
 done
 SERVER_NOFILE="$(awk '/^Max open files/ {print $4}' "/proc/$SERVER_PID/limits")"
-[[ "$(http_code "$BASE$TARGET_PATH")" == 200 ]] || die "$TARGET_PATH does not answer 200 at rest"
+
+# Optional session: every request to the target carries its cookie.
+AUTH=()
+if [[ "$USE_SESSION" == 1 ]]; then
+    code="$(curl -s -o "$WORK/register.json" -D "$WORK/register.hdr" -w '%{http_code}' --max-time 10 \
+        -H 'Content-Type: application/json' \
+        --data '{"email":"stress@example.com","password":"correct horse battery"}' \
+        "$BASE/api/auth/register" || true)"
+    [[ "$code" =~ ^2 ]] || die "register answered $code"
+    session="$(tr -d '\r' <"$WORK/register.hdr" \
+        | sed -n 's/^[Ss]et-[Cc]ookie: *huntaze_session=\([^;]*\).*/\1/p' | head -n 1)"
+    [[ -n "$session" ]] || die "no huntaze_session cookie in the register answer"
+    AUTH=(-H "Cookie: huntaze_session=$session")
+fi
+[[ "$(http_code "${AUTH[@]}" "$BASE$TARGET_PATH")" == 200 ]] || die "$TARGET_PATH does not answer 200 at rest"
+# What one curl to the target costs at rest: the floor of the recovery figure.
+REST_MS=()
+for _ in 1 2 3 4 5; do
+    REST_MS+=("$(curl -s -o /dev/null -w '%{time_total}' --max-time 2 "${AUTH[@]}" "$BASE$TARGET_PATH" \
+        | awk '{printf "%.1f", $1*1000}')")
+done
+REST_CURL_MS="$(printf '%s\n' "${REST_MS[@]}" | sort -n | sed -n 3p)"
 sleep 1
 RSS_BEFORE_KB="$(rss_kb)"
 log "RSS before the first storm: ${RSS_BEFORE_KB} kB"
@@ -236,17 +275,22 @@ function done(summary, latency, requests)
 end
 LUA
 
-# /livez every 100 ms until STOP_FILE appears (bounded by MAX_PROBES).
-# One line per probe: "<http code> <seconds>"; code 000 = curl failed.
+# Starts one /livez probe every 100 ms (each in the background, so a slow
+# answer does not delay the next) until STOP_FILE appears, at most MAX probes,
+# then waits for them. One line per probe: "<http code> <seconds>"; code 000
+# means curl failed (2 s deadline).
 livez_loop() {
-    local out="$1" stop="$2" max="$3" i=0 r
+    local out="$1" stop="$2" max="$3" i=0
     while [[ ! -e "$stop" ]] && (( i < max )); do
-        r="$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 2 "$BASE/livez" 2>/dev/null)" || true
-        [[ -n "$r" ]] || r="000 2.000"
-        echo "$r" >>"$out"
+        (
+            r="$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 2 "$BASE/livez" 2>/dev/null)" || true
+            [[ "$r" =~ ^[0-9]{3}\ [0-9.]+$ ]] || r="000 2.000"
+            echo "$r" >>"$out"
+        ) &
         i=$(( i + 1 ))
         sleep 0.1
     done
+    wait
 }
 
 # Samples the target until a 503 is seen (bounded); writes its headers.
@@ -254,7 +298,7 @@ sample_503() {
     local out="$1" stop="$2" hdr="$WORK/sample.hdr"
     for _ in $(seq 1 200); do
         [[ -e "$stop" ]] && return 0
-        if curl -s -o /dev/null -D "$hdr" --max-time 2 "$BASE$TARGET_PATH" 2>/dev/null \
+        if curl -s -o /dev/null -D "$hdr" --max-time 2 "${AUTH[@]}" "$BASE$TARGET_PATH" 2>/dev/null \
             && head -n 1 "$hdr" | grep -q ' 503'; then
             tr -d '\r' <"$hdr" >"$out"
             return 0
@@ -273,6 +317,7 @@ run_storm() {
     : >"$lz"
     lock
     local shed0; shed0="$(shed_total)"
+    local lo0; lo0="$(listen_overflows)"
     log "storm $label: GET $TARGET_PATH, wrk -t$THREADS -c$conns -d$DURATION --timeout 5s"
     livez_loop "$lz" "$stop" $(( (DURATION_S + 40) * 10 )) &
     local lz_pid=$!; BG_PIDS+=("$lz_pid")
@@ -281,12 +326,13 @@ run_storm() {
     local wrk_rc=0
     timeout --kill-after=5 $(( DURATION_S + 30 )) \
         wrk -t"$THREADS" -c"$conns" -d"$DURATION" --timeout 5s -s "$WORK/stress.lua" \
-        "$BASE$TARGET_PATH" >"$out" 2>&1 || wrk_rc=$?
+        "${AUTH[@]}" "$BASE$TARGET_PATH" >"$out" 2>&1 || wrk_rc=$?
     local t_end; t_end=$(now_ns)
     # Recovery: first 200 from the target after the storm.
-    local rec_ms="null" deadline=$(( $(date +%s) + RECOVERY_DEADLINE_S ))
+    local rec_ms="null" rec_tries=0 deadline=$(( $(date +%s) + RECOVERY_DEADLINE_S ))
     while (( $(date +%s) < deadline )); do
-        if [[ "$(http_code "$BASE$TARGET_PATH")" == 200 ]]; then rec_ms="$(ms_between "$t_end" "$(now_ns)")"; break; fi
+        rec_tries=$(( rec_tries + 1 ))
+        if [[ "$(http_code "${AUTH[@]}" "$BASE$TARGET_PATH")" == 200 ]]; then rec_ms="$(ms_between "$t_end" "$(now_ns)")"; break; fi
         sleep 0.01
     done
     touch "$stop"
@@ -294,6 +340,7 @@ run_storm() {
     wait "$sp_pid" 2>/dev/null || true
     BG_PIDS=()
     local shed1; shed1="$(shed_total)"
+    local lo1; lo1="$(listen_overflows)"
     unlock
     (( wrk_rc == 0 )) || { cat "$out" >&2; die "wrk failed (exit $wrk_rc) at $label"; }
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "the server died during storm $label"; }
@@ -311,11 +358,13 @@ run_storm() {
         ra="$(awk -F': *' 'tolower($1)=="retry-after" {print $2; exit}' "$sample")"
         ra="${ra:-none}"
     fi
+    local lo_delta=null
+    [[ -n "$lo0" && -n "$lo1" ]] && lo_delta=$(( lo1 - lo0 ))
     local shed_delta=null
     [[ "$shed0" != null && "$shed1" != null ]] && shed_delta=$(awk -v a="$shed0" -v b="$shed1" 'BEGIN {printf "%d", b-a}')
     sleep 1   # let closed connections be reaped before reading RSS
     local rss fds; rss="$(rss_kb)"; fds="$(server_fds)"
-    ROWS+=("$label|$conns|$line|$lz_n|$lz_fail|$lz_p50|$lz_max|$sampled|$ra|$rec_ms|$rss|$fds|$shed_delta")
+    ROWS+=("$label|$conns|$line|$lz_n|$lz_fail|$lz_p50|$lz_max|$sampled|$ra|$rec_ms|$rss|$fds|$shed_delta|$rec_tries|$lo_delta")
     log "  $(field rps "$line") req/s, non-2xx $(field non2xx "$line") (503+RA $(field s503_retry_after "$line")), livez max ${lz_max} ms fail $lz_fail, recovery ${rec_ms} ms, RSS ${rss} kB"
 }
 
@@ -337,14 +386,16 @@ us_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 jnum() { [[ "$1" == null || -z "$1" ]] && echo null || echo "$1"; }
 
 echo
-printf 'Huntaze stress  commit %s%s  nproc %s  GET %s  wrk -t%s -d%s --timeout 5s  HUNTAZE_MAX_IN_FLIGHT=%s (loopback)\n' \
-    "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$TARGET_PATH" "$THREADS" "$DURATION" "$MAX_IN_FLIGHT"
-printf '%-10s %6s %10s %8s %8s %9s %7s %8s %6s %8s %9s %6s %9s %9s\n' \
-    step conns "req/s" "p50 ms" "p99 ms" "non-2xx" "503 %" "503+RA" other "sock err" "livez max" "fail" "recov ms" "RSS MB"
+printf 'Huntaze stress  commit %s%s  nproc %s  GET %s%s  wrk -t%s -d%s --timeout 5s  HUNTAZE_MAX_IN_FLIGHT=%s%s (loopback)\n' \
+    "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$TARGET_PATH" \
+    "$([[ $USE_SESSION == 1 ]] && echo ' (signed in)')" "$THREADS" "$DURATION" "$MAX_IN_FLIGHT" \
+    "$( (( ${#SERVER_ENV[@]} > 0 )) && echo " ${SERVER_ENV[*]}")"
+printf '%-10s %6s %10s %10s %8s %8s %9s %7s %8s %6s %8s %9s %9s %6s %9s %9s %9s\n' \
+    step conns "req/s" "2xx/s" "p50 ms" "p99 ms" "non-2xx" "503 %" "503+RA" other "sock err" "curl 503" "livez max" "fail" "recov ms" "RSS MB" "acc ovfl"
 STEPS_JSON=""
 RSS_LIST=()
 for row in "${ROWS[@]}"; do
-    IFS='|' read -r label conns line lz_n lz_fail lz_p50 lz_max sampled ra rec_ms rss fds shed_delta <<<"$row"
+    IFS='|' read -r label conns line lz_n lz_fail lz_p50 lz_max sampled ra rec_ms rss fds shed_delta rec_tries lo_delta <<<"$row"
     requests=$(field requests "$line"); rps=$(field rps "$line")
     p50=$(us_ms "$(field p50_us "$line")"); p90=$(us_ms "$(field p90_us "$line")")
     p99=$(us_ms "$(field p99_us "$line")"); mx=$(us_ms "$(field max_us "$line")")
@@ -352,16 +403,18 @@ for row in "${ROWS[@]}"; do
     s503=$(( ra_n + nora_n )); other=$(( non2xx - s503 ))
     ce=$(field connect_errors "$line"); re=$(field read_errors "$line"); we=$(field write_errors "$line"); to=$(field timeouts "$line")
     sock=$(( ce + re + we + to ))
+    ok_rps=$(awk -v n="$requests" -v b="$non2xx" -v r="$rps" 'BEGIN {printf "%.1f", (n>0)? r*(n-b)/n : 0}')
     share=$(awk -v s="$s503" -v n="$requests" 'BEGIN {printf "%.1f", (n>0)? 100*s/n : 0}')
     rss_mb=$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')
     RSS_LIST+=("$rss")
-    printf '%-10s %6s %10s %8s %8s %9s %7s %8s %6s %8s %9s %6s %9s %9s\n' \
-        "$label" "$conns" "$rps" "$p50" "$p99" "$non2xx" "$share" "$ra_n" "$other" "$sock" "$lz_max" "$lz_fail/$lz_n" "$rec_ms" "$rss_mb"
+    printf '%-10s %6s %10s %10s %8s %8s %9s %7s %8s %6s %8s %9s %9s %6s %9s %9s %9s\n' \
+        "$label" "$conns" "$rps" "$ok_rps" "$p50" "$p99" "$non2xx" "$share" "$ra_n" "$other" "$sock" \
+        "$([[ $sampled == true ]] && echo "RA=$ra" || echo -)" "$lz_max" "$lz_fail/$lz_n" "$rec_ms" "$rss_mb" "${lo_delta}"
     [[ -n "$STEPS_JSON" ]] && STEPS_JSON+=","
-    STEPS_JSON+=$(printf '\n    {"label": "%s", "connections": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p90_ms": %s, "p99_ms": %s, "max_ms": %s, "non_2xx": %s, "status_503": %s, "status_503_with_retry_after": %s, "status_503_without_retry_after": %s, "other_non_2xx": %s, "share_503_percent": %s, "socket_errors": {"connect": %s, "read": %s, "write": %s, "timeout": %s, "total": %s}, "shed_total_delta": %s, "sampled_503": %s, "sampled_retry_after": %s, "livez": {"probes": %s, "failed": %s, "p50_ms": %s, "max_ms": %s}, "recovery_ms": %s, "rss_kb_after": %s, "server_fds_after": %s}' \
-        "$label" "$conns" "$requests" "$rps" "$p50" "$p90" "$p99" "$mx" "$non2xx" "$s503" "$ra_n" "$nora_n" "$other" "$share" \
+    STEPS_JSON+=$(printf '\n    {"label": "%s", "connections": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p90_ms": %s, "p99_ms": %s, "max_ms": %s, "non_2xx": %s, "status_503": %s, "status_503_with_retry_after": %s, "status_503_without_retry_after": %s, "other_non_2xx": %s, "share_503_percent": %s, "ok_rps": %s, "listen_overflows": %s, "socket_errors": {"connect": %s, "read": %s, "write": %s, "timeout": %s, "total": %s}, "shed_total_delta": %s, "sampled_503": %s, "sampled_retry_after": %s, "livez": {"probes": %s, "failed": %s, "p50_ms": %s, "max_ms": %s}, "recovery_ms": %s, "recovery_probes": %s, "rss_kb_after": %s, "server_fds_after": %s}' \
+        "$label" "$conns" "$requests" "$rps" "$p50" "$p90" "$p99" "$mx" "$non2xx" "$s503" "$ra_n" "$nora_n" "$other" "$share" "$ok_rps" "$(jnum "$lo_delta")" \
         "$ce" "$re" "$we" "$to" "$sock" "$(jnum "$shed_delta")" "$sampled" "$([[ $ra == null ]] && echo null || echo "\"$ra\"")" \
-        "$lz_n" "$lz_fail" "$(jnum "$lz_p50")" "$(jnum "$lz_max")" "$(jnum "$rec_ms")" "$rss" "$fds")
+        "$lz_n" "$lz_fail" "$(jnum "$lz_p50")" "$(jnum "$lz_max")" "$(jnum "$rec_ms")" "$rec_tries" "$rss" "$fds")
 done
 RSS_FIRST_MAX="${RSS_LIST[$(( ${#STEP_LIST[@]} - 1 ))]}"
 RSS_LAST="${RSS_LIST[$(( ${#RSS_LIST[@]} - 1 ))]}"
@@ -369,8 +422,11 @@ GROWTH_KB=$(( RSS_LAST - RSS_FIRST_MAX ))
 printf 'RSS: before %.1f MB; after first c%s storm %.1f MB; after %s repeats %.1f MB (%+d kB); peak (VmHWM) %.1f MB\n' \
     "$(awk -v k="$RSS_BEFORE_KB" 'BEGIN {print k/1024}')" "$MAX_STEP" "$(awk -v k="$RSS_FIRST_MAX" 'BEGIN {print k/1024}')" \
     "$REPEATS" "$(awk -v k="$RSS_LAST" 'BEGIN {print k/1024}')" "$GROWTH_KB" "$(awk -v k="$PEAK_RSS_KB" 'BEGIN {print k/1024}')"
+printf 'recovery floor: one curl to %s at rest takes %s ms (median of 5)\n' "$TARGET_PATH" "$REST_CURL_MS"
 printf 'columns: 503 %% = share of all answers; 503+RA = 503s carrying Retry-After (wrk); other = non-2xx that are not 503;\n'
-printf '         livez max/fail = /livez probes every 100 ms during the storm; recov = ms from storm end to the first 200\n'
+printf '         curl 503 = Retry-After of a 503 sampled with curl mid-storm (- = no 503 seen);\n'
+printf '         livez max/fail = /livez probes every 100 ms during the storm; recov = ms from storm end to the first 200;\n'
+printf '         acc ovfl = kernel ListenOverflows during the storm (SYNs dropped: the client retries after 1 s, 3 s, ...)\n'
 
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/stress-$STAMP.json"
@@ -384,7 +440,9 @@ cat >"$OUT.tmp" <<JSON
   "path": "$TARGET_PATH",
   "wrk": {"version": "$WRK_VERSION", "threads": $THREADS, "duration": "$DURATION", "timeout": "5s"},
   "ulimit_nofile": {"script": "$NOFILE", "server": "$SERVER_NOFILE"},
-  "server": {"profile": "release", "rust_log": "warn", "database": "sqlite", "max_in_flight": $MAX_IN_FLIGHT},
+  "server": {"profile": "release", "rust_log": "warn", "database": "sqlite", "max_in_flight": $MAX_IN_FLIGHT, "extra_env": "${SERVER_ENV[*]}"},
+  "signed_in": $([[ $USE_SESSION == 1 ]] && echo true || echo false),
+  "rest_curl_ms": $REST_CURL_MS,
   "rss_kb": {"before": $RSS_BEFORE_KB, "after_first_max_step": $RSS_FIRST_MAX, "after_repeats": $RSS_LAST, "growth_over_repeats": $GROWTH_KB, "peak_hwm": $PEAK_RSS_KB, "repeats": $REPEATS},
   "steps": [$STEPS_JSON
   ]

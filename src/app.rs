@@ -81,9 +81,7 @@ impl AppBuilder {
             Some(l) => l,
             None => {
                 let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding {addr}"))?
+                bind(addr).with_context(|| format!("binding {addr}"))?
             }
         };
 
@@ -228,6 +226,20 @@ impl AppBuilder {
             shutdown: ShutdownHandle::new(),
         })
     }
+}
+
+/// Binds with a listen backlog of 4096 (tokio's `bind` uses 1024): under a
+/// connection storm a full backlog drops SYNs, and then even `/livez`
+/// probes wait for the client's one-second retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {

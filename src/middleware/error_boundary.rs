@@ -115,7 +115,10 @@ fn page_title(status: StatusCode) -> &'static str {
 
 fn log(report: &ErrorReport) {
     let cause = report.cause.as_deref().unwrap_or("");
-    if report.status.is_server_error() {
+    if report.status == StatusCode::SERVICE_UNAVAILABLE && report.cause.is_none() {
+        // Load shedding: counted in metrics, not worth a line each.
+        tracing::debug!(status = 503, code = report.code, "request shed");
+    } else if report.status.is_server_error() {
         tracing::error!(
             status = report.status.as_u16(),
             code = report.code,

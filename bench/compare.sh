@@ -1,0 +1,593 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): serving `/` side by side on loopback.
+#
+#   bench/compare.sh                                     # 3 rounds x 10 s
+#   BENCH_DURATION=5s BENCH_ROUNDS=3 bench/compare.sh    # quicker
+#
+# Targets, all serving the very same page bytes (the gzip variant, since every
+# request sends `Accept-Encoding: gzip`):
+#   A  huntaze: the release binary with its full production middleware stack
+#      (RUST_LOG=warn, fresh SQLite data dir, every other setting default);
+#   B  nginx (Debian package, installed with apt-get if missing) with
+#      `gzip_static on`, serving index.html / index.html.gz fetched from A
+#      (bench/nginx/nginx.conf.in; our own master on its own port, never the
+#      system service);
+#   C  the floor: examples/floor.rs, a bare tokio + axum handler answering
+#      the same bytes from memory, no middleware (the binary that
+#      `cargo run --release --example floor -- ...` runs, built once).
+# Rounds interleave A B C, then /api/health on A (anonymous, and detailed
+# with `Authorization: Bearer $HUNTAZE_MONITORING_TOKEN`), then the fixed
+# offered rate (oha -q, open loop, latency-corrected) against A and B.
+# wrk: -t2 -c64 -d$BENCH_DURATION. Reported per target: median req/s, median
+# p99, non-2xx, socket errors, bytes/response (wrk bytes / requests, headers
+# included) and the body size; ratios huntaze/nginx (target >= 1.0),
+# huntaze/floor (target >= 0.8), /api/health over huntaze `/` (target >= 0.8).
+# Also huntaze's start-to-ready (median of 5 cold starts) and its peak RSS
+# (VmHWM) after all its runs. Table on stdout; JSON in
+# bench/results/compare-<UTC>.json.
+#
+# Environment:
+#   BENCH_DURATION     wrk/oha duration per run (10s, 1m; default 10s)
+#   BENCH_ROUNDS       interleaved rounds (default 3)
+#   BENCH_CONNECTIONS  connections (default 64)
+#   BENCH_THREADS      wrk threads (default 2)
+#   BENCH_RATE         offered rate of the fixed-rate runs, req/s (default 10000)
+#   BENCH_STARTS       cold starts for start-to-ready (default 5)
+#   BENCH_LOCK         lock file held (flock) for everything that generates
+#                      load, so benchmarks never overlap (default
+#                      /tmp/huntaze-bench.lock; empty: none, e.g. when the
+#                      caller already runs `flock /tmp/huntaze-bench.lock ...`)
+#   BENCH_LOCK_WAIT_S  longest wait for that lock (default 3600)
+#   BENCH_OHA_INSTALL  1 (default): `cargo install oha --locked` if oha is
+#                      missing (a long compile); 0: skip the fixed-rate part
+#
+# Builds are not under the lock (cargo serializes them). The built binaries
+# are copied into the temp dir first, so a concurrent rebuild cannot swap
+# them mid-run. Traffic goes to 127.0.0.1 only. Any HUNTAZE_* variable of the
+# caller's environment is ignored; a huntaze.toml is not read.
+set -euo pipefail
+
+DURATION="${BENCH_DURATION:-10s}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+RATE="${BENCH_RATE:-10000}"
+STARTS="${BENCH_STARTS:-5}"
+LOCK="${BENCH_LOCK-/tmp/huntaze-bench.lock}"
+LOCK_WAIT_S="${BENCH_LOCK_WAIT_S:-3600}"
+OHA_INSTALL="${BENCH_OHA_INSTALL:-1}"
+READY_DEADLINE_S=60
+ENCODING="gzip"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
+
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+[[ "$RATE" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RATE must be a positive integer"
+
+# ---------------------------------------------------------------- cleanup --
+WORK="$(mktemp -d -t huntaze-compare.XXXXXX)"
+NGX=""             # nginx prefix (its own dir: nginx workers must read it)
+HZ_PID="" NGX_PID="" FLOOR_PID="" START_PID=""
+POLICY_RC_CREATED=false
+
+stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL
+    local pid="$1"
+    [[ -n "$pid" ]] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+stop_nginx() {
+    [[ -n "$NGX_PID" ]] || return 0
+    local workers
+    workers="$(pgrep -P "$NGX_PID" 2>/dev/null || true)"
+    stop_pid "$NGX_PID"
+    # Only if the master had to be killed: its own workers, by pid.
+    for w in $workers; do kill -KILL "$w" 2>/dev/null || true; done
+    NGX_PID=""
+}
+cleanup() {
+    local rc=$?
+    stop_pid "$START_PID"
+    stop_pid "$HZ_PID"
+    stop_pid "$FLOOR_PID"
+    stop_nginx
+    [[ $POLICY_RC_CREATED == true ]] && rm -f /usr/sbin/policy-rc.d
+    rm -rf "$WORK"
+    [[ -n "$NGX" ]] && rm -rf "$NGX"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools --
+as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+APT_UPDATED=false
+apt_install() { # apt_install PKG...: installs, running apt-get update once if needed
+    if ! as_root apt-get install -y "$@" >>"$WORK/apt.log" 2>&1; then
+        if [[ $APT_UPDATED == false ]]; then
+            APT_UPDATED=true
+            as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
+            as_root apt-get install -y "$@" >>"$WORK/apt.log" 2>&1 && return 0
+        fi
+        cat "$WORK/apt.log" >&2
+        die "cannot install $*"
+    fi
+}
+command -v wrk >/dev/null 2>&1 || { log "installing wrk"; apt_install wrk; }
+command -v jq >/dev/null 2>&1 || { log "installing jq"; apt_install jq; }
+if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
+    log "installing nginx (the package's service is not started: policy-rc.d)"
+    # Keep the package from starting the system service on :80 where no
+    # policy is in place; the benchmark runs its own master.
+    if [[ ! -e /usr/sbin/policy-rc.d && $EUID -eq 0 ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=true
+    fi
+    apt_install nginx
+    if [[ $POLICY_RC_CREATED == true ]]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=false; fi
+fi
+NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
+[[ -x "$NGINX" ]] || die "nginx is not installed"
+command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
+command -v curl >/dev/null || die "curl is not installed"
+command -v gzip >/dev/null || die "gzip is not installed"
+[[ -r /proc/self/status ]] || die "/proc is needed to read the server's peak RSS"
+
+OHA=""
+OHA_NOTE=""
+for c in oha "$HOME/.cargo/bin/oha"; do
+    if command -v "$c" >/dev/null 2>&1; then OHA="$(command -v "$c")"; break; fi
+done
+if [[ -z "$OHA" && "$OHA_INSTALL" == 1 ]]; then
+    log "oha missing: cargo install oha --locked (a long compile; BENCH_OHA_INSTALL=0 skips it)"
+    if cargo install oha --locked >"$WORK/oha-install.log" 2>&1; then
+        OHA="$HOME/.cargo/bin/oha"
+    else
+        tail -n 20 "$WORK/oha-install.log" >&2 || true
+        OHA_NOTE="cargo install oha failed ($(grep -m1 '^error' "$WORK/oha-install.log" || echo 'see log'))"
+    fi
+fi
+if [[ -z "$OHA" && -z "$OHA_NOTE" ]]; then
+    OHA_NOTE="oha not installed (BENCH_OHA_INSTALL=0)"
+fi
+OHA_FORMAT=()
+if [[ -n "$OHA" ]]; then
+    if "$OHA" --help 2>&1 | grep -q -- '--output-format'; then
+        OHA_FORMAT=(--output-format json)
+    elif "$OHA" --help 2>&1 | grep -qE -- '(^|[[:space:]])-j,'; then
+        OHA_FORMAT=(-j)
+    else
+        OHA_NOTE="this oha has no JSON output ($("$OHA" --version 2>&1 | head -n1))"
+        OHA=""
+    fi
+    if [[ -n "$OHA" ]] && ! "$OHA" --help 2>&1 | grep -q -- '--latency-correction'; then
+        OHA_NOTE="this oha has no --latency-correction; fixed-rate latencies would suffer from coordinated omission"
+        OHA=""
+    fi
+fi
+[[ -n "$OHA_NOTE" ]] && log "fixed-rate part skipped: $OHA_NOTE"
+
+# ---------------------------------------------------------------- build --
+log "cargo build --release --bin huntaze --example floor"
+cargo build --release --bin huntaze --example floor >&2 || die "release build failed"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY=false
+[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
+mkdir -p "$WORK/bin"
+cp "$ROOT/target/release/huntaze" "$WORK/bin/huntaze" || die "no binary at target/release/huntaze"
+cp "$ROOT/target/release/examples/floor" "$WORK/bin/floor" || die "no binary at target/release/examples/floor"
+BIN="$WORK/bin/huntaze"
+FLOOR_BIN="$WORK/bin/floor"
+
+# ---------------------------------------------------------------- helpers --
+duration_secs() {
+    local d="$1"
+    case "$d" in
+        *h) echo $(( ${d%h} * 3600 )) ;;
+        *m) echo $(( ${d%m} * 60 )) ;;
+        *s) echo $(( ${d%s} )) ;;
+        *)  echo $(( d )) ;;
+    esac
+}
+DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
+(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
+
+# Listening ports are picked below the kernel's ephemeral range: a client
+# socket's TIME_WAIT on a port (from curl or wrk) would make bind() fail.
+EPHEMERAL_LOW="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+PORT_LOW=20000 PORT_SPAN=10000
+(( EPHEMERAL_LOW > 11024 )) && PORT_LOW=1024 PORT_SPAN=$(( EPHEMERAL_LOW - 1024 ))
+(( EPHEMERAL_LOW > 21024 )) && PORT_LOW=20000 PORT_SPAN=$(( EPHEMERAL_LOW - 20000 ))
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( PORT_LOW + RANDOM % PORT_SPAN ))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then USED_PORTS+="$p "; echo "$p"; return 0; fi
+    done
+    return 1
+}
+
+MONITORING_TOKEN="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+
+# start_huntaze DATA_DIR PORT: the release binary in DATA_DIR (no
+# huntaze.toml found there); prints nothing, sets START_PID.
+start_huntaze() {
+    local dir="$1" port="$2"
+    (
+        cd "$dir"
+        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
+            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
+            HUNTAZE_DATA_DIR="$dir" \
+            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_MONITORING_TOKEN="$MONITORING_TOKEN" \
+            RUST_LOG=warn \
+            "$BIN" serve
+    ) >"$dir/server.log" 2>&1 9>&- &
+    START_PID=$!
+}
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
+
+# wait_200 URL PID LOG: polls every 5 ms until URL answers 200 (bounded).
+wait_200() {
+    local url="$1" pid="$2" logf="$3" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
+    while :; do
+        [[ "$(http_code "$url")" == 200 ]] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$logf" >&2 || true
+            die "the process behind $url exited before it was ready"
+        fi
+        if (( $(date +%s) >= deadline )); then
+            tail -n 20 "$logf" >&2 || true
+            die "$url not ready after ${READY_DEADLINE_S}s"
+        fi
+        sleep 0.005
+    done
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+# ---------------------------------------------------------------- lock --
+if [[ -n "$LOCK" ]]; then
+    exec 9>>"$LOCK"
+    if ! flock -n 9; then
+        log "waiting for $LOCK (another benchmark is running; up to ${LOCK_WAIT_S}s)"
+        flock -w "$LOCK_WAIT_S" 9 || die "could not get $LOCK within ${LOCK_WAIT_S}s"
+    fi
+    log "holding $LOCK for the measurements"
+fi
+
+# ---------------------------------------------------------------- start-to-ready --
+log "start-to-ready: $STARTS cold starts on a fresh SQLite data dir"
+READY_MS=()
+for i in $(seq 1 "$STARTS"); do
+    dir="$(mktemp -d "$WORK/start.XXXXXX")"
+    port="$(free_port)" || die "no free port"
+    t0=$(date +%s%N)
+    start_huntaze "$dir" "$port"
+    wait_200 "http://127.0.0.1:$port/readyz" "$START_PID" "$dir/server.log"
+    t1=$(date +%s%N)
+    ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b-a)/1e6}')
+    READY_MS+=("$ms")
+    log "  start $i: ${ms} ms"
+    stop_pid "$START_PID"; START_PID=""
+    rm -rf "$dir"
+done
+READY_MEDIAN_MS="$(printf '%s\n' "${READY_MS[@]}" | median)"
+
+# ---------------------------------------------------------------- A: huntaze --
+HZ_DIR="$(mktemp -d "$WORK/huntaze.XXXXXX")"
+HZ_PORT="$(free_port)" || die "no free port"
+start_huntaze "$HZ_DIR" "$HZ_PORT"
+HZ_PID="$START_PID"; START_PID=""
+wait_200 "http://127.0.0.1:$HZ_PORT/readyz" "$HZ_PID" "$HZ_DIR/server.log"
+log "A huntaze on 127.0.0.1:$HZ_PORT (pid $HZ_PID)"
+
+# The page bytes every target serves.
+PAGE="$WORK/page"
+mkdir -p "$PAGE"
+curl -sf --max-time 5 -H 'Accept-Encoding: identity' -o "$PAGE/index.html" "http://127.0.0.1:$HZ_PORT/" \
+    || die "cannot fetch the identity page from huntaze"
+curl -sf --max-time 5 -H 'Accept-Encoding: gzip' -D "$PAGE/gz.headers" -o "$PAGE/index.html.gz" "http://127.0.0.1:$HZ_PORT/" \
+    || die "cannot fetch the gzip page from huntaze"
+tr -d '\r' <"$PAGE/gz.headers" | grep -qi '^content-encoding: gzip$' || die "huntaze did not answer gzip to Accept-Encoding: gzip"
+gzip -dc <"$PAGE/index.html.gz" | cmp -s - "$PAGE/index.html" \
+    || die "huntaze's gzip variant does not decompress to its identity body (page re-rendered between fetches? run again)"
+CACHE_CONTROL="$(tr -d '\r' <"$PAGE/gz.headers" | awk -F': ' 'tolower($1)=="cache-control" {print $2}')"
+[[ "$CACHE_CONTROL" =~ ^[[:alnum:][:space:]=,-]*$ ]] || die "unexpected Cache-Control from huntaze"
+IDENTITY_BYTES=$(stat -c %s "$PAGE/index.html")
+GZIP_BYTES=$(stat -c %s "$PAGE/index.html.gz")
+GZIP_SHA=$(sha256sum "$PAGE/index.html.gz" | cut -c1-16)
+log "page: identity $IDENTITY_BYTES B, gzip $GZIP_BYTES B (sha256 $GZIP_SHA...)"
+
+# ---------------------------------------------------------------- B: nginx --
+NGX="$(mktemp -d -t huntaze-compare-nginx.XXXXXX)"
+chmod 755 "$NGX"  # nginx workers run as an unprivileged user and must read html/
+mkdir -p "$NGX/html" "$NGX/tmp"
+cp "$PAGE/index.html" "$PAGE/index.html.gz" "$NGX/html/"
+touch -r "$NGX/html/index.html" "$NGX/html/index.html.gz"
+chmod 755 "$NGX/html"; chmod 644 "$NGX/html/"*
+NPROC="$(nproc)"
+for attempt in 1 2 3; do
+    NGX_PORT="$(free_port)" || die "no free port"
+    sed -e "s|@WORKERS@|$NPROC|g" -e "s|@PORT@|$NGX_PORT|g" -e "s|@PREFIX@|$NGX|g" \
+        -e "s|@CACHE_CONTROL@|$CACHE_CONTROL|g" \
+        "$ROOT/bench/nginx/nginx.conf.in" >"$NGX/nginx.conf"
+    "$NGINX" -t -p "$NGX/" -c "$NGX/nginx.conf" -e "$NGX/error.log" >"$NGX/test.log" 2>&1 \
+        || { cat "$NGX/test.log" >&2; die "nginx rejected bench/nginx/nginx.conf.in"; }
+    : >"$NGX/error.log"
+    "$NGINX" -p "$NGX/" -c "$NGX/nginx.conf" -e "$NGX/error.log" >"$NGX/stdout.log" 2>&1 9>&- &
+    NGX_PID=$!
+    # Up (or gone) within a few seconds; a port taken meanwhile: try another.
+    for _ in $(seq 1 600); do
+        [[ "$(http_code "http://127.0.0.1:$NGX_PORT/")" == 200 ]] && break
+        kill -0 "$NGX_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    kill -0 "$NGX_PID" 2>/dev/null && break
+    wait "$NGX_PID" 2>/dev/null || true
+    NGX_PID=""
+    grep -q 'Address already in use' "$NGX/error.log" "$NGX/stdout.log" 2>/dev/null \
+        || { cat "$NGX/error.log" "$NGX/stdout.log" >&2; die "nginx did not start"; }
+    log "nginx: port $NGX_PORT taken, trying another"
+done
+[[ -n "$NGX_PID" ]] || die "nginx could not bind a port"
+wait_200 "http://127.0.0.1:$NGX_PORT/" "$NGX_PID" "$NGX/error.log"
+NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')"
+log "B nginx $NGINX_VERSION on 127.0.0.1:$NGX_PORT (master pid $NGX_PID, $NPROC workers)"
+
+# ---------------------------------------------------------------- C: floor --
+FLOOR_PORT="$(free_port)" || die "no free port"
+"$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_PORT" --file "$PAGE/index.html" --gzip-file "$PAGE/index.html.gz" \
+    >"$WORK/floor.log" 2>&1 9>&- &
+FLOOR_PID=$!
+wait_200 "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "$WORK/floor.log"
+log "C floor on 127.0.0.1:$FLOOR_PORT (pid $FLOOR_PID)"
+
+# ---------------------------------------------------------------- checks --
+# name|url|extra header (empty: none)
+TARGETS=(
+    "huntaze|http://127.0.0.1:$HZ_PORT/|"
+    "nginx|http://127.0.0.1:$NGX_PORT/|"
+    "floor|http://127.0.0.1:$FLOOR_PORT/|"
+    "health-anon|http://127.0.0.1:$HZ_PORT/api/health|"
+    "health-detailed|http://127.0.0.1:$HZ_PORT/api/health|Authorization: Bearer $MONITORING_TOKEN"
+)
+CHECKS="$WORK/checks.jsonl"
+: >"$CHECKS"
+for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name url extra <<<"$t"
+    hdr=(-H "Accept-Encoding: $ENCODING")
+    [[ -n "$extra" ]] && hdr+=(-H "$extra")
+    body="$WORK/check-$name.body"
+    meta="$(curl -s --max-time 5 "${hdr[@]}" -D "$WORK/check-$name.headers" -o "$body" \
+        -w '%{http_code} %{size_header} %{size_download}' "$url")" || die "cannot reach $name at $url"
+    read -r code hbytes bbytes <<<"$meta"
+    ce="$(tr -d '\r' <"$WORK/check-$name.headers" | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')"
+    sha="$(sha256sum "$body" | cut -c1-16)"
+    jq -nc --arg name "$name" --argjson code "$code" --argjson h "$hbytes" --argjson b "$bbytes" \
+        --arg ce "${ce:-identity}" --arg sha "$sha" \
+        '{name: $name, status: $code, header_bytes: $h, body_bytes: $b, content_encoding: $ce, body_sha256_16: $sha}' >>"$CHECKS"
+    case "$name" in
+        huntaze|nginx|floor)
+            [[ "$code" == 200 ]] || die "$name answered $code to GET /"
+            [[ "$ce" == gzip && "$sha" == "$GZIP_SHA" ]] \
+                || die "$name does not serve the same gzip bytes (Content-Encoding '${ce:-none}', sha256 $sha, want $GZIP_SHA)"
+            ;;
+    esac
+    log "  $name: $code, Content-Encoding ${ce:-identity}, headers $hbytes B, body $bbytes B"
+done
+ANON_BYTES=$(jq -s '.[] | select(.name=="health-anon") | .body_bytes' "$CHECKS")
+DETAIL_BYTES=$(jq -s '.[] | select(.name=="health-detailed") | .body_bytes' "$CHECKS")
+(( DETAIL_BYTES > ANON_BYTES )) || log "warning: detailed /api/health is not larger than the anonymous one; is the token honoured?"
+
+# ---------------------------------------------------------------- load --
+cat >"$WORK/report.lua" <<'LUA'
+-- Counts non-2xx answers per thread and prints one machine-readable line.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0 end
+function response(status, headers, body)
+    if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+    local n = 0
+    for _, t in ipairs(threads) do n = n + (t:get("non2xx") or 0) end
+    local secs = summary.duration / 1e6
+    local e = summary.errors
+    io.write(string.format(
+        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
+        summary.requests, secs, summary.requests / secs, summary.bytes,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+        n, e.status, e.connect, e.read, e.write, e.timeout))
+end
+LUA
+
+RUNS="$WORK/runs.jsonl"
+: >"$RUNS"
+
+# wrk_run ROUND NAME URL [EXTRA_HEADER]
+wrk_run() {
+    local round="$1" name="$2" url="$3" extra="${4:-}" out line
+    local hdr=(-H "Accept-Encoding: $ENCODING")
+    [[ -n "$extra" ]] && hdr+=(-H "$extra")
+    out="$WORK/wrk-$name-$round.txt"
+    timeout --kill-after=5 $(( DURATION_S + 30 )) \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/report.lua" "${hdr[@]}" "$url" \
+        >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $name"; }
+    line="$(grep '^BENCH_RESULT ' "$out" | tail -n 1)"
+    [[ -n "$line" ]] || { cat "$out" >&2; die "no result line from wrk for $name"; }
+    jq -nc --arg line "$line" --arg name "$name" --argjson round "$round" '
+        ($line | split(" ")[1:] | map(split("=") | {(.[0]): (.[1] | tonumber)}) | add) as $r
+        | {tool: "wrk", name: $name, round: $round, requests: $r.requests, rps: $r.rps,
+           p50_ms: ($r.p50_us / 1000), p90_ms: ($r.p90_us / 1000), p99_ms: ($r.p99_us / 1000),
+           max_ms: ($r.max_us / 1000), non_2xx: $r.non2xx,
+           socket_errors: ($r.connect_errors + $r.read_errors + $r.write_errors + $r.timeouts),
+           bytes_per_response: (if $r.requests > 0 then ($r.bytes / $r.requests | floor) else 0 end)}' >>"$RUNS"
+    log "  wrk $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "\(.rps) req/s, p99 \(.p99_ms) ms, \(.bytes_per_response) B/resp, non-2xx \(.non_2xx)"' "$RUNS")"
+}
+
+# oha_run ROUND NAME URL: fixed offered rate, open loop, latency corrected.
+oha_run() {
+    local round="$1" name="$2" url="$3" out="$WORK/oha-$2-$1.json"
+    timeout --kill-after=5 $(( DURATION_S + 60 )) \
+        "$OHA" --no-tui "${OHA_FORMAT[@]}" -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction \
+        -H "Accept-Encoding: $ENCODING" "$url" >"$out" 2>"$out.err" \
+        || { cat "$out.err" >&2; die "oha failed for $name"; }
+    jq -c --arg name "$name" --argjson round "$round" --argjson rate "$RATE" '
+        (.statusCodeDistribution // {}) as $codes
+        | {tool: "oha", name: $name, round: $round, offered_rps: $rate,
+           requests: ([$codes[]] | add // 0),
+           achieved_rps: .summary.requestsPerSec,
+           success_rate: .summary.successRate,
+           p50_ms: (.latencyPercentiles.p50 * 1000), p90_ms: (.latencyPercentiles.p90 * 1000),
+           p99_ms: (.latencyPercentiles.p99 * 1000), p999_ms: (.latencyPercentiles["p99.9"] * 1000),
+           max_ms: (.summary.slowest * 1000),
+           non_2xx: ([$codes | to_entries[] | select((.key | tonumber) < 200 or (.key | tonumber) > 299) | .value] | add // 0),
+           errors: ([(.errorDistribution // {})[]] | add // 0),
+           error_kinds: (.errorDistribution // {}),
+           body_bytes_per_response: .summary.sizePerRequest}' "$out" >>"$RUNS" \
+        || { head -c 2000 "$out" >&2; die "cannot read oha's JSON for $name"; }
+    log "  oha $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "offered \(.offered_rps), achieved \(.achieved_rps | floor) req/s, p99 \(.p99_ms * 100 | round / 100) ms, non-2xx \(.non_2xx), errors \(.errors)"' "$RUNS")"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round/$ROUNDS"
+    for t in "${TARGETS[@]}"; do
+        IFS='|' read -r name url extra <<<"$t"
+        wrk_run "$round" "$name" "$url" "$extra"
+    done
+    if [[ -n "$OHA" ]]; then
+        oha_run "$round" "rate-huntaze" "http://127.0.0.1:$HZ_PORT/"
+        oha_run "$round" "rate-nginx" "http://127.0.0.1:$NGX_PORT/"
+    fi
+done
+
+kill -0 "$HZ_PID" 2>/dev/null || die "huntaze died during the load runs"
+kill -0 "$NGX_PID" 2>/dev/null || die "nginx died during the load runs"
+kill -0 "$FLOOR_PID" 2>/dev/null || die "the floor server died during the load runs"
+PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$HZ_PID/status")"
+stop_pid "$HZ_PID"; HZ_PID=""
+stop_nginx
+stop_pid "$FLOOR_PID"; FLOOR_PID=""
+[[ -n "$LOCK" ]] && flock -u 9
+
+# ---------------------------------------------------------------- report --
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
+OHA_VERSION="$([[ -n "$OHA" ]] && "$OHA" --version 2>&1 | head -n1 | awk '{print $NF}' || true)"
+mkdir -p "$ROOT/bench/results"
+OUT="$ROOT/bench/results/compare-$STAMP.json"
+
+jq -s \
+    --arg now "$NOW" --arg commit "$COMMIT" --argjson dirty "$DIRTY" --argjson nproc "$NPROC" \
+    --arg nginx "$NGINX_VERSION" --arg wrk "$WRK_VERSION" --arg oha "$OHA_VERSION" --arg oha_note "$OHA_NOTE" \
+    --argjson threads "$THREADS" --argjson conns "$CONNECTIONS" --arg duration "$DURATION" \
+    --argjson rounds "$ROUNDS" --argjson rate "$RATE" --arg enc "$ENCODING" \
+    --argjson ready_median "$READY_MEDIAN_MS" --argjson ready_runs "[$(IFS=,; echo "${READY_MS[*]}")]" \
+    --argjson rss "$PEAK_RSS_KB" --argjson identity "$IDENTITY_BYTES" --argjson gz "$GZIP_BYTES" \
+    --slurpfile checks "$CHECKS" '
+    def median: sort | if length == 0 then null
+        elif length % 2 == 1 then .[length / 2 | floor]
+        else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def r2: if . == null then null else (. * 100 | round) / 100 end;
+    def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else ($a / $b * 1000 | round) / 1000 end;
+    . as $runs
+    | def agg($name): ($runs | map(select(.name == $name))) as $r
+        | if ($r | length) == 0 then null
+          elif $r[0].tool == "wrk" then
+            {runs: ($r | length), rps_median: ($r | map(.rps) | median | r2),
+             p99_ms_median: ($r | map(.p99_ms) | median | r2),
+             p50_ms_median: ($r | map(.p50_ms) | median | r2),
+             non_2xx: ($r | map(.non_2xx) | add), socket_errors: ($r | map(.socket_errors) | add),
+             bytes_per_response: ($r | map(.bytes_per_response) | median),
+             check: ($checks | map(select(.name == $name)) | .[0]),
+             rounds: ($r | map(del(.tool, .name)))}
+          else
+            {runs: ($r | length), offered_rps: $rate,
+             achieved_rps_median: ($r | map(.achieved_rps) | median | r2),
+             p99_ms_median: ($r | map(.p99_ms) | median | r2),
+             p50_ms_median: ($r | map(.p50_ms) | median | r2),
+             non_2xx: ($r | map(.non_2xx) | add), errors: ($r | map(.errors) | add),
+             error_kinds: ($r | map(.error_kinds | to_entries[]) | group_by(.key)
+                 | map({(.[0].key): (map(.value) | add)}) | add // {}),
+             rounds: ($r | map(del(.tool, .name)))}
+          end;
+    {benchmark: "compare", timestamp: $now, commit: $commit, dirty: $dirty, nproc: $nproc,
+     nginx_version: $nginx,
+     wrk: {version: $wrk, threads: $threads, connections: $conns, duration: $duration,
+           accept_encoding: $enc},
+     rounds: $rounds, order: "per round: huntaze, nginx, floor, health-anon, health-detailed, rate-huntaze, rate-nginx",
+     page: {identity_bytes: $identity, gzip_bytes: $gz},
+     targets: {huntaze: agg("huntaze"), nginx: agg("nginx"), floor: agg("floor")},
+     health: {anonymous: agg("health-anon"), detailed: agg("health-detailed")},
+     fixed_rate: {tool: (if $oha == "" then null else "oha \($oha) -q \($rate) --latency-correction -c \($conns)" end),
+                  skipped: (if $oha_note == "" then null else $oha_note end),
+                  huntaze: agg("rate-huntaze"), nginx: agg("rate-nginx")},
+     ratios: {} , targets_met: {},
+     huntaze: {start_to_ready_ms: {median: $ready_median, runs: $ready_runs}, peak_rss_kb: $rss,
+               profile: "release", rust_log: "warn", database: "sqlite"}}
+    | .ratios = {
+        huntaze_over_nginx: ratio(.targets.huntaze.rps_median; .targets.nginx.rps_median),
+        huntaze_over_floor: ratio(.targets.huntaze.rps_median; .targets.floor.rps_median),
+        health_anon_over_landing: ratio(.health.anonymous.rps_median; .targets.huntaze.rps_median),
+        health_detailed_over_landing: ratio(.health.detailed.rps_median; .targets.huntaze.rps_median),
+        fixed_rate_p99_huntaze_over_nginx: ratio(.fixed_rate.huntaze.p99_ms_median; .fixed_rate.nginx.p99_ms_median)}
+    | def atleast($x; $t): if $x == null then null else $x >= $t end;
+      .targets_met = {
+        "huntaze_over_nginx>=1.0": atleast(.ratios.huntaze_over_nginx; 1.0),
+        "huntaze_over_floor>=0.8": atleast(.ratios.huntaze_over_floor; 0.8),
+        "health_anon_over_landing>=0.8": atleast(.ratios.health_anon_over_landing; 0.8),
+        "health_detailed_over_landing>=0.8": atleast(.ratios.health_detailed_over_landing; 0.8)}
+    ' "$RUNS" >"$OUT.tmp" || die "could not assemble the JSON report"
+mv "$OUT.tmp" "$OUT"
+
+echo
+printf 'Huntaze vs nginx vs floor  commit %s%s  nproc %s  nginx %s  wrk -t%s -c%s -d%s x %s rounds, Accept-Encoding: %s (loopback)\n' \
+    "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$NGINX_VERSION" "$THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$ENCODING"
+jq -r '
+    def f($n): if . == null then "-" else tostring end;
+    def row($title; $a): [$title, ($a.rps_median | f(0)), ($a.p99_ms_median | f(0)), ($a.non_2xx | f(0)),
+        ($a.socket_errors | f(0)), ($a.bytes_per_response | f(0)), ($a.check.body_bytes | f(0)),
+        ($a.check.content_encoding // "-")] | @tsv;
+    (["target", "req/s", "p99 ms", "non-2xx", "sock err", "B/resp", "body B", "enc"] | @tsv),
+    row("A huntaze /"; .targets.huntaze),
+    row("B nginx / (gzip_static)"; .targets.nginx),
+    row("C floor / (bare axum)"; .targets.floor),
+    row("A huntaze /api/health"; .health.anonymous),
+    row("A huntaze /api/health +token"; .health.detailed)
+' "$OUT" | awk -F'\t' '{printf "%-30s %11s %9s %8s %9s %8s %8s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+echo
+jq -r '
+    def v: if . == null then "n/a" else tostring end;
+    def ok($c): if $c == null then "" elif $c then "  ok" else "  MISSED" end;
+    "huntaze/nginx req/s:          \(.ratios.huntaze_over_nginx | v)   (target >= 1.0)\(ok(.targets_met["huntaze_over_nginx>=1.0"]))",
+    "huntaze/floor req/s:          \(.ratios.huntaze_over_floor | v)   (target >= 0.8)\(ok(.targets_met["huntaze_over_floor>=0.8"]))",
+    "health anon / landing req/s:  \(.ratios.health_anon_over_landing | v)   (target >= 0.8)\(ok(.targets_met["health_anon_over_landing>=0.8"]))",
+    "health +token / landing:      \(.ratios.health_detailed_over_landing | v)   (target >= 0.8)\(ok(.targets_met["health_detailed_over_landing>=0.8"]))",
+    "",
+    (if .fixed_rate.skipped != null then "fixed rate: skipped: \(.fixed_rate.skipped)"
+     else "fixed rate \(.fixed_rate.huntaze.offered_rps) req/s (\(.fixed_rate.tool), median of \(.fixed_rate.huntaze.runs)):",
+        "  A huntaze: p99 \(.fixed_rate.huntaze.p99_ms_median) ms, p50 \(.fixed_rate.huntaze.p50_ms_median) ms, achieved \(.fixed_rate.huntaze.achieved_rps_median) req/s, non-2xx \(.fixed_rate.huntaze.non_2xx), errors \(.fixed_rate.huntaze.errors) \(.fixed_rate.huntaze.error_kinds | tostring)",
+        "  B nginx:   p99 \(.fixed_rate.nginx.p99_ms_median) ms, p50 \(.fixed_rate.nginx.p50_ms_median) ms, achieved \(.fixed_rate.nginx.achieved_rps_median) req/s, non-2xx \(.fixed_rate.nginx.non_2xx), errors \(.fixed_rate.nginx.errors) \(.fixed_rate.nginx.error_kinds | tostring)"
+     end),
+    "",
+    "huntaze start-to-ready (median of \(.huntaze.start_to_ready_ms.runs | length)): \(.huntaze.start_to_ready_ms.median) ms   \(.huntaze.start_to_ready_ms.runs)",
+    "huntaze peak RSS after its runs (VmHWM): \(.huntaze.peak_rss_kb / 1024 * 10 | round / 10) MB (\(.huntaze.peak_rss_kb) kB)",
+    "page: identity \(.page.identity_bytes) B, gzip \(.page.gzip_bytes) B (same gzip bytes from all three, checked by sha256)"
+' "$OUT"
+printf 'results: %s\n' "${OUT#"$ROOT"/}"
