@@ -211,10 +211,14 @@ async fn the_landing_page_keeps_answering_while_the_database_file_is_unavailable
     let wal_file = app.data_dir.path().join("huntaze.db-wal");
     let original = std::fs::read(&db_file).unwrap();
     let original_wal = std::fs::read(&wal_file).unwrap_or_default();
+    // Overwritten in place, never truncated: SQLite maps `-shm` into memory,
+    // and shrinking a mapped file kills the process with SIGBUS (seen in CI).
     for suffix in ["", "-wal", "-shm"] {
         let p = app.data_dir.path().join(format!("huntaze.db{suffix}"));
-        if p.exists() {
-            std::fs::write(&p, vec![0x42u8; 8192]).unwrap();
+        if let Ok(len) = std::fs::metadata(&p).map(|m| m.len()) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.write_all(&vec![0x42u8; len as usize]).unwrap();
         }
     }
     assert!(
