@@ -235,8 +235,7 @@ pub async fn platforms_page(
     State(state): State<AppState>,
     PageUser(who): PageUser,
 ) -> Result<Response, AppError> {
-    let tiktok_connected =
-        state.db.platform_status(&who.user.id, "tiktok").await? == Some("connected".into());
+    let tiktok_connected = state.tiktok.status(&who.user.id).await?.connected;
     Ok(page(
         StatusCode::OK,
         PlatformsView {

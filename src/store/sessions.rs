@@ -45,11 +45,7 @@ pub struct SessionRow {
     pub user_agent: String,
 }
 
-impl Db {
-    pub async fn insert_session(&self, s: &SessionRow) -> Result<(), sqlx::Error> {
-        insert_session(self.pool(), s).await
-    }
-}
+impl Db {}
 
 pub(crate) async fn insert_session<'e, E>(executor: E, s: &SessionRow) -> Result<(), sqlx::Error>
 where

@@ -29,22 +29,3 @@ impl Db {
         })
     }
 }
-
-impl Db {
-    /// The status of a user's connection to a platform, if any.
-    pub async fn platform_status(
-        &self,
-        user_id: &str,
-        platform: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
-        self.read("platform_status", || {
-            sqlx::query_scalar::<_, String>(
-                "SELECT status FROM platform_connections WHERE user_id = $1 AND platform = $2",
-            )
-            .bind(user_id)
-            .bind(platform)
-            .fetch_optional(self.pool())
-        })
-        .await
-    }
-}

@@ -45,16 +45,6 @@ impl Db {
         .await
     }
 
-    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(user_from).transpose()
-    }
-
     /// Inserts a user, its audit event and its first session in one
     /// transaction: all land or none does, so a failed registration never
     /// leaves an account behind that blocks the retry with EMAIL_TAKEN.

@@ -150,10 +150,6 @@ impl Sandbox {
             .clone()
     }
 
-    pub fn update_settings(&self, f: impl FnOnce(&mut SandboxSettings)) {
-        f(&mut self.settings.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
     /// The next `times` calls to `endpoint` suffer `fault`.
     pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: usize) {
         let mut st = self.st();
@@ -195,26 +191,11 @@ impl Sandbox {
             .collect()
     }
 
-    pub fn access_token_is_live(&self, token: &str) -> bool {
-        self.st()
-            .access
-            .get(token)
-            .is_some_and(|g| g.expires > Instant::now())
-    }
-
     pub fn refresh_token_is_live(&self, token: &str) -> bool {
         self.st()
             .refresh
             .get(token)
             .is_some_and(|g| g.expires > Instant::now())
-    }
-
-    /// Expires every access token now (to exercise refresh).
-    pub fn expire_access_tokens(&self) {
-        let now = Instant::now();
-        for g in self.st().access.values_mut() {
-            g.expires = now;
-        }
     }
 
     fn next_fault(&self, endpoint: Endpoint) -> Option<Fault> {
@@ -276,6 +257,22 @@ async fn apply(fault: &Option<Fault>) -> Option<Response> {
         ),
         _ => None,
     }
+}
+
+/// The client credentials check of the token and revoke endpoints.
+fn authenticate_client(
+    settings: &SandboxSettings,
+    key: Option<&str>,
+    secret: Option<&str>,
+) -> Option<Response> {
+    (key != Some(settings.client_key.as_str()) || secret != Some(settings.client_secret.as_str()))
+        .then(|| {
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            )
+        })
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -516,14 +513,12 @@ async fn token(
         );
     };
     let settings = sb.settings();
-    if f.client_key.as_deref() != Some(&settings.client_key)
-        || f.client_secret.as_deref() != Some(&settings.client_secret)
-    {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    if let Some(refused) = authenticate_client(
+        &settings,
+        f.client_key.as_deref(),
+        f.client_secret.as_deref(),
+    ) {
+        return refused;
     }
     let body = {
         let mut st = sb.st();
@@ -655,14 +650,12 @@ async fn revoke(
         );
     };
     let settings = sb.settings();
-    if f.client_key.as_deref() != Some(&settings.client_key)
-        || f.client_secret.as_deref() != Some(&settings.client_secret)
-    {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    if let Some(refused) = authenticate_client(
+        &settings,
+        f.client_key.as_deref(),
+        f.client_secret.as_deref(),
+    ) {
+        return refused;
     }
     let Some(token) = f.token else {
         return oauth_error(
