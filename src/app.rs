@@ -64,7 +64,12 @@ impl AppBuilder {
 
     pub async fn build(self) -> anyhow::Result<Application> {
         let started = Instant::now();
-        let config = self.config;
+        let mut config = self.config;
+        // One name for this instance, shared by monitoring history and the
+        // Redis invalidation bus (which skips an instance's own messages).
+        if config.instance_id.is_none() {
+            config.instance_id = Some(Config::default_instance_id());
+        }
         let problems = config.problems();
         let fatal: Vec<String> = problems
             .iter()
@@ -87,6 +92,15 @@ impl AppBuilder {
 
         let db = Db::connect_lazy(&config)?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let redis = crate::redis_tier::RedisTier::from_config(
+            &config,
+            config.instance_id.as_deref().unwrap_or_default(),
+        )?;
+        if let Some(tier) = &redis {
+            db.attach_shared(Arc::clone(tier));
+            Arc::clone(tier).spawn(stop_rx.clone());
+            spawn_invalidation_listener(tier, db.clone(), stop_rx.clone());
+        }
         let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
         match tokio::time::timeout(migrate_deadline, db.migrate()).await {
             Ok(Ok(())) => {}
@@ -125,16 +139,6 @@ impl AppBuilder {
             &format!("http://{local_addr}"),
         )?);
         let tiktok_mode = tiktok.mode().as_str();
-        let redis = match &config.redis_url {
-            Some(url) => {
-                use secrecy::ExposeSecret;
-                Some(
-                    redis::Client::open(url.expose_secret())
-                        .context("parsing HUNTAZE_REDIS_URL")?,
-                )
-            }
-            None => None,
-        };
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
             Arc::new(DatabaseCheck {
                 db: db.clone(),
@@ -240,6 +244,30 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// Applies other instances' invalidations (and `All` after missed
+/// messages) to this instance's caches.
+fn spawn_invalidation_listener(
+    tier: &crate::redis_tier::RedisTier,
+    db: Db,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = tier.local_invalidations();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Ok(what) => db.apply_invalidation(&what).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        db.apply_invalidation(&crate::redis_tier::Invalidation::All).await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = crate::lifecycle::stopped(&mut stop) => return,
+            }
+        }
+    });
 }
 
 fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {

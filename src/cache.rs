@@ -9,8 +9,8 @@
 //!   during an outage" fallback).
 //! - **Accounting**: hit/miss/stale/eviction counts, and per entry its
 //!   `createdAt` and `accessCount` (DESIGN's `CacheEntry`).
-//! - **Invalidation**: writes call [`QueryCache::invalidate`] (or
-//!   [`QueryCache::invalidate_if`]) for what they change.
+//! - **Invalidation**: writes call [`QueryCache::invalidate`] for what they
+//!   change (and, through the Redis tier, every other instance does too).
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -91,7 +91,6 @@ where
             .name(name)
             .max_capacity(capacity)
             .time_to_live(ttl)
-            .support_invalidation_closures()
             .eviction_listener(move |_k, _v, cause| match cause {
                 RemovalCause::Size => {
                     listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +106,6 @@ where
         let stale = Cache::builder()
             .max_capacity(capacity)
             .time_to_live(ttl + stale_for)
-            .support_invalidation_closures()
             .build();
         Self {
             name,
@@ -164,25 +162,6 @@ where
     pub async fn invalidate(&self, key: &K) {
         self.fresh.invalidate(key).await;
         self.stale.invalidate(key).await;
-    }
-
-    /// Invalidates every entry whose value matches (e.g. all sessions of a user).
-    pub fn invalidate_if(&self, predicate: impl Fn(&V) -> bool + Send + Sync + Clone + 'static) {
-        let p2 = predicate.clone();
-        if let Err(e) = self
-            .fresh
-            .invalidate_entries_if(move |_k, v| predicate(&v.value))
-        {
-            tracing::error!(cache = self.name, error = %e, "cache invalidation failed; clearing");
-            self.fresh.invalidate_all();
-        }
-        if self
-            .stale
-            .invalidate_entries_if(move |_k, v| p2(&v.value))
-            .is_err()
-        {
-            self.stale.invalidate_all();
-        }
     }
 
     pub fn invalidate_all(&self) {
@@ -290,8 +269,12 @@ mod tests {
             4,
             "reloaded after a write"
         );
-        c.invalidate_if(|v| *v == 4);
-        assert_eq!(c.get_or_load("a".into(), load(5)).await.unwrap(), 5);
+        c.invalidate_all();
+        assert_eq!(
+            c.get_or_load("a".into(), load(5)).await.unwrap(),
+            5,
+            "reloaded after dropping everything (missed invalidations)"
+        );
     }
 
     #[tokio::test]

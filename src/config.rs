@@ -152,6 +152,18 @@ pub struct Config {
     /// Requests per second one instance serves comfortably (for the
     /// instance-count forecast).
     pub scaling_capacity_rps: f64,
+    /// Deadline of one Redis command; past it Redis counts as down and the
+    /// instance falls back to local behaviour.
+    pub redis_timeout_ms: u64,
+    /// How often a down Redis is probed to return to shared mode.
+    pub redis_probe_ms: u64,
+    /// Prefix of every Redis key and channel (several deployments may share
+    /// one Redis).
+    pub redis_prefix: String,
+    /// Peers allowed to set `X-Forwarded-For` (comma-separated IPs or CIDRs,
+    /// e.g. the load balancer's address). Empty: the peer address is the
+    /// client address.
+    pub trusted_proxies: String,
 }
 
 impl Default for Config {
@@ -235,6 +247,10 @@ impl Default for Config {
             alert_webhook_timeout_ms: 5_000,
             alert_webhook_attempts: 4,
             scaling_capacity_rps: 1_000.0,
+            redis_timeout_ms: 250,
+            redis_probe_ms: 1_000,
+            redis_prefix: "huntaze".into(),
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -290,6 +306,18 @@ impl Config {
             .map_err(Box::new)
     }
 
+    /// A name for this instance when `HUNTAZE_INSTANCE_ID` is unset: host,
+    /// process id and a random suffix (unique across restarts).
+    pub fn default_instance_id() -> String {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!(
+            "{}-{}-{}",
+            host.trim(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        )
+    }
+
     pub fn is_production(&self) -> bool {
         self.env == Environment::Production
     }
@@ -335,6 +363,22 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `HUNTAZE_TRUSTED_PROXIES` parsed; the error names the bad entry's
+    /// position (never its text, which could be anything).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, usize> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| i + 1)
+            })
+            .collect()
     }
 
     pub fn health_interval(&self) -> Duration {
@@ -461,6 +505,22 @@ impl Config {
                 "must be greater than zero",
                 true,
             );
+        }
+        if let Err(bad) = self.trusted_proxy_nets() {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_TRUSTED_PROXIES",
+                message: format!("entry {bad} is not an IP address or CIDR"),
+                fatal: true,
+            });
+        }
+        if let Some(url) = &self.redis_url
+            && redis::parse_redis_url(url.expose_secret()).is_none()
+        {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_REDIS_URL",
+                message: "must be a redis:// or rediss:// URL".into(),
+                fatal: true,
+            });
         }
         out
     }

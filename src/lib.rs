@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod middleware;
 pub mod monitoring;
 pub mod precompressed;
+pub mod redis_tier;
 pub mod retry;
 pub mod routes;
 pub mod state;

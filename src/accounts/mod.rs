@@ -20,7 +20,7 @@ use crate::error::{AppError, FieldError};
 use crate::middleware::request_id::RequestContext;
 use crate::store::Db;
 use crate::store::sessions::SessionRow;
-use crate::store::users::{Inserted, UserRow};
+use crate::store::users::{Inserted, SessionUser, UserRow};
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 use password::PasswordHasher;
 use rate_limit::AuthRateLimits;
@@ -42,6 +42,12 @@ pub struct PublicUser {
 
 impl From<&UserRow> for PublicUser {
     fn from(u: &UserRow) -> Self {
+        Self::from(&SessionUser::from(u))
+    }
+}
+
+impl From<&SessionUser> for PublicUser {
+    fn from(u: &SessionUser) -> Self {
         Self {
             id: u.id.clone(),
             email: u.email.clone(),
@@ -55,7 +61,7 @@ impl From<&UserRow> for PublicUser {
 /// A signed-in caller.
 #[derive(Clone, Debug)]
 pub struct Authenticated {
-    pub user: UserRow,
+    pub user: SessionUser,
     pub token_hash: String,
     pub csrf_token: String,
 }
@@ -92,6 +98,7 @@ pub struct RegisterInput<'a> {
 
 impl Accounts {
     pub fn new(db: Db, config: &Config, secret: Vec<u8>) -> anyhow::Result<Self> {
+        let limits = AuthRateLimits::new(config, db.shared().cloned());
         Ok(Self {
             db,
             hasher: PasswordHasher::new(
@@ -100,7 +107,7 @@ impl Accounts {
                 config.password_hash_concurrency,
                 Duration::from_millis(config.password_queue_wait_ms),
             )?,
-            limits: AuthRateLimits::new(config),
+            limits,
             secret,
             idle_ms: config.session_idle_ms as i64,
             absolute_ms: config.session_absolute_ms as i64,
@@ -143,6 +150,7 @@ impl Accounts {
     ) -> Result<NewSession, AppError> {
         self.limits
             .register_attempt(&ctx.ip)
+            .await
             .map_err(|l| AppError::RateLimited {
                 retry_after: l.retry_after,
             })?;
@@ -184,10 +192,11 @@ impl Accounts {
         let email_key = email.trim().to_lowercase();
         self.limits
             .login_attempt(&ctx.ip, &email_key)
+            .await
             .map_err(|l| AppError::RateLimited {
                 retry_after: l.retry_after,
             })?;
-        if let Some(left) = self.limits.locked(&email_key) {
+        if let Some(left) = self.limits.locked(&email_key).await {
             return Err(AppError::RateLimited { retry_after: left });
         }
         let mut errors = Vec::new();
@@ -216,21 +225,22 @@ impl Accounts {
                     None,
                 )
                 .await;
-                if self.limits.record_failure(&email_key) {
+                if self.limits.record_failure(&email_key).await {
+                    let left = self.limits.locked(&email_key).await;
                     audit::record(
                         &self.db,
                         AuditEvent::Lockout,
                         uid,
                         Some(email.as_str()),
                         ctx,
-                        Some(json!({ "retryAfterSecs": self.limits.locked(&email_key).map(|d| d.as_secs()) })),
+                        Some(json!({ "retryAfterSecs": left.map(|d| d.as_secs()) })),
                     )
                     .await;
                 }
                 return Err(AppError::InvalidCredentials);
             }
         };
-        self.limits.clear_failures(&email_key);
+        self.limits.clear_failures(&email_key).await;
         let (token, row) = self.session_row(&user, ctx);
         let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);
         let previous = previous.map(session::hash_token);

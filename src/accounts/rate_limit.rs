@@ -1,13 +1,17 @@
 //! Rate limits on sign-in and registration (DESIGN §7): per IP and per
 //! account, plus a brief lockout after repeated failed logins.
 //!
-//! Attempt limits use `governor` (GCRA, keyed). Failure counting and
-//! lockouts use `moka` caches with a time-to-live, because a successful
-//! login must be able to reset an account's failures, which a GCRA cell
-//! cannot. Both are in-process; with Redis configured the counters move
-//! there so every instance shares them (the scale-out issue).
+//! With Redis configured (and up) every counter lives there, shared by all
+//! instances: attempt limits as GCRA cells updated by a script, failures as
+//! an expiring counter that sets an expiring lock key. Without Redis, or
+//! while it is down, the same limits apply per instance: `governor` (GCRA,
+//! keyed) for attempts, and `moka` caches with a time-to-live for failures
+//! and lockouts (a successful login must be able to reset an account's
+//! failures, which a GCRA cell cannot). Account keys are hashed before they
+//! reach Redis, so no email address is stored there.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -15,6 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::sync::Cache;
 
 use crate::config::Config;
+use crate::redis_tier::RedisTier;
 
 pub struct AuthRateLimits {
     login_per_ip: DefaultKeyedRateLimiter<String>,
@@ -23,7 +28,21 @@ pub struct AuthRateLimits {
     failures: Cache<String, u32>,
     locks: Cache<String, Instant>,
     max_failures: u32,
+    window: Duration,
     lockout: Duration,
+    quotas: [u32; 3],
+    shared: Option<Arc<RedisTier>>,
+}
+
+const LOGIN_IP: usize = 0;
+const LOGIN_ACCOUNT: usize = 1;
+const REGISTER_IP: usize = 2;
+const CELL_NAMES: [&str; 3] = ["login-ip", "login-account", "register-ip"];
+
+/// The Redis key part for an account: a SHA-256 prefix of its email key.
+fn account_key(account: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(account.as_bytes())[..16])
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -37,7 +56,7 @@ pub struct Limited {
 }
 
 impl AuthRateLimits {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, shared: Option<Arc<RedisTier>>) -> Self {
         let window = Duration::from_millis(config.login_failure_window_ms.max(1));
         let lockout = Duration::from_millis(config.login_lockout_ms.max(1));
         Self {
@@ -53,7 +72,14 @@ impl AuthRateLimits {
                 .max_capacity(1_000_000)
                 .build(),
             max_failures: config.login_max_failures.max(1),
+            window,
             lockout,
+            quotas: [
+                config.login_per_ip_per_minute,
+                config.login_per_account_per_minute,
+                config.register_per_ip_per_minute,
+            ],
+            shared,
         }
     }
 
@@ -65,24 +91,63 @@ impl AuthRateLimits {
             })
     }
 
-    pub fn login_attempt(&self, ip: &str, account: &str) -> Result<(), Limited> {
-        Self::check(&self.login_per_ip, ip)?;
-        Self::check(&self.login_per_account, account)
+    /// One attempt against limit `which` for `key`: in Redis when shared
+    /// mode is on, else (or when Redis fails now) in this process.
+    async fn attempt(&self, which: usize, key: &str) -> Result<(), Limited> {
+        if let Some(tier) = &self.shared {
+            let cell = format!("{}:{key}", CELL_NAMES[which]);
+            match tier
+                .rate_limit(&cell, self.quotas[which], Duration::from_secs(60))
+                .await
+            {
+                Ok(None) => return Ok(()),
+                Ok(Some(retry_after)) => return Err(Limited { retry_after }),
+                Err(_) => {} // Redis down: local limits stand in.
+            }
+        }
+        let limiter = match which {
+            LOGIN_IP => &self.login_per_ip,
+            LOGIN_ACCOUNT => &self.login_per_account,
+            _ => &self.register_per_ip,
+        };
+        Self::check(limiter, key)
     }
 
-    pub fn register_attempt(&self, ip: &str) -> Result<(), Limited> {
-        Self::check(&self.register_per_ip, ip)
+    pub async fn login_attempt(&self, ip: &str, account: &str) -> Result<(), Limited> {
+        self.attempt(LOGIN_IP, ip).await?;
+        self.attempt(LOGIN_ACCOUNT, &account_key(account)).await
+    }
+
+    pub async fn register_attempt(&self, ip: &str) -> Result<(), Limited> {
+        self.attempt(REGISTER_IP, ip).await
     }
 
     /// Remaining lockout of an account, if it is locked.
-    pub fn locked(&self, account: &str) -> Option<Duration> {
+    pub async fn locked(&self, account: &str) -> Option<Duration> {
+        if let Some(tier) = &self.shared
+            && let Ok(left) = tier.locked(&account_key(account)).await
+        {
+            return left;
+        }
         let until = self.locks.get(account)?;
         let left = until.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     }
 
     /// Counts a failed login; true when this failure locked the account.
-    pub fn record_failure(&self, account: &str) -> bool {
+    pub async fn record_failure(&self, account: &str) -> bool {
+        if let Some(tier) = &self.shared
+            && let Ok(locked) = tier
+                .count_failure(
+                    &account_key(account),
+                    self.window,
+                    self.max_failures,
+                    self.lockout,
+                )
+                .await
+        {
+            return locked;
+        }
         let count = self
             .failures
             .entry(account.to_owned())
@@ -97,7 +162,10 @@ impl AuthRateLimits {
         false
     }
 
-    pub fn clear_failures(&self, account: &str) {
+    pub async fn clear_failures(&self, account: &str) {
+        if let Some(tier) = &self.shared {
+            let _ = tier.clear_failures(&account_key(account)).await;
+        }
         self.failures.invalidate(account);
     }
 

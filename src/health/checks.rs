@@ -171,7 +171,7 @@ fn sign_verify_round_trip(secret: &[u8]) -> bool {
 /// Redis and the alert webhook when configured.
 pub struct ExternalCheck {
     pub tiktok: std::sync::Arc<crate::tiktok::TikTok>,
-    pub redis: Option<redis::Client>,
+    pub redis: Option<std::sync::Arc<crate::redis_tier::RedisTier>>,
     pub webhook_configured: bool,
 }
 
@@ -189,13 +189,26 @@ impl HealthCheck for ExternalCheck {
         let mut messages = Vec::new();
         let redis = match &self.redis {
             None => json!({ "configured": false }),
-            Some(client) => match redis_ping(client).await {
-                Ok(ms) => json!({ "configured": true, "status": "healthy", "roundTripMs": ms }),
+            Some(tier) => match tier.ping().await {
+                Ok(rtt) => json!({
+                    "configured": true,
+                    "status": "healthy",
+                    "roundTripMs": rtt.as_secs_f64() * 1000.0,
+                    "mode": if tier.is_up() { "shared" } else { "local" },
+                    "tier": tier.status(),
+                }),
                 Err(e) => {
                     status = Status::Degraded;
-                    messages.push("redis unreachable".to_owned());
+                    messages.push(
+                        "redis unreachable: rate limits and caches are per instance".to_owned(),
+                    );
                     tracing::warn!(error = %e, "redis health probe failed");
-                    json!({ "configured": true, "status": "unhealthy" })
+                    json!({
+                        "configured": true,
+                        "status": "unhealthy",
+                        "mode": "local",
+                        "tier": tier.status(),
+                    })
                 }
             },
         };
@@ -235,11 +248,4 @@ impl HealthCheck for ExternalCheck {
             })),
         }
     }
-}
-
-async fn redis_ping(client: &redis::Client) -> anyhow::Result<f64> {
-    let started = std::time::Instant::now();
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    Ok(started.elapsed().as_secs_f64() * 1000.0)
 }

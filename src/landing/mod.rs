@@ -24,6 +24,9 @@ use crate::store::stats::SiteFigures;
 use crate::time_fmt::now_ms;
 use crate::views::{Chrome, LandingView, thousands};
 
+/// How long a change notice waits for more writes before re-rendering.
+const FIGURES_SETTLE: Duration = Duration::from_millis(200);
+
 pub const CACHE_CONTROL: &str =
     "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400";
 
@@ -81,7 +84,9 @@ impl LandingPage {
         }
     }
 
-    /// Refreshes every `interval` until `stop` turns true.
+    /// Refreshes every `interval`, and soon after a write changed the
+    /// figures (on this instance or, through Redis, another), until `stop`
+    /// turns true.
     pub fn spawn_refresh(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -89,12 +94,15 @@ impl LandingPage {
             tick.tick().await;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {
-                        if let Err(e) = self.refresh().await {
-                            tracing::warn!(error = %e, "landing page refresh failed");
-                        }
+                    _ = tick.tick() => {}
+                    _ = self.db.figures_stale().notified() => {
+                        // Coalesce a burst of writes into one render.
+                        tokio::time::sleep(FIGURES_SETTLE).await;
                     }
                     _ = crate::lifecycle::stopped(&mut stop) => break,
+                }
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "landing page refresh failed");
                 }
             }
         });

@@ -60,7 +60,12 @@ pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
     let stack = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(request_id::propagate))
+        .layer(axum::middleware::from_fn_with_state(
+            request_id::TrustedProxies(
+                state.config.trusted_proxy_nets().unwrap_or_default().into(),
+            ),
+            request_id::propagate,
+        ))
         .layer(trace::layer())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -6,9 +6,10 @@
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
 //! incoming value unvalidated; an unvalidated id would flow into logs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -41,7 +42,40 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-pub async fn propagate(mut req: Request, next: Next) -> Response {
+/// Peers whose `X-Forwarded-For` is believed (`HUNTAZE_TRUSTED_PROXIES`).
+#[derive(Clone, Default)]
+pub struct TrustedProxies(pub Arc<[ipnet::IpNet]>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted proxy;
+    /// then the right-most `X-Forwarded-For` entry that is not itself a
+    /// trusted proxy (entries further left are whatever the client sent).
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusts(&peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for entry in forwarded_for.iter().rev().flat_map(|h| h.rsplit(',')) {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) if self.trusts(&ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => break, // garbage: stop at the last address we trust
+            }
+        }
+        Some(client)
+    }
+}
+
+pub async fn propagate(
+    State(trusted): State<TrustedProxies>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -63,11 +97,25 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
             .chars()
             .take(256)
             .collect(),
-        ip: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default(),
+        ip: {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let forwarded: Vec<&str> = if trusted.0.is_empty() {
+                Vec::new()
+            } else {
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
+            };
+            trusted
+                .client_ip(peer, &forwarded)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default()
+        },
     };
     req.headers_mut()
         .insert(X_REQUEST_ID.clone(), header.clone());
@@ -80,7 +128,44 @@ pub async fn propagate(mut req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid;
+    use super::{TrustedProxies, is_valid};
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let nets: Vec<ipnet::IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let t = TrustedProxies(nets.into());
+        let ip = |s: &str| Some(s.parse().unwrap());
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            t.client_ip(ip("203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
+        );
+        // Trusted peer: the right-most untrusted entry, whatever the client
+        // prepended.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), &["6.6.6.6, 198.51.100.7, 10.1.2.3"]),
+            ip("198.51.100.7")
+        );
+        // Several headers read as one list, last header last.
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), &["6.6.6.6", "198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        // No header, or garbage: the last trusted address.
+        assert_eq!(t.client_ip(ip("127.0.0.1"), &[]), ip("127.0.0.1"));
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), &["junk, 10.0.0.5"]),
+            ip("10.0.0.5")
+        );
+        // Nothing trusted: the peer, always.
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("127.0.0.1"), &["1.2.3.4"]),
+            ip("127.0.0.1")
+        );
+    }
 
     #[test]
     fn request_id_validation() {

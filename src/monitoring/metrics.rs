@@ -123,6 +123,14 @@ impl HttpMetrics {
             ),
             ("alerts_firing", "Alerts firing, by severity."),
             (
+                "huntaze_redis_shared_mode",
+                "1 while Redis is used (shared limits and caches), 0 in local fallback.",
+            ),
+            (
+                "huntaze_redis_fallbacks_total",
+                "Operations that fell back to local behaviour because Redis was down.",
+            ),
+            (
                 "huntaze_predicted_instances",
                 "Instances the forecast request rate needs (next 15 minutes).",
             ),
@@ -295,6 +303,11 @@ impl HttpMetrics {
         }
         if let Some(p) = predicted_instances {
             self.gauge("huntaze_predicted_instances", &[], p);
+        }
+        if let Some(tier) = state.db.shared() {
+            let t = tier.status();
+            self.gauge("huntaze_redis_shared_mode", &[], f64::from(u8::from(t.up)));
+            self.counter("huntaze_redis_fallbacks_total", &[], t.fallbacks);
         }
         self.handle.render()
     }

@@ -217,15 +217,10 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(config: &Config, db: Db, metrics: Arc<HttpMetrics>) -> anyhow::Result<Self> {
-        let instance = config.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            format!(
-                "{}-{}-{}",
-                host.trim(),
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..6]
-            )
-        });
+        let instance = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(Config::default_instance_id);
         Ok(Self {
             notifier: Notifier::new(config, instance.clone())?,
             instance,

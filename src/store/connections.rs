@@ -179,7 +179,9 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         super::audit::insert(&mut *tx, audit).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.figures_changed().await;
+        Ok(())
     }
 
     /// Deletes a user's connection and records the audit event, in one
@@ -200,6 +202,9 @@ impl Db {
                 .rows_affected();
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
+        if n > 0 {
+            self.figures_changed().await;
+        }
         Ok(n > 0)
     }
 
@@ -289,7 +294,9 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         super::audit::insert(&mut *tx, audit).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.figures_changed().await;
+        Ok(())
     }
 
     /// Releases a lease after a failed attempt that should be retried later.

@@ -75,6 +75,11 @@ struct DbInner {
     retry: crate::retry::RetryPolicy,
     /// Session lookups by token hash (the read every signed-in request makes).
     sessions: Option<crate::cache::QueryCache<String, sessions::SessionWithUser>>,
+    /// Shared cache layer and invalidation bus, when Redis is configured.
+    shared: std::sync::OnceLock<Arc<crate::redis_tier::RedisTier>>,
+    /// Signalled when the landing page's figures changed (here or, through
+    /// Redis, on another instance).
+    figures_stale: tokio::sync::Notify,
     max_connections: u32,
     migrated: AtomicBool,
     waiting: AtomicUsize,
@@ -175,6 +180,8 @@ impl Db {
                     cap: Duration::from_secs(1),
                     deadline: Duration::from_millis(config.db_retry_deadline_ms),
                 },
+                shared: std::sync::OnceLock::new(),
+                figures_stale: tokio::sync::Notify::new(),
                 max_connections: config.db_max_connections,
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
@@ -202,6 +209,47 @@ impl Db {
     /// The session cache's counts (None when the cache is off).
     pub fn query_cache_stats(&self) -> Option<crate::cache::CacheStats> {
         self.inner.sessions.as_ref().map(|c| c.stats())
+    }
+
+    /// Puts the Redis tier under the session cache (second layer) and
+    /// broadcasts this instance's session invalidations through it.
+    pub fn attach_shared(&self, tier: Arc<crate::redis_tier::RedisTier>) {
+        let _ = self.inner.shared.set(tier);
+    }
+
+    /// True when Redis is configured and in use (not in local fallback).
+    pub fn redis_up(&self) -> bool {
+        self.shared().is_some_and(|t| t.is_up())
+    }
+
+    pub(crate) fn shared(&self) -> Option<&Arc<crate::redis_tier::RedisTier>> {
+        self.inner.shared.get()
+    }
+
+    /// Applies an invalidation that another instance made (or `All`, when
+    /// messages may have been missed) to this instance's caches.
+    pub async fn apply_invalidation(&self, what: &crate::redis_tier::Invalidation) {
+        use crate::redis_tier::Invalidation;
+        if matches!(what, Invalidation::Landing | Invalidation::All) {
+            self.figures_stale().notify_one();
+        }
+        let Some(cache) = self.session_cache() else {
+            return;
+        };
+        match what {
+            Invalidation::Sessions { keys } => {
+                for k in keys {
+                    cache.invalidate(k).await;
+                }
+            }
+            Invalidation::All => cache.invalidate_all(),
+            Invalidation::Landing => {}
+        }
+    }
+
+    /// Wakes the landing page's refresher (see [`Db::figures_changed`]).
+    pub fn figures_stale(&self) -> &tokio::sync::Notify {
+        &self.inner.figures_stale
     }
 
     pub(crate) fn session_cache(

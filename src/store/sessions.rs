@@ -6,10 +6,10 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use super::Db;
-use super::users::UserRow;
+use super::users::SessionUser;
 
 /// A live session row and its user.
-pub type SessionWithUser = (SessionRow, UserRow);
+pub type SessionWithUser = (SessionRow, SessionUser);
 
 /// Why a cached lookup produced no value.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ fn shared_error(e: &sqlx::Error) -> sqlx::Error {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SessionRow {
     pub token_hash: String,
     pub user_id: String,
@@ -81,11 +81,23 @@ impl Db {
         };
         let loaded = cache
             .get_or_load(token_hash.to_owned(), async {
+                // Second layer: the entry another instance loaded.
+                let shared = self.shared();
+                if let Some(tier) = shared
+                    && let Some(v) = tier.session_get::<SessionWithUser>(token_hash).await
+                {
+                    return Ok(v);
+                }
                 match self
                     .read("session_lookup", || self.load_session(token_hash))
                     .await
                 {
-                    Ok(Some(v)) => Ok(v),
+                    Ok(Some(v)) => {
+                        if let Some(tier) = shared {
+                            tier.session_fill(token_hash, &v).await;
+                        }
+                        Ok(v)
+                    }
                     Ok(None) => Err(Lookup::Missing),
                     Err(e) => Err(Lookup::Db(e)),
                 }
@@ -107,7 +119,7 @@ impl Db {
     async fn load_session(&self, token_hash: &str) -> Result<Option<SessionWithUser>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT s.token_hash, s.user_id, s.created_at AS s_created, s.last_seen_at, s.expires_at, \
-                    s.ip, s.user_agent, u.id, u.email, u.display_name, u.password_hash, u.role, \
+                    s.ip, s.user_agent, u.id, u.email, u.display_name, u.role, \
                     u.created_at AS u_created \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
@@ -125,11 +137,10 @@ impl Db {
                 ip: r.try_get("ip")?,
                 user_agent: r.try_get("user_agent")?,
             },
-            UserRow {
+            SessionUser {
                 id: r.try_get("id")?,
                 email: r.try_get("email")?,
                 display_name: r.try_get("display_name")?,
-                password_hash: r.try_get("password_hash")?,
                 role: r.try_get("role")?,
                 created_at: r.try_get("u_created")?,
             },
@@ -146,10 +157,25 @@ impl Db {
         Ok(())
     }
 
-    async fn forget_session(&self, token_hash: &str) {
-        if let Some(cache) = self.session_cache() {
-            cache.invalidate(&token_hash.to_owned()).await;
+    /// Drops cached copies of these sessions here, in Redis, and (through
+    /// pub/sub) on every other instance.
+    async fn forget_sessions(&self, token_hashes: Vec<String>) {
+        if token_hashes.is_empty() {
+            return;
         }
+        if let Some(cache) = self.session_cache() {
+            for k in &token_hashes {
+                cache.invalidate(k).await;
+            }
+        }
+        if let Some(tier) = self.shared() {
+            tier.invalidate(crate::redis_tier::Invalidation::Sessions { keys: token_hashes })
+                .await;
+        }
+    }
+
+    async fn forget_session(&self, token_hash: &str) {
+        self.forget_sessions(vec![token_hash.to_owned()]).await;
     }
 
     /// Deletes one session; true if it existed.
@@ -164,15 +190,16 @@ impl Db {
 
     /// Revokes every session of a user; returns how many.
     pub async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, sqlx::Error> {
-        let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        if let Some(cache) = self.session_cache() {
-            let uid = user_id.to_owned();
-            cache.invalidate_if(move |(s, _)| s.user_id == uid);
-        }
-        Ok(r.rows_affected())
+        // RETURNING names the sessions, so exactly those are invalidated on
+        // every instance (other instances cannot search their caches by user).
+        let gone: Vec<String> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING token_hash")
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
+        let n = gone.len() as u64;
+        self.forget_sessions(gone).await;
+        Ok(n)
     }
 
     /// Replaces `previous` (if any) with `new` and records `audit`, in one

@@ -3,15 +3,38 @@
 use super::Db;
 
 /// Live figures for the landing page.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SiteFigures {
     pub creators: i64,
     pub connected_platforms: i64,
 }
 
 impl Db {
+    /// The figures: from Redis when another instance loaded them recently
+    /// (so every instance shows the same), else from the database.
     pub async fn site_figures(&self) -> Result<SiteFigures, sqlx::Error> {
-        self.read("site_figures", || self.load_site_figures()).await
+        if let Some(tier) = self.shared()
+            && let Some(f) = tier.landing_get::<SiteFigures>().await
+        {
+            return Ok(f);
+        }
+        let f = self
+            .read("site_figures", || self.load_site_figures())
+            .await?;
+        if let Some(tier) = self.shared() {
+            tier.landing_fill(&f).await;
+        }
+        Ok(f)
+    }
+
+    /// A write changed what the figures count: this instance's landing page
+    /// re-renders soon, and so does every other's (through Redis).
+    pub async fn figures_changed(&self) {
+        self.figures_stale().notify_one();
+        if let Some(tier) = self.shared() {
+            tier.invalidate(crate::redis_tier::Invalidation::Landing)
+                .await;
+        }
     }
 
     async fn load_site_figures(&self) -> Result<SiteFigures, sqlx::Error> {

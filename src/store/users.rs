@@ -14,6 +14,29 @@ pub struct UserRow {
     pub created_at: i64,
 }
 
+/// A user as a signed-in request sees it: without the password hash, so it
+/// may be cached in memory and shared through Redis.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionUser {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub created_at: i64,
+}
+
+impl From<&UserRow> for SessionUser {
+    fn from(u: &UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
+
 fn user_from(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
         id: row.try_get("id")?,
@@ -78,6 +101,7 @@ impl Db {
         super::audit::insert(&mut *tx, audit).await?;
         super::sessions::insert_session(&mut *tx, session).await?;
         tx.commit().await?;
+        self.figures_changed().await;
         Ok(Inserted::Created)
     }
 

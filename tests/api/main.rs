@@ -14,4 +14,6 @@ mod lifecycle;
 mod monitoring;
 mod openapi;
 mod resilience;
+mod scale_out;
+mod shared_tier;
 mod tiktok;

@@ -51,7 +51,7 @@ async fn start(app: &TestApp, client: &reqwest::Client) -> String {
 }
 
 /// Presses Allow or Deny on the sandbox's page: returns our callback URL.
-async fn decide(authorize_url: &str, decision: &str) -> String {
+pub(crate) async fn decide(authorize_url: &str, decision: &str) -> String {
     let http = new_client();
     let page = http.get(authorize_url).send().await.unwrap();
     assert_eq!(page.status(), 200, "authorize page for {authorize_url}");

@@ -2,9 +2,11 @@
 //! random port with a fresh database, and a client that keeps cookies and
 //! does not follow redirects.
 
+pub mod cluster;
 pub mod pg;
 pub mod probes;
 pub mod proxy;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,339 @@
+//! The Redis tier with two instances in one process, on one PostgreSQL
+//! database and one Redis: sessions, invalidations, rate limits and landing
+//! figures are shared; a Redis outage falls back to local behaviour without
+//! a 5xx and recovers by itself. (Three real processes behind nginx:
+//! `scale_out.rs`.)
+
+use std::time::Duration;
+
+use huntaze::config::Config;
+use serde_json::Value;
+
+use crate::support::proxy::{ChaosProxy, Mode};
+use crate::support::{Backend, PASSWORD, TestApp, eventually, new_client, session_cookie};
+
+const SECRET: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+const TOKEN: &str = "tier-token";
+
+/// Both services present, or the test is skipped (CI requires them).
+async fn services(test: &str) -> bool {
+    crate::support::pg::available(test).await && crate::support::redis::available(test).await
+}
+
+/// Two instances sharing one database, one Redis (under a fresh prefix) and
+/// the same keys. `tweak` applies to both.
+async fn pair(
+    redis_url: String,
+    tweak: impl Fn(&mut Config) + Clone + Send + 'static,
+) -> (TestApp, TestApp) {
+    let prefix = crate::support::redis::fresh_prefix();
+    let common = move |c: &mut Config, db: Option<String>| {
+        c.redis_url = Some(redis_url.clone().into());
+        c.redis_prefix = prefix.clone();
+        c.redis_probe_ms = 100;
+        c.secret_key = Some(SECRET.to_owned().into());
+        c.encryption_key = Some(SECRET.to_owned().into());
+        c.monitoring_token = Some(TOKEN.to_owned().into());
+        // Long enough that only an invalidation can explain a fresh read.
+        c.query_cache_ttl_ms = 120_000;
+        c.landing_refresh_ms = 600_000;
+        if let Some(db) = db {
+            c.database_url = Some(db.into());
+        }
+    };
+    let (c1, t1) = (common.clone(), tweak.clone());
+    let a = TestApp::builder()
+        .backend(Backend::Postgres)
+        .config(move |c| {
+            c1(c, None);
+            t1(c);
+        })
+        .spawn()
+        .await;
+    let url = a.pg.as_ref().expect("pg").url.clone();
+    let b = TestApp::builder()
+        .config(move |c| {
+            common(c, Some(url));
+            tweak(c);
+        })
+        .spawn()
+        .await;
+    (a, b)
+}
+
+/// `GET /api/auth/session` on `app` with a session cookie made elsewhere.
+async fn session_status(app: &TestApp, cookie: &str) -> u16 {
+    app.raw
+        .get(app.url("/api/auth/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("session request")
+        .status()
+        .as_u16()
+}
+
+async fn register(app: &TestApp, email: &str) -> (String, String) {
+    let res = app
+        .raw
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), 201);
+    let cookie = session_cookie(&res).expect("session cookie");
+    let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
+    let body: Value = res.json().await.expect("json");
+    (
+        cookie,
+        body["csrfToken"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn redis_detail(app: &TestApp) -> Value {
+    let res = app
+        .raw
+        .get(app.url("/api/health/external"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("health");
+    let body: Value = res.json().await.expect("json");
+    body["details"]["redis"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_works_on_every_instance_and_its_end_is_seen_everywhere() {
+    if !services("shared_tier::session").await {
+        return;
+    }
+    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    let (cookie, csrf) = register(&a, "across@example.com").await;
+    // B knows the session (and now caches it for two minutes).
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    // Logout on A: B must stop honouring it at once, not after its TTL.
+    let res = a
+        .raw
+        .post(a.url("/api/auth/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "logout: {}", res.status());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            session_status(&b, &cookie).await == 401
+        })
+        .await,
+        "B still honours a session A ended"
+    );
+
+    // Revoke-all names every session of the user, on every instance.
+    let (c1, csrf1) = register(&a, "devices@example.com").await;
+    let res = b
+        .raw
+        .post(b.url("/api/auth/login"))
+        .json(&serde_json::json!({ "email": "devices@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c2 = session_cookie(&res)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(session_status(&b, &c1).await, 200);
+    assert_eq!(session_status(&b, &c2).await, 200);
+    let res = a
+        .raw
+        .delete(a.url("/api/auth/sessions"))
+        .header("cookie", &c1)
+        .header("x-csrf-token", &csrf1)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "revoke-all: {}", res.status());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            session_status(&b, &c1).await == 401 && session_status(&b, &c2).await == 401
+        })
+        .await,
+        "B still honours sessions revoked on A"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_and_lockouts_hold_across_instances() {
+    if !services("shared_tier::limits").await {
+        return;
+    }
+    let (a, b) = pair(crate::support::redis::url(), |c| {
+        c.login_per_account_per_minute = 4;
+        c.login_max_failures = 100;
+    })
+    .await;
+    register(&a, "limited@example.com").await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let (status, _) = app
+            .login_with(&new_client(), "limited@example.com", "wrong password!")
+            .await;
+        statuses.push(status);
+    }
+    // Four attempts per minute in all, not four per instance.
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429], "{statuses:?}");
+
+    let (a, b) = pair(crate::support::redis::url(), |c| {
+        c.login_max_failures = 2;
+        c.login_lockout_ms = 60_000;
+    })
+    .await;
+    register(&a, "locked@example.com").await;
+    assert_eq!(
+        a.login_with(&new_client(), "locked@example.com", "wrong password!")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        b.login_with(&new_client(), "locked@example.com", "wrong password!")
+            .await
+            .0,
+        401
+    );
+    // Two failures, one per instance, lock the account on both.
+    assert_eq!(
+        a.login_with(&new_client(), "locked@example.com", PASSWORD)
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        b.login_with(&new_client(), "locked@example.com", PASSWORD)
+            .await
+            .0,
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_on_one_instance_updates_the_landing_figures_on_all() {
+    if !services("shared_tier::landing").await {
+        return;
+    }
+    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    let figures = |app: &TestApp| {
+        let url = app.url("/");
+        let client = app.raw.clone();
+        async move {
+            let html = client.get(url).send().await.unwrap().text().await.unwrap();
+            html.contains("<strong>1</strong><span>creators registered")
+        }
+    };
+    register(&a, "first@example.com").await;
+    // Landing refresh is ten minutes here: only the broadcast explains it.
+    assert!(
+        eventually(Duration::from_secs(5), || figures(&b)).await,
+        "B's landing page does not show the new creator"
+    );
+    assert!(eventually(Duration::from_secs(5), || figures(&a)).await);
+    assert_eq!(
+        a.state.landing.current().figures,
+        b.state.landing.current().figures,
+        "both instances show the same figures"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
+    if !services("shared_tier::outage").await {
+        return;
+    }
+    let upstream = url::Url::parse(&crate::support::redis::url()).unwrap();
+    let addr = tokio::net::lookup_host((
+        upstream.host_str().unwrap_or("127.0.0.1"),
+        upstream.port().unwrap_or(6379),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let proxy = ChaosProxy::start(addr).await;
+    let (a, b) = pair(format!("redis://127.0.0.1:{}", proxy.port), |c| {
+        c.redis_timeout_ms = 200;
+        c.login_per_account_per_minute = 1_000;
+        c.login_max_failures = 1_000;
+    })
+    .await;
+    let (cookie, csrf) = register(&a, "outage@example.com").await;
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    assert_eq!(redis_detail(&b).await["mode"], "shared");
+
+    for mode in [Mode::Refuse, Mode::Blackhole] {
+        proxy.set(mode);
+        // Everything keeps answering, without a 5xx.
+        for _ in 0..3 {
+            assert_eq!(session_status(&a, &cookie).await, 200, "{mode:?}");
+            assert_eq!(session_status(&b, &cookie).await, 200, "{mode:?}");
+            let (status, _) = b
+                .login_with(&new_client(), "outage@example.com", "wrong password!")
+                .await;
+            assert_eq!(status, 401, "{mode:?}");
+            assert_eq!(b.get("/").await.status(), 200);
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                let body: Value = b
+                    .raw
+                    .get(b.url("/api/health/external"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                body["status"] == "degraded"
+            })
+            .await,
+            "external health is not degraded while Redis is {mode:?}"
+        );
+        assert_eq!(redis_detail(&b).await["mode"], "local");
+        proxy.set(Mode::Pass);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                redis_detail(&b).await["mode"] == "shared"
+                    && redis_detail(&a).await["mode"] == "shared"
+            })
+            .await,
+            "not back to shared mode after {mode:?}"
+        );
+    }
+
+    // A logout while Redis is down is replayed when it returns: B stops
+    // honouring the session long before its two-minute cache TTL.
+    proxy.set(Mode::Refuse);
+    assert!(eventually(Duration::from_secs(3), || async { !a.state.db.redis_up() }).await);
+    let res = a
+        .raw
+        .post(a.url("/api/auth/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    proxy.set(Mode::Pass);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            session_status(&b, &cookie).await == 401
+        })
+        .await,
+        "B still honours a session ended during the outage"
+    );
+}
