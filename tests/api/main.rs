@@ -7,6 +7,7 @@ mod account_pages;
 mod accounts;
 mod bad_input;
 mod browser;
+mod deploy;
 mod errors;
 mod health;
 mod landing;
