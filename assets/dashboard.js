@@ -73,6 +73,22 @@
     }
   }
 
+  function renderInstances(d) {
+    var body = $("instances").tBodies[0];
+    while (body.firstChild) body.removeChild(body.firstChild);
+    d.instances.forEach(function (i) {
+      var tr = el("tr");
+      tr.appendChild(el("td", null, i.instance));
+      tr.appendChild(el("td", null, String(i.requests)));
+      tr.appendChild(el("td", null, String(i.errors)));
+      tr.appendChild(el("td", null, i.lastSeen));
+      body.appendChild(tr);
+    });
+    if (!d.instances.length) {
+      var tr = el("tr"); var td = el("td", "muted", "No instance has reported in this range yet."); td.colSpan = 4; tr.appendChild(td); body.appendChild(tr);
+    }
+  }
+
   function renderAlerts(d) {
     [["alerts-active", d.alerts.active], ["alerts-recent", d.alerts.recent]].forEach(function (pair) {
       var ul = $(pair[0]);
@@ -125,6 +141,7 @@
       renderHealth(d, res[1]);
       renderCharts(d);
       renderRoutes(d);
+      renderInstances(d);
       renderAlerts(d);
       renderCapacity(d);
       text($("updated"), "updated " + new Date(d.generatedAt).toLocaleTimeString());

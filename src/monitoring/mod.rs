@@ -191,6 +191,19 @@ pub struct DashboardData {
     pub pool: crate::store::PoolStats,
     pub alerts: AlertsView,
     pub scaling: Scaling,
+    /// Every instance whose traffic is in the totals above.
+    pub instances: Vec<InstanceStats>,
+}
+
+/// One instance's share of the range.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStats {
+    pub instance: String,
+    pub requests: i64,
+    pub errors: i64,
+    /// Start of the latest minute it reported.
+    pub last_seen: String,
 }
 
 /// One health sample of a component (`HealthTrend`).
@@ -456,6 +469,18 @@ impl Monitor {
             pool: db.stats(),
             alerts: self.alerts().await?,
             scaling: self.scaling().await?,
+            instances: self
+                .db
+                .instance_totals_since(from)
+                .await?
+                .into_iter()
+                .map(|(instance, requests, errors, last)| InstanceStats {
+                    instance,
+                    requests,
+                    errors,
+                    last_seen: rfc3339_from_ms(last),
+                })
+                .collect(),
         })
     }
 }

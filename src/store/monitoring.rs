@@ -74,6 +74,32 @@ impl Db {
 
     /// Rollups of every instance since `from` (epoch ms), merged per
     /// (minute, route).
+    /// Requests, errors and the latest minute per instance since `from`:
+    /// who contributed to the dashboard's totals.
+    pub async fn instance_totals_since(
+        &self,
+        from: i64,
+    ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT instance, CAST(SUM(requests) AS BIGINT) AS requests, \
+                    CAST(SUM(errors) AS BIGINT) AS errors, MAX(minute) AS last_minute \
+             FROM metric_rollups WHERE minute >= $1 GROUP BY instance ORDER BY instance",
+        )
+        .bind(from)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("instance")?,
+                    r.try_get("requests")?,
+                    r.try_get("errors")?,
+                    r.try_get("last_minute")?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn rollups_since(&self, from: i64) -> Result<Vec<(i64, String, Agg)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT minute, route, requests, errors, buckets FROM metric_rollups WHERE minute >= $1 ORDER BY minute",

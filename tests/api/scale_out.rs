@@ -98,6 +98,34 @@ async fn three_instances_share_sessions_flows_limits_and_invalidations() {
     }
     assert_eq!(upstreams.len(), 3, "nginx reached {upstreams:?}");
 
+    // The dashboard, asked on any instance, adds up all three.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let d: Value = c
+                .http
+                .get(c.instance_url(2, "/api/monitoring/dashboard?range=15m"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let names: HashSet<&str> = d["instances"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|i| i["instance"].as_str()).collect())
+                .unwrap_or_default();
+            let sum: i64 = d["instances"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|i| i["requests"].as_i64()).sum())
+                .unwrap_or_default();
+            names == HashSet::from(["instance-0", "instance-1", "instance-2"])
+                && d["overall"]["requests"].as_i64() == Some(sum)
+        })
+        .await,
+        "the dashboard does not add up every instance"
+    );
+
     // The landing figures agree everywhere after a write on one instance
     // (their periodic refresh is ten minutes here).
     let (_, _) = register(&c, &base(&c, 1), "two@example.com").await;

@@ -97,6 +97,7 @@ impl Cluster {
             ),
             ("HUNTAZE_TIKTOK_API_URL", sandbox_base),
             ("HUNTAZE_HEALTH_INTERVAL_MS", "200".into()),
+            ("HUNTAZE_MONITORING_FLUSH_MS", "300".into()),
             ("HUNTAZE_SHUTDOWN_DRAIN_MS", "1000".into()),
             ("HUNTAZE_QUERY_CACHE_TTL_MS", "120000".into()),
             ("HUNTAZE_LANDING_REFRESH_MS", "600000".into()),
