@@ -3,11 +3,16 @@
 //! queues here (and answers 503 past a short wait) instead of starving every
 //! other route of CPU.
 //!
-//! Dedicated threads rather than `spawn_blocking`: each Argon2 hash
-//! allocates m KiB (19 MiB), and glibc keeps such blocks in the arena of the
-//! thread that freed them. Spread over tokio's large blocking pool that
-//! retained ~450 MB under a login flood (bench/login.sh); a fixed pool of N
-//! threads bounds it to about N × m.
+//! Dedicated threads rather than `spawn_blocking`: each Argon2 hash needs
+//! m KiB (19 MiB) of working memory, and glibc keeps such blocks in the arena
+//! of the thread that freed them. Spread over tokio's large blocking pool
+//! that retained ~450 MB under a login flood (bench/login.sh). Each of the N
+//! threads here keeps one working buffer for its whole life and hands it to
+//! argon2's `hash_password_into_with_memory`, so the hashing memory is N × m,
+//! allocated once; argon2's own `hash_password`/`verify_password` would
+//! allocate and free it per call (that still left 230 MB+ peaks). The PHC
+//! strings are the crate's own format (a unit test checks both directions
+//! against argon2's `PasswordHasher`/`PasswordVerifier`).
 //!
 //! Parameters: m = 19 MiB, t = 2, p = 1 (OWASP's Argon2id baseline), chosen
 //! for this 2-core machine where one hash takes ~25 ms in release builds
@@ -16,14 +21,82 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use rand::RngCore;
 use tokio::sync::Semaphore;
 
 use super::validate::Password;
 use crate::error::AppError;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+thread_local! {
+    /// This hashing thread's Argon2 working memory, reused by every hash.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `blocks` blocks of this thread's working memory (grown on
+/// first use, or for a stored hash with a larger cost; never shrunk).
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < blocks {
+            m.resize(blocks, Block::new());
+        }
+        f(&mut m[..blocks])
+    })
+}
+
+/// Argon2id with `params`: a PHC string, hashed in the thread's memory.
+fn hash_phc(params: &Params, password: &[u8]) -> anyhow::Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let mut out = [0u8; 32];
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    with_memory(params.block_count(), |mem| {
+        argon.hash_password_into_with_memory(password, &salt, &mut out, mem)
+    })
+    .map_err(|e| anyhow::anyhow!("argon2 hash: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow::anyhow!("argon2: {e}"))?,
+        salt: Some(Salt::new(&salt).map_err(|e| anyhow::anyhow!("argon2: {e}"))?),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("argon2: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `phc` (any Argon2 variant and
+/// cost it names), computed in the thread's memory, compared in constant time.
+fn verify_phc(phc: &str, password: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Ok(algorithm), Some(salt), Some(expected)) = (
+        Algorithm::try_from(parsed.algorithm.as_str()),
+        parsed.salt,
+        parsed.hash,
+    ) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let computed = with_memory(params.block_count(), |mem| {
+        argon.hash_password_into_with_memory(password, salt.as_ref(), &mut out, mem)
+    });
+    computed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
+}
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -45,11 +118,7 @@ impl PasswordHasher {
     ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, 1, None)
             .map_err(|e| anyhow::anyhow!("invalid Argon2 parameters: {e}"))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let dummy_hash = argon
-            .hash_password(uuid::Uuid::new_v4().as_bytes())
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
-            .to_string();
+        let dummy_hash = hash_phc(&params, uuid::Uuid::new_v4().as_bytes())?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..concurrency.max(1) {
@@ -82,10 +151,6 @@ impl PasswordHasher {
         })
     }
 
-    fn argon(params: Params) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-    }
-
     async fn run_bounded<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -115,14 +180,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String, AppError> {
         let params = self.params.clone();
         let pw = password.expose().to_owned();
-        self.run_bounded(move || {
-            Self::argon(params)
-                .hash_password(pw.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| anyhow::anyhow!("argon2 hash: {e}"))
-        })
-        .await?
-        .map_err(AppError::Internal)
+        self.run_bounded(move || hash_phc(&params, pw.as_bytes()))
+            .await?
+            .map_err(AppError::Internal)
     }
 
     /// Verifies against `stored`, or against the dummy hash when there is no
@@ -137,17 +197,57 @@ impl PasswordHasher {
             .map(str::to_owned)
             .unwrap_or_else(|| self.dummy_hash.as_ref().clone());
         let pw = password.expose().to_owned();
-        let params = self.params.clone();
         let ok = self
-            .run_bounded(move || {
-                let Ok(parsed) = PasswordHash::new(&phc) else {
-                    return false;
-                };
-                Self::argon(params)
-                    .verify_password(pw.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            .run_bounded(move || verify_phc(&phc, pw.as_bytes()))
             .await?;
         Ok(ok && known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+
+    fn params() -> Params {
+        Params::new(64, 1, 1, None).unwrap()
+    }
+
+    #[test]
+    fn our_phc_strings_are_argon2s_own_in_both_directions() {
+        let ours = hash_phc(&params(), b"correct horse").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{ours}");
+        // argon2's verifier accepts ours...
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params());
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon.verify_password(b"correct horse", &parsed).is_ok());
+        assert!(argon.verify_password(b"wrong horse", &parsed).is_err());
+        // ...and ours accepts argon2's (hashes stored before this change),
+        // including another cost and variant.
+        let theirs = argon.hash_password(b"correct horse").unwrap().to_string();
+        assert!(verify_phc(&theirs, b"correct horse"));
+        assert!(!verify_phc(&theirs, b"wrong horse"));
+        let other = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(128, 2, 1, None).unwrap(),
+        )
+        .hash_password(b"pw")
+        .unwrap()
+        .to_string();
+        assert!(verify_phc(&other, b"pw"));
+        assert!(!verify_phc("not a phc string", b"pw"));
+        assert!(!verify_phc("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ", b"pw"));
+    }
+
+    #[test]
+    fn the_working_memory_is_kept_between_hashes() {
+        let p = params();
+        hash_phc(&p, b"a").unwrap();
+        let first = MEMORY.with(|m| m.borrow().as_ptr() as usize);
+        hash_phc(&p, b"b").unwrap();
+        assert!(verify_phc(&hash_phc(&p, b"c").unwrap(), b"c"));
+        let later = MEMORY.with(|m| m.borrow().as_ptr() as usize);
+        assert_eq!(first, later, "no new allocation for the same cost");
     }
 }
