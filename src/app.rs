@@ -130,7 +130,7 @@ impl AppBuilder {
         let cipher = Arc::new(TokenCipher::new(
             &keys.encryption_key_id,
             &keys.encryption,
-            &[],
+            &keys.previous_encryption,
         ));
         let tiktok = Arc::new(TikTok::new(
             &config,

@@ -40,6 +40,11 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     pub secret_key: Option<SecretString>,
     pub encryption_key: Option<SecretString>,
+    /// Keys that sealed tokens before the current one (comma-separated,
+    /// base64 of 32 bytes each): opened, never used to seal. Rotation: move
+    /// the old key here, set a new `HUNTAZE_ENCRYPTION_KEY`; tokens are
+    /// re-sealed under the new key as they refresh.
+    pub encryption_previous_keys: Option<SecretString>,
     pub tiktok_client_key: Option<String>,
     pub tiktok_client_secret: Option<SecretString>,
     pub tiktok_auth_url: String,
@@ -175,6 +180,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             redis_url: None,
+            encryption_previous_keys: None,
             secret_key: None,
             encryption_key: None,
             tiktok_client_key: None,
@@ -281,6 +287,8 @@ pub struct Keys {
     pub encryption: [u8; 32],
     /// Identifies `encryption` in ciphertexts so keys can rotate.
     pub encryption_key_id: String,
+    /// Earlier encryption keys with their ids: they open, never seal.
+    pub previous_encryption: Vec<(String, [u8; 32])>,
     /// True when the keys were generated for development.
     pub generated: bool,
 }
@@ -506,6 +514,20 @@ impl Config {
                 true,
             );
         }
+        if let Some(keys) = &self.encryption_previous_keys
+            && let Some(bad) = keys
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .position(|k| B64.decode(k).map_or(true, |b| b.len() != 32))
+        {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS",
+                message: format!("entry {} must be base64 of exactly 32 bytes", bad + 1),
+                fatal: true,
+            });
+        }
         if let Err(bad) = self.trusted_proxy_nets() {
             out.push(ConfigProblem {
                 setting: "HUNTAZE_TRUSTED_PROXIES",
@@ -550,17 +572,45 @@ impl Config {
         let encryption: [u8; 32] = encryption
             .try_into()
             .map_err(|_| anyhow::anyhow!("HUNTAZE_ENCRYPTION_KEY is not 32 bytes"))?;
-        // The key id is a fingerprint, not the key: it lets a ciphertext name
-        // the key that sealed it without revealing anything about it.
-        use sha2::Digest;
-        let fingerprint = sha2::Sha256::digest(encryption);
+        let previous_encryption = self
+            .encryption_previous_keys
+            .as_ref()
+            .map(|keys| {
+                keys.expose_secret()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| {
+                        let key: [u8; 32] = B64
+                            .decode(k)
+                            .ok()
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS holds a key that is not 32 bytes"
+                                )
+                            })?;
+                        Ok((key_id(&key), key))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(Keys {
             secret,
+            encryption_key_id: key_id(&encryption),
             encryption,
-            encryption_key_id: hex::encode(&fingerprint[..4]),
+            previous_encryption,
             generated,
         })
     }
+}
+
+/// A key's id is a fingerprint, not the key: it lets a ciphertext name the
+/// key that sealed it without revealing anything about it.
+fn key_id(key: &[u8; 32]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key)[..4])
 }
 
 fn decode_key(key: &SecretString) -> Option<Vec<u8>> {

@@ -237,7 +237,10 @@ mod tests {
         .to_string();
         assert!(verify_phc(&other, b"pw"));
         assert!(!verify_phc("not a phc string", b"pw"));
-        assert!(!verify_phc("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ", b"pw"));
+        assert!(!verify_phc(
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ",
+            b"pw"
+        ));
     }
 
     #[test]

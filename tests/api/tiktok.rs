@@ -687,3 +687,83 @@ async fn in_production_without_credentials_the_flow_is_unavailable_and_config_is
         "/platforms/connect/tiktok?error=NOT_CONFIGURED"
     );
 }
+
+#[tokio::test]
+async fn after_a_key_rotation_tokens_sealed_under_the_previous_key_still_open() {
+    const SECRET: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+    const KEY_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+    const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
+    let mut a = TestApp::builder()
+        .tiktok_sandbox()
+        .config(|c| {
+            c.secret_key = Some(SECRET.to_owned().into());
+            c.encryption_key = Some(KEY_A.to_owned().into());
+        })
+        .spawn()
+        .await;
+    for email in ["old-key@example.com", "kept-key@example.com"] {
+        let client = new_client();
+        a.register_with(&client, email, crate::support::PASSWORD)
+            .await;
+        a.client = client;
+        connect(&a, &a.client).await;
+    }
+    a.stop().await;
+    let db = format!("sqlite://{}/huntaze.db", a.data_dir.path().display());
+    let sandbox_base = a.sandbox_base.clone();
+    let settings = SandboxSettings::default();
+    // The same database and TikTok, a new encryption key; `previous` or not.
+    let spawn = |previous: Option<&'static str>| {
+        let (db, sandbox_base, settings) = (db.clone(), sandbox_base.clone(), settings.clone());
+        TestApp::builder()
+            .config(move |c| {
+                c.secret_key = Some(SECRET.to_owned().into());
+                c.encryption_key = Some(KEY_B.to_owned().into());
+                c.encryption_previous_keys = previous.map(|k| k.to_owned().into());
+                c.database_url = Some(db.into());
+                c.tiktok_client_key = Some(settings.client_key.clone());
+                c.tiktok_client_secret = Some(settings.client_secret.clone().into());
+                c.tiktok_auth_url = format!("{sandbox_base}/v2/auth/authorize/");
+                c.tiktok_api_url = sandbox_base;
+            })
+            .spawn()
+    };
+    let disconnect = |app: &TestApp, email: &'static str| {
+        let (client, url, login) = (
+            app.client.clone(),
+            app.url("/api/platforms/tiktok"),
+            app.url("/api/auth/login"),
+        );
+        async move {
+            let res = client
+                .post(login)
+                .json(&serde_json::json!({ "email": email, "password": crate::support::PASSWORD }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let csrf = res.json::<Value>().await.unwrap()["csrfToken"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            client
+                .delete(url)
+                .header("x-csrf-token", csrf)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Without the old key the token cannot be opened, so it cannot be revoked.
+    let mut b = spawn(None).await;
+    assert_eq!(disconnect(&b, "old-key@example.com").await, 502);
+    b.stop().await;
+    // With it in HUNTAZE_ENCRYPTION_PREVIOUS_KEYS the token opens and TikTok
+    // revokes it.
+    let revokes = sandbox(&a).calls(Endpoint::Revoke);
+    let c = spawn(Some(KEY_A)).await;
+    assert_eq!(disconnect(&c, "kept-key@example.com").await, 204);
+    assert_eq!(sandbox(&a).calls(Endpoint::Revoke), revokes + 1);
+}
