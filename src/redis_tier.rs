@@ -472,8 +472,20 @@ impl RedisTier {
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
-        for what in pending {
-            let _ = self.publish(&what).await;
+        let mut pending = pending.into_iter();
+        while let Some(what) = pending.next() {
+            if self.publish(&what).await.is_err() {
+                // Down again: keep this one and the rest for the next return.
+                if let Ok(mut p) = self.pending.lock() {
+                    let newer = std::mem::take(&mut *p);
+                    p.push(what);
+                    p.extend(pending);
+                    p.extend(newer);
+                    let excess = p.len().saturating_sub(MAX_PENDING);
+                    p.drain(..excess);
+                }
+                return;
+            }
         }
         let _ = self.local.send(Invalidation::All);
     }
