@@ -1,16 +1,20 @@
 //! The middleware stack (DESIGN §1), assembled in one place by [`apply`],
 //! outermost first:
 //!
-//! request id → request span (RequestContext) → metrics → security headers →
-//! compression → error boundary → deadline (504) → load shedding (503) →
-//! cross-origin guard (403) → catch panic (500) → body limit (413) → routes.
+//! compression → [`pipeline`] (request id → request span (RequestContext) →
+//! metrics → security headers → error boundary → deadline (504) → load
+//! shedding (503)) → cross-origin guard (403) → catch panic (500) → body
+//! limit (413) → routes.
 //!
 //! The error boundary sits outside the deadline, shedding and panic layers so
 //! that what they answer is rendered in the error format like any handler
 //! error, and inside compression so large error pages are compressed.
+//! Compression is outermost; it leaves responses that already carry a
+//! `Content-Encoding` (the precompressed pages) alone.
 
 pub mod error_boundary;
 pub mod extract;
+pub mod pipeline;
 pub mod request_id;
 pub mod security_headers;
 pub mod shed;
@@ -20,13 +24,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 
@@ -50,36 +52,25 @@ fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
 }
 
 pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
-    let shed = shed::LoadShedder::new(state.config.max_in_flight);
-    let headers = Arc::new(security_headers::SecurityHeaders::new(
-        state.assets.critical_css_csp(),
-        state.config.cookies_secure(),
-    ));
+    let pipeline = Arc::new(pipeline::Pipeline {
+        state: state.clone(),
+        headers: security_headers::SecurityHeaders::new(
+            state.assets.critical_css_csp(),
+            state.config.cookies_secure(),
+        ),
+        shed: shed::LoadShedder::new(state.config.max_in_flight),
+        deadline: state.config.request_timeout(),
+    });
     let compress_when = SizeAbove::new(COMPRESS_MIN_BYTES)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
     let stack = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(request_id::propagate))
-        .layer(trace::layer())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::monitoring::metrics::track,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            headers,
-            security_headers::apply,
-        ))
         .layer(CompressionLayer::new().compress_when(compress_when))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error_boundary::render,
+            pipeline,
+            pipeline::run,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            state.config.request_timeout(),
-        ))
-        .layer(axum::middleware::from_fn_with_state(shed, shed::limit))
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
