@@ -9,8 +9,13 @@
 //! The error boundary sits outside the deadline, shedding and panic layers so
 //! that what they answer is rendered in the error format like any handler
 //! error, and inside compression so large error pages are compressed.
-//! Compression is outermost; it leaves responses that already carry a
-//! `Content-Encoding` (the precompressed pages) alone.
+//! Compression is outermost.
+//!
+//! The precompressed routes (`/`, `/assets/{name}`) take the pipeline
+//! alone, with catch panic: they are GET-only, read no body and answer
+//! bytes compressed ahead of time, so compression, the cross-origin guard
+//! and the body limits could only cost them time (about a fifth of the
+//! landing page's instructions, issue #7).
 
 pub mod error_boundary;
 pub mod extract;
@@ -51,7 +56,7 @@ fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
     }
 }
 
-pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
+pub fn apply(routes: crate::routes::Routes, state: &AppState) -> Router<()> {
     let pipeline = Arc::new(pipeline::Pipeline {
         state: state.clone(),
         headers: security_headers::SecurityHeaders::new(
@@ -65,15 +70,24 @@ pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
-    let stack = ServiceBuilder::new()
+    let full = ServiceBuilder::new()
         .layer(CompressionLayer::new().compress_when(compress_when))
         .layer(axum::middleware::from_fn_with_state(
-            pipeline,
+            Arc::clone(&pipeline),
             pipeline::run,
         ))
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    router.layer(stack)
+    let precompressed = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            pipeline,
+            pipeline::run,
+        ))
+        .layer(CatchPanicLayer::custom(error_boundary::panic_response));
+    routes
+        .precompressed
+        .layer(precompressed)
+        .merge(routes.rest.layer(full))
 }

@@ -1,24 +1,25 @@
 //! `X-Request-Id` (DESIGN §4): a valid incoming id (≤ 128 chars of
 //! `[A-Za-z0-9._-]`) is kept, anything else is replaced by a fresh UUIDv7;
-//! the id is echoed on every response and stored with the
-//! [`RequestContext`] in the request's extensions.
+//! the id replaces the request's header and is echoed on every response.
+//! [`RequestContext`] is built from the request only by the handlers that
+//! ask for it (as an extractor), so the landing page and the probes do not
+//! pay for its strings.
 //!
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
 //! incoming value unvalidated; an unvalidated id would flow into logs.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 /// `RequestContext` of DESIGN §3: logged with every error (as fields of the
-/// request span).
+/// request span), and written with audit events. An extractor: it reads
+/// the id [`assign`] set, the path, method, user agent and client address.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestContext {
@@ -40,49 +41,62 @@ pub fn is_valid(id: &str) -> bool {
 }
 
 /// Gives the request its id: keeps a valid incoming one, else makes a
-/// UUIDv7. Stores [`RequestId`] and [`RequestContext`] in the extensions,
-/// sets the request header, and returns the value to echo on the response.
+/// UUIDv7. Sets the request header (where [`RequestContext`] and the span
+/// read it) and returns the value to echo on the response.
 pub fn assign(req: &mut Request) -> HeaderValue {
     let incoming = req
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(is_valid))
         .cloned();
-    let (id, header) = match incoming {
-        // A valid id is ASCII, so the header value is reused as it came.
-        Some(v) => (v.to_str().unwrap_or_default().to_owned(), v),
-        None => {
-            let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-            let id: &str = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
-            let header =
-                HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-            (id.to_owned(), header)
-        }
-    };
-    let ctx = RequestContext {
-        request_id: id.clone(),
-        user_id: None,
-        path: req.uri().path().to_owned(),
-        method: req.method().as_str().to_owned(),
-        user_agent: req
-            .headers()
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            // `to_str` admits visible ASCII only, so any byte index is a
-            // character boundary.
-            .map(|ua| ua[..ua.len().min(256)].to_owned())
-            .unwrap_or_default(),
-        ip: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| ip_string(c.0.ip()))
-            .unwrap_or_default(),
-    };
+    let header = incoming.unwrap_or_else(|| {
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        let id: &str = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    });
     req.headers_mut()
         .insert(X_REQUEST_ID.clone(), header.clone());
-    req.extensions_mut().insert(RequestId(id));
-    req.extensions_mut().insert(ctx);
     header
+}
+
+/// The id [`assign`] gave the request ("" outside the pipeline).
+pub fn of(headers: &HeaderMap) -> &str {
+    headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+impl RequestContext {
+    pub fn from_parts(parts: &Parts) -> Self {
+        Self {
+            request_id: of(&parts.headers).to_owned(),
+            user_id: None,
+            path: parts.uri.path().to_owned(),
+            method: parts.method.as_str().to_owned(),
+            user_agent: parts
+                .headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                // `to_str` admits visible ASCII only, so any byte index is a
+                // character boundary.
+                .map(|ua| ua[..ua.len().min(256)].to_owned())
+                .unwrap_or_default(),
+            ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| ip_string(c.0.ip()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts))
+    }
 }
 
 /// The client address as text, without `Display`'s formatting machinery

@@ -7,36 +7,43 @@
 //! latencies live in the metrics: a JSON line per successful request would
 //! cost more than the request itself at the landing page's rates.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{StatusCode, header};
 use tracing::Span;
 
-use super::request_id::RequestContext;
+use super::request_id;
 
 const SLOW: Duration = Duration::from_secs(1);
 
-/// The span the rest of the request runs in. When INFO is filtered out the
-/// macro returns a disabled span without formatting any field.
+/// The span the rest of the request runs in, with the
+/// [`RequestContext`](request_id::RequestContext) fields. When INFO is filtered out the macro returns a
+/// disabled span without evaluating any field.
 pub fn span(req: &Request) -> Span {
-    match req.extensions().get::<RequestContext>() {
-        Some(ctx) => tracing::info_span!(
-            "request",
-            request_id = %ctx.request_id,
-            method = %ctx.method,
-            path = %ctx.path,
-            user_agent = %ctx.user_agent,
-            ip = %ctx.ip,
-            user_id = tracing::field::Empty,
-        ),
-        None => tracing::info_span!(
-            "request",
-            method = %req.method(),
-            path = %req.uri().path(),
-            user_id = tracing::field::Empty,
-        ),
-    }
+    let user_agent = || {
+        req.headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| &ua[..ua.len().min(256)])
+            .unwrap_or("")
+    };
+    let ip = || {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default()
+    };
+    tracing::info_span!(
+        "request",
+        request_id = request_id::of(req.headers()),
+        method = req.method().as_str(),
+        path = req.uri().path(),
+        user_agent = user_agent(),
+        ip = %ip(),
+        user_id = tracing::field::Empty,
+    )
 }
 
 /// Called inside the span once the response is ready.
