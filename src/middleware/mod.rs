@@ -72,19 +72,13 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> Router<()> {
         .and(NotForContentType::SSE);
     let full = ServiceBuilder::new()
         .layer(CompressionLayer::new().compress_when(compress_when))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&pipeline),
-            pipeline::run,
-        ))
+        .layer(pipeline::PipelineLayer(Arc::clone(&pipeline)))
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     let precompressed = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            pipeline,
-            pipeline::run,
-        ))
+        .layer(pipeline::PipelineLayer(pipeline))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response));
     routes
         .precompressed

@@ -8,18 +8,23 @@
 //! that stack cost more than twice what axum itself does (issue #7,
 //! callgrind: 54k instructions per `/` against 15.5k for a bare handler).
 //! Here each step is a plain function over the request or the response,
-//! called in the order the layers had, so what every step sees is unchanged:
+//! called in the order the layers had, inside one hand-written tower
+//! service (one boxed future per request; `from_fn` would add a boxed
+//! service and a second boxed future), so what every step sees is unchanged:
 //! the boundary renders what the deadline and the shedder answer, the
 //! security headers and the request id land on the boundary's output, and
 //! metrics record the final status.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::error_boundary;
@@ -39,7 +44,56 @@ pub struct Pipeline {
     pub deadline: Duration,
 }
 
-pub async fn run(State(p): State<Arc<Pipeline>>, mut req: Request, next: Next) -> Response {
+/// The pipeline as a tower layer.
+#[derive(Clone)]
+pub struct PipelineLayer(pub Arc<Pipeline>);
+
+impl<S> Layer<S> for PipelineLayer {
+    type Service = PipelineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PipelineService {
+            pipeline: Arc::clone(&self.0),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PipelineService<S> {
+    pipeline: Arc<Pipeline>,
+    inner: S,
+}
+
+impl<S> Service<Request> for PipelineService<S>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was made ready goes with this request (tower's
+        // usual dance); `self` keeps a fresh one.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let pipeline = Arc::clone(&self.pipeline);
+        Box::pin(async move { Ok(run(&pipeline, req, inner).await) })
+    }
+}
+
+async fn run<S>(p: &Pipeline, mut req: Request, inner: S) -> Response
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+{
     let id = request_id::assign(&mut req);
     let span = trace::span(&req);
     let started = Instant::now();
@@ -49,7 +103,7 @@ pub async fn run(State(p): State<Arc<Pipeline>>, mut req: Request, next: Next) -
             (p.state.metrics.start(), route, req.method().clone())
         });
         let json = error_boundary::is_machine_path(req.uri().path());
-        let res = within_deadline_and_limit(&p, req, next).await;
+        let res = within_deadline_and_limit(p, req, inner).await;
         let mut res = error_boundary::render(&p.state, json, &id, res);
         p.headers.apply(res.headers_mut());
         if let Some((timer, route, method)) = metrics {
@@ -67,17 +121,26 @@ pub async fn run(State(p): State<Arc<Pipeline>>, mut req: Request, next: Next) -
 }
 
 /// The deadline (504) around the in-flight limit (503) around the rest.
-async fn within_deadline_and_limit(p: &Pipeline, req: Request, next: Next) -> Response {
-    let inner = async {
-        if shed::is_exempt(req.uri().path()) {
-            return next.run(req).await;
-        }
-        match p.shed.try_acquire() {
-            Some(_permit) => next.run(req).await,
-            None => shed::shed_response(),
+async fn within_deadline_and_limit<S>(p: &Pipeline, req: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+{
+    let call = async {
+        let _permit = if shed::is_exempt(req.uri().path()) {
+            None
+        } else {
+            match p.shed.try_acquire() {
+                Some(permit) => Some(permit),
+                None => return shed::shed_response(),
+            }
+        };
+        match inner.call(req).await {
+            Ok(res) => res.into_response(),
+            Err(never) => match never {},
         }
     };
-    match tokio::time::timeout(p.deadline, inner).await {
+    match tokio::time::timeout(p.deadline, call).await {
         Ok(res) => res,
         Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
     }

@@ -70,17 +70,16 @@ pub async fn overall(State(state): State<AppState>, req: axum::extract::Request)
         return health_response(health.status, &health);
     }
     let (status, body) = state.health.anonymous_body();
-    let mut res = (
-        status_code(status),
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status_code(status);
+    // Sized for the middleware's headers too: growing the map rehashes it.
+    let mut headers = HeaderMap::with_capacity(16);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    *res.headers_mut() = headers;
     res.extensions_mut().insert(FinalBody);
     res
 }
