@@ -6,8 +6,13 @@ use time::macros::format_description;
 
 /// Milliseconds since the Unix epoch, the portable timestamp stored in both
 /// database backends (sqlx's Any driver cannot decode `TIMESTAMPTZ`).
+/// Read from `SystemTime` directly: it is called on every request (metrics
+/// rollups) and `OffsetDateTime::now_utc` does calendar work first.
 pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
 }
 
 /// RFC 3339 UTC rendering of an epoch-milliseconds timestamp, always with

@@ -96,6 +96,8 @@ where
 {
     let id = request_id::assign(&mut req);
     let span = trace::span(&req);
+    // One clock read at each end serves the deadline, the metrics and the
+    // completion log.
     let started = Instant::now();
     let mut res = async {
         let metrics = p.state.config.metrics_enabled.then(|| {
@@ -103,14 +105,16 @@ where
             (p.state.metrics.start(), route, req.method().clone())
         });
         let json = error_boundary::is_machine_path(req.uri().path());
-        let res = within_deadline_and_limit(p, req, inner).await;
+        let deadline = tokio::time::Instant::from_std(started) + p.deadline;
+        let res = within_deadline_and_limit(p, deadline, req, inner).await;
         let mut res = error_boundary::render(&p.state, json, &id, res);
         p.headers.apply(res.headers_mut());
+        let elapsed = started.elapsed();
         if let Some((timer, route, method)) = metrics {
             let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            timer.finish(route, method.as_str(), res.status().as_u16());
+            timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
         }
-        trace::log_completion(res.status(), started.elapsed());
+        trace::log_completion(res.status(), elapsed);
         res
     }
     .instrument(span)
@@ -121,7 +125,12 @@ where
 }
 
 /// The deadline (504) around the in-flight limit (503) around the rest.
-async fn within_deadline_and_limit<S>(p: &Pipeline, req: Request, mut inner: S) -> Response
+async fn within_deadline_and_limit<S>(
+    p: &Pipeline,
+    deadline: tokio::time::Instant,
+    req: Request,
+    mut inner: S,
+) -> Response
 where
     S: Service<Request, Error = Infallible>,
     S::Response: IntoResponse,
@@ -140,7 +149,7 @@ where
             Err(never) => match never {},
         }
     };
-    match tokio::time::timeout(p.deadline, call).await {
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(res) => res,
         Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
     }

@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{
@@ -302,25 +302,22 @@ impl HttpMetrics {
 /// as when the client goes away mid-request).
 pub struct RequestTimer<'a> {
     metrics: &'a HttpMetrics,
-    started: Instant,
 }
 
 impl HttpMetrics {
-    /// Starts timing a request (the request pipeline calls this).
+    /// Starts counting a request in flight (the request pipeline calls
+    /// this; it keeps the clock, which it reads for other uses too).
     pub fn start(&self) -> RequestTimer<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        RequestTimer {
-            metrics: self,
-            started: Instant::now(),
-        }
+        RequestTimer { metrics: self }
     }
 }
 
 impl RequestTimer<'_> {
     /// Records the request under its route template.
-    pub fn finish(self, route: &str, method: &str, status: u16) {
+    pub fn finish(self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.metrics
-            .record(route, method, status, self.started.elapsed().as_secs_f64());
+            .record(route, method, status, elapsed.as_secs_f64());
     }
 }
 
