@@ -179,6 +179,9 @@ impl AppBuilder {
             db.clone(),
             Arc::clone(&metrics),
         )?);
+        let trusted_proxies = crate::middleware::request_id::TrustedProxies(
+            config.trusted_proxy_nets().unwrap_or_default().into(),
+        );
         let state = AppState(Arc::new(App {
             config,
             keys,
@@ -190,6 +193,7 @@ impl AppBuilder {
             assets,
             landing,
             health,
+            trusted_proxies,
             draining: Default::default(),
         }));
         let router = crate::middleware::apply(

@@ -12,6 +12,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 
+/// Headers a served response ends up with, middleware included.
+const RESPONSE_HEADERS: usize = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Brotli,
@@ -102,12 +105,17 @@ impl Precompressed {
     /// otherwise the best variant the client accepts.
     pub fn respond(&self, request: &HeaderMap) -> Response {
         let chosen = self.negotiate(request);
+        // Room for what the middleware adds (security headers, request id)
+        // from the start: growing a header map rehashes it.
+        let headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
         let mut res = if self.matches_if_none_match(request) {
             let mut r = Response::new(Body::empty());
+            *r.headers_mut() = headers;
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             r
         } else {
             let mut r = Response::new(Body::from(chosen.body.clone()));
+            *r.headers_mut() = headers;
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, self.content_type.clone());
             if chosen.encoding != Encoding::Identity {
@@ -148,8 +156,8 @@ impl Precompressed {
         let q = |token: &str| -> f32 {
             accepted
                 .iter()
-                .find(|(t, _)| t == token)
-                .or_else(|| accepted.iter().find(|(t, _)| t == "*"))
+                .find(|(t, _)| t.eq_ignore_ascii_case(token))
+                .or_else(|| accepted.iter().find(|(t, _)| *t == "*"))
                 .map(|(_, q)| *q)
                 .unwrap_or(0.0)
         };
@@ -177,15 +185,16 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-/// `Accept-Encoding` as (token, q) pairs, lowercased; malformed q-values
-/// count as 1 (lenient like common servers), absurd ones are clamped.
-fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(String, f32)> {
+/// `Accept-Encoding` as (token, q) pairs (compare tokens ignoring case);
+/// malformed q-values count as 1 (lenient like common servers), absurd ones
+/// are clamped.
+fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(&str, f32)> {
     let mut out = Vec::new();
     for value in headers.get_all(header::ACCEPT_ENCODING) {
         let Ok(s) = value.to_str() else { continue };
         for part in s.split(',').take(32) {
             let mut pieces = part.split(';');
-            let token = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            let token = pieces.next().unwrap_or("").trim();
             if token.is_empty() {
                 continue;
             }

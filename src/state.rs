@@ -24,6 +24,8 @@ pub struct App {
     pub assets: Arc<Assets>,
     pub landing: Arc<LandingPage>,
     pub health: Arc<HealthSampler>,
+    /// Whose `X-Forwarded-For` names the client (`HUNTAZE_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::middleware::request_id::TrustedProxies,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
 }
@@ -41,5 +43,11 @@ impl Deref for AppState {
     type Target = App;
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::middleware::request_id::TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
     }
 }

@@ -12,9 +12,12 @@ use serde_json::Value;
 
 pub use sampler::HealthSampler;
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    #[default]
     Healthy,
     Degraded,
     Unhealthy,

@@ -19,6 +19,54 @@ pub struct Snapshot {
     pub components: Vec<(ComponentHealth, bool)>,
     pub duration_ms: u64,
     pub taken_at_ms: i64,
+    /// The anonymous `/api/health` body, serialized once per round.
+    pub anonymous: AnonymousBody,
+}
+
+/// The anonymous overall health as JSON, around the one field that changes
+/// per request (`timestamp`): anonymous probes are the busiest caller, and
+/// serializing the round for each of them cost more than the rest of the
+/// request.
+#[derive(Clone, Debug, Default)]
+pub struct AnonymousBody {
+    pub status: Status,
+    /// `{"status":"…","timestamp":"`
+    before_timestamp: String,
+    /// `","components":[…],"responseTime":…}`
+    after_timestamp: String,
+}
+
+impl AnonymousBody {
+    fn new(components: &[(ComponentHealth, bool)], duration_ms: u64) -> Self {
+        let status = aggregate(components.iter().map(|(c, crit)| (*crit, c.status)));
+        let redacted: Vec<ComponentHealth> = components.iter().map(|(c, _)| c.redacted()).collect();
+        // Field order and names as `HealthStatus` serializes them (a test
+        // holds the two equal).
+        let before_timestamp = format!(
+            "{{\"status\":{},\"timestamp\":\"",
+            serde_json::to_string(&status).unwrap_or_default()
+        );
+        let after_timestamp = format!(
+            "\",\"components\":{},\"responseTime\":{duration_ms}}}",
+            serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".into())
+        );
+        Self {
+            status,
+            before_timestamp,
+            after_timestamp,
+        }
+    }
+
+    /// The body with `timestamp` (RFC 3339) filled in.
+    pub fn render(&self, timestamp: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.before_timestamp.len() + timestamp.len() + self.after_timestamp.len(),
+        );
+        out.extend_from_slice(self.before_timestamp.as_bytes());
+        out.extend_from_slice(timestamp.as_bytes());
+        out.extend_from_slice(self.after_timestamp.as_bytes());
+        out
+    }
 }
 
 pub struct HealthSampler {
@@ -80,9 +128,11 @@ impl HealthSampler {
                 );
             }
         }
+        let duration_ms = started.elapsed().as_millis() as u64;
         let snapshot = Arc::new(Snapshot {
+            anonymous: AnonymousBody::new(&components, duration_ms),
             components,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms,
             taken_at_ms: now_ms(),
         });
         self.latest.store(Arc::clone(&snapshot));
@@ -124,6 +174,21 @@ impl HealthSampler {
         }
     }
 
+    /// The anonymous overall health, as [`overall`](Self::overall)`(false)`
+    /// would serialize it.
+    pub fn anonymous_body(&self) -> (Status, Vec<u8>) {
+        let snap = self.latest.load();
+        if snap.anonymous.before_timestamp.is_empty() {
+            // Never sampled (the default snapshot): serialize as usual.
+            let health = self.overall(false);
+            return (
+                health.status,
+                serde_json::to_vec(&health).unwrap_or_default(),
+            );
+        }
+        (snap.anonymous.status, snap.anonymous.render(&now_rfc3339()))
+    }
+
     /// One component's latest result.
     pub fn component(&self, name: &str, detailed: bool) -> Option<ComponentHealth> {
         self.snapshot()
@@ -131,5 +196,55 @@ impl HealthSampler {
             .iter()
             .find(|(c, _)| c.name == name)
             .map(|(c, _)| if detailed { c.clone() } else { c.redacted() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::CheckOutcome;
+
+    struct Fixed(&'static str, bool, Status);
+
+    #[async_trait::async_trait]
+    impl HealthCheck for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn critical(&self) -> bool {
+            self.1
+        }
+        async fn check(&self) -> CheckOutcome {
+            match self.2 {
+                Status::Healthy => CheckOutcome::healthy(),
+                Status::Degraded => CheckOutcome::degraded("slow \"quoted\""),
+                Status::Unhealthy => CheckOutcome::unhealthy("down")
+                    .with_details(serde_json::json!({ "secret": "x" })),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_preserialized_anonymous_body_is_what_serde_would_write() {
+        let sampler = HealthSampler::new(
+            vec![
+                Arc::new(Fixed("database", true, Status::Healthy)),
+                Arc::new(Fixed("external", false, Status::Unhealthy)),
+                Arc::new(Fixed("config", true, Status::Degraded)),
+            ],
+            Duration::from_secs(1),
+        );
+        sampler.sample_now().await;
+        let mut expected = sampler.overall(false);
+        let (status, body) = sampler.anonymous_body();
+        let mut got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, expected.status);
+        // Only the timestamp may differ (they were taken a moment apart).
+        got["timestamp"] = serde_json::Value::Null;
+        expected.timestamp = String::new();
+        let mut expected = serde_json::to_value(&expected).unwrap();
+        expected["timestamp"] = serde_json::Value::Null;
+        assert_eq!(got, expected);
+        assert!(!String::from_utf8(body).unwrap().contains("secret"));
     }
 }

@@ -12,12 +12,9 @@ use std::any::Any;
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::request_id::RequestId;
 use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody};
 use crate::state::AppState;
 use crate::time_fmt::now_rfc3339;
@@ -28,20 +25,16 @@ pub fn is_machine_path(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/") || matches!(path, "/livez" | "/readyz" | "/metrics")
 }
 
-pub async fn render(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let json = is_machine_path(req.uri().path());
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let res = next.run(req).await;
+/// Renders `res` in the error format when it is a 4xx/5xx that no handler
+/// marked final; `json` picks JSON over HTML, `request_id` goes in the body.
+pub fn render(state: &AppState, json: bool, request_id: &HeaderValue, res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error())
         || res.extensions().get::<FinalBody>().is_some()
     {
         return res;
     }
+    let request_id = request_id.to_str().unwrap_or_default().to_owned();
     let report = match res.extensions().get::<ErrorReport>() {
         Some(r) => r.clone(),
         None if res

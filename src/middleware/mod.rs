@@ -1,16 +1,25 @@
 //! The middleware stack (DESIGN §1), assembled in one place by [`apply`],
 //! outermost first:
 //!
-//! request id → request span (RequestContext) → metrics → security headers →
-//! compression → error boundary → deadline (504) → load shedding (503) →
-//! cross-origin guard (403) → catch panic (500) → body limit (413) → routes.
+//! compression → [`pipeline`] (request id → request span (RequestContext) →
+//! metrics → security headers → error boundary → deadline (504) → load
+//! shedding (503)) → cross-origin guard (403) → catch panic (500) → body
+//! limit (413) → routes.
 //!
 //! The error boundary sits outside the deadline, shedding and panic layers so
 //! that what they answer is rendered in the error format like any handler
 //! error, and inside compression so large error pages are compressed.
+//! Compression is outermost.
+//!
+//! The precompressed routes (`/`, `/assets/{name}`) take the pipeline
+//! alone, with catch panic: they are GET-only, read no body and answer
+//! bytes compressed ahead of time, so compression, the cross-origin guard
+//! and the body limits could only cost them time (about a fifth of the
+//! landing page's instructions, issue #7).
 
 pub mod error_boundary;
 pub mod extract;
+pub mod pipeline;
 pub mod request_id;
 pub mod security_headers;
 pub mod shed;
@@ -20,13 +29,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 
@@ -49,45 +56,32 @@ fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
     }
 }
 
-pub fn apply(router: Router<()>, state: &AppState) -> Router<()> {
-    let shed = shed::LoadShedder::new(state.config.max_in_flight);
-    let headers = Arc::new(security_headers::SecurityHeaders::new(
-        state.assets.critical_css_csp(),
-        state.config.cookies_secure(),
-    ));
+pub fn apply(routes: crate::routes::Routes, state: &AppState) -> Router<()> {
+    let pipeline = Arc::new(pipeline::Pipeline {
+        state: state.clone(),
+        headers: security_headers::SecurityHeaders::new(
+            state.assets.critical_css_csp(),
+            state.config.cookies_secure(),
+        ),
+        shed: shed::LoadShedder::new(state.config.max_in_flight),
+        deadline: state.config.request_timeout(),
+    });
     let compress_when = SizeAbove::new(COMPRESS_MIN_BYTES)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
-    let stack = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            request_id::TrustedProxies(
-                state.config.trusted_proxy_nets().unwrap_or_default().into(),
-            ),
-            request_id::propagate,
-        ))
-        .layer(trace::layer())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::monitoring::metrics::track,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            headers,
-            security_headers::apply,
-        ))
+    let full = ServiceBuilder::new()
         .layer(CompressionLayer::new().compress_when(compress_when))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error_boundary::render,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            state.config.request_timeout(),
-        ))
-        .layer(axum::middleware::from_fn_with_state(shed, shed::limit))
+        .layer(pipeline::PipelineLayer(Arc::clone(&pipeline)))
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    router.layer(stack)
+    let precompressed = ServiceBuilder::new()
+        .layer(pipeline::PipelineLayer(pipeline))
+        .layer(CatchPanicLayer::custom(error_boundary::panic_response));
+    routes
+        .precompressed
+        .layer(precompressed)
+        .merge(routes.rest.layer(full))
 }

@@ -1,27 +1,26 @@
 //! `X-Request-Id` (DESIGN §4): a valid incoming id (≤ 128 chars of
 //! `[A-Za-z0-9._-]`) is kept, anything else is replaced by a fresh UUIDv7;
-//! the id is echoed on every response and stored with the
-//! [`RequestContext`] in the request's extensions.
+//! the id replaces the request's header and is echoed on every response.
+//! [`RequestContext`] is built from the request only by the handlers that
+//! ask for it (as an extractor), so the landing page and the probes do not
+//! pay for its strings.
 //!
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
 //! incoming value unvalidated; an unvalidated id would flow into logs.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 /// `RequestContext` of DESIGN §3: logged with every error (as fields of the
-/// request span).
+/// request span), and written with audit events. An extractor: it reads
+/// the id [`assign`] set, the path, method, user agent and client address.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestContext {
@@ -42,8 +41,35 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Gives the request its id: keeps a valid incoming one, else makes a
+/// UUIDv7. Sets the request header (where [`RequestContext`] and the span
+/// read it) and returns the value to echo on the response.
+pub fn assign(req: &mut Request) -> HeaderValue {
+    let incoming = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| v.to_str().is_ok_and(is_valid))
+        .cloned();
+    let header = incoming.unwrap_or_else(|| {
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        let id: &str = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    });
+    req.headers_mut()
+        .insert(X_REQUEST_ID.clone(), header.clone());
+    header
+}
+
+/// The id [`assign`] gave the request ("" outside the pipeline).
+pub fn of(headers: &HeaderMap) -> &str {
+    headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// Peers whose `X-Forwarded-For` is believed (`HUNTAZE_TRUSTED_PROXIES`).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct TrustedProxies(pub Arc<[ipnet::IpNet]>);
 
 impl TrustedProxies {
@@ -69,66 +95,85 @@ impl TrustedProxies {
         }
         Some(client)
     }
+
+    /// The client address of a request, as text ("" without a peer).
+    pub fn client_ip_text(&self, headers: &HeaderMap, extensions: &Extensions) -> String {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip = if self.0.is_empty() {
+            peer
+        } else {
+            let forwarded: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            self.client_ip(peer, &forwarded)
+        };
+        ip.map(ip_string).unwrap_or_default()
+    }
 }
 
-pub async fn propagate(
-    State(trusted): State<TrustedProxies>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| is_valid(s))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let ctx = RequestContext {
-        request_id: id.clone(),
-        user_id: None,
-        path: req.uri().path().to_owned(),
-        method: req.method().to_string(),
-        user_agent: req
-            .headers()
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .take(256)
-            .collect(),
-        ip: {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            let forwarded: Vec<&str> = if trusted.0.is_empty() {
-                Vec::new()
-            } else {
-                req.headers()
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect()
-            };
-            trusted
-                .client_ip(peer, &forwarded)
-                .map(|ip| ip.to_string())
-                .unwrap_or_default()
-        },
-    };
-    req.headers_mut()
-        .insert(X_REQUEST_ID.clone(), header.clone());
-    req.extensions_mut().insert(RequestId(id));
-    req.extensions_mut().insert(ctx);
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(X_REQUEST_ID.clone(), header);
-    res
+impl RequestContext {
+    pub fn from_parts(parts: &Parts, proxies: &TrustedProxies) -> Self {
+        Self {
+            request_id: of(&parts.headers).to_owned(),
+            user_id: None,
+            path: parts.uri.path().to_owned(),
+            method: parts.method.as_str().to_owned(),
+            user_agent: parts
+                .headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                // `to_str` admits visible ASCII only, so any byte index is a
+                // character boundary.
+                .map(|ua| ua[..ua.len().min(256)].to_owned())
+                .unwrap_or_default(),
+            ip: proxies.client_ip_text(&parts.headers, &parts.extensions),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for RequestContext
+where
+    S: Send + Sync,
+    TrustedProxies: FromRef<S>,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts, &TrustedProxies::from_ref(state)))
+    }
+}
+
+/// The client address as text, without `Display`'s formatting machinery
+/// for the common IPv4 case (it showed up per request in the profile).
+fn ip_string(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{TrustedProxies, is_valid};
+    use super::{TrustedProxies, ip_string, is_valid};
 
     #[test]
     fn client_ip_behind_trusted_proxies() {
@@ -176,5 +221,13 @@ mod tests {
         assert!(!is_valid("bad id"));
         assert!(!is_valid("semi;colon"));
         assert!(!is_valid("ünïcode"));
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "9.99.199.1", "::1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
     }
 }

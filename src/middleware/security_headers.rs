@@ -4,12 +4,7 @@
 //! HTTPS. One middleware with precomputed values rather than a stack of
 //! `SetResponseHeaderLayer`s, so the policy reads as one list.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 pub struct SecurityHeaders {
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -56,17 +51,12 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn apply(
-    State(policy): State<Arc<SecurityHeaders>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    for (name, value) in &policy.headers {
-        if !h.contains_key(name) {
-            h.insert(name.clone(), value.clone());
+impl SecurityHeaders {
+    /// Adds each header the response has not set itself.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        h.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            h.entry(name).or_insert_with(|| value.clone());
         }
     }
-    res
 }

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::AppError;
 
@@ -37,27 +35,26 @@ pub fn is_exempt(path: &str) -> bool {
     matches!(path, "/livez" | "/readyz" | "/metrics")
 }
 
-pub async fn limit(State(shed): State<LoadShedder>, req: Request, next: Next) -> Response {
-    if is_exempt(req.uri().path()) {
-        return next.run(req).await;
+impl LoadShedder {
+    /// A permit for one request, or `None` when `max_in_flight` are out.
+    pub fn try_acquire(&self) -> Option<SemaphorePermit<'_>> {
+        self.permits.try_acquire().ok()
     }
-    match shed.permits.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => {
-            // Counted, not logged one by one: under a storm a log line per
-            // shed request would cost more than the request (the stress
-            // benchmark saw 110k ERROR lines in 4 s). The boundary logs a
-            // 503 without a cause at DEBUG.
-            SHED_TOTAL.fetch_add(1, Ordering::Relaxed);
-            let mut report = AppError::Unavailable {
-                retry_after: Duration::from_secs(1),
-                source: anyhow::anyhow!("shed"),
-            }
-            .report();
-            report.cause = None;
-            let mut res = report.status.into_response();
-            res.extensions_mut().insert(report);
-            res
-        }
+}
+
+/// The 503 for a shed request. Counted, not logged one by one: under a
+/// storm a log line per shed request would cost more than the request (the
+/// stress benchmark saw 110k ERROR lines in 4 s). The boundary logs a 503
+/// without a cause at DEBUG.
+pub fn shed_response() -> Response {
+    SHED_TOTAL.fetch_add(1, Ordering::Relaxed);
+    let mut report = AppError::Unavailable {
+        retry_after: Duration::from_secs(1),
+        source: anyhow::anyhow!("shed"),
     }
+    .report();
+    report.cause = None;
+    let mut res = report.status.into_response();
+    res.extensions_mut().insert(report);
+    res
 }

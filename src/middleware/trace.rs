@@ -9,72 +9,48 @@
 
 use std::time::Duration;
 
-use axum::http::{Request, Response};
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
 use tracing::Span;
 
-use super::request_id::RequestContext;
+use super::request_id;
 
 const SLOW: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Debug)]
-pub struct MakeRequestSpan;
-
-impl<B> MakeSpan<B> for MakeRequestSpan {
-    fn make_span(&mut self, req: &Request<B>) -> Span {
-        match req.extensions().get::<RequestContext>() {
-            Some(ctx) => tracing::info_span!(
-                "request",
-                request_id = %ctx.request_id,
-                method = %ctx.method,
-                path = %ctx.path,
-                user_agent = %ctx.user_agent,
-                ip = %ctx.ip,
-                user_id = tracing::field::Empty,
-            ),
-            None => tracing::info_span!(
-                "request",
-                method = %req.method(),
-                path = %req.uri().path(),
-                user_id = tracing::field::Empty,
-            ),
-        }
-    }
+/// The span the rest of the request runs in, with the
+/// [`RequestContext`](request_id::RequestContext) fields. When INFO is filtered out the macro returns a
+/// disabled span without evaluating any field.
+pub fn span(req: &Request, proxies: &request_id::TrustedProxies) -> Span {
+    let user_agent = || {
+        req.headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| &ua[..ua.len().min(256)])
+            .unwrap_or("")
+    };
+    let ip = || proxies.client_ip_text(req.headers(), req.extensions());
+    tracing::info_span!(
+        "request",
+        request_id = request_id::of(req.headers()),
+        method = req.method().as_str(),
+        path = req.uri().path(),
+        user_agent = user_agent(),
+        ip = %ip(),
+        user_id = tracing::field::Empty,
+    )
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct LogCompletion;
-
-impl<B> OnResponse<B> for LogCompletion {
-    fn on_response(self, res: &Response<B>, latency: Duration, _span: &Span) {
-        let status = res.status().as_u16();
+/// Called inside the span once the response is ready.
+pub fn log_completion(status: StatusCode, latency: Duration) {
+    let status = status.as_u16();
+    if latency > SLOW {
         let latency_ms = latency.as_secs_f64() * 1000.0;
-        if latency > SLOW {
-            tracing::warn!(status, latency_ms, "slow request completed");
-        } else {
-            tracing::debug!(status, latency_ms, "request completed");
-        }
+        tracing::warn!(status, latency_ms, "slow request completed");
+    } else {
+        tracing::debug!(
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "request completed"
+        );
     }
-}
-
-pub type RequestTraceLayer = TraceLayer<
-    SharedClassifier<ServerErrorsAsFailures>,
-    MakeRequestSpan,
-    (),
-    LogCompletion,
-    (),
-    (),
-    (),
->;
-
-pub fn layer() -> RequestTraceLayer {
-    TraceLayer::new_for_http()
-        .make_span_with(MakeRequestSpan)
-        .on_request(())
-        .on_response(LogCompletion)
-        .on_body_chunk(())
-        .on_eos(())
-        // The error boundary logs failures with their cause chain.
-        .on_failure(())
 }

@@ -2,18 +2,15 @@
 //!
 //! Each application owns its Prometheus recorder (not the process-global
 //! one), so two servers in one process — as in the test suite — never mix
-//! their figures. Request metrics are recorded by the [`track`] middleware
+//! their figures. Request metrics are recorded by the request pipeline
 //! with the route *template* (`MatchedPath`), never the raw path; gauges for
 //! the pool, cache, circuit, health and alerts are set at scrape time from
 //! the live objects, so they cannot drift.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -313,27 +310,32 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware: times every request and records it under its route template.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !state.config.metrics_enabled {
-        return next.run(req).await;
+/// One request being timed: counted in flight from [`HttpMetrics::start`]
+/// until [`RequestTimer::finish`] records it (or it is dropped unrecorded,
+/// as when the client goes away mid-request).
+pub struct RequestTimer<'a> {
+    metrics: &'a HttpMetrics,
+}
+
+impl HttpMetrics {
+    /// Starts counting a request in flight (the request pipeline calls
+    /// this; it keeps the clock, which it reads for other uses too).
+    pub fn start(&self) -> RequestTimer<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestTimer { metrics: self }
     }
-    let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| UNMATCHED.to_owned());
-    let m = &state.metrics;
-    m.in_flight.fetch_add(1, Ordering::Relaxed);
-    let res = next.run(req).await;
-    m.in_flight.fetch_sub(1, Ordering::Relaxed);
-    m.record(
-        &route,
-        &method,
-        res.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    res
+}
+
+impl RequestTimer<'_> {
+    /// Records the request under its route template.
+    pub fn finish(self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.metrics
+            .record(route, method, status, elapsed.as_secs_f64());
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -79,7 +79,7 @@ pub struct LoginForm {
 
 pub async fn login_submit(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -161,7 +161,7 @@ pub struct RegisterForm {
 
 pub async fn register_submit(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     form: Result<Form<RegisterForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
@@ -214,7 +214,7 @@ pub struct LogoutForm {
 
 pub async fn logout_submit(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     PageUser(who): PageUser,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Result<Response, AppError> {

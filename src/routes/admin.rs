@@ -49,7 +49,7 @@ pub struct AuditPage {
     ))]
 pub async fn audit_log(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     Admin(who): Admin,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, AppError> {

@@ -63,7 +63,7 @@ pub fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) 
     ))]
 pub async fn register(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, AppError> {
     let s = state
@@ -90,7 +90,7 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AppError> {
@@ -111,7 +111,7 @@ pub async fn login(
     ))]
 pub async fn logout(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     CsrfUser(who): CsrfUser,
 ) -> Result<Response, AppError> {
     state.accounts.logout(&who, &ctx).await?;
@@ -149,7 +149,7 @@ pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
     ))]
 pub async fn revoke_all_sessions(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     CsrfUser(who): CsrfUser,
 ) -> Result<Response, AppError> {
     state.accounts.revoke_all(&who.user.id, &ctx).await?;

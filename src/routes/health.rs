@@ -47,12 +47,7 @@ pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
-    let code = if status == Status::Unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let mut res = (code, Json(body)).into_response();
+    let mut res = (status_code(status), Json(body)).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res.extensions_mut().insert(FinalBody);
@@ -67,13 +62,34 @@ fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
         (status = 200, description = "healthy or degraded", body = HealthStatus),
         (status = 503, description = "unhealthy", body = HealthStatus),
     ))]
-pub async fn overall(
-    State(state): State<AppState>,
-    mut parts: axum::http::request::Parts,
-) -> Response {
-    let detailed = is_detailed_caller(&state, &mut parts).await;
-    let health = state.health.overall(detailed);
-    health_response(health.status, &health)
+pub async fn overall(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    // The request itself, not `Parts`: extracting `Parts` clones them.
+    let (mut parts, _) = req.into_parts();
+    if is_detailed_caller(&state, &mut parts).await {
+        let health = state.health.overall(true);
+        return health_response(health.status, &health);
+    }
+    let (status, body) = state.health.anonymous_body();
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status_code(status);
+    // Sized for the middleware's headers too: growing the map rehashes it.
+    let mut headers = HeaderMap::with_capacity(16);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    *res.headers_mut() = headers;
+    res.extensions_mut().insert(FinalBody);
+    res
+}
+
+fn status_code(status: Status) -> StatusCode {
+    if status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// One component's latest sample.

@@ -24,9 +24,20 @@ use utoipa_axum::routes;
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// The server's routes in two groups, because they take different
+/// middleware stacks (see [`crate::middleware::apply`]).
+pub struct Routes {
+    /// `GET` routes answered from precompressed bytes in memory (`/`,
+    /// `/assets/{name}`): nothing to compress, no body to read or limit,
+    /// nothing that changes state.
+    pub precompressed: Router<()>,
+    /// Everything else, with the fallback (404).
+    pub rest: Router<()>,
+}
+
 /// Every route of the server; `extra` lets tests mount probes (a handler that
 /// panics or sleeps) behind the very same middleware.
-pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
+pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Routes {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base_document())
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
@@ -49,8 +60,6 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
 
     let mut router = Router::new()
         .merge(api)
-        .route("/", get(pages::landing))
-        .route("/assets/{name}", get(pages::asset))
         .route(
             "/login",
             get(account_pages::login_page).post(account_pages::login_submit),
@@ -77,7 +86,14 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router<()> {
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
-    router.fallback(not_found).with_state(state)
+    let precompressed = Router::new()
+        .route("/", get(pages::landing))
+        .route("/assets/{name}", get(pages::asset))
+        .with_state(state.clone());
+    Routes {
+        precompressed,
+        rest: router.fallback(not_found).with_state(state),
+    }
 }
 
 async fn not_found() -> AppError {

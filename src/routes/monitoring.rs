@@ -175,7 +175,7 @@ pub struct MonitoringView {
 /// JSON API; the page itself has no inline script).
 pub async fn page_view(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     MaybeUser(who): MaybeUser,
 ) -> Response {
     let Some(who) = who else {

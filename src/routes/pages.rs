@@ -1,25 +1,25 @@
 //! `/` and `/assets/{name}`: both served from memory, precompressed.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Request, State};
 use axum::response::Response;
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The landing page: a lookup in the render cache, nothing else.
-pub async fn landing(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    state.landing.respond(&headers)
+/// The landing page: a lookup in the render cache, nothing else. Takes the
+/// request rather than a `HeaderMap`, which axum would clone.
+pub async fn landing(State(state): State<AppState>, req: Request) -> Response {
+    state.landing.respond(req.headers())
 }
 
 pub async fn asset(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, AppError> {
     state
         .assets
         .get(&name)
-        .map(|a| a.respond(&headers))
+        .map(|a| a.respond(req.headers()))
         .ok_or(AppError::NotFound)
 }

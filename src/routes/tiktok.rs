@@ -85,7 +85,7 @@ pub async fn start(
     responses((status = 302, description = "to /platforms/connect/tiktok?status=connected or ?error=CODE")))]
 pub async fn callback(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     MaybeUser(who): MaybeUser,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -125,7 +125,7 @@ pub async fn status(
     ))]
 pub async fn disconnect(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     CsrfUser(who): CsrfUser,
 ) -> Result<StatusCode, AppError> {
     let d = state.tiktok.disconnect(&who.user.id, &ctx).await?;
@@ -190,7 +190,7 @@ pub struct CsrfForm {
 
 pub async fn disconnect_submit(
     State(state): State<AppState>,
-    ctx: axum::Extension<RequestContext>,
+    ctx: RequestContext,
     PageUser(who): PageUser,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, AppError> {

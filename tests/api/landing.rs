@@ -209,6 +209,15 @@ async fn the_landing_page_keeps_answering_while_the_database_file_is_unavailable
     // Cut the database: the file is replaced by garbage under the open pool.
     let db_file = app.data_dir.path().join("huntaze.db");
     let wal_file = app.data_dir.path().join("huntaze.db-wal");
+    // A consistent copy: fold the WAL into the file first. Background tasks
+    // write every few hundred ms (health probes, rollups); without this a
+    // checkpoint between the two reads pairs a file and a WAL that do not
+    // belong together, and the "restored" database has no tables (seen
+    // under a loaded full run).
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
     let original = std::fs::read(&db_file).unwrap();
     let original_wal = std::fs::read(&wal_file).unwrap_or_default();
     // Overwritten in place, never truncated: SQLite maps `-shm` into memory,
