@@ -229,43 +229,67 @@ async fn three_instances_share_sessions_flows_limits_and_invalidations() {
     );
 }
 
-/// Drives GETs through nginx until `stop`; counts answers and failures
-/// (anything but 200, or no answer at all).
-fn load(
-    c: &Cluster,
-    cookie: &str,
-    stop: &Arc<AtomicBool>,
-    ok: &Arc<AtomicU64>,
-    failed: &Arc<AtomicU64>,
-    failures: &Arc<std::sync::Mutex<Vec<String>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..8)
-        .map(|w| {
-            let (http, cookie) = (c.http.clone(), cookie.to_owned());
-            let urls = [c.url("/"), c.url("/api/auth/session")];
-            let (stop, ok, failed, failures) =
-                (stop.clone(), ok.clone(), failed.clone(), failures.clone());
-            tokio::spawn(async move {
-                let mut n = w;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let url = &urls[n % 2];
-                    match http.get(url).header("cookie", &cookie).send().await {
-                        Ok(r) if r.status() == 200 => {
-                            let _ = r.bytes().await;
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut f) = failures.lock() {
-                                f.push(format!("{url}: {:?}", other.map(|r| r.status())));
+/// GETs through nginx from 8 workers (`/` and a session read, alternating)
+/// until stopped, counting answers and failures (anything but 200, or no
+/// answer at all).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(c: &Cluster, cookie: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..8)
+            .map(|w| {
+                let (http, cookie) = (c.http.clone(), cookie.to_owned());
+                let urls = [c.url("/"), c.url("/api/auth/session")];
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let mut n = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let url = &urls[n % 2];
+                        match http.get(url).header("cookie", &cookie).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(format!("{url}: {:?}", other.map(|r| r.status())));
+                                }
                             }
                         }
                     }
-                }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Self {
+            stop,
+            ok,
+            failures,
+            workers,
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the workers; the answered count and every failure.
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -275,34 +299,28 @@ async fn sigterm_on_one_instance_under_load_loses_no_request_and_it_rejoins() {
     };
     c.wait_nginx().await;
     let (cookie, _) = register(&c, &base(&c, 0), "load@example.com").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers = load(&c, &cookie, &stop, &ok, &failed, &failures);
+    let load = Load::start(&c, &cookie);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.answered();
     c.terminate(1);
     let exit = c.wait_exit(1).await;
     assert!(exit.is_some_and(|s| s.success()), "graceful exit: {exit:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.restart(1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("sigterm under load: {ok} answered 200, {failed} failed");
+    let (ok, failures) = load.finish().await;
+    eprintln!(
+        "sigterm under load: {ok} answered 200, {} failed",
+        failures.len()
+    );
     assert!(before > 0 && ok > before, "load ran: {before} then {ok}");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} failed of {}: {:?}",
-        ok + failed,
-        failures
-            .lock()
-            .map(|f| f.iter().take(5).cloned().collect::<Vec<_>>())
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
     );
 
     // The restarted instance takes traffic again.
@@ -345,10 +363,7 @@ async fn redis_stopped_and_started_mid_run_causes_no_5xx_and_health_follows() {
     };
     c.wait_nginx().await;
     let (cookie, _) = register(&c, &base(&c, 0), "redis@example.com").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers = load(&c, &cookie, &stop, &ok, &failed, &failures);
+    let load = Load::start(&c, &cookie);
     // Logins (wrong password) exercise the shared rate limits throughout.
     let mut login_statuses = Vec::new();
 
@@ -385,21 +400,15 @@ async fn redis_stopped_and_started_mid_run_causes_no_5xx_and_health_follows() {
     for _ in 0..2 {
         login_statuses.push(login(&c, "redis@example.com", "wrong password!").await);
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
+    let (ok, failures) = load.finish().await;
     assert!(
         login_statuses.iter().all(|s| *s == 401 || *s == 429),
         "{login_statuses:?}"
     );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
+    assert!(
+        failures.is_empty(),
         "{:?}",
-        failures
-            .lock()
-            .map(|f| f.iter().take(5).cloned().collect::<Vec<_>>())
+        &failures[..failures.len().min(5)]
     );
-    assert!(ok.load(Ordering::Relaxed) > 0);
+    assert!(ok > 0);
 }

@@ -91,6 +91,24 @@ async fn register(app: &TestApp, email: &str) -> (String, String) {
     )
 }
 
+/// A cookie-authenticated write (logout, revoke-all) on `app`: its status.
+async fn signed_write(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    csrf: &str,
+) -> reqwest::StatusCode {
+    app.raw
+        .request(method, app.url(path))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .expect("write")
+        .status()
+}
+
 async fn redis_detail(app: &TestApp) -> Value {
     let res = app
         .raw
@@ -114,15 +132,15 @@ async fn a_session_works_on_every_instance_and_its_end_is_seen_everywhere() {
     assert_eq!(session_status(&b, &cookie).await, 200);
     assert_eq!(session_status(&b, &cookie).await, 200);
     // Logout on A: B must stop honouring it at once, not after its TTL.
-    let res = a
-        .raw
-        .post(a.url("/api/auth/logout"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "logout: {}", res.status());
+    let status = signed_write(
+        &a,
+        reqwest::Method::POST,
+        "/api/auth/logout",
+        &cookie,
+        &csrf,
+    )
+    .await;
+    assert!(status.is_success(), "logout: {}", status);
     assert!(
         eventually(Duration::from_secs(3), || async {
             session_status(&b, &cookie).await == 401
@@ -149,15 +167,15 @@ async fn a_session_works_on_every_instance_and_its_end_is_seen_everywhere() {
         .to_owned();
     assert_eq!(session_status(&b, &c1).await, 200);
     assert_eq!(session_status(&b, &c2).await, 200);
-    let res = a
-        .raw
-        .delete(a.url("/api/auth/sessions"))
-        .header("cookie", &c1)
-        .header("x-csrf-token", &csrf1)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "revoke-all: {}", res.status());
+    let status = signed_write(
+        &a,
+        reqwest::Method::DELETE,
+        "/api/auth/sessions",
+        &c1,
+        &csrf1,
+    )
+    .await;
+    assert!(status.is_success(), "revoke-all: {}", status);
     assert!(
         eventually(Duration::from_secs(3), || async {
             session_status(&b, &c1).await == 401 && session_status(&b, &c2).await == 401
@@ -319,15 +337,15 @@ async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
     // honouring the session long before its two-minute cache TTL.
     proxy.set(Mode::Refuse);
     assert!(eventually(Duration::from_secs(3), || async { !a.state.db.redis_up() }).await);
-    let res = a
-        .raw
-        .post(a.url("/api/auth/logout"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
+    let status = signed_write(
+        &a,
+        reqwest::Method::POST,
+        "/api/auth/logout",
+        &cookie,
+        &csrf,
+    )
+    .await;
+    assert!(status.is_success());
     proxy.set(Mode::Pass);
     assert!(
         eventually(Duration::from_secs(5), || async {
