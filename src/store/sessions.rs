@@ -160,16 +160,8 @@ impl Db {
     /// Drops cached copies of these sessions here, in Redis, and (through
     /// pub/sub) on every other instance.
     async fn forget_sessions(&self, token_hashes: Vec<String>) {
-        if token_hashes.is_empty() {
-            return;
-        }
-        if let Some(cache) = self.session_cache() {
-            for k in &token_hashes {
-                cache.invalidate(k).await;
-            }
-        }
-        if let Some(tier) = self.shared() {
-            tier.invalidate(crate::redis_tier::Invalidation::Sessions { keys: token_hashes })
+        if !token_hashes.is_empty() {
+            self.invalidate(crate::redis_tier::Invalidation::Sessions { keys: token_hashes })
                 .await;
         }
     }

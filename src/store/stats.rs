@@ -30,11 +30,8 @@ impl Db {
     /// A write changed what the figures count: this instance's landing page
     /// re-renders soon, and so does every other's (through Redis).
     pub async fn figures_changed(&self) {
-        self.figures_stale().notify_one();
-        if let Some(tier) = self.shared() {
-            tier.invalidate(crate::redis_tier::Invalidation::Landing)
-                .await;
-        }
+        self.invalidate(crate::redis_tier::Invalidation::Landing)
+            .await;
     }
 
     async fn load_site_figures(&self) -> Result<SiteFigures, sqlx::Error> {
