@@ -23,7 +23,11 @@ async fn authenticate(
     let Some(token) = session::token_from(&parts.headers) else {
         return Ok(None);
     };
-    let who = state.accounts.authenticate(&token).await?;
+    // Boxed: the lookup's future (cache, Redis, database) is kilobytes, and
+    // inline it would make every handler future that extracts a user that
+    // large, copied whole when axum boxes it, token or not (issue #7:
+    // ~9k instructions of memcpy per anonymous `/api/health`).
+    let who = Box::pin(state.accounts.authenticate(&token)).await?;
     if let Some(who) = &who {
         tracing::Span::current().record("user_id", who.user.id.as_str());
         parts.extensions.insert(who.clone());

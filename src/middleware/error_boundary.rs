@@ -127,7 +127,7 @@ fn log(report: &ErrorReport) {
     }
 }
 
-/// `CatchPanicLayer` hook: the panic becomes an internal error whose message
+/// A caught panic (the pipeline catches them) becomes an internal error whose message
 /// reaches the log (through the boundary), never the client.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic

@@ -2,20 +2,20 @@
 //! outermost first:
 //!
 //! compression → [`pipeline`] (request id → request span (RequestContext) →
-//! metrics → security headers → error boundary → deadline (504) → load
-//! shedding (503)) → cross-origin guard (403) → catch panic (500) → body
+//! metrics → security headers → error boundary → load shedding (503) →
+//! deadline (504) → catch panic (500)) → cross-origin guard (403) → body
 //! limit (413) → routes.
 //!
-//! The error boundary sits outside the deadline, shedding and panic layers so
-//! that what they answer is rendered in the error format like any handler
-//! error, and inside compression so large error pages are compressed.
-//! Compression is outermost.
+//! The error boundary sits outside the deadline, shedding and panic
+//! handling so that what they answer is rendered in the error format like
+//! any handler error, and inside compression so large error pages are
+//! compressed. Compression is outermost.
 //!
 //! The precompressed routes (`/`, `/assets/{name}`) take the pipeline
-//! alone, with catch panic: they are GET-only, read no body and answer
-//! bytes compressed ahead of time, so compression, the cross-origin guard
-//! and the body limits could only cost them time (about a fifth of the
-//! landing page's instructions, issue #7).
+//! alone: they are GET-only, read no body and answer bytes compressed ahead
+//! of time, so compression, the cross-origin guard and the body limits could
+//! only cost them time (about a fifth of the landing page's instructions,
+//! issue #7).
 
 pub mod error_boundary;
 pub mod extract;
@@ -30,7 +30,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -74,14 +73,10 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> Router<()> {
         .layer(CompressionLayer::new().compress_when(compress_when))
         .layer(pipeline::PipelineLayer(Arc::clone(&pipeline)))
         .layer(cross_origin_guard(&state.config.public_url))
-        .layer(CatchPanicLayer::custom(error_boundary::panic_response))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    let precompressed = ServiceBuilder::new()
-        .layer(pipeline::PipelineLayer(pipeline))
-        .layer(CatchPanicLayer::custom(error_boundary::panic_response));
     routes
         .precompressed
-        .layer(precompressed)
+        .layer(pipeline::PipelineLayer(pipeline))
         .merge(routes.rest.layer(full))
 }

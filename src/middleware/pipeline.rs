@@ -1,6 +1,6 @@
 //! The per-request pipeline: request id, request span, metrics, security
-//! headers, error boundary, deadline and load shedding, in that order, as
-//! one middleware.
+//! headers, error boundary, load shedding, deadline and catching panics, in
+//! that order, as one middleware.
 //!
 //! They used to be six nested `from_fn` layers plus tower's trace and
 //! timeout layers. Each `from_fn` clones everything beneath it, boxes a
@@ -16,6 +16,7 @@
 //! metrics record the final status.
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -67,7 +69,7 @@ pub struct PipelineService<S> {
 
 impl<S> Service<Request> for PipelineService<S>
 where
-    S: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Error = Infallible> + Send + 'static,
     S::Response: IntoResponse,
     S::Future: Send + 'static,
 {
@@ -79,78 +81,90 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was made ready goes with this request (tower's
-        // usual dance); `self` keeps a fresh one.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
-        let pipeline = Arc::clone(&self.pipeline);
-        Box::pin(async move { Ok(run(&pipeline, req, inner).await) })
-    }
-}
-
-async fn run<S>(p: &Pipeline, mut req: Request, inner: S) -> Response
-where
-    S: Service<Request, Error = Infallible>,
-    S::Response: IntoResponse,
-{
-    let id = request_id::assign(&mut req);
-    let span = trace::span(&req, &p.state.trusted_proxies);
-    // One clock read at each end serves the deadline, the metrics and the
-    // completion log.
-    let started = Instant::now();
-    let mut res = async {
-        let metrics = p.state.config.metrics_enabled.then(|| {
+    /// Everything that needs no waiting happens here, before the one boxed
+    /// future: the id, the span, the metrics timer, the in-flight permit and
+    /// the inner service's call (routing), which `poll_ready` made ready.
+    /// Calling it now rather than from the future spares a clone of the
+    /// inner service per request.
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let p = Arc::clone(&self.pipeline);
+        let id = request_id::assign(&mut req);
+        let span = trace::span(&req, &p.state.trusted_proxies);
+        // One clock read at each end serves the deadline, the metrics and
+        // the completion log.
+        let started = Instant::now();
+        let route = p.state.config.metrics_enabled.then(|| {
             let route = req.extensions().get::<MatchedPath>().cloned();
-            (p.state.metrics.start(), route, req.method().clone())
+            (route, req.method().clone())
         });
         let json = error_boundary::is_machine_path(req.uri().path());
-        let deadline = tokio::time::Instant::from_std(started) + p.deadline;
-        let res = within_deadline_and_limit(p, deadline, req, inner).await;
-        let mut res = error_boundary::render(&p.state, json, &id, res);
-        p.headers.apply(res.headers_mut());
-        let elapsed = started.elapsed();
-        if let Some((timer, route, method)) = metrics {
-            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
-        }
-        trace::log_completion(res.status(), elapsed);
-        res
+        let inner = if shed::is_exempt(req.uri().path()) {
+            Some((None, self.call_inner(req, &span)))
+        } else {
+            p.shed
+                .try_acquire()
+                .map(|permit| (Some(permit), self.call_inner(req, &span)))
+        };
+        Box::pin(
+            async move {
+                let metrics = route.map(|(route, method)| (p.state.metrics.start(), route, method));
+                let res = match inner {
+                    Some((_permit, Ok(call))) => {
+                        let deadline = tokio::time::Instant::from_std(started) + p.deadline;
+                        within_deadline(deadline, call).await
+                    }
+                    Some((_permit, Err(panic))) => error_boundary::panic_response(panic),
+                    None => shed::shed_response(),
+                };
+                let mut res = error_boundary::render(&p.state, json, &id, res);
+                p.headers.apply(res.headers_mut());
+                let elapsed = started.elapsed();
+                if let Some((timer, route, method)) = metrics {
+                    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+                    timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
+                }
+                trace::log_completion(res.status(), elapsed);
+                res.headers_mut()
+                    .insert(request_id::X_REQUEST_ID.clone(), id);
+                Ok(res)
+            }
+            .instrument(span),
+        )
     }
-    .instrument(span)
-    .await;
-    res.headers_mut()
-        .insert(request_id::X_REQUEST_ID.clone(), id);
-    res
 }
 
-/// The deadline (504) around the in-flight limit (503) around the rest.
-async fn within_deadline_and_limit<S>(
-    p: &Pipeline,
-    deadline: tokio::time::Instant,
-    req: Request,
-    mut inner: S,
-) -> Response
+/// A caught panic's payload.
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+impl<S> PipelineService<S>
 where
-    S: Service<Request, Error = Infallible>,
+    S: Service<Request, Error = Infallible> + Send + 'static,
     S::Response: IntoResponse,
+    S::Future: Send + 'static,
 {
-    let call = async {
-        let _permit = if shed::is_exempt(req.uri().path()) {
-            None
-        } else {
-            match p.shed.try_acquire() {
-                Some(permit) => Some(permit),
-                None => return shed::shed_response(),
-            }
-        };
-        match inner.call(req).await {
-            Ok(res) => res.into_response(),
-            Err(never) => match never {},
-        }
-    };
+    /// Calls the inner service. A panic in the call itself (routing, a
+    /// handler's synchronous part) is caught here, one in its future by
+    /// [`within_deadline`]; either becomes the internal error of
+    /// [`error_boundary::panic_response`]. Done in the pipeline rather than
+    /// with tower-http's `CatchPanicLayer` on every route, which costs each
+    /// request another boxed service clone and boxed future.
+    fn call_inner(&mut self, req: Request, span: &tracing::Span) -> Result<S::Future, Panic> {
+        let _entered = span.enter();
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))
+    }
+}
+
+/// The deadline (504) around the inner call, whose panic becomes a 500.
+async fn within_deadline<F, R>(deadline: tokio::time::Instant, call: F) -> Response
+where
+    F: Future<Output = Result<R, Infallible>>,
+    R: IntoResponse,
+{
+    let call = AssertUnwindSafe(call).catch_unwind();
     match tokio::time::timeout_at(deadline, call).await {
-        Ok(res) => res,
+        Ok(Ok(Ok(res))) => res.into_response(),
+        Ok(Ok(Err(never))) => match never {},
+        Ok(Err(panic)) => error_boundary::panic_response(panic),
         Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
     }
 }
