@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use huntaze::error::{AppError, ErrorBody, ErrorResponse};
+use huntaze::middleware::security_headers::SecurityHeaders;
 use huntaze::monitoring::metrics::HttpMetrics;
 use huntaze::precompressed::Precompressed;
 
@@ -28,22 +29,24 @@ fn page() -> Precompressed {
 #[divan::bench]
 fn landing_lookup_br(bencher: divan::Bencher) {
     let p = page();
+    let security = SecurityHeaders::new("'sha256-bench'", false);
     let mut h = HeaderMap::new();
     h.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("gzip, deflate, br, zstd"),
     );
-    bencher.bench_local(|| p.respond(divan::black_box(&h)));
+    bencher.bench_local(|| p.respond(divan::black_box(&h), &security));
 }
 
 #[divan::bench]
 fn landing_etag_304(bencher: divan::Bencher) {
     let p = page();
+    let security = SecurityHeaders::new("'sha256-bench'", false);
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br"));
-    let etag = p.respond(&h).headers()[header::ETAG].clone();
+    let etag = p.respond(&h, &security).headers()[header::ETAG].clone();
     h.insert(header::IF_NONE_MATCH, etag);
-    bencher.bench_local(|| p.respond(divan::black_box(&h)));
+    bencher.bench_local(|| p.respond(divan::black_box(&h), &security));
 }
 
 #[divan::bench]

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,7 +26,7 @@ use crate::tiktok::TikTok;
 /// rest is exactly production's assembly.
 pub struct AppBuilder {
     config: Config,
-    extra_routes: Option<Router<AppState>>,
+    extra_routes: Option<crate::routes::RouteTable>,
     health_overrides: Vec<Arc<dyn HealthCheck>>,
     listener: Option<TcpListener>,
 }
@@ -51,7 +50,7 @@ impl AppBuilder {
     }
 
     /// Mounts additional routes behind the full middleware stack.
-    pub fn extra_routes(mut self, routes: Router<AppState>) -> Self {
+    pub fn extra_routes(mut self, routes: crate::routes::RouteTable) -> Self {
         self.extra_routes = Some(routes);
         self
     }
@@ -182,6 +181,10 @@ impl AppBuilder {
         let trusted_proxies = crate::middleware::request_id::TrustedProxies(
             config.trusted_proxy_nets().unwrap_or_default().into(),
         );
+        let security_headers = Arc::new(crate::middleware::security_headers::SecurityHeaders::new(
+            assets.critical_css_csp(),
+            config.cookies_secure(),
+        ));
         let state = AppState(Arc::new(App {
             config,
             keys,
@@ -193,6 +196,7 @@ impl AppBuilder {
             assets,
             landing,
             health,
+            security_headers,
             trusted_proxies,
             draining: Default::default(),
         }));
@@ -363,7 +367,7 @@ impl ShutdownHandle {
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    router: crate::middleware::HttpService,
     state: AppState,
     local_addr: SocketAddr,
     stop_tx: watch::Sender<bool>,
@@ -425,7 +429,9 @@ impl Application {
         };
         let server = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(router),
         )
         .with_graceful_shutdown(stop_accepting);
         let deadline = async {

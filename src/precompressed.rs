@@ -5,12 +5,16 @@
 //! Used by the landing page and static assets so that serving them costs a
 //! header parse and a reference-count increment, never compression work.
 
+use std::io::Write;
+use std::sync::OnceLock;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::io::Write;
+
+use crate::middleware::security_headers::SecurityHeaders;
 
 /// Headers a served response ends up with, middleware included.
 const RESPONSE_HEADERS: usize = 16;
@@ -39,6 +43,10 @@ struct Variant {
     encoding: Encoding,
     body: Bytes,
     etag: HeaderValue,
+    /// Every header of a 200 for this variant, security headers included,
+    /// built on first use: a clone of a finished map costs a fraction of a
+    /// dozen inserts (issue #7: ~3k instructions per `/`).
+    headers: OnceLock<HeaderMap>,
 }
 
 /// One representation in every encoding.
@@ -64,6 +72,7 @@ impl Precompressed {
                     encoding,
                     body: Bytes::from(bytes),
                     etag: etag(&hash, encoding),
+                    headers: OnceLock::new(),
                 });
             }
         };
@@ -76,6 +85,7 @@ impl Precompressed {
             encoding: Encoding::Identity,
             body: body.clone(),
             etag: etag(&hash, Encoding::Identity),
+            headers: OnceLock::new(),
         });
         Self {
             content_type: HeaderValue::from_static(content_type),
@@ -100,41 +110,44 @@ impl Precompressed {
             .find(|v| v.encoding == encoding)
             .unwrap_or_else(|| &self.variants[self.variants.len() - 1])
     }
-
-    /// Answers a GET/HEAD: 304 when `If-None-Match` names this content,
-    /// otherwise the best variant the client accepts.
-    pub fn respond(&self, request: &HeaderMap) -> Response {
+    /// The response for these request headers: 304 when `If-None-Match`
+    /// names any variant, else the negotiated variant. A 200 carries
+    /// `security`'s headers already (the pipeline then leaves them); one
+    /// `Precompressed` serves one app, whose security headers never change.
+    pub fn respond(&self, request: &HeaderMap, security: &SecurityHeaders) -> Response {
         let chosen = self.negotiate(request);
-        // Room for what the middleware adds (security headers, request id)
-        // from the start: growing a header map rehashes it.
-        let headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
-        let mut res = if self.matches_if_none_match(request) {
+        if self.matches_if_none_match(request) {
             let mut r = Response::new(Body::empty());
+            let mut headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
+            headers.insert(header::ETAG, chosen.etag.clone());
+            headers.insert(header::CACHE_CONTROL, self.cache_control.clone());
+            headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             *r.headers_mut() = headers;
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            r
-        } else {
-            let mut r = Response::new(Body::from(chosen.body.clone()));
-            *r.headers_mut() = headers;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, self.content_type.clone());
+            return r;
+        }
+        let headers = chosen.headers.get_or_init(|| {
+            let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
+            h.insert(header::CONTENT_TYPE, self.content_type.clone());
             if chosen.encoding != Encoding::Identity {
-                r.headers_mut().insert(
+                h.insert(
                     header::CONTENT_ENCODING,
                     HeaderValue::from_static(chosen.encoding.token()),
                 );
             }
-            r
-        };
-        let h = res.headers_mut();
-        h.insert(header::ETAG, chosen.etag.clone());
-        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
-        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        res
+            // Known now, so axum need not insert it per request.
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(chosen.body.len()));
+            h.insert(header::ETAG, chosen.etag.clone());
+            h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            security.apply(&mut h);
+            h
+        });
+        let mut r = Response::new(Body::from(chosen.body.clone()));
+        *r.headers_mut() = headers.clone();
+        r
     }
 
-    /// Strong ETags differ per encoding (they are different representations),
-    /// but any of them names the same content, so any matches.
     fn matches_if_none_match(&self, request: &HeaderMap) -> bool {
         let Some(inm) = request
             .get(header::IF_NONE_MATCH)
@@ -244,6 +257,10 @@ mod tests {
         )
     }
 
+    fn security() -> SecurityHeaders {
+        SecurityHeaders::new("'sha256-test'", false)
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -256,7 +273,7 @@ mod tests {
     fn negotiation_prefers_brotli_then_zstd_then_gzip() {
         let p = page();
         let enc = |ae| {
-            p.respond(&headers(&[("accept-encoding", ae)]))
+            p.respond(&headers(&[("accept-encoding", ae)]), &security())
                 .headers()
                 .get(header::CONTENT_ENCODING)
                 .map(|v| v.to_str().unwrap().to_owned())
@@ -273,12 +290,18 @@ mod tests {
     #[test]
     fn if_none_match_with_any_variant_tag_gives_304() {
         let p = page();
-        let full = p.respond(&headers(&[("accept-encoding", "gzip")]));
+        let full = p.respond(&headers(&[("accept-encoding", "gzip")]), &security());
+        assert!(full.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        let gzip_len = p.variant(Encoding::Gzip).body.len().to_string();
+        assert_eq!(full.headers()[header::CONTENT_LENGTH], gzip_len.as_str());
         let tag = full.headers()[header::ETAG].clone();
         let mut h = headers(&[("accept-encoding", "br")]);
         h.insert(header::IF_NONE_MATCH, tag);
-        assert_eq!(p.respond(&h).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            p.respond(&h, &security()).status(),
+            StatusCode::NOT_MODIFIED
+        );
         let h = headers(&[("if-none-match", "\"other\"")]);
-        assert_eq!(p.respond(&h).status(), StatusCode::OK);
+        assert_eq!(p.respond(&h, &security()).status(), StatusCode::OK);
     }
 }

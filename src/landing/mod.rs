@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::assets::Assets;
+use crate::middleware::security_headers::SecurityHeaders;
 use crate::precompressed::Precompressed;
 use crate::store::Db;
 use crate::store::stats::SiteFigures;
@@ -64,8 +65,8 @@ impl LandingPage {
     }
 
     /// Serves the current render for these request headers.
-    pub fn respond(&self, headers: &HeaderMap) -> Response {
-        self.current.load().body.respond(headers)
+    pub fn respond(&self, headers: &HeaderMap, security: &SecurityHeaders) -> Response {
+        self.current.load().body.respond(headers, security)
     }
 
     /// Re-renders now. On a database failure keeps the last render that had

@@ -1,21 +1,25 @@
 //! The middleware stack (DESIGN §1), assembled in one place by [`apply`],
 //! outermost first:
 //!
-//! compression → [`pipeline`] (request id → request span (RequestContext) →
-//! metrics → security headers → error boundary → load shedding (503) →
-//! deadline (504) → catch panic (500)) → cross-origin guard (403) → body
-//! limit (413) → routes.
+//! [`pipeline`] (request id → request span (RequestContext) → metrics →
+//! security headers → error boundary → load shedding (503) → deadline (504)
+//! → catch panic (500)) → router → per route: compression → cross-origin
+//! guard (403) → body limit (413) → handler.
 //!
-//! The error boundary sits outside the deadline, shedding and panic
-//! handling so that what they answer is rendered in the error format like
-//! any handler error, and inside compression so large error pages are
-//! compressed. Compression is outermost.
+//! The pipeline wraps the whole router once: layered onto each route, it
+//! would cost every request one more boxed service clone and boxed future
+//! (axum's per-route layering; issue #7). It labels metrics from
+//! [`RouteLabels`](crate::routes::labels::RouteLabels), since `MatchedPath`
+//! only exists inside the router. The error boundary sits outside the
+//! deadline, shedding and panic handling so that what they answer is
+//! rendered in the error format like any handler error. Error pages are
+//! rendered after compression and so leave uncompressed (a few KB, rare).
 //!
-//! The precompressed routes (`/`, `/assets/{name}`) take the pipeline
-//! alone: they are GET-only, read no body and answer bytes compressed ahead
-//! of time, so compression, the cross-origin guard and the body limits could
-//! only cost them time (about a fifth of the landing page's instructions,
-//! issue #7).
+//! The light routes (`/`, `/assets/{name}`, the health probes) take the
+//! pipeline alone: they are GET-only, read no body and answer bytes
+//! compressed ahead of time or a few hundred bytes, so compression, the
+//! cross-origin guard and the body limits could only cost them time (about
+//! a fifth of the landing page's instructions, issue #7).
 
 pub mod error_boundary;
 pub mod extract;
@@ -29,7 +33,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -55,28 +59,25 @@ fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
     }
 }
 
-pub fn apply(routes: crate::routes::Routes, state: &AppState) -> Router<()> {
+/// The served service: the pipeline around the whole router.
+pub type HttpService = pipeline::PipelineService<Router<()>>;
+
+pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
     let pipeline = Arc::new(pipeline::Pipeline {
         state: state.clone(),
-        headers: security_headers::SecurityHeaders::new(
-            state.assets.critical_css_csp(),
-            state.config.cookies_secure(),
-        ),
         shed: shed::LoadShedder::new(state.config.max_in_flight),
         deadline: state.config.request_timeout(),
+        labels: routes.labels,
     });
     let compress_when = SizeAbove::new(COMPRESS_MIN_BYTES)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
         .and(NotForContentType::SSE);
-    let full = ServiceBuilder::new()
+    let rest = ServiceBuilder::new()
         .layer(CompressionLayer::new().compress_when(compress_when))
-        .layer(pipeline::PipelineLayer(Arc::clone(&pipeline)))
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    routes
-        .precompressed
-        .layer(pipeline::PipelineLayer(pipeline))
-        .merge(routes.rest.layer(full))
+    let router = routes.light.merge(routes.rest.layer(rest));
+    pipeline::PipelineLayer(pipeline).layer(router)
 }

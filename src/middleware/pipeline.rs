@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
@@ -31,19 +31,20 @@ use tracing::Instrument;
 
 use super::error_boundary;
 use super::request_id;
-use super::security_headers::SecurityHeaders;
 use super::shed::{self, LoadShedder};
 use super::trace;
 use crate::monitoring::metrics::UNMATCHED;
+use crate::routes::labels::RouteLabels;
 use crate::state::AppState;
 
 /// What the pipeline needs, built once.
 pub struct Pipeline {
     pub state: AppState,
-    pub headers: SecurityHeaders,
     pub shed: LoadShedder,
     /// Past this, the request is abandoned with 504.
     pub deadline: Duration,
+    /// Route templates, for the metrics.
+    pub labels: RouteLabels,
 }
 
 /// The pipeline as a tower layer.
@@ -93,10 +94,11 @@ where
         // One clock read at each end serves the deadline, the metrics and
         // the completion log.
         let started = Instant::now();
-        let route = p.state.config.metrics_enabled.then(|| {
-            let route = req.extensions().get::<MatchedPath>().cloned();
-            (route, req.method().clone())
-        });
+        let route = p
+            .state
+            .config
+            .metrics_enabled
+            .then(|| (p.labels.label(req.uri().path()), req.method().clone()));
         let json = error_boundary::is_machine_path(req.uri().path());
         let inner = if shed::is_exempt(req.uri().path()) {
             Some((None, self.call_inner(req, &span)))
@@ -117,10 +119,10 @@ where
                     None => shed::shed_response(),
                 };
                 let mut res = error_boundary::render(&p.state, json, &id, res);
-                p.headers.apply(res.headers_mut());
+                p.state.security_headers.apply(res.headers_mut());
                 let elapsed = started.elapsed();
                 if let Some((timer, route, method)) = metrics {
-                    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+                    let route = route.as_deref().unwrap_or(UNMATCHED);
                     timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
                 }
                 trace::log_completion(res.status(), elapsed);

@@ -9,7 +9,9 @@ use crate::state::AppState;
 /// The landing page: a lookup in the render cache, nothing else. Takes the
 /// request rather than a `HeaderMap`, which axum would clone.
 pub async fn landing(State(state): State<AppState>, req: Request) -> Response {
-    state.landing.respond(req.headers())
+    state
+        .landing
+        .respond(req.headers(), &state.security_headers)
 }
 
 pub async fn asset(
@@ -20,6 +22,6 @@ pub async fn asset(
     state
         .assets
         .get(&name)
-        .map(|a| a.respond(req.headers()))
+        .map(|a| a.respond(req.headers(), &state.security_headers))
         .ok_or(AppError::NotFound)
 }

@@ -97,6 +97,55 @@ async fn every_encoding_decompresses_to_the_identity_bytes() {
 }
 
 #[tokio::test]
+async fn each_variant_states_its_length_and_carries_the_security_headers() {
+    // The 200's headers are built once per variant (length included), not
+    // per request: each must still be that variant's own.
+    let app = TestApp::spawn().await;
+    for ae in [None, Some("br"), Some("gzip"), Some("zstd")] {
+        let res = fetch(&app, ae).await;
+        let h = res.headers().clone();
+        let body = res.bytes().await.unwrap();
+        assert_eq!(
+            h["content-length"],
+            body.len().to_string().as_str(),
+            "{ae:?}"
+        );
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h.contains_key("referrer-policy"));
+        assert!(h.contains_key("x-request-id"));
+        let mut head = app.raw.head(app.url("/"));
+        if let Some(ae) = ae {
+            head = head.header("accept-encoding", ae);
+        }
+        let head = head.send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(
+            head.headers()["content-length"],
+            h["content-length"],
+            "HEAD {ae:?}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty());
+    }
+    let etag = fetch(&app, Some("br")).await.headers()["etag"].clone();
+    let res = app
+        .raw
+        .get(app.url("/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert!(res.headers().contains_key("content-security-policy"));
+    assert!(res.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
 async fn a_matching_if_none_match_gets_304_without_a_body() {
     let app = TestApp::spawn().await;
     let first = fetch(&app, Some("br")).await;

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use huntaze::AppState;
 use huntaze::error::AppError;
 use huntaze::middleware::extract::{ApiJson, ApiQuery};
+use huntaze::routes::RouteTable;
 use serde::Deserialize;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::new()
         .route("/api/test/echo", post(echo))
         .route("/test/echo", post(echo))
         .route("/api/test/panic", get(panic))

@@ -1,0 +1,80 @@
+//! Route templates, looked up by path, for the metrics' `http_route` label.
+//!
+//! Requests that match none are labelled
+//! [`UNMATCHED`](crate::monitoring::metrics::UNMATCHED) by the pipeline.
+//!
+//! The request pipeline wraps the whole router once instead of being layered
+//! onto every route: axum's per-route layering boxes and clones one more
+//! service and boxes one more future on every request (~2.5k instructions of
+//! the landing page's ~27k, issue #7). Outside the router, axum's
+//! `MatchedPath` is not there yet, so the pipeline asks this table, built
+//! from the very registrations that route (see [`super::router`]), with the
+//! same matcher axum uses (matchit 0.8, same `{param}` / `{*rest}` syntax).
+
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct RouteLabels {
+    matcher: matchit::Router<Arc<str>>,
+    templates: Vec<Arc<str>>,
+}
+
+impl RouteLabels {
+    /// Adds a route template; registering the same one twice is a no-op.
+    ///
+    /// # Panics
+    /// On a template axum itself would refuse (a conflict with another
+    /// one): routes are fixed at build time, so this is a programming error
+    /// caught by every test that builds the app, like axum's own panic.
+    pub fn add(&mut self, template: &str) {
+        if self.templates.iter().any(|t| &**t == template) {
+            return;
+        }
+        let template: Arc<str> = Arc::from(template);
+        if let Err(e) = self.matcher.insert(&*template, Arc::clone(&template)) {
+            panic!("route template {template:?} rejected: {e}");
+        }
+        self.templates.push(template);
+    }
+
+    /// The template `path` matches, if any (shared: the pipeline keeps it
+    /// until the response is ready).
+    pub fn label(&self, path: &str) -> Option<Arc<str>> {
+        self.matcher.at(path).ok().map(|m| Arc::clone(m.value))
+    }
+
+    /// Every registered template, in registration order.
+    pub fn templates(&self) -> impl Iterator<Item = &str> {
+        self.templates.iter().map(|t| &**t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(labels: &RouteLabels, path: &str) -> String {
+        labels.label(path).map_or("none".into(), |l| l.to_string())
+    }
+
+    #[test]
+    fn paths_get_their_template_and_unknown_paths_one_label() {
+        let mut labels = RouteLabels::default();
+        labels.add("/");
+        labels.add("/assets/{name}");
+        labels.add("/api/health/{component}");
+        labels.add("/sandbox/{*path}");
+        labels.add("/");
+        assert_eq!(label(&labels, "/"), "/");
+        assert_eq!(label(&labels, "/assets/app.css"), "/assets/{name}");
+        assert_eq!(
+            label(&labels, "/api/health/database"),
+            "/api/health/{component}"
+        );
+        assert_eq!(label(&labels, "/sandbox/a/b/c"), "/sandbox/{*path}");
+        assert_eq!(label(&labels, "/api/health/database/x"), "none");
+        assert_eq!(label(&labels, "/nope"), "none");
+        assert_eq!(label(&labels, ""), "none");
+        assert_eq!(labels.templates().count(), 4);
+    }
+}
