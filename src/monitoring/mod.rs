@@ -249,10 +249,7 @@ impl Monitor {
     /// Writes buffered rollups and the latest health sample to the database.
     pub async fn flush(&self, health: &HealthSampler) -> Result<(), sqlx::Error> {
         let now = now_ms();
-        let rows = match self.metrics.rollups.lock() {
-            Ok(mut buf) => buf.snapshot_and_trim(minute_of(now)),
-            Err(_) => Vec::new(),
-        };
+        let rows = self.metrics.rollups.snapshot_and_trim(minute_of(now));
         if !rows.is_empty() {
             self.db.upsert_rollups(&self.instance, &rows).await?;
         }
