@@ -19,16 +19,17 @@ pub struct Snapshot {
     pub components: Vec<(ComponentHealth, bool)>,
     pub duration_ms: u64,
     pub taken_at_ms: i64,
-    /// The anonymous `/api/health` body, serialized once per round.
-    pub anonymous: AnonymousBody,
+    /// The `/api/health` bodies, serialized once per round: anonymous
+    /// (statuses only) and detailed (messages and details).
+    pub anonymous: SerializedHealth,
+    pub detailed: SerializedHealth,
 }
 
-/// The anonymous overall health as JSON, around the one field that changes
-/// per request (`timestamp`): anonymous probes are the busiest caller, and
-/// serializing the round for each of them cost more than the rest of the
-/// request.
+/// The overall health as JSON, around the one field that changes per
+/// request (`timestamp`): probes are the busiest callers, and serializing
+/// the round for each of them cost more than the rest of the request.
 #[derive(Clone, Debug, Default)]
-pub struct AnonymousBody {
+pub struct SerializedHealth {
     pub status: Status,
     /// `{"status":"…","timestamp":"`
     before_timestamp: String,
@@ -36,10 +37,13 @@ pub struct AnonymousBody {
     after_timestamp: String,
 }
 
-impl AnonymousBody {
-    fn new(components: &[(ComponentHealth, bool)], duration_ms: u64) -> Self {
+impl SerializedHealth {
+    fn new(components: &[(ComponentHealth, bool)], duration_ms: u64, detailed: bool) -> Self {
         let status = aggregate(components.iter().map(|(c, crit)| (*crit, c.status)));
-        let redacted: Vec<ComponentHealth> = components.iter().map(|(c, _)| c.redacted()).collect();
+        let shown: Vec<ComponentHealth> = components
+            .iter()
+            .map(|(c, _)| if detailed { c.clone() } else { c.redacted() })
+            .collect();
         // Field order and names as `HealthStatus` serializes them (a test
         // holds the two equal).
         let before_timestamp = format!(
@@ -48,7 +52,7 @@ impl AnonymousBody {
         );
         let after_timestamp = format!(
             "\",\"components\":{},\"responseTime\":{duration_ms}}}",
-            serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&shown).unwrap_or_else(|_| "[]".into())
         );
         Self {
             status,
@@ -130,7 +134,8 @@ impl HealthSampler {
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         let snapshot = Arc::new(Snapshot {
-            anonymous: AnonymousBody::new(&components, duration_ms),
+            anonymous: SerializedHealth::new(&components, duration_ms, false),
+            detailed: SerializedHealth::new(&components, duration_ms, true),
             components,
             duration_ms,
             taken_at_ms: now_ms(),
@@ -174,19 +179,24 @@ impl HealthSampler {
         }
     }
 
-    /// The anonymous overall health, as [`overall`](Self::overall)`(false)`
+    /// The overall health body, as [`overall`](Self::overall)`(detailed)`
     /// would serialize it.
-    pub fn anonymous_body(&self) -> (Status, Vec<u8>) {
+    pub fn overall_body(&self, detailed: bool) -> (Status, Vec<u8>) {
         let snap = self.latest.load();
-        if snap.anonymous.before_timestamp.is_empty() {
+        let body = if detailed {
+            &snap.detailed
+        } else {
+            &snap.anonymous
+        };
+        if body.before_timestamp.is_empty() {
             // Never sampled (the default snapshot): serialize as usual.
-            let health = self.overall(false);
+            let health = self.overall(detailed);
             return (
                 health.status,
                 serde_json::to_vec(&health).unwrap_or_default(),
             );
         }
-        (snap.anonymous.status, snap.anonymous.render(&now_rfc3339()))
+        (body.status, body.render(&now_rfc3339()))
     }
 
     /// One component's latest result.
@@ -225,7 +235,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_preserialized_anonymous_body_is_what_serde_would_write() {
+    async fn the_preserialized_bodies_are_what_serde_would_write() {
         let sampler = HealthSampler::new(
             vec![
                 Arc::new(Fixed("database", true, Status::Healthy)),
@@ -235,16 +245,19 @@ mod tests {
             Duration::from_secs(1),
         );
         sampler.sample_now().await;
-        let mut expected = sampler.overall(false);
-        let (status, body) = sampler.anonymous_body();
-        let mut got: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(status, expected.status);
-        // Only the timestamp may differ (they were taken a moment apart).
-        got["timestamp"] = serde_json::Value::Null;
-        expected.timestamp = String::new();
-        let mut expected = serde_json::to_value(&expected).unwrap();
-        expected["timestamp"] = serde_json::Value::Null;
-        assert_eq!(got, expected);
-        assert!(!String::from_utf8(body).unwrap().contains("secret"));
+        for detailed in [false, true] {
+            let mut expected = sampler.overall(detailed);
+            let (status, body) = sampler.overall_body(detailed);
+            let mut got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(status, expected.status);
+            // Only the timestamp may differ (they were taken a moment apart).
+            got["timestamp"] = serde_json::Value::Null;
+            expected.timestamp = String::new();
+            let mut expected = serde_json::to_value(&expected).unwrap();
+            expected["timestamp"] = serde_json::Value::Null;
+            assert_eq!(got, expected, "detailed: {detailed}");
+            let text = String::from_utf8(body).unwrap();
+            assert_eq!(text.contains("secret"), detailed, "{text}");
+        }
     }
 }

@@ -65,11 +65,8 @@ fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
 pub async fn overall(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     // The request itself, not `Parts`: extracting `Parts` clones them.
     let (mut parts, _) = req.into_parts();
-    if is_detailed_caller(&state, &mut parts).await {
-        let health = state.health.overall(true);
-        return health_response(health.status, &health);
-    }
-    let (status, body) = state.health.anonymous_body();
+    let detailed = is_detailed_caller(&state, &mut parts).await;
+    let (status, body) = state.health.overall_body(detailed);
     let mut res = Response::new(axum::body::Body::from(body));
     *res.status_mut() = status_code(status);
     // Sized for the middleware's headers too: growing the map rehashes it.
