@@ -17,7 +17,8 @@
 #      `cargo run --release --example floor -- ...` runs, built once).
 # Rounds interleave A B C, then /api/health on A (anonymous, and detailed
 # with `Authorization: Bearer $HUNTAZE_MONITORING_TOKEN`), then the fixed
-# offered rate (oha -q, open loop, latency-corrected) against A and B.
+# offered rate (oha -q, open loop, latency-corrected) against A, B and C
+# (the floor shows what tokio + hyper alone give at that rate).
 # wrk: -t2 -c64 -d$BENCH_DURATION. Reported per target: median req/s, median
 # p99, non-2xx, socket errors, bytes/response (wrk bytes / requests, headers
 # included) and the body size; ratios huntaze/nginx (target >= 1.0),
@@ -473,6 +474,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if [[ -n "$OHA" ]]; then
         oha_run "$round" "rate-huntaze" "http://127.0.0.1:$HZ_PORT/"
         oha_run "$round" "rate-nginx" "http://127.0.0.1:$NGX_PORT/"
+        oha_run "$round" "rate-floor" "http://127.0.0.1:$FLOOR_PORT/"
     fi
 done
 
@@ -531,13 +533,13 @@ jq -s \
      nginx_version: $nginx,
      wrk: {version: $wrk, threads: $threads, connections: $conns, duration: $duration,
            accept_encoding: $enc},
-     rounds: $rounds, order: "per round: huntaze, nginx, floor, health-anon, health-detailed, rate-huntaze, rate-nginx",
+     rounds: $rounds, order: "per round: huntaze, nginx, floor, health-anon, health-detailed, rate-huntaze, rate-nginx, rate-floor",
      page: {identity_bytes: $identity, gzip_bytes: $gz},
      targets: {huntaze: agg("huntaze"), nginx: agg("nginx"), floor: agg("floor")},
      health: {anonymous: agg("health-anon"), detailed: agg("health-detailed")},
      fixed_rate: {tool: (if $oha == "" then null else "oha \($oha) -q \($rate) --latency-correction -c \($conns)" end),
                   skipped: (if $oha_note == "" then null else $oha_note end),
-                  huntaze: agg("rate-huntaze"), nginx: agg("rate-nginx")},
+                  huntaze: agg("rate-huntaze"), nginx: agg("rate-nginx"), floor: agg("rate-floor")},
      ratios: {} , targets_met: {},
      huntaze: {start_to_ready_ms: {median: $ready_median, runs: $ready_runs}, peak_rss_kb: $rss,
                profile: "release", rust_log: "warn", database: "sqlite"}}
@@ -546,13 +548,16 @@ jq -s \
         huntaze_over_floor: ratio(.targets.huntaze.rps_median; .targets.floor.rps_median),
         health_anon_over_landing: ratio(.health.anonymous.rps_median; .targets.huntaze.rps_median),
         health_detailed_over_landing: ratio(.health.detailed.rps_median; .targets.huntaze.rps_median),
-        fixed_rate_p99_huntaze_over_nginx: ratio(.fixed_rate.huntaze.p99_ms_median; .fixed_rate.nginx.p99_ms_median)}
+        fixed_rate_p99_huntaze_over_nginx: ratio(.fixed_rate.huntaze.p99_ms_median; .fixed_rate.nginx.p99_ms_median),
+        fixed_rate_p99_floor_over_nginx: ratio(.fixed_rate.floor.p99_ms_median; .fixed_rate.nginx.p99_ms_median)}
     | def atleast($x; $t): if $x == null then null else $x >= $t end;
       .targets_met = {
         "huntaze_over_nginx>=1.0": atleast(.ratios.huntaze_over_nginx; 1.0),
         "huntaze_over_floor>=0.8": atleast(.ratios.huntaze_over_floor; 0.8),
         "health_anon_over_landing>=0.8": atleast(.ratios.health_anon_over_landing; 0.8),
-        "health_detailed_over_landing>=0.8": atleast(.ratios.health_detailed_over_landing; 0.8)}
+        "health_detailed_over_landing>=0.8": atleast(.ratios.health_detailed_over_landing; 0.8),
+        "fixed_rate_p99_huntaze<=nginx": (if .ratios.fixed_rate_p99_huntaze_over_nginx == null then null
+            else .ratios.fixed_rate_p99_huntaze_over_nginx <= 1.0 end)}
     ' "$RUNS" >"$OUT.tmp" || die "could not assemble the JSON report"
 mv "$OUT.tmp" "$OUT"
 
@@ -583,7 +588,9 @@ jq -r '
     (if .fixed_rate.skipped != null then "fixed rate: skipped: \(.fixed_rate.skipped)"
      else "fixed rate \(.fixed_rate.huntaze.offered_rps) req/s (\(.fixed_rate.tool), median of \(.fixed_rate.huntaze.runs)):",
         "  A huntaze: p99 \(.fixed_rate.huntaze.p99_ms_median) ms, p50 \(.fixed_rate.huntaze.p50_ms_median) ms, achieved \(.fixed_rate.huntaze.achieved_rps_median) req/s, non-2xx \(.fixed_rate.huntaze.non_2xx), errors \(.fixed_rate.huntaze.errors) \(.fixed_rate.huntaze.error_kinds | tostring)",
-        "  B nginx:   p99 \(.fixed_rate.nginx.p99_ms_median) ms, p50 \(.fixed_rate.nginx.p50_ms_median) ms, achieved \(.fixed_rate.nginx.achieved_rps_median) req/s, non-2xx \(.fixed_rate.nginx.non_2xx), errors \(.fixed_rate.nginx.errors) \(.fixed_rate.nginx.error_kinds | tostring)"
+        "  B nginx:   p99 \(.fixed_rate.nginx.p99_ms_median) ms, p50 \(.fixed_rate.nginx.p50_ms_median) ms, achieved \(.fixed_rate.nginx.achieved_rps_median) req/s, non-2xx \(.fixed_rate.nginx.non_2xx), errors \(.fixed_rate.nginx.errors) \(.fixed_rate.nginx.error_kinds | tostring)",
+        "  C floor:   p99 \(.fixed_rate.floor.p99_ms_median) ms, p50 \(.fixed_rate.floor.p50_ms_median) ms, achieved \(.fixed_rate.floor.achieved_rps_median) req/s, non-2xx \(.fixed_rate.floor.non_2xx), errors \(.fixed_rate.floor.errors) \(.fixed_rate.floor.error_kinds | tostring)",
+        "  p99 huntaze/nginx \(.ratios.fixed_rate_p99_huntaze_over_nginx | v) (target <= 1.0)\(ok(.targets_met["fixed_rate_p99_huntaze<=nginx"])), floor/nginx \(.ratios.fixed_rate_p99_floor_over_nginx | v)"
      end),
     "",
     "huntaze start-to-ready (median of \(.huntaze.start_to_ready_ms.runs | length)): \(.huntaze.start_to_ready_ms.median) ms   \(.huntaze.start_to_ready_ms.runs)",
