@@ -33,6 +33,9 @@
 #   BENCH_SERVER_ENV     extra server settings, space-separated NAME=VALUE
 #                        (HUNTAZE_* names only), e.g. HUNTAZE_QUERY_CACHE_TTL_MS=0
 #   BENCH_LOCK_WAIT      seconds to wait for /tmp/huntaze-bench.lock (default 1800)
+#   BENCH_SETTLE_S       seconds at rest after the last storm before the final
+#                        RSS reading (default 25: the server returns freed
+#                        heap to the OS when quiet, checking every 10 s)
 #
 # Every storm runs under flock(/tmp/huntaze-bench.lock) so it never overlaps
 # another benchmark. Traffic goes to 127.0.0.1 only. Any HUNTAZE_* variable
@@ -48,6 +51,7 @@ THREADS="${BENCH_THREADS:-2}"
 USE_SESSION="${BENCH_SESSION:-0}"
 read -r -a SERVER_ENV <<<"${BENCH_SERVER_ENV:-}"
 LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
+SETTLE_S="${BENCH_SETTLE_S:-25}"
 LOCK_FILE=/tmp/huntaze-bench.lock
 READY_DEADLINE_S=60
 RECOVERY_DEADLINE_S=30
@@ -373,6 +377,9 @@ for r in $(seq 1 "$REPEATS"); do run_storm "c$MAX_STEP-r$r" "$MAX_STEP"; done
 
 PEAK_RSS_KB="$(hwm_kb)"
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died"
+log "at rest for ${SETTLE_S}s before the last RSS reading"
+sleep "$SETTLE_S"
+RSS_REST_KB="$(rss_kb)"
 
 # ---------------------------------------------------------------- report --
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -419,9 +426,10 @@ done
 RSS_FIRST_MAX="${RSS_LIST[$(( ${#STEP_LIST[@]} - 1 ))]}"
 RSS_LAST="${RSS_LIST[$(( ${#RSS_LIST[@]} - 1 ))]}"
 GROWTH_KB=$(( RSS_LAST - RSS_FIRST_MAX ))
-printf 'RSS: before %.1f MB; after first c%s storm %.1f MB; after %s repeats %.1f MB (%+d kB); peak (VmHWM) %.1f MB\n' \
+printf 'RSS: before %.1f MB; after first c%s storm %.1f MB; after %s repeats %.1f MB (%+d kB); peak (VmHWM) %.1f MB; at rest %ss later %.1f MB\n' \
     "$(awk -v k="$RSS_BEFORE_KB" 'BEGIN {print k/1024}')" "$MAX_STEP" "$(awk -v k="$RSS_FIRST_MAX" 'BEGIN {print k/1024}')" \
-    "$REPEATS" "$(awk -v k="$RSS_LAST" 'BEGIN {print k/1024}')" "$GROWTH_KB" "$(awk -v k="$PEAK_RSS_KB" 'BEGIN {print k/1024}')"
+    "$REPEATS" "$(awk -v k="$RSS_LAST" 'BEGIN {print k/1024}')" "$GROWTH_KB" "$(awk -v k="$PEAK_RSS_KB" 'BEGIN {print k/1024}')" \
+    "$SETTLE_S" "$(awk -v k="$RSS_REST_KB" 'BEGIN {print k/1024}')"
 printf 'recovery floor: one curl to %s at rest takes %s ms (median of 5)\n' "$TARGET_PATH" "$REST_CURL_MS"
 printf 'columns: 503 %% = share of all answers; 503+RA = 503s carrying Retry-After (wrk); other = non-2xx that are not 503;\n'
 printf '         curl 503 = Retry-After of a 503 sampled with curl mid-storm (- = no 503 seen);\n'
@@ -443,7 +451,7 @@ cat >"$OUT.tmp" <<JSON
   "server": {"profile": "release", "rust_log": "warn", "database": "sqlite", "max_in_flight": $MAX_IN_FLIGHT, "extra_env": "${SERVER_ENV[*]}"},
   "signed_in": $([[ $USE_SESSION == 1 ]] && echo true || echo false),
   "rest_curl_ms": $REST_CURL_MS,
-  "rss_kb": {"before": $RSS_BEFORE_KB, "after_first_max_step": $RSS_FIRST_MAX, "after_repeats": $RSS_LAST, "growth_over_repeats": $GROWTH_KB, "peak_hwm": $PEAK_RSS_KB, "repeats": $REPEATS},
+  "rss_kb": {"before": $RSS_BEFORE_KB, "after_first_max_step": $RSS_FIRST_MAX, "after_repeats": $RSS_LAST, "growth_over_repeats": $GROWTH_KB, "peak_hwm": $PEAK_RSS_KB, "repeats": $REPEATS, "at_rest_after": $RSS_REST_KB, "settle_s": $SETTLE_S},
   "steps": [$STEPS_JSON
   ]
 }

@@ -212,6 +212,8 @@ impl AppBuilder {
         );
 
         crate::monitoring::spawn(state.clone(), stop_rx.clone());
+        let metrics = Arc::clone(&state.metrics);
+        crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
         spawn_session_sweep(
             Arc::clone(&state.accounts),
             state.db.clone(),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod health;
 pub mod landing;
 pub mod lifecycle;
+pub mod memory;
 pub mod middleware;
 pub mod monitoring;
 pub mod precompressed;

@@ -346,6 +346,11 @@ pub struct RequestTimer<'a> {
 }
 
 impl HttpMetrics {
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Starts counting a request in flight (the request pipeline calls
     /// this; it keeps the clock, which it reads for other uses too).
     pub fn start(&self) -> RequestTimer<'_> {
