@@ -7,7 +7,7 @@ use std::time::Duration;
 use huntaze::health::{CheckOutcome, HealthCheck, Status};
 use serde_json::Value;
 
-use crate::support::{TestApp, eventually};
+use crate::support::{TestApp, eventually, json};
 
 /// A stand-in component with a fixed outcome, optionally slow.
 struct StandIn {
@@ -165,28 +165,20 @@ async fn details_need_the_monitoring_token(backend) {
     let anon: Value = app.get("/api/health/database").await.json().await.unwrap();
     assert!(anon.get("details").is_none());
 
-    let wrong: Value = app
-        .client
-        .get(app.url("/api/health/database"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wrong: Value = json(
+        app.client
+            .get(app.url("/api/health/database"))
+            .bearer_auth("wrong"),
+    )
+    .await;
     assert!(wrong.get("details").is_none());
 
-    let detailed: Value = app
-        .client
-        .get(app.url("/api/health/database"))
-        .bearer_auth("s3cret-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detailed: Value = json(
+        app.client
+            .get(app.url("/api/health/database"))
+            .bearer_auth("s3cret-token"),
+    )
+    .await;
     let d = &detailed["details"];
     let expected = match backend {
         crate::support::Backend::Sqlite => "sqlite",
@@ -198,16 +190,12 @@ async fn details_need_the_monitoring_token(backend) {
     assert!(d["pool"]["inUse"].is_u64() && d["pool"]["waiting"].is_u64());
     assert_eq!(d["migration"]["current"], true);
 
-    let config: Value = app
-        .client
-        .get(app.url("/api/health/config"))
-        .bearer_auth("s3cret-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config: Value = json(
+        app.client
+            .get(app.url("/api/health/config"))
+            .bearer_auth("s3cret-token"),
+    )
+    .await;
     assert_eq!(config["details"]["tiktok"], "sandbox");
     assert!(
         !config.to_string().contains("s3cret-token"),
@@ -302,16 +290,12 @@ async fn a_saturated_pool_is_degraded(backend) {
         .await;
     let held = app.state.db.pool().acquire().await.unwrap();
     let saturated = eventually(Duration::from_secs(5), || async {
-        let body: Value = app
-            .client
-            .get(app.url("/api/health/database"))
-            .bearer_auth("t")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = json(
+            app.client
+                .get(app.url("/api/health/database"))
+                .bearer_auth("t"),
+        )
+        .await;
         body["status"] == "degraded" && body["message"] == "connection pool saturated"
     })
     .await;

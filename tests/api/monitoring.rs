@@ -11,7 +11,7 @@ use axum::routing::post;
 use huntaze::health::{CheckOutcome, HealthCheck, Status};
 use serde_json::Value;
 
-use crate::support::{PASSWORD, TestApp, eventually, new_client};
+use crate::support::{PASSWORD, TestApp, eventually, json, new_client};
 
 const TOKEN: &str = "monitoring-token";
 
@@ -281,16 +281,12 @@ async fn monitoring_apis_and_the_dashboard_are_for_admins_and_machines_only() {
     }
     assert!(page.contains("/assets/uPlot.iife.min.") && page.contains("/assets/dashboard."));
     assert!(!page.contains("<script>"), "no inline script");
-    let s: Value = app
-        .client
-        .get(app.url("/api/monitoring/scaling"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = json(
+        app.client
+            .get(app.url("/api/monitoring/scaling"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     for k in [
         "currentRate",
         "forecast15m",
@@ -398,16 +394,12 @@ async fn an_alert_fires_once_repeats_after_its_interval_resolves_once_and_its_we
         receiver.attempts.load(Ordering::SeqCst) >= 3,
         "the webhook was retried after failing"
     );
-    let alerts: Value = app
-        .client
-        .get(app.url("/api/monitoring/alerts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts: Value = json(
+        app.client
+            .get(app.url("/api/monitoring/alerts"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     let active = alerts["active"].as_array().unwrap();
     assert_eq!(active.len(), 1, "{alerts}");
     assert_eq!(active[0]["rule"], "component_unhealthy");
@@ -439,16 +431,12 @@ async fn an_alert_fires_once_repeats_after_its_interval_resolves_once_and_its_we
     assert!(resolved);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(firing("resolved")().await, 1, "resolved once");
-    let alerts: Value = app
-        .client
-        .get(app.url("/api/monitoring/alerts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts: Value = json(
+        app.client
+            .get(app.url("/api/monitoring/alerts"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     assert!(alerts["active"].as_array().unwrap().is_empty());
     assert_eq!(alerts["recent"][0]["state"], "resolved");
 
@@ -510,16 +498,12 @@ async fn the_scaling_forecast_follows_a_rising_trend() {
             .await
             .unwrap();
     }
-    let s: Value = app
-        .client
-        .get(app.url("/api/monitoring/scaling"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = json(
+        app.client
+            .get(app.url("/api/monitoring/scaling"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     let current = s["currentRate"].as_f64().unwrap();
     let f15 = s["forecast15m"].as_f64().unwrap();
     let f60 = s["forecast60m"].as_f64().unwrap();

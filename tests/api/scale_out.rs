@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::cluster::{Cluster, TOKEN};
-use crate::support::{PASSWORD, eventually, session_cookie};
+use crate::support::{PASSWORD, eventually, json, session_cookie};
 
 fn cookie_of(res: &reqwest::Response) -> String {
     session_cookie(res)
@@ -187,16 +187,12 @@ async fn three_instances_share_sessions_flows_limits_and_invalidations() {
         .await
         .unwrap();
     assert_eq!(res.status(), 302);
-    let status: Value = c
-        .http
-        .get(c.instance_url(2, "/api/platforms/tiktok"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = json(
+        c.http
+            .get(c.instance_url(2, "/api/platforms/tiktok"))
+            .header("cookie", &cookie),
+    )
+    .await;
     assert_eq!(status["connected"], true, "{status}");
 
     // The login lockout holds across instances: five failures spread by
@@ -340,16 +336,12 @@ async fn sigterm_on_one_instance_under_load_loses_no_request_and_it_rejoins() {
 }
 
 async fn external_status(c: &Cluster, i: usize) -> (String, Value) {
-    let body: Value = c
-        .http
-        .get(c.instance_url(i, "/api/health/external"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let body: Value = json(
+        c.http
+            .get(c.instance_url(i, "/api/health/external"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     (
         body["status"].as_str().unwrap_or_default().to_owned(),
         body["details"]["redis"].clone(),

@@ -10,7 +10,7 @@ use huntaze::config::Config;
 use serde_json::Value;
 
 use crate::support::proxy::{ChaosProxy, Mode};
-use crate::support::{Backend, PASSWORD, TestApp, eventually, new_client, session_cookie};
+use crate::support::{Backend, PASSWORD, TestApp, eventually, json, new_client, session_cookie};
 
 const SECRET: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
 const TOKEN: &str = "tier-token";
@@ -110,14 +110,12 @@ async fn signed_write(
 }
 
 async fn redis_detail(app: &TestApp) -> Value {
-    let res = app
-        .raw
-        .get(app.url("/api/health/external"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("health");
-    let body: Value = res.json().await.expect("json");
+    let body = json(
+        app.raw
+            .get(app.url("/api/health/external"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     body["details"]["redis"].clone()
 }
 
@@ -307,15 +305,7 @@ async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
         }
         assert!(
             eventually(Duration::from_secs(5), || async {
-                let body: Value = b
-                    .raw
-                    .get(b.url("/api/health/external"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let body: Value = json(b.raw.get(b.url("/api/health/external"))).await;
                 body["status"] == "degraded"
             })
             .await,

@@ -295,6 +295,17 @@ pub fn new_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Sends `req` and reads its body as JSON (panics on a transport error or a
+/// body that is not JSON: in a test that is the failure).
+pub async fn json(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
