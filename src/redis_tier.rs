@@ -337,6 +337,18 @@ impl RedisTier {
         }
     }
 
+    /// Deletes the shared copy of a session, without a tombstone or a
+    /// message: for changes other instances may keep serving (a touch).
+    pub async fn session_drop(&self, token_hash: &str) {
+        let mut conn = self.conn.clone();
+        let key = self.key(&format!("session:{token_hash}"));
+        let _ = self
+            .run::<()>("session_drop", async {
+                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+            })
+            .await;
+    }
+
     pub async fn landing_get<V: serde::de::DeserializeOwned>(&self) -> Option<V> {
         let bytes = self.cache_get("landing:figures").await.ok()??;
         serde_json::from_slice(&bytes).ok()
@@ -350,8 +362,8 @@ impl RedisTier {
     }
 
     /// Makes `what` stale everywhere: tombstones its shared entries and
-    /// tells every other instance (this one has already dropped its own
-    /// copies). While Redis is down the invalidation is kept for replay.
+    /// tells every other instance (this one drops its own copies right
+    /// after). While Redis is down the invalidation is kept for replay.
     pub async fn invalidate(&self, what: Invalidation) {
         if self.publish(&what).await.is_err()
             && let Ok(mut pending) = self.pending.lock()
@@ -456,7 +468,9 @@ impl RedisTier {
             )
             .await
             .is_ok_and(|r| r.is_ok());
-            if answered {
+            // Without the subscription this instance would miss other
+            // instances' invalidations: stay local until it is back.
+            if answered && self.subscribed.load(Ordering::Acquire) {
                 self.came_back().await;
             }
         }
@@ -499,7 +513,18 @@ impl RedisTier {
                 Ok::<_, redis::RedisError>(pubsub)
             })
             .await;
-            if let Ok(Ok(mut pubsub)) = subscribed {
+            let subscribed = match subscribed {
+                Ok(Ok(pubsub)) => Some(pubsub),
+                Ok(Err(e)) => {
+                    self.mark_down("subscribe", &e.to_string());
+                    None
+                }
+                Err(_) => {
+                    self.mark_down("subscribe", "timed out");
+                    None
+                }
+            };
+            if let Some(mut pubsub) = subscribed {
                 self.subscribed.store(true, Ordering::Release);
                 if !first {
                     // Messages sent while unsubscribed are lost.

@@ -226,18 +226,20 @@ impl Db {
         self.inner.shared.get()
     }
 
-    /// Applies an invalidation that another instance made (or `All`, when
-    /// messages may have been missed) to this instance's caches.
     /// A write made `what` stale: drop it here, and (through Redis) on every
     /// other instance. The one path writes take, so the local and remote
-    /// effects of an invalidation cannot drift apart.
+    /// effects of an invalidation cannot drift apart. Redis first: dropped
+    /// locally first, a request in between would miss here, find the old
+    /// entry in Redis and cache it here again for the whole TTL.
     pub(crate) async fn invalidate(&self, what: crate::redis_tier::Invalidation) {
-        self.apply_invalidation(&what).await;
         if let Some(tier) = self.shared() {
-            tier.invalidate(what).await;
+            tier.invalidate(what.clone()).await;
         }
+        self.apply_invalidation(&what).await;
     }
 
+    /// Applies an invalidation that another instance made (or `All`, when
+    /// messages may have been missed) to this instance's caches.
     pub async fn apply_invalidation(&self, what: &crate::redis_tier::Invalidation) {
         use crate::redis_tier::Invalidation;
         if matches!(what, Invalidation::Landing | Invalidation::All) {

@@ -153,7 +153,18 @@ impl Db {
             .bind(token_hash)
             .execute(self.pool())
             .await?;
-        self.forget_session(token_hash).await;
+        // Only `last_seen_at` changed: drop this instance's copy and the
+        // shared one (or they would keep asking for a touch), but no
+        // tombstone and no broadcast. A tombstone would keep the session out
+        // of the shared cache for its TTL after every touch; another
+        // instance's stale copy costs at most one more touch there.
+        let key = crate::redis_tier::Invalidation::Sessions {
+            keys: vec![token_hash.to_owned()],
+        };
+        if let Some(tier) = self.shared() {
+            tier.session_drop(token_hash).await;
+        }
+        self.apply_invalidation(&key).await;
         Ok(())
     }
 
