@@ -109,7 +109,9 @@ where
         };
         Box::pin(
             async move {
-                let metrics = route.map(|(route, method)| (p.state.metrics.start(), route, method));
+                // Counted in flight even with metrics off: the heap trim
+                // (`memory.rs`) waits for a moment with none.
+                let timer = p.state.metrics.start();
                 let res = match inner {
                     Some((_permit, Ok(call))) => {
                         let deadline = tokio::time::Instant::from_std(started) + p.deadline;
@@ -121,7 +123,7 @@ where
                 let mut res = error_boundary::render(&p.state, json, &id, res);
                 p.state.security_headers.apply(res.headers_mut());
                 let elapsed = started.elapsed();
-                if let Some((timer, route, method)) = metrics {
+                if let Some((route, method)) = route {
                     let route = route.as_deref().unwrap_or(UNMATCHED);
                     timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
                 }

@@ -352,7 +352,9 @@ impl HttpMetrics {
     }
 
     /// Starts counting a request in flight (the request pipeline calls
-    /// this; it keeps the clock, which it reads for other uses too).
+    /// this for every request, metrics on or off; it keeps the clock, which
+    /// it reads for other uses too). Dropped without `finish`, the request
+    /// is counted out and not recorded.
     pub fn start(&self) -> RequestTimer<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestTimer { metrics: self }

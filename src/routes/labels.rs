@@ -37,6 +37,13 @@ impl RouteLabels {
         self.templates.push(template);
     }
 
+    /// Adds every template of `other`.
+    pub fn extend(&mut self, other: &RouteLabels) {
+        for template in other.templates() {
+            self.add(template);
+        }
+    }
+
     /// The template `path` matches, if any (shared: the pipeline keeps it
     /// until the response is ready).
     pub fn label(&self, path: &str) -> Option<Arc<str>> {

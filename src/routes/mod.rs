@@ -70,9 +70,7 @@ impl RouteTable {
 
     /// `Router::merge`, with the other table's templates.
     fn merge(mut self, other: RouteTable) -> Self {
-        for template in other.labels.templates() {
-            self.labels.add(template);
-        }
+        self.labels.extend(&other.labels);
         self.router = self.router.merge(other.router);
         self
     }
@@ -149,9 +147,7 @@ pub fn router(state: AppState, extra: Option<RouteTable>) -> Routes {
     .route("/livez", get(health::livez))
     .route("/readyz", get(health::readyz));
     let mut labels = table.labels;
-    for template in light.labels.templates() {
-        labels.add(template);
-    }
+    labels.extend(&light.labels);
     Routes {
         light: light.router.with_state(state.clone()),
         rest: table.router.fallback(not_found).with_state(state),

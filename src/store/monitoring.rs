@@ -72,8 +72,6 @@ impl Db {
         tx.commit().await
     }
 
-    /// Rollups of every instance since `from` (epoch ms), merged per
-    /// (minute, route).
     /// Requests, errors and the latest minute per instance since `from`:
     /// who contributed to the dashboard's totals.
     pub async fn instance_totals_since(
@@ -100,6 +98,8 @@ impl Db {
             .collect()
     }
 
+    /// Rollups of every instance since `from` (epoch ms), merged per
+    /// (minute, route).
     pub async fn rollups_since(&self, from: i64) -> Result<Vec<(i64, String, Agg)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT minute, route, requests, errors, buckets FROM metric_rollups WHERE minute >= $1 ORDER BY minute",
