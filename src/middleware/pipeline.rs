@@ -33,7 +33,7 @@ use super::error_boundary;
 use super::request_id;
 use super::shed::{self, LoadShedder};
 use super::trace;
-use crate::monitoring::metrics::UNMATCHED;
+use crate::monitoring::metrics::{UNMATCHED, method_label};
 use crate::routes::labels::RouteLabels;
 use crate::state::AppState;
 
@@ -98,7 +98,7 @@ where
             .state
             .config
             .metrics_enabled
-            .then(|| (p.labels.label(req.uri().path()), req.method().clone()));
+            .then(|| (p.labels.label(req.uri().path()), method_label(req.method())));
         let json = error_boundary::is_machine_path(req.uri().path());
         let inner = if shed::is_exempt(req.uri().path()) {
             Some((None, self.call_inner(req, &span)))
@@ -125,7 +125,7 @@ where
                 let elapsed = started.elapsed();
                 if let Some((route, method)) = route {
                     let route = route.as_deref().unwrap_or(UNMATCHED);
-                    timer.finish(route, method.as_str(), res.status().as_u16(), elapsed);
+                    timer.finish(route, method, res.status().as_u16(), elapsed);
                 }
                 trace::log_completion(res.status(), elapsed);
                 res.headers_mut()

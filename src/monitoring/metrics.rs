@@ -23,6 +23,25 @@ use crate::time_fmt::now_ms;
 /// let any client create series).
 pub const UNMATCHED: &str = "unmatched";
 
+/// A request method as a metric label: the methods of RFC 9110 and PATCH as
+/// they are, any other token `_OTHER` (OpenTelemetry's HTTP semantic
+/// conventions). hyper accepts any token as a method; taken as sent, each
+/// new one would add a series and a rollup row for good.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 const DURATION: &str = "http_server_request_duration_seconds";
 /// Rollup shards: more than the runtime's workers on any machine we run on
 /// (threads past it share shards, which stays correct).

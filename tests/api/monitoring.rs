@@ -113,6 +113,38 @@ async fn metric_values_are_exact_for_a_known_sequence_of_requests() {
     );
 }
 
+/// hyper accepts any token as a method; were the method label taken as
+/// sent, each new one would add a series (and a rollup row) for good: a
+/// client could grow `/metrics` and the heap without bound.
+#[tokio::test]
+async fn unknown_request_methods_share_one_metric_label() {
+    let app = app_with_token().spawn().await;
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/api/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
+    }
+    let m = metrics_text(&app).await;
+    assert!(!m.contains("BREW"), "a client-chosen method became a label");
+    assert_eq!(
+        sample(
+            &m,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("http_route", "/api/health"),
+                ("http_request_method", "_OTHER"),
+                ("http_response_status_code", "405"),
+            ],
+        ),
+        Some(20.0)
+    );
+}
+
 #[tokio::test]
 async fn metrics_need_the_token_when_one_is_set_and_pass_promtool() {
     let app = app_with_token().spawn().await;
