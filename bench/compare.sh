@@ -20,9 +20,13 @@
 # offered rate (oha -q, open loop, latency-corrected) against A, B and C
 # (the floor shows what tokio + hyper alone give at that rate).
 # wrk: -t2 -c64 -d$BENCH_DURATION. Reported per target: median req/s, median
-# p99, non-2xx, socket errors, bytes/response (wrk bytes / requests, headers
-# included) and the body size; ratios huntaze/nginx (target >= 1.0),
-# huntaze/floor (target >= 0.8), /api/health over huntaze `/` (target >= 0.8).
+# p99, median CPU time per request (user + sys of every thread of the server's
+# processes, from /proc/PID/stat around the run), non-2xx, socket errors,
+# bytes/response (wrk bytes / requests, headers included) and the body size;
+# ratios huntaze/nginx (target >= 1.0), huntaze/floor (target >= 0.8),
+# /api/health over huntaze `/` (target >= 0.8). Fixed rate: median p99 of
+# each target, and in how many rounds huntaze's p99 was not worse than
+# nginx's (one round's p99 swings by half on this machine).
 # Also huntaze's start-to-ready (median of 5 cold starts) and its peak RSS
 # (VmHWM) after all its runs. Table on stdout; JSON in
 # bench/results/compare-<UTC>.json.
@@ -420,35 +424,81 @@ LUA
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
 
+# CPU time per request: unlike p99 on this shared machine, it barely moves
+# between runs, and it says what a latency or throughput gap costs.
+CLK_TCK="$(getconf CLK_TCK)"
+# server_pids NAME: the processes serving a run (nginx: master and workers).
+server_pids() {
+    case "$1" in
+        *nginx) echo "$NGX_PID" $(pgrep -P "$NGX_PID" 2>/dev/null || true) ;;
+        *floor) echo "$FLOOR_PID" ;;
+        *) echo "$HZ_PID" ;;
+    esac
+}
+# cpu_ticks PID...: "user sys" clock ticks, all threads of those processes
+# (fields 14 and 15 of /proc/PID/stat, read after the ")" ending the name).
+cpu_ticks() {
+    local p u=0 s=0 f
+    for p in "$@"; do
+        f="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        read -r -a f <<<"${f##*) }"
+        u=$(( u + f[11] )); s=$(( s + f[12] ))
+    done
+    echo "$u $s"
+}
+# cpu_json NAME "U0 S0" "U1 S1" REQUESTS: the per-request figures as JSON.
+cpu_json() {
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$2"; read -r u1 s1 <<<"$3"
+    jq -nc --argjson u $(( u1 - u0 )) --argjson s $(( s1 - s0 )) --argjson n "$4" --argjson hz "$CLK_TCK" '
+        def per: if $n > 0 then (. / $hz * 1e6 / $n * 100 | round) / 100 else null end;
+        {cpu_user_us_per_req: ($u | per), cpu_sys_us_per_req: ($s | per),
+         cpu_us_per_req: ($u + $s | per)}'
+}
+
 # wrk_run ROUND NAME URL [EXTRA_HEADER]
 wrk_run() {
     local round="$1" name="$2" url="$3" extra="${4:-}" out line
     local hdr=(-H "Accept-Encoding: $ENCODING")
     [[ -n "$extra" ]] && hdr+=(-H "$extra")
     out="$WORK/wrk-$name-$round.txt"
+    local pids c0 c1
+    read -r -a pids <<<"$(server_pids "$name")"
+    c0="$(cpu_ticks "${pids[@]}")"
     timeout --kill-after=5 $(( DURATION_S + 30 )) \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/report.lua" "${hdr[@]}" "$url" \
         >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed for $name"; }
+    c1="$(cpu_ticks "${pids[@]}")"
     line="$(grep '^BENCH_RESULT ' "$out" | tail -n 1)"
     [[ -n "$line" ]] || { cat "$out" >&2; die "no result line from wrk for $name"; }
-    jq -nc --arg line "$line" --arg name "$name" --argjson round "$round" '
+    local requests
+    requests="$(sed -n 's/.* requests=\([0-9]*\) .*/\1/p' <<<"$line")"
+    jq -nc --arg line "$line" --arg name "$name" --argjson round "$round" \
+        --argjson cpu "$(cpu_json "$name" "$c0" "$c1" "${requests:-0}")" '
         ($line | split(" ")[1:] | map(split("=") | {(.[0]): (.[1] | tonumber)}) | add) as $r
         | {tool: "wrk", name: $name, round: $round, requests: $r.requests, rps: $r.rps,
            p50_ms: ($r.p50_us / 1000), p90_ms: ($r.p90_us / 1000), p99_ms: ($r.p99_us / 1000),
            max_ms: ($r.max_us / 1000), non_2xx: $r.non2xx,
            socket_errors: ($r.connect_errors + $r.read_errors + $r.write_errors + $r.timeouts),
-           bytes_per_response: (if $r.requests > 0 then ($r.bytes / $r.requests | floor) else 0 end)}' >>"$RUNS"
-    log "  wrk $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "\(.rps) req/s, p99 \(.p99_ms) ms, \(.bytes_per_response) B/resp, non-2xx \(.non_2xx)"' "$RUNS")"
+           bytes_per_response: (if $r.requests > 0 then ($r.bytes / $r.requests | floor) else 0 end)}
+        + $cpu' >>"$RUNS"
+    log "  wrk $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "\(.rps) req/s, p99 \(.p99_ms) ms, \(.bytes_per_response) B/resp, CPU \(.cpu_us_per_req) us/req, non-2xx \(.non_2xx)"' "$RUNS")"
 }
 
 # oha_run ROUND NAME URL: fixed offered rate, open loop, latency corrected.
 oha_run() {
-    local round="$1" name="$2" url="$3" out="$WORK/oha-$2-$1.json"
+    local round="$1" name="$2" url="$3" out="$WORK/oha-$2-$1.json" pids c0 c1
+    read -r -a pids <<<"$(server_pids "$name")"
+    c0="$(cpu_ticks "${pids[@]}")"
     timeout --kill-after=5 $(( DURATION_S + 60 )) \
         "$OHA" --no-tui "${OHA_FORMAT[@]}" -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction \
         -H "Accept-Encoding: $ENCODING" "$url" >"$out" 2>"$out.err" \
         || { cat "$out.err" >&2; die "oha failed for $name"; }
-    jq -c --arg name "$name" --argjson round "$round" --argjson rate "$RATE" '
+    c1="$(cpu_ticks "${pids[@]}")"
+    local requests
+    requests="$(jq '[(.statusCodeDistribution // {})[]] | add // 0' "$out" 2>/dev/null || echo 0)"
+    jq -c --arg name "$name" --argjson round "$round" --argjson rate "$RATE" \
+        --argjson cpu "$(cpu_json "$name" "$c0" "$c1" "$requests")" '
         (.statusCodeDistribution // {}) as $codes
         | {tool: "oha", name: $name, round: $round, offered_rps: $rate,
            requests: ([$codes[]] | add // 0),
@@ -460,9 +510,9 @@ oha_run() {
            non_2xx: ([$codes | to_entries[] | select((.key | tonumber) < 200 or (.key | tonumber) > 299) | .value] | add // 0),
            errors: ([(.errorDistribution // {})[]] | add // 0),
            error_kinds: (.errorDistribution // {}),
-           body_bytes_per_response: .summary.sizePerRequest}' "$out" >>"$RUNS" \
+           body_bytes_per_response: .summary.sizePerRequest} + $cpu' "$out" >>"$RUNS" \
         || { head -c 2000 "$out" >&2; die "cannot read oha's JSON for $name"; }
-    log "  oha $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "offered \(.offered_rps), achieved \(.achieved_rps | floor) req/s, p99 \(.p99_ms * 100 | round / 100) ms, non-2xx \(.non_2xx), errors \(.errors)"' "$RUNS")"
+    log "  oha $name round $round: $(jq -r 'select(.name=="'"$name"'" and .round=='"$round"') | "offered \(.offered_rps), achieved \(.achieved_rps | floor) req/s, p99 \(.p99_ms * 100 | round / 100) ms, CPU \(.cpu_us_per_req) us/req, non-2xx \(.non_2xx), errors \(.errors)"' "$RUNS")"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -517,6 +567,8 @@ jq -s \
              p50_ms_median: ($r | map(.p50_ms) | median | r2),
              non_2xx: ($r | map(.non_2xx) | add), socket_errors: ($r | map(.socket_errors) | add),
              bytes_per_response: ($r | map(.bytes_per_response) | median),
+             cpu_us_per_req_median: ($r | map(.cpu_us_per_req) | median | r2),
+             cpu_user_us_per_req_median: ($r | map(.cpu_user_us_per_req) | median | r2),
              check: ($checks | map(select(.name == $name)) | .[0]),
              rounds: ($r | map(del(.tool, .name)))}
           else
@@ -524,6 +576,8 @@ jq -s \
              achieved_rps_median: ($r | map(.achieved_rps) | median | r2),
              p99_ms_median: ($r | map(.p99_ms) | median | r2),
              p50_ms_median: ($r | map(.p50_ms) | median | r2),
+             cpu_us_per_req_median: ($r | map(.cpu_us_per_req) | median | r2),
+             cpu_user_us_per_req_median: ($r | map(.cpu_user_us_per_req) | median | r2),
              non_2xx: ($r | map(.non_2xx) | add), errors: ($r | map(.errors) | add),
              error_kinds: ($r | map(.error_kinds | to_entries[]) | group_by(.key)
                  | map({(.[0].key): (map(.value) | add)}) | add // {}),
@@ -549,7 +603,13 @@ jq -s \
         health_anon_over_landing: ratio(.health.anonymous.rps_median; .targets.huntaze.rps_median),
         health_detailed_over_landing: ratio(.health.detailed.rps_median; .targets.huntaze.rps_median),
         fixed_rate_p99_huntaze_over_nginx: ratio(.fixed_rate.huntaze.p99_ms_median; .fixed_rate.nginx.p99_ms_median),
-        fixed_rate_p99_floor_over_nginx: ratio(.fixed_rate.floor.p99_ms_median; .fixed_rate.nginx.p99_ms_median)}
+        fixed_rate_p99_floor_over_nginx: ratio(.fixed_rate.floor.p99_ms_median; .fixed_rate.nginx.p99_ms_median),
+        cpu_per_req_huntaze_over_nginx: ratio(.targets.huntaze.cpu_us_per_req_median; .targets.nginx.cpu_us_per_req_median),
+        cpu_per_req_huntaze_over_floor: ratio(.targets.huntaze.cpu_us_per_req_median; .targets.floor.cpu_us_per_req_median)}
+    | .fixed_rate.p99_rounds_huntaze_not_worse_than_nginx =
+        (if .fixed_rate.huntaze == null or .fixed_rate.nginx == null then null
+         else [.fixed_rate.huntaze.rounds, .fixed_rate.nginx.rounds] | transpose
+              | "\(map(select(.[0].p99_ms <= .[1].p99_ms)) | length) of \(length)" end)
     | def atleast($x; $t): if $x == null then null else $x >= $t end;
       .targets_met = {
         "huntaze_over_nginx>=1.0": atleast(.ratios.huntaze_over_nginx; 1.0),
@@ -566,16 +626,16 @@ printf 'Huntaze vs nginx vs floor  commit %s%s  nproc %s  nginx %s  wrk -t%s -c%
     "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$NGINX_VERSION" "$THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$ENCODING"
 jq -r '
     def f($n): if . == null then "-" else tostring end;
-    def row($title; $a): [$title, ($a.rps_median | f(0)), ($a.p99_ms_median | f(0)), ($a.non_2xx | f(0)),
+    def row($title; $a): [$title, ($a.rps_median | f(0)), ($a.p99_ms_median | f(0)), ($a.cpu_us_per_req_median | f(0)), ($a.non_2xx | f(0)),
         ($a.socket_errors | f(0)), ($a.bytes_per_response | f(0)), ($a.check.body_bytes | f(0)),
         ($a.check.content_encoding // "-")] | @tsv;
-    (["target", "req/s", "p99 ms", "non-2xx", "sock err", "B/resp", "body B", "enc"] | @tsv),
+    (["target", "req/s", "p99 ms", "CPU us/req", "non-2xx", "sock err", "B/resp", "body B", "enc"] | @tsv),
     row("A huntaze /"; .targets.huntaze),
     row("B nginx / (gzip_static)"; .targets.nginx),
     row("C floor / (bare axum)"; .targets.floor),
     row("A huntaze /api/health"; .health.anonymous),
     row("A huntaze /api/health +token"; .health.detailed)
-' "$OUT" | awk -F'\t' '{printf "%-30s %11s %9s %8s %9s %8s %8s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+' "$OUT" | awk -F'\t' '{printf "%-30s %11s %9s %11s %8s %9s %8s %8s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
 echo
 jq -r '
     def v: if . == null then "n/a" else tostring end;
@@ -587,12 +647,13 @@ jq -r '
     "",
     (if .fixed_rate.skipped != null then "fixed rate: skipped: \(.fixed_rate.skipped)"
      else "fixed rate \(.fixed_rate.huntaze.offered_rps) req/s (\(.fixed_rate.tool), median of \(.fixed_rate.huntaze.runs)):",
-        "  A huntaze: p99 \(.fixed_rate.huntaze.p99_ms_median) ms, p50 \(.fixed_rate.huntaze.p50_ms_median) ms, achieved \(.fixed_rate.huntaze.achieved_rps_median) req/s, non-2xx \(.fixed_rate.huntaze.non_2xx), errors \(.fixed_rate.huntaze.errors) \(.fixed_rate.huntaze.error_kinds | tostring)",
-        "  B nginx:   p99 \(.fixed_rate.nginx.p99_ms_median) ms, p50 \(.fixed_rate.nginx.p50_ms_median) ms, achieved \(.fixed_rate.nginx.achieved_rps_median) req/s, non-2xx \(.fixed_rate.nginx.non_2xx), errors \(.fixed_rate.nginx.errors) \(.fixed_rate.nginx.error_kinds | tostring)",
-        "  C floor:   p99 \(.fixed_rate.floor.p99_ms_median) ms, p50 \(.fixed_rate.floor.p50_ms_median) ms, achieved \(.fixed_rate.floor.achieved_rps_median) req/s, non-2xx \(.fixed_rate.floor.non_2xx), errors \(.fixed_rate.floor.errors) \(.fixed_rate.floor.error_kinds | tostring)",
-        "  p99 huntaze/nginx \(.ratios.fixed_rate_p99_huntaze_over_nginx | v) (target <= 1.0)\(ok(.targets_met["fixed_rate_p99_huntaze<=nginx"])), floor/nginx \(.ratios.fixed_rate_p99_floor_over_nginx | v)"
+        "  A huntaze: p99 \(.fixed_rate.huntaze.p99_ms_median) ms, p50 \(.fixed_rate.huntaze.p50_ms_median) ms, CPU \(.fixed_rate.huntaze.cpu_us_per_req_median) us/req, achieved \(.fixed_rate.huntaze.achieved_rps_median) req/s, non-2xx \(.fixed_rate.huntaze.non_2xx), errors \(.fixed_rate.huntaze.errors) \(.fixed_rate.huntaze.error_kinds | tostring)",
+        "  B nginx:   p99 \(.fixed_rate.nginx.p99_ms_median) ms, p50 \(.fixed_rate.nginx.p50_ms_median) ms, CPU \(.fixed_rate.nginx.cpu_us_per_req_median) us/req, achieved \(.fixed_rate.nginx.achieved_rps_median) req/s, non-2xx \(.fixed_rate.nginx.non_2xx), errors \(.fixed_rate.nginx.errors) \(.fixed_rate.nginx.error_kinds | tostring)",
+        "  C floor:   p99 \(.fixed_rate.floor.p99_ms_median) ms, p50 \(.fixed_rate.floor.p50_ms_median) ms, CPU \(.fixed_rate.floor.cpu_us_per_req_median) us/req, achieved \(.fixed_rate.floor.achieved_rps_median) req/s, non-2xx \(.fixed_rate.floor.non_2xx), errors \(.fixed_rate.floor.errors) \(.fixed_rate.floor.error_kinds | tostring)",
+        "  p99 huntaze/nginx \(.ratios.fixed_rate_p99_huntaze_over_nginx | v) (target <= 1.0)\(ok(.targets_met["fixed_rate_p99_huntaze<=nginx"])), floor/nginx \(.ratios.fixed_rate_p99_floor_over_nginx | v); huntaze not worse in \(.fixed_rate.p99_rounds_huntaze_not_worse_than_nginx) rounds"
      end),
     "",
+    "CPU per request at saturation (user+sys, all threads): huntaze/nginx \(.ratios.cpu_per_req_huntaze_over_nginx | v), huntaze/floor \(.ratios.cpu_per_req_huntaze_over_floor | v)",
     "huntaze start-to-ready (median of \(.huntaze.start_to_ready_ms.runs | length)): \(.huntaze.start_to_ready_ms.median) ms   \(.huntaze.start_to_ready_ms.runs)",
     "huntaze peak RSS after its runs (VmHWM): \(.huntaze.peak_rss_kb / 1024 * 10 | round / 10) MB (\(.huntaze.peak_rss_kb) kB)",
     "page: identity \(.page.identity_bytes) B, gzip \(.page.gzip_bytes) B (same gzip bytes from all three, checked by sha256)"
