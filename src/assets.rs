@@ -11,49 +11,57 @@ use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::precompressed::Precompressed;
+use crate::precompressed::{Encoded, Precompressed};
 
 /// The CSS inlined in every page's `<head>` (above-the-fold styles).
 pub const CRITICAL_CSS: &str = include_str!("../assets/critical.css");
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// (logical name, content type, bytes)
-const FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../assets/app.css"),
-    ),
-    (
-        "favicon.svg",
-        "image/svg+xml",
-        include_bytes!("../assets/favicon.svg"),
-    ),
-    (
-        "creators.svg",
-        "image/svg+xml",
-        include_bytes!("../assets/creators.svg"),
-    ),
-    (
-        "platforms.svg",
-        "image/svg+xml",
-        include_bytes!("../assets/platforms.svg"),
-    ),
-    (
+/// An embedded asset: its bytes and the compressed forms `build.rs` made.
+struct File {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+    br: &'static [u8],
+    zstd: &'static [u8],
+    gzip: &'static [u8],
+}
+
+/// `asset!("vendor/x.js", "name.js", "text/javascript")`: the file under
+/// `assets/` and its compressed forms from `$OUT_DIR/assets/`.
+macro_rules! asset {
+    ($path:literal, $name:literal, $content_type:literal) => {
+        File {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../assets/", $path)),
+            br: include_bytes!(concat!(env!("OUT_DIR"), "/assets/", $path, ".br")),
+            zstd: include_bytes!(concat!(env!("OUT_DIR"), "/assets/", $path, ".zst")),
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/assets/", $path, ".gz")),
+        }
+    };
+}
+
+const FILES: &[File] = &[
+    asset!("app.css", "app.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "favicon.svg", "image/svg+xml"),
+    asset!("creators.svg", "creators.svg", "image/svg+xml"),
+    asset!("platforms.svg", "platforms.svg", "image/svg+xml"),
+    asset!(
         "dashboard.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../assets/dashboard.js"),
+        "dashboard.js",
+        "text/javascript; charset=utf-8"
     ),
-    (
+    asset!(
+        "vendor/uPlot.iife.min.js",
         "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../assets/vendor/uPlot.iife.min.js"),
+        "text/javascript; charset=utf-8"
     ),
-    (
+    asset!(
+        "vendor/uPlot.min.css",
         "uPlot.min.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../assets/vendor/uPlot.min.css"),
+        "text/css; charset=utf-8"
     ),
 ];
 
@@ -68,11 +76,24 @@ impl Assets {
     pub fn load() -> Self {
         let mut by_hashed_name = HashMap::new();
         let mut url_by_name = HashMap::new();
-        for (name, content_type, bytes) in FILES {
-            let body = Precompressed::new(Bytes::from_static(bytes), content_type, IMMUTABLE);
+        for f in FILES {
+            // An empty file: build.rs's encoder failed; not offered.
+            let some = |b: &'static [u8]| (!b.is_empty()).then(|| Bytes::from_static(b));
+            let encoded = Encoded {
+                brotli: some(f.br),
+                zstd: some(f.zstd),
+                gzip: some(f.gzip),
+            };
+            let body = Precompressed::from_encoded(
+                Bytes::from_static(f.body),
+                encoded,
+                f.content_type,
+                IMMUTABLE,
+            );
+            let name = f.name;
             let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
             let hashed = format!("{stem}.{}.{ext}", body.hash());
-            url_by_name.insert(*name, format!("/assets/{hashed}"));
+            url_by_name.insert(name, format!("/assets/{hashed}"));
             by_hashed_name.insert(hashed, body);
         }
         let digest = Sha256::digest(CRITICAL_CSS.as_bytes());
@@ -126,5 +147,40 @@ mod tests {
             let hashed = url.strip_prefix("/assets/").unwrap();
             assert!(assets.get(hashed).is_some(), "{name} → {url}");
         }
+    }
+
+    /// build.rs's output is what the server serves for those encodings:
+    /// each form must decode to the very bytes of the file.
+    #[test]
+    fn the_build_time_compressed_forms_decode_to_the_files() {
+        use std::io::Read;
+        for f in FILES {
+            let mut br = Vec::new();
+            brotli::Decompressor::new(f.br, 4096)
+                .read_to_end(&mut br)
+                .unwrap();
+            assert_eq!(br, f.body, "{} .br", f.name);
+            assert_eq!(zstd::decode_all(f.zstd).unwrap(), f.body, "{} .zst", f.name);
+            let mut gz = Vec::new();
+            flate2::read::GzDecoder::new(f.gzip)
+                .read_to_end(&mut gz)
+                .unwrap();
+            assert_eq!(gz, f.body, "{} .gz", f.name);
+        }
+        let assets = Assets::load();
+        let url = assets.url("uPlot.iife.min.js");
+        let served = assets
+            .get(url.strip_prefix("/assets/").unwrap())
+            .unwrap()
+            .respond(
+                &[(
+                    axum::http::header::ACCEPT_ENCODING,
+                    axum::http::HeaderValue::from_static("br"),
+                )]
+                .into_iter()
+                .collect(),
+                &crate::middleware::security_headers::SecurityHeaders::new("'none'", false),
+            );
+        assert_eq!(served.headers()["content-encoding"], "br");
     }
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cache;
 pub mod circuit;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -5,7 +5,6 @@
 //! Used by the landing page and static assets so that serving them costs a
 //! header parse and a reference-count increment, never compression work.
 
-use std::io::Write;
 use std::sync::OnceLock;
 
 use axum::body::Body;
@@ -14,10 +13,18 @@ use axum::response::Response;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::compress;
 use crate::middleware::security_headers::SecurityHeaders;
 
 /// Headers a served response ends up with, middleware included.
 const RESPONSE_HEADERS: usize = 16;
+
+/// A body's compressed forms (`None`: that encoder failed).
+pub struct Encoded {
+    pub brotli: Option<Bytes>,
+    pub zstd: Option<Bytes>,
+    pub gzip: Option<Bytes>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -63,24 +70,37 @@ impl Precompressed {
     /// Compresses `body` in every encoding. CPU-heavy (brotli at its best
     /// quality): call it off the async workers, once per render.
     pub fn new(body: Bytes, content_type: &'static str, cache_control: &'static str) -> Self {
+        let encoded = Encoded {
+            brotli: compress::brotli(&body).map(Bytes::from),
+            zstd: compress::zstd(&body).map(Bytes::from),
+            gzip: compress::gzip(&body).map(Bytes::from),
+        };
+        Self::from_encoded(body, encoded, content_type, cache_control)
+    }
+
+    /// A body already compressed (the embedded assets, by `build.rs`).
+    pub fn from_encoded(
+        body: Bytes,
+        encoded: Encoded,
+        content_type: &'static str,
+        cache_control: &'static str,
+    ) -> Self {
         let hash = hex::encode(&Sha256::digest(&body)[..12]);
         let mut variants = Vec::with_capacity(4);
-        let mut push = |encoding: Encoding, bytes: Option<Vec<u8>>| {
+        let mut push = |encoding: Encoding, bytes: Option<Bytes>| {
             // A variant that would not be smaller is not worth offering.
             if let Some(bytes) = bytes.filter(|b| b.len() < body.len()) {
                 variants.push(Variant {
                     encoding,
-                    body: Bytes::from(bytes),
+                    body: bytes,
                     etag: etag(&hash, encoding),
                     headers: OnceLock::new(),
                 });
             }
         };
-        push(Encoding::Brotli, brotli_compress(&body));
-        // `bulk` tells zstd the input size, so it sizes its tables to the
-        // body instead of the level's default multi-megabyte window.
-        push(Encoding::Zstd, zstd::bulk::compress(&body[..], 19).ok());
-        push(Encoding::Gzip, gzip_compress(&body));
+        push(Encoding::Brotli, encoded.brotli);
+        push(Encoding::Zstd, encoded.zstd);
+        push(Encoding::Gzip, encoded.gzip);
         variants.push(Variant {
             encoding: Encoding::Identity,
             body: body.clone(),
@@ -223,26 +243,6 @@ fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(&str, f32)> {
         }
     }
     out
-}
-
-fn brotli_compress(body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    {
-        // A window no larger than the body: the same output, and the
-        // encoder's memory scales with it (lgwin 22 costs tens of MB, which
-        // showed up as the process's peak RSS at start).
-        let lgwin = (usize::BITS - body.len().max(1 << 10).leading_zeros()).clamp(10, 22);
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 11, lgwin);
-        w.write_all(body).ok()?;
-        w.flush().ok()?;
-    }
-    Some(out)
-}
-
-fn gzip_compress(body: &[u8]) -> Option<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(body).ok()?;
-    enc.finish().ok()
 }
 
 #[cfg(test)]
