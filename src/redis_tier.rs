@@ -14,6 +14,7 @@
 //! Built on `redis`'s `ConnectionManager` (reconnects by itself) for commands
 //! and a dedicated pub/sub connection, re-established in a loop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,7 +105,8 @@ pub struct RedisTier {
     session_ttl: Duration,
     landing_ttl: Duration,
     local: broadcast::Sender<Invalidation>,
-    pending: Mutex<Vec<Invalidation>>,
+    /// Oldest first; bounded by [`MAX_PENDING`], dropping the oldest.
+    pending: Mutex<VecDeque<Invalidation>>,
     fallbacks: AtomicU64,
     gcra: redis::Script,
     count_failure: redis::Script,
@@ -155,7 +157,7 @@ impl RedisTier {
             session_ttl: Duration::from_millis(config.query_cache_ttl_ms.max(1)),
             landing_ttl: Duration::from_millis(config.landing_refresh_ms.max(1)),
             local: broadcast::channel(1024).0,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(VecDeque::new()),
             fallbacks: AtomicU64::new(0),
             gcra: redis::Script::new(GCRA),
             count_failure: redis::Script::new(COUNT_FAILURE),
@@ -369,9 +371,9 @@ impl RedisTier {
             && let Ok(mut pending) = self.pending.lock()
         {
             if pending.len() >= MAX_PENDING {
-                pending.remove(0);
+                pending.pop_front();
             }
-            pending.push(what);
+            pending.push_back(what);
         }
     }
 
@@ -492,7 +494,7 @@ impl RedisTier {
                 // Down again: keep this one and the rest for the next return.
                 if let Ok(mut p) = self.pending.lock() {
                     let newer = std::mem::take(&mut *p);
-                    p.push(what);
+                    p.push_back(what);
                     p.extend(pending);
                     p.extend(newer);
                     let excess = p.len().saturating_sub(MAX_PENDING);
