@@ -20,7 +20,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// An embedded asset: its bytes and the compressed forms `build.rs` made.
 struct File {
-    name: &'static str,
+    /// Under `assets/`; its last segment is the name templates ask for.
+    path: &'static str,
     content_type: &'static str,
     body: &'static [u8],
     br: &'static [u8],
@@ -28,12 +29,18 @@ struct File {
     gzip: &'static [u8],
 }
 
-/// `asset!("vendor/x.js", "name.js", "text/javascript")`: the file under
-/// `assets/` and its compressed forms from `$OUT_DIR/assets/`.
+impl File {
+    fn name(&self) -> &'static str {
+        self.path.rsplit('/').next().unwrap_or(self.path)
+    }
+}
+
+/// `asset!("vendor/x.js", "text/javascript")`: the file under `assets/` and
+/// its compressed forms from `$OUT_DIR/assets/`.
 macro_rules! asset {
-    ($path:literal, $name:literal, $content_type:literal) => {
+    ($path:literal, $content_type:literal) => {
         File {
-            name: $name,
+            path: $path,
             content_type: $content_type,
             body: include_bytes!(concat!("../assets/", $path)),
             br: include_bytes!(concat!(env!("OUT_DIR"), "/assets/", $path, ".br")),
@@ -44,25 +51,13 @@ macro_rules! asset {
 }
 
 const FILES: &[File] = &[
-    asset!("app.css", "app.css", "text/css; charset=utf-8"),
-    asset!("favicon.svg", "favicon.svg", "image/svg+xml"),
-    asset!("creators.svg", "creators.svg", "image/svg+xml"),
-    asset!("platforms.svg", "platforms.svg", "image/svg+xml"),
-    asset!(
-        "dashboard.js",
-        "dashboard.js",
-        "text/javascript; charset=utf-8"
-    ),
-    asset!(
-        "vendor/uPlot.iife.min.js",
-        "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8"
-    ),
-    asset!(
-        "vendor/uPlot.min.css",
-        "uPlot.min.css",
-        "text/css; charset=utf-8"
-    ),
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
+    asset!("creators.svg", "image/svg+xml"),
+    asset!("platforms.svg", "image/svg+xml"),
+    asset!("dashboard.js", "text/javascript; charset=utf-8"),
+    asset!("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    asset!("vendor/uPlot.min.css", "text/css; charset=utf-8"),
 ];
 
 /// The embedded assets by hashed file name.
@@ -90,7 +85,7 @@ impl Assets {
                 f.content_type,
                 IMMUTABLE,
             );
-            let name = f.name;
+            let name = f.name();
             let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
             let hashed = format!("{stem}.{}.{ext}", body.hash());
             url_by_name.insert(name, format!("/assets/{hashed}"));
@@ -159,13 +154,13 @@ mod tests {
             brotli::Decompressor::new(f.br, 4096)
                 .read_to_end(&mut br)
                 .unwrap();
-            assert_eq!(br, f.body, "{} .br", f.name);
-            assert_eq!(zstd::decode_all(f.zstd).unwrap(), f.body, "{} .zst", f.name);
+            assert_eq!(br, f.body, "{} .br", f.path);
+            assert_eq!(zstd::decode_all(f.zstd).unwrap(), f.body, "{} .zst", f.path);
             let mut gz = Vec::new();
             flate2::read::GzDecoder::new(f.gzip)
                 .read_to_end(&mut gz)
                 .unwrap();
-            assert_eq!(gz, f.body, "{} .gz", f.name);
+            assert_eq!(gz, f.body, "{} .gz", f.path);
         }
         let assets = Assets::load();
         let url = assets.url("uPlot.iife.min.js");

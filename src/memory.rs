@@ -7,8 +7,8 @@
 //! rather than leaking (issue #7, `bench/stress.sh`). `malloc_trim` returns
 //! the free pages of every arena (`madvise(MADV_DONTNEED)`); a background
 //! task calls it when the server is quiet and its RSS is well above its
-//! size at rest ([`TrimPolicy`]). No crate wraps it (the `libc` crate would, for one symbol),
-//! hence the declaration below.
+//! size at rest ([`TrimPolicy`]). No crate wraps it (the `libc` crate
+//! would, for one symbol), hence the declaration below.
 
 use std::time::Duration;
 

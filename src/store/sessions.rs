@@ -158,13 +158,12 @@ impl Db {
         // tombstone and no broadcast. A tombstone would keep the session out
         // of the shared cache for its TTL after every touch; another
         // instance's stale copy costs at most one more touch there.
-        let key = crate::redis_tier::Invalidation::Sessions {
-            keys: vec![token_hash.to_owned()],
-        };
         if let Some(tier) = self.shared() {
             tier.session_drop(token_hash).await;
         }
-        self.apply_invalidation(&key).await;
+        if let Some(cache) = self.session_cache() {
+            cache.invalidate(&token_hash.to_owned()).await;
+        }
         Ok(())
     }
 
