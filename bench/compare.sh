@@ -446,11 +446,11 @@ cpu_ticks() {
     done
     echo "$u $s"
 }
-# cpu_json NAME "U0 S0" "U1 S1" REQUESTS: the per-request figures as JSON.
+# cpu_json "U0 S0" "U1 S1" REQUESTS: the per-request figures as JSON.
 cpu_json() {
     local u0 s0 u1 s1
-    read -r u0 s0 <<<"$2"; read -r u1 s1 <<<"$3"
-    jq -nc --argjson u $(( u1 - u0 )) --argjson s $(( s1 - s0 )) --argjson n "$4" --argjson hz "$CLK_TCK" '
+    read -r u0 s0 <<<"$1"; read -r u1 s1 <<<"$2"
+    jq -nc --argjson u $(( u1 - u0 )) --argjson s $(( s1 - s0 )) --argjson n "$3" --argjson hz "$CLK_TCK" '
         def per: if $n > 0 then (. / $hz * 1e6 / $n * 100 | round) / 100 else null end;
         {cpu_user_us_per_req: ($u | per), cpu_sys_us_per_req: ($s | per),
          cpu_us_per_req: ($u + $s | per)}'
@@ -474,7 +474,7 @@ wrk_run() {
     local requests
     requests="$(sed -n 's/.* requests=\([0-9]*\) .*/\1/p' <<<"$line")"
     jq -nc --arg line "$line" --arg name "$name" --argjson round "$round" \
-        --argjson cpu "$(cpu_json "$name" "$c0" "$c1" "${requests:-0}")" '
+        --argjson cpu "$(cpu_json "$c0" "$c1" "${requests:-0}")" '
         ($line | split(" ")[1:] | map(split("=") | {(.[0]): (.[1] | tonumber)}) | add) as $r
         | {tool: "wrk", name: $name, round: $round, requests: $r.requests, rps: $r.rps,
            p50_ms: ($r.p50_us / 1000), p90_ms: ($r.p90_us / 1000), p99_ms: ($r.p99_us / 1000),
@@ -498,7 +498,7 @@ oha_run() {
     local requests
     requests="$(jq '[(.statusCodeDistribution // {})[]] | add // 0' "$out" 2>/dev/null || echo 0)"
     jq -c --arg name "$name" --argjson round "$round" --argjson rate "$RATE" \
-        --argjson cpu "$(cpu_json "$name" "$c0" "$c1" "$requests")" '
+        --argjson cpu "$(cpu_json "$c0" "$c1" "$requests")" '
         (.statusCodeDistribution // {}) as $codes
         | {tool: "oha", name: $name, round: $round, offered_rps: $rate,
            requests: ([$codes[]] | add // 0),
