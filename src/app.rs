@@ -429,13 +429,8 @@ impl Application {
             tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
             tokio::time::sleep(drain).await;
         };
-        let server = axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(router),
-        )
-        .with_graceful_shutdown(stop_accepting);
+        let server = axum::serve(listener, crate::middleware::pipeline::PerConnection(router))
+            .with_graceful_shutdown(stop_accepting);
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(drain + grace).await;

@@ -161,6 +161,7 @@ impl Precompressed {
             h.insert(header::CACHE_CONTROL, self.cache_control.clone());
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             security.apply(&mut h);
+            crate::middleware::request_id::reserve_slot(&mut h);
             h
         });
         let mut r = Response::new(Body::from(chosen.body.clone()));
@@ -184,22 +185,30 @@ impl Precompressed {
         })
     }
 
+    /// The best encoding the request accepts (ties go to our preference
+    /// order), read straight off the header: no list is built, so the
+    /// landing page's negotiation allocates nothing.
     fn negotiate(&self, request: &HeaderMap) -> &Variant {
-        let accepted = parse_accept_encoding(request);
-        let q = |token: &str| -> f32 {
-            accepted
+        // An encoding's q: the first entry naming it, else the first `*`,
+        // else 0 (not acceptable).
+        let mut named: [Option<f32>; 3] = [None; 3];
+        let mut star: Option<f32> = None;
+        for (token, q) in accept_encoding(request) {
+            if token == "*" {
+                star.get_or_insert(q);
+            } else if let Some(i) = COMPRESSED
                 .iter()
-                .find(|(t, _)| t.eq_ignore_ascii_case(token))
-                .or_else(|| accepted.iter().find(|(t, _)| *t == "*"))
-                .map(|(_, q)| *q)
-                .unwrap_or(0.0)
-        };
+                .position(|e| token.eq_ignore_ascii_case(e.token()))
+            {
+                named[i].get_or_insert(q);
+            }
+        }
         let mut best: Option<(&Variant, f32)> = None;
         for v in &self.variants {
-            if v.encoding == Encoding::Identity {
+            let Some(i) = COMPRESSED.iter().position(|e| *e == v.encoding) else {
                 continue;
-            }
-            let weight = q(v.encoding.token());
+            };
+            let weight = named[i].or(star).unwrap_or(0.0);
             if weight > 0.0 && best.is_none_or(|(_, w)| weight > w) {
                 best = Some((v, weight));
             }
@@ -208,6 +217,9 @@ impl Precompressed {
             .unwrap_or_else(|| self.variant(Encoding::Identity))
     }
 }
+
+/// The encodings a variant can be compressed in, in preference order.
+const COMPRESSED: [Encoding; 3] = [Encoding::Brotli, Encoding::Zstd, Encoding::Gzip];
 
 fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
     let suffix = match encoding {
@@ -220,16 +232,18 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
 
 /// `Accept-Encoding` as (token, q) pairs (compare tokens ignoring case);
 /// malformed q-values count as 1 (lenient like common servers), absurd ones
-/// are clamped.
-fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(&str, f32)> {
-    let mut out = Vec::new();
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(s) = value.to_str() else { continue };
-        for part in s.split(',').take(32) {
+/// are clamped; at most 32 entries per header line are read.
+fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = (&str, f32)> {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|s| s.split(',').take(32))
+        .filter_map(|part| {
             let mut pieces = part.split(';');
             let token = pieces.next().unwrap_or("").trim();
             if token.is_empty() {
-                continue;
+                return None;
             }
             let q = pieces
                 .find_map(|p| {
@@ -239,10 +253,8 @@ fn parse_accept_encoding(headers: &HeaderMap) -> Vec<(&str, f32)> {
                 })
                 .unwrap_or(1.0)
                 .clamp(0.0, 1.0);
-            out.push((token, q));
-        }
-    }
-    out
+            Some((token, q))
+        })
 }
 
 #[cfg(test)]
@@ -285,6 +297,20 @@ mod tests {
         assert_eq!(enc("br;q=0, gzip;q=0"), None);
         assert_eq!(enc("identity"), None);
         assert_eq!(enc("*").as_deref(), Some("br"));
+        // A named encoding's own q wins over `*`, whichever comes first.
+        assert_eq!(enc("*;q=0.5, gzip").as_deref(), Some("gzip"));
+        assert_eq!(enc("br;q=0, *").as_deref(), Some("zstd"));
+        assert_eq!(enc("BR, GZip").as_deref(), Some("br"));
+        assert_eq!(enc("gzip;q=abc").as_deref(), Some("gzip"));
+        assert_eq!(enc(" , ;q=1, gzip ;q=0.2").as_deref(), Some("gzip"));
+        // Several header lines read as one list.
+        let mut two = headers(&[("accept-encoding", "gzip;q=0.4")]);
+        two.append(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("zstd;q=0.6"),
+        );
+        let res = p.respond(&two, &security());
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], "zstd");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! metrics record the final status.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,14 +24,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use futures::FutureExt;
+use tokio::net::TcpListener;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::error_boundary;
-use super::request_id;
+use super::request_id::{self, RequestMeta};
 use super::shed::{self, LoadShedder};
 use super::trace;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
@@ -45,6 +48,29 @@ pub struct Pipeline {
     pub deadline: Duration,
     /// Route templates, for the metrics.
     pub labels: RouteLabels,
+    /// See [`Pipeline::extensions`].
+    pub extensions: Extensions,
+}
+
+impl Pipeline {
+    /// An empty extension map with room for the four entries every routed
+    /// request ends up with ([`RequestMeta`], and axum's `MatchedPath`,
+    /// `OriginalUri` and url parameters). Cloning it keeps its capacity:
+    /// one allocation per request, where a map grown from
+    /// `Extensions::new()` costs its first allocation and then, at the
+    /// fourth insert, a second one and a rehash (issue #7: ~300
+    /// instructions of the landing page's).
+    pub fn extensions() -> Extensions {
+        #[derive(Clone)]
+        struct Slot<const N: usize>;
+        let mut e = Extensions::new();
+        e.insert(Slot::<0>);
+        e.insert(Slot::<1>);
+        e.insert(Slot::<2>);
+        e.insert(Slot::<3>);
+        e.clear();
+        e
+    }
 }
 
 /// The pipeline as a tower layer.
@@ -58,14 +84,45 @@ impl<S> Layer<S> for PipelineLayer {
         PipelineService {
             pipeline: Arc::clone(&self.0),
             inner,
+            peer: None,
         }
     }
 }
 
+/// The pipeline around the router. One clone serves each connection
+/// ([`PerConnection`] makes it), knowing the peer's address.
 #[derive(Clone)]
 pub struct PipelineService<S> {
     pipeline: Arc<Pipeline>,
     inner: S,
+    peer: Option<SocketAddr>,
+}
+
+/// The make-service `axum::serve` calls once per accepted connection: a
+/// clone of the pipeline that knows the peer's address and hands it to the
+/// request in [`RequestMeta`], with the request id, in one extension.
+/// Written here rather than with axum's `into_make_service_with_connect_info`,
+/// whose `ConnectInfo` costs every request an extension insert of its own.
+#[derive(Clone)]
+pub struct PerConnection<S>(pub PipelineService<S>);
+
+impl<S> Service<IncomingStream<'_, TcpListener>> for PerConnection<S>
+where
+    S: Clone,
+{
+    type Response = PipelineService<S>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
+        let mut service = self.0.clone();
+        service.peer = Some(*stream.remote_addr());
+        std::future::ready(Ok(service))
+    }
 }
 
 impl<S> Service<Request> for PipelineService<S>
@@ -89,8 +146,14 @@ where
     /// inner service per request.
     fn call(&mut self, mut req: Request) -> Self::Future {
         let p = Arc::clone(&self.pipeline);
-        let id = request_id::assign(&mut req);
-        let span = trace::span(&req, &p.state.trusted_proxies);
+        let id = request_id::assign(&req);
+        let mut extensions = p.extensions.clone();
+        extensions.insert(RequestMeta {
+            id: id.clone(),
+            peer: self.peer,
+        });
+        req.extensions_mut().extend(extensions);
+        let span = trace::span(&req, &id, &p.state.trusted_proxies);
         // One clock read at each end serves the deadline, the metrics and
         // the completion log.
         let started = Instant::now();

@@ -1,9 +1,14 @@
 //! `X-Request-Id` (DESIGN §4): a valid incoming id (≤ 128 chars of
 //! `[A-Za-z0-9._-]`) is kept, anything else is replaced by a fresh UUIDv7;
-//! the id replaces the request's header and is echoed on every response.
-//! [`RequestContext`] is built from the request only by the handlers that
-//! ask for it (as an extractor), so the landing page and the probes do not
-//! pay for its strings.
+//! the id travels with the request as [`RequestMeta`] (beside the peer's
+//! address) and is echoed on every response. [`RequestContext`] is built
+//! from the request only by the handlers that ask for it (as an extractor),
+//! so the landing page and the probes do not pay for its strings.
+//!
+//! The id is not written into the request's headers: hyper sizes that map
+//! to the headers it parsed, so one more header reallocated it on every
+//! request (~700 instructions of the landing page's ~23k; issue #7). The
+//! extension replaces axum's `ConnectInfo`, which cost an insert of its own.
 //!
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
 //! incoming value unvalidated; an unvalidated id would flow into logs.
@@ -12,12 +17,29 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the pipeline knows of a request before routing, as a request
+/// extension: its id and the address of the peer that sent it (`None` for
+/// a request that did not come through a listener, e.g. a test's
+/// `oneshot`).
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    pub id: HeaderValue,
+    pub peer: Option<SocketAddr>,
+}
+
+/// The value a response map that is cloned for every response carries in
+/// the id's slot until the pipeline writes the id there: a cloned
+/// `HeaderMap` has no spare capacity, so adding the id would reallocate it,
+/// replacing a value does not. The pipeline overwrites it on every response.
+pub fn reserve_slot(headers: &mut HeaderMap) {
+    headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("-"));
+}
 /// `RequestContext` of DESIGN §3: logged with every error (as fields of the
 /// request span), and written with audit events. An extractor: it reads
 /// the id [`assign`] set, the path, method, user agent and client address.
@@ -41,30 +63,31 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Gives the request its id: keeps a valid incoming one, else makes a
-/// UUIDv7. Sets the request header (where [`RequestContext`] and the span
-/// read it) and returns the value to echo on the response.
-pub fn assign(req: &mut Request) -> HeaderValue {
+/// The request's id: a valid incoming one, else a fresh UUIDv7.
+///
+/// The UUID takes its time and random bits without uuid's shared
+/// `ContextV7` (`Uuid::now_v7`), a mutex both workers took on every
+/// request to order ids made within one millisecond; ids need to be unique
+/// (74 random bits) and roughly time-ordered, not strictly.
+pub fn assign(req: &Request) -> HeaderValue {
     let incoming = req
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(is_valid))
         .cloned();
-    let header = incoming.unwrap_or_else(|| {
+    incoming.unwrap_or_else(|| {
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        let id: &str = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+        let uuid = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
+        let id: &str = uuid.simple().encode_lower(&mut buf);
         HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-    });
-    req.headers_mut()
-        .insert(X_REQUEST_ID.clone(), header.clone());
-    header
+    })
 }
 
-/// The id [`assign`] gave the request ("" outside the pipeline).
-pub fn of(headers: &HeaderMap) -> &str {
-    headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
+/// The id the pipeline gave the request ("" outside the pipeline).
+pub fn of(extensions: &Extensions) -> &str {
+    extensions
+        .get::<RequestMeta>()
+        .and_then(|m| m.id.to_str().ok())
         .unwrap_or("")
 }
 
@@ -99,8 +122,9 @@ impl TrustedProxies {
     /// The client address of a request, as text ("" without a peer).
     pub fn client_ip_text(&self, headers: &HeaderMap, extensions: &Extensions) -> String {
         let peer = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<RequestMeta>()
+            .and_then(|m| m.peer)
+            .map(|a| a.ip());
         let ip = if self.0.is_empty() {
             peer
         } else {
@@ -118,7 +142,7 @@ impl TrustedProxies {
 impl RequestContext {
     pub fn from_parts(parts: &Parts, proxies: &TrustedProxies) -> Self {
         Self {
-            request_id: of(&parts.headers).to_owned(),
+            request_id: of(&parts.extensions).to_owned(),
             user_id: None,
             path: parts.uri.path().to_owned(),
             method: parts.method.as_str().to_owned(),

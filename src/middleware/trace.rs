@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use tracing::Span;
 
 use super::request_id;
@@ -20,7 +20,7 @@ const SLOW: Duration = Duration::from_secs(1);
 /// The span the rest of the request runs in, with the
 /// [`RequestContext`](request_id::RequestContext) fields. When INFO is filtered out the macro returns a
 /// disabled span without evaluating any field.
-pub fn span(req: &Request, proxies: &request_id::TrustedProxies) -> Span {
+pub fn span(req: &Request, id: &HeaderValue, proxies: &request_id::TrustedProxies) -> Span {
     let user_agent = || {
         req.headers()
             .get(header::USER_AGENT)
@@ -31,7 +31,7 @@ pub fn span(req: &Request, proxies: &request_id::TrustedProxies) -> Span {
     let ip = || proxies.client_ip_text(req.headers(), req.extensions());
     tracing::info_span!(
         "request",
-        request_id = request_id::of(req.headers()),
+        request_id = id.to_str().unwrap_or(""),
         method = req.method().as_str(),
         path = req.uri().path(),
         user_agent = user_agent(),
