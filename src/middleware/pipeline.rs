@@ -82,20 +82,33 @@ impl<S> Layer<S> for PipelineLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         PipelineService {
-            pipeline: Arc::clone(&self.0),
+            conn: Arc::new(Conn {
+                pipeline: Arc::clone(&self.0),
+                peer: None,
+            }),
             inner,
-            peer: None,
         }
     }
 }
 
-/// The pipeline around the router. One clone serves each connection
-/// ([`PerConnection`] makes it), knowing the peer's address.
+/// One connection's share of the pipeline, which each of its requests'
+/// futures holds. Their reference counting happens on this per-connection
+/// allocation, touched by one worker at a time, instead of on the
+/// pipeline's own, which both workers would pull back and forth between
+/// their caches on every request, along with the pipeline's fields beside
+/// the count (issue #7).
+struct Conn {
+    pipeline: Arc<Pipeline>,
+    /// The peer's address (`None` outside a listener, e.g. a `oneshot`).
+    peer: Option<SocketAddr>,
+}
+
+/// The pipeline around the router. [`PerConnection`] makes one per
+/// connection.
 #[derive(Clone)]
 pub struct PipelineService<S> {
-    pipeline: Arc<Pipeline>,
+    conn: Arc<Conn>,
     inner: S,
-    peer: Option<SocketAddr>,
 }
 
 /// The make-service `axum::serve` calls once per accepted connection: a
@@ -119,9 +132,13 @@ where
     }
 
     fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
-        let mut service = self.0.clone();
-        service.peer = Some(*stream.remote_addr());
-        std::future::ready(Ok(service))
+        std::future::ready(Ok(PipelineService {
+            conn: Arc::new(Conn {
+                pipeline: Arc::clone(&self.0.conn.pipeline),
+                peer: Some(*stream.remote_addr()),
+            }),
+            inner: self.0.inner.clone(),
+        }))
     }
 }
 
@@ -145,12 +162,13 @@ where
     /// Calling it now rather than from the future spares a clone of the
     /// inner service per request.
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let p = Arc::clone(&self.pipeline);
+        let conn = Arc::clone(&self.conn);
+        let p = &*conn.pipeline;
         let id = request_id::assign(&req);
         let mut extensions = p.extensions.clone();
         extensions.insert(RequestMeta {
             id: id.clone(),
-            peer: self.peer,
+            peer: conn.peer,
         });
         req.extensions_mut().extend(extensions);
         let span = trace::span(&req, &id, &p.state.trusted_proxies);
@@ -172,6 +190,7 @@ where
         };
         Box::pin(
             async move {
+                let p = &*conn.pipeline;
                 // Counted in flight even with metrics off: the heap trim
                 // (`memory.rs`) waits for a moment with none.
                 let timer = p.state.metrics.start();
@@ -222,16 +241,32 @@ where
 }
 
 /// The deadline (504) around the inner call, whose panic becomes a 500.
+///
+/// The call is polled once before any timer exists: most answers (the
+/// landing page, assets, health, errors) are ready at once, and setting up
+/// a timer takes a reference on the runtime's shared handle, which both
+/// workers would bounce between their caches on every request (issue #7).
+/// Only a call that has to wait gets the timer.
 async fn within_deadline<F, R>(deadline: tokio::time::Instant, call: F) -> Response
 where
     F: Future<Output = Result<R, Infallible>>,
     R: IntoResponse,
 {
-    let call = AssertUnwindSafe(call).catch_unwind();
+    let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
+    if let Poll::Ready(out) = futures::poll!(call.as_mut()) {
+        return settle(out);
+    }
     match tokio::time::timeout_at(deadline, call).await {
-        Ok(Ok(Ok(res))) => res.into_response(),
-        Ok(Ok(Err(never))) => match never {},
-        Ok(Err(panic)) => error_boundary::panic_response(panic),
+        Ok(out) => settle(out),
         Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+    }
+}
+
+/// The inner call's outcome as a response: a caught panic becomes a 500.
+fn settle<R: IntoResponse>(out: Result<Result<R, Infallible>, Panic>) -> Response {
+    match out {
+        Ok(Ok(res)) => res.into_response(),
+        Ok(Err(never)) => match never {},
+        Err(panic) => error_boundary::panic_response(panic),
     }
 }
