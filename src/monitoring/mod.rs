@@ -5,6 +5,7 @@
 //! ([`Monitor`]).
 
 pub mod alerts;
+pub mod histogram;
 pub mod metrics;
 pub mod rollup;
 
@@ -23,6 +24,23 @@ use crate::time_fmt::{now_ms, rfc3339_from_ms};
 use alerts::{Notifier, Thresholds};
 use metrics::HttpMetrics;
 use rollup::{Agg, minute_of};
+
+/// A value alone on its cache line(s) (128 bytes: adjacent-line prefetch
+/// pairs lines on x86), so that per-thread shards side by side in an array
+/// are not pulled back and forth between cores by each other's writes.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
+/// This thread's index for picking a shard of per-thread state (round
+/// robin in order of first use; threads past the shard count share).
+pub fn thread_index() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
 
 /// A dashboard range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -128,7 +128,7 @@ impl RollupBuffer {
 /// futex syscalls per request (issue #7, `strace -c`). A flush merges the
 /// shards; each minute/route aggregate adds up exactly.
 pub struct ShardedRollups {
-    shards: Box<[std::sync::Mutex<RollupBuffer>]>,
+    shards: Box<[super::Padded<std::sync::Mutex<RollupBuffer>>]>,
 }
 
 impl ShardedRollups {
@@ -139,12 +139,8 @@ impl ShardedRollups {
     }
 
     pub fn record(&self, at_ms: i64, route: &str, ms: f64, error: bool) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        thread_local! {
-            static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let i = SHARD.with(|s| *s) % self.shards.len();
-        if let Ok(mut buf) = self.shards[i].lock() {
+        let i = super::thread_index() % self.shards.len();
+        if let Ok(mut buf) = self.shards[i].0.lock() {
             buf.record(at_ms, route, ms, error);
         }
     }
@@ -153,7 +149,9 @@ impl ShardedRollups {
     pub fn snapshot_and_trim(&self, keep_from: i64) -> Vec<(i64, String, Agg)> {
         let mut merged: HashMap<(i64, String), Agg> = HashMap::new();
         for shard in self.shards.iter() {
-            let Ok(mut buf) = shard.lock() else { continue };
+            let Ok(mut buf) = shard.0.lock() else {
+                continue;
+            };
             for (minute, route, agg) in buf.snapshot_and_trim(keep_from) {
                 merged.entry((minute, route)).or_default().merge(&agg);
             }
