@@ -10,12 +10,17 @@
 #      (RUST_LOG=warn, fresh SQLite data dir, every other setting default);
 #   B  nginx (Debian package, installed with apt-get if missing) with
 #      `gzip_static on`, serving index.html / index.html.gz fetched from A
-#      (bench/nginx/nginx.conf.in; our own master on its own port, never the
-#      system service);
+#      with the response headers A sends beside the body (its security
+#      policy, copied from A's answer, and `X-Request-Id $request_id`): the
+#      yardstick, since an nginx serving this page in production would have
+#      to send them too (bench/nginx/nginx.conf.in; our own master on its own
+#      port, never the system service);
+#   B' the same nginx without those headers (nginx's own minimum), reported
+#      beside B for reference; ~40 % fewer bytes per response;
 #   C  the floor: examples/floor.rs, a bare tokio + axum handler answering
 #      the same bytes from memory, no middleware (the binary that
 #      `cargo run --release --example floor -- ...` runs, built once).
-# Rounds interleave A B C, then /api/health on A (anonymous, and detailed
+# Rounds interleave A B B' C, then /api/health on A (anonymous, and detailed
 # with `Authorization: Bearer $HUNTAZE_MONITORING_TOKEN`), then the fixed
 # offered rate (oha -q, open loop, latency-corrected) against A, B and C
 # (the floor shows what tokio + hyper alone give at that rate).
@@ -23,7 +28,8 @@
 # p99, median CPU time per request (user + sys of every thread of the server's
 # processes, from /proc/PID/stat around the run), non-2xx, socket errors,
 # bytes/response (wrk bytes / requests, headers included) and the body size;
-# ratios huntaze/nginx (target >= 1.0), huntaze/floor (target >= 0.8),
+# ratios huntaze/nginx (target >= 1.0; huntaze/bare nginx reported too),
+# huntaze/floor (target >= 0.8),
 # /api/health over huntaze `/` (target >= 0.8). Fixed rate: median p99 of
 # each target, and in how many rounds huntaze's p99 was not worse than
 # nginx's (one round's p99 swings by half on this machine).
@@ -326,9 +332,25 @@ cp "$PAGE/index.html" "$PAGE/index.html.gz" "$NGX/html/"
 touch -r "$NGX/html/index.html" "$NGX/html/index.html.gz"
 chmod 755 "$NGX/html"; chmod 644 "$NGX/html/"*
 NPROC="$(nproc)"
+# The headers huntaze sends beside the body that nginx does not send by
+# itself, as add_header lines, plus a request id of nginx's own.
+: >"$NGX/headers.conf"
+while IFS= read -r line; do
+    name="${line%%:*}"; value="${line#*: }"
+    case "${name,,}" in
+        content-security-policy|x-content-type-options|referrer-policy|cross-origin-opener-policy|permissions-policy|strict-transport-security) ;;
+        *) continue ;;
+    esac
+    [[ "$value" == *'"'* || "$value" == *'$'* || "$value" == *'\'* ]] && die "cannot quote $name for nginx"
+    printf 'add_header %s "%s" always;\n' "$name" "$value" >>"$NGX/headers.conf"
+done < <(tr -d '\r' <"$PAGE/gz.headers")
+grep -qi '^add_header content-security-policy ' "$NGX/headers.conf" \
+    || die "huntaze's answer carried no Content-Security-Policy to copy"
+echo 'add_header X-Request-Id $request_id always;' >>"$NGX/headers.conf"
 for attempt in 1 2 3; do
     NGX_PORT="$(free_port)" || die "no free port"
-    sed -e "s|@WORKERS@|$NPROC|g" -e "s|@PORT@|$NGX_PORT|g" -e "s|@PREFIX@|$NGX|g" \
+    NGX_BARE_PORT="$(free_port)" || die "no free port"
+    sed -e "s|@WORKERS@|$NPROC|g" -e "s|@PORT@|$NGX_PORT|g" -e "s|@BARE_PORT@|$NGX_BARE_PORT|g" -e "s|@PREFIX@|$NGX|g" \
         -e "s|@CACHE_CONTROL@|$CACHE_CONTROL|g" \
         "$ROOT/bench/nginx/nginx.conf.in" >"$NGX/nginx.conf"
     "$NGINX" -t -p "$NGX/" -c "$NGX/nginx.conf" -e "$NGX/error.log" >"$NGX/test.log" 2>&1 \
@@ -338,7 +360,8 @@ for attempt in 1 2 3; do
     NGX_PID=$!
     # Up (or gone) within a few seconds; a port taken meanwhile: try another.
     for _ in $(seq 1 600); do
-        [[ "$(http_code "http://127.0.0.1:$NGX_PORT/")" == 200 ]] && break
+        [[ "$(http_code "http://127.0.0.1:$NGX_PORT/")" == 200 \
+            && "$(http_code "http://127.0.0.1:$NGX_BARE_PORT/")" == 200 ]] && break
         kill -0 "$NGX_PID" 2>/dev/null || break
         sleep 0.01
     done
@@ -347,12 +370,12 @@ for attempt in 1 2 3; do
     NGX_PID=""
     grep -q 'Address already in use' "$NGX/error.log" "$NGX/stdout.log" 2>/dev/null \
         || { cat "$NGX/error.log" "$NGX/stdout.log" >&2; die "nginx did not start"; }
-    log "nginx: port $NGX_PORT taken, trying another"
+    log "nginx: port $NGX_PORT or $NGX_BARE_PORT taken, trying others"
 done
 [[ -n "$NGX_PID" ]] || die "nginx could not bind a port"
 wait_200 "http://127.0.0.1:$NGX_PORT/" "$NGX_PID" "$NGX/error.log"
 NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')"
-log "B nginx $NGINX_VERSION on 127.0.0.1:$NGX_PORT (master pid $NGX_PID, $NPROC workers)"
+log "B nginx $NGINX_VERSION on 127.0.0.1:$NGX_PORT, B' (bare) on 127.0.0.1:$NGX_BARE_PORT (master pid $NGX_PID, $NPROC workers)"
 
 # ---------------------------------------------------------------- C: floor --
 FLOOR_PORT="$(free_port)" || die "no free port"
@@ -367,6 +390,7 @@ log "C floor on 127.0.0.1:$FLOOR_PORT (pid $FLOOR_PID)"
 TARGETS=(
     "huntaze|http://127.0.0.1:$HZ_PORT/|"
     "nginx|http://127.0.0.1:$NGX_PORT/|"
+    "nginx-bare|http://127.0.0.1:$NGX_BARE_PORT/|"
     "floor|http://127.0.0.1:$FLOOR_PORT/|"
     "health-anon|http://127.0.0.1:$HZ_PORT/api/health|"
     "health-detailed|http://127.0.0.1:$HZ_PORT/api/health|Authorization: Bearer $MONITORING_TOKEN"
@@ -386,8 +410,12 @@ for t in "${TARGETS[@]}"; do
     jq -nc --arg name "$name" --argjson code "$code" --argjson h "$hbytes" --argjson b "$bbytes" \
         --arg ce "${ce:-identity}" --arg sha "$sha" \
         '{name: $name, status: $code, header_bytes: $h, body_bytes: $b, content_encoding: $ce, body_sha256_16: $sha}' >>"$CHECKS"
+    if [[ "$name" == nginx ]]; then
+        tr -d '\r' <"$WORK/check-$name.headers" | grep -qi '^content-security-policy: ' \
+            || die "nginx (B) does not send huntaze's headers (see $NGX/headers.conf)"
+    fi
     case "$name" in
-        huntaze|nginx|floor)
+        huntaze|nginx|nginx-bare|floor)
             [[ "$code" == 200 ]] || die "$name answered $code to GET /"
             [[ "$ce" == gzip && "$sha" == "$GZIP_SHA" ]] \
                 || die "$name does not serve the same gzip bytes (Content-Encoding '${ce:-none}', sha256 $sha, want $GZIP_SHA)"
@@ -430,7 +458,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 # server_pids NAME: the processes serving a run (nginx: master and workers).
 server_pids() {
     case "$1" in
-        *nginx) echo "$NGX_PID" $(pgrep -P "$NGX_PID" 2>/dev/null || true) ;;
+        *nginx|nginx-bare) echo "$NGX_PID" $(pgrep -P "$NGX_PID" 2>/dev/null || true) ;;
         *floor) echo "$FLOOR_PID" ;;
         *) echo "$HZ_PID" ;;
     esac
@@ -587,9 +615,9 @@ jq -s \
      nginx_version: $nginx,
      wrk: {version: $wrk, threads: $threads, connections: $conns, duration: $duration,
            accept_encoding: $enc},
-     rounds: $rounds, order: "per round: huntaze, nginx, floor, health-anon, health-detailed, rate-huntaze, rate-nginx, rate-floor",
+     rounds: $rounds, order: "per round: huntaze, nginx, nginx-bare, floor, health-anon, health-detailed, rate-huntaze, rate-nginx, rate-floor",
      page: {identity_bytes: $identity, gzip_bytes: $gz},
-     targets: {huntaze: agg("huntaze"), nginx: agg("nginx"), floor: agg("floor")},
+     targets: {huntaze: agg("huntaze"), nginx: agg("nginx"), nginx_bare: agg("nginx-bare"), floor: agg("floor")},
      health: {anonymous: agg("health-anon"), detailed: agg("health-detailed")},
      fixed_rate: {tool: (if $oha == "" then null else "oha \($oha) -q \($rate) --latency-correction -c \($conns)" end),
                   skipped: (if $oha_note == "" then null else $oha_note end),
@@ -599,6 +627,7 @@ jq -s \
                profile: "release", rust_log: "warn", database: "sqlite"}}
     | .ratios = {
         huntaze_over_nginx: ratio(.targets.huntaze.rps_median; .targets.nginx.rps_median),
+        huntaze_over_nginx_bare: ratio(.targets.huntaze.rps_median; .targets.nginx_bare.rps_median),
         huntaze_over_floor: ratio(.targets.huntaze.rps_median; .targets.floor.rps_median),
         health_anon_over_landing: ratio(.health.anonymous.rps_median; .targets.huntaze.rps_median),
         health_detailed_over_landing: ratio(.health.detailed.rps_median; .targets.huntaze.rps_median),
@@ -631,7 +660,8 @@ jq -r '
         ($a.check.content_encoding // "-")] | @tsv;
     (["target", "req/s", "p99 ms", "CPU us/req", "non-2xx", "sock err", "B/resp", "body B", "enc"] | @tsv),
     row("A huntaze /"; .targets.huntaze),
-    row("B nginx / (gzip_static)"; .targets.nginx),
+    row("B nginx / (same headers)"; .targets.nginx),
+    row("B\u0027 nginx / (bare)"; .targets.nginx_bare),
     row("C floor / (bare axum)"; .targets.floor),
     row("A huntaze /api/health"; .health.anonymous),
     row("A huntaze /api/health +token"; .health.detailed)
@@ -641,6 +671,7 @@ jq -r '
     def v: if . == null then "n/a" else tostring end;
     def ok($c): if $c == null then "" elif $c then "  ok" else "  MISSED" end;
     "huntaze/nginx req/s:          \(.ratios.huntaze_over_nginx | v)   (target >= 1.0)\(ok(.targets_met["huntaze_over_nginx>=1.0"]))",
+    "huntaze/bare nginx req/s:     \(.ratios.huntaze_over_nginx_bare | v)   (reference: nginx without huntaze'"'"'s headers)",
     "huntaze/floor req/s:          \(.ratios.huntaze_over_floor | v)   (target >= 0.8)\(ok(.targets_met["huntaze_over_floor>=0.8"]))",
     "health anon / landing req/s:  \(.ratios.health_anon_over_landing | v)   (target >= 0.8)\(ok(.targets_met["health_anon_over_landing>=0.8"]))",
     "health +token / landing:      \(.ratios.health_detailed_over_landing | v)   (target >= 0.8)\(ok(.targets_met["health_detailed_over_landing>=0.8"]))",
@@ -656,6 +687,6 @@ jq -r '
     "CPU per request at saturation (user+sys, all threads): huntaze/nginx \(.ratios.cpu_per_req_huntaze_over_nginx | v), huntaze/floor \(.ratios.cpu_per_req_huntaze_over_floor | v)",
     "huntaze start-to-ready (median of \(.huntaze.start_to_ready_ms.runs | length)): \(.huntaze.start_to_ready_ms.median) ms   \(.huntaze.start_to_ready_ms.runs)",
     "huntaze peak RSS after its runs (VmHWM): \(.huntaze.peak_rss_kb / 1024 * 10 | round / 10) MB (\(.huntaze.peak_rss_kb) kB)",
-    "page: identity \(.page.identity_bytes) B, gzip \(.page.gzip_bytes) B (same gzip bytes from all three, checked by sha256)"
+    "page: identity \(.page.identity_bytes) B, gzip \(.page.gzip_bytes) B (same gzip bytes from all four, checked by sha256)"
 ' "$OUT"
 printf 'results: %s\n' "${OUT#"$ROOT"/}"
