@@ -429,6 +429,15 @@ impl Application {
             tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
             tokio::time::sleep(drain).await;
         };
+        // Responses leave at once: without TCP_NODELAY, a response written
+        // in parts (a body larger than the socket buffer takes, a stream)
+        // can wait for the peer's delayed ACK (up to 40 ms) before its last
+        // part goes out. nginx sets it for keep-alive connections too.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, crate::middleware::pipeline::PerConnection(router))
             .with_graceful_shutdown(stop_accepting);
         let deadline = async {

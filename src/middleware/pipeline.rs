@@ -26,9 +26,8 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
+use axum::serve::{IncomingStream, Listener};
 use futures::FutureExt;
-use tokio::net::TcpListener;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -119,9 +118,10 @@ pub struct PipelineService<S> {
 #[derive(Clone)]
 pub struct PerConnection<S>(pub PipelineService<S>);
 
-impl<S> Service<IncomingStream<'_, TcpListener>> for PerConnection<S>
+impl<S, L> Service<IncomingStream<'_, L>> for PerConnection<S>
 where
     S: Clone,
+    L: Listener<Addr = SocketAddr>,
 {
     type Response = PipelineService<S>;
     type Error = Infallible;
@@ -131,7 +131,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
+    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
         std::future::ready(Ok(PipelineService {
             conn: Arc::new(Conn {
                 pipeline: Arc::clone(&self.0.conn.pipeline),
