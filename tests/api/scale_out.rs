@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::cluster::{Cluster, TOKEN};
+use crate::support::cluster::{Cluster, TOKEN, running};
 use crate::support::{PASSWORD, eventually, json, session_cookie};
 
 fn cookie_of(res: &reqwest::Response) -> String {
@@ -403,4 +403,31 @@ async fn redis_stopped_and_started_mid_run_causes_no_5xx_and_health_follows() {
         &failures[..failures.len().min(5)]
     );
     assert!(ok > 0);
+}
+
+/// Dropping a cluster stops nginx's workers, not only its master: killed
+/// with SIGKILL, the master left its workers orphaned and still listening,
+/// three more nginx processes after every test run (fifteen had piled up
+/// on this machine in one day).
+#[tokio::test]
+async fn a_dropped_cluster_leaves_no_nginx_process_behind() {
+    let Some(c) = Cluster::start("scale_out::nginx_cleanup", 1).await else {
+        return;
+    };
+    c.wait_nginx().await;
+    let pids = c.nginx_processes();
+    assert!(pids.len() >= 2, "nginx master and workers: {pids:?}");
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx processes still running after the cluster was dropped: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -249,6 +249,16 @@ http {{
         self.nginx = Some(child);
     }
 
+    /// nginx's master and its worker processes, by pid.
+    pub fn nginx_processes(&self) -> Vec<u32> {
+        let Some(master) = self.nginx.as_ref().map(Child::id) else {
+            return Vec::new();
+        };
+        let mut pids = vec![master];
+        pids.extend(children_of(master));
+        pids
+    }
+
     /// Waits until nginx answers `/` (through some instance).
     pub async fn wait_nginx(&self) {
         for _ in 0..200 {
@@ -295,9 +305,8 @@ http {{
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(mut nginx) = self.nginx.take() {
-            let _ = nginx.kill();
-            let _ = nginx.wait();
+        if let Some(nginx) = self.nginx.take() {
+            stop_nginx(nginx);
         }
         for inst in &mut self.instances {
             if let Some(mut child) = inst.child.take() {
@@ -306,4 +315,67 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Stops nginx the way its master expects (SIGTERM: it stops its workers,
+/// then exits). `Child::kill` is SIGKILL, which the master cannot pass on:
+/// its workers were left running, orphaned. If the master is still there
+/// after 5 s, it and its workers get SIGKILL.
+fn stop_nginx(mut master: Child) {
+    let workers = children_of(master.id());
+    let signal = |sig: &str, pids: &[u32]| {
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let _ = Command::new("kill")
+            .arg(sig)
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal("-TERM", &[master.id()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = master.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+    signal("-KILL", &workers);
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the ")" closing the command name: state, ppid.
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether `pid` is a process that still runs (not gone, not a zombie).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
