@@ -68,7 +68,6 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
         shed: shed::LoadShedder::new(state.config.max_in_flight),
         deadline: state.config.request_timeout(),
         labels: routes.labels,
-        extensions: pipeline::Pipeline::extensions(),
     });
     let compress_when = SizeAbove::new(COMPRESS_MIN_BYTES)
         .and(NotForContentType::GRPC)

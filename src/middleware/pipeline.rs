@@ -47,30 +47,25 @@ pub struct Pipeline {
     pub deadline: Duration,
     /// Route templates, for the metrics.
     pub labels: RouteLabels,
-    /// See [`Pipeline::extensions`].
-    pub extensions: Extensions,
 }
 
-impl Pipeline {
-    /// An empty extension map with room for the four entries every routed
-    /// request ends up with ([`RequestMeta`], and axum's `MatchedPath`,
-    /// `OriginalUri` and url parameters). Cloning it keeps its capacity:
-    /// one allocation per request, where a map grown from
-    /// `Extensions::new()` costs its first allocation and then, at the
-    /// fourth insert, a second one and a rehash (issue #7: ~300
-    /// instructions of the landing page's).
-    pub fn extensions() -> Extensions {
-        #[derive(Clone)]
-        struct Slot<const N: usize>;
-        let mut e = Extensions::new();
-        e.insert(Slot::<0>);
-        e.insert(Slot::<1>);
-        e.insert(Slot::<2>);
-        e.insert(Slot::<3>);
-        e.clear();
-        e
-    }
-}
+/// An empty extension map with room for the four entries every routed
+/// request ends up with ([`RequestMeta`], and axum's `MatchedPath`,
+/// `OriginalUri` and url parameters). Cloning it keeps its capacity: one
+/// allocation per request, where a map grown from `Extensions::new()`
+/// costs its first allocation and then, at the fourth insert, a second one
+/// and a rehash (issue #7: ~300 instructions of the landing page's).
+static EXTENSIONS: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(|| {
+    #[derive(Clone)]
+    struct Slot<const N: usize>;
+    let mut e = Extensions::new();
+    e.insert(Slot::<0>);
+    e.insert(Slot::<1>);
+    e.insert(Slot::<2>);
+    e.insert(Slot::<3>);
+    e.clear();
+    e
+});
 
 /// The pipeline as a tower layer.
 #[derive(Clone)]
@@ -165,7 +160,7 @@ where
         let conn = Arc::clone(&self.conn);
         let p = &*conn.pipeline;
         let id = request_id::assign(&req);
-        let mut extensions = p.extensions.clone();
+        let mut extensions = EXTENSIONS.clone();
         extensions.insert(RequestMeta {
             id: id.clone(),
             peer: conn.peer,
