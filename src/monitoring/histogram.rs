@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
 
-use super::{Padded, thread_index};
+use super::PerThread;
 
 pub const NAME: &str = "http_server_request_duration_seconds";
 const HELP: &str = "Duration of HTTP server requests.";
@@ -66,13 +66,13 @@ struct Series {
 type Shard = FxHashMap<String, Vec<Series>>;
 
 pub struct Histograms {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: PerThread<Mutex<Shard>>,
 }
 
 impl Histograms {
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| Default::default()).collect(),
+            shards: PerThread::new(shards),
         }
     }
 
@@ -86,8 +86,7 @@ impl Histograms {
         seconds: f64,
         then: impl FnOnce(&str),
     ) {
-        let shard = &self.shards[thread_index() % self.shards.len()];
-        let Ok(mut shard) = shard.0.lock() else {
+        let Ok(mut shard) = self.shards.mine().lock() else {
             return;
         };
         let series = match shard.get_mut(route) {
@@ -116,8 +115,8 @@ impl Histograms {
     /// Every series, merged over the shards, by (route, method, status).
     pub fn snapshot(&self) -> BTreeMap<(String, &'static str, u16), Counts> {
         let mut merged: BTreeMap<(String, &'static str, u16), Counts> = BTreeMap::new();
-        for shard in self.shards.iter() {
-            let Ok(shard) = shard.0.lock() else { continue };
+        for shard in self.shards.all() {
+            let Ok(shard) = shard.lock() else { continue };
             for (route, series) in shard.iter() {
                 for s in series {
                     merged

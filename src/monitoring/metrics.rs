@@ -14,9 +14,9 @@ use std::time::Duration;
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use super::PerThread;
 use super::histogram::Histograms;
 use super::rollup::ShardedRollups;
-use super::{Padded, thread_index};
 use crate::state::AppState;
 use crate::time_fmt::now_ms;
 
@@ -54,7 +54,7 @@ pub struct HttpMetrics {
     /// Requests in flight, counted per thread (a request may leave on
     /// another thread than it came in: only the sum means anything), so
     /// that the two counts per request stay in the counting thread's cache.
-    in_flight: Box<[Padded<AtomicI64>]>,
+    in_flight: PerThread<AtomicI64>,
     histograms: Histograms,
     pub rollups: ShardedRollups,
 }
@@ -74,7 +74,7 @@ impl HttpMetrics {
         Self {
             recorder,
             handle,
-            in_flight: (0..SHARDS).map(|_| Default::default()).collect(),
+            in_flight: PerThread::new(SHARDS),
             histograms: Histograms::new(SHARDS),
             rollups: ShardedRollups::new(SHARDS),
         }
@@ -294,15 +294,13 @@ impl HttpMetrics {
     /// Requests being served right now.
     pub fn in_flight(&self) -> i64 {
         self.in_flight
-            .iter()
-            .map(|n| n.0.load(Ordering::Relaxed))
+            .all()
+            .map(|n| n.load(Ordering::Relaxed))
             .sum()
     }
 
     fn count_in_flight(&self, delta: i64) {
-        self.in_flight[thread_index() % self.in_flight.len()]
-            .0
-            .fetch_add(delta, Ordering::Relaxed);
+        self.in_flight.mine().fetch_add(delta, Ordering::Relaxed);
     }
 
     /// Starts counting a request in flight (the request pipeline calls

@@ -25,21 +25,43 @@ use alerts::{Notifier, Thresholds};
 use metrics::HttpMetrics;
 use rollup::{Agg, minute_of};
 
-/// A value alone on its cache line(s) (128 bytes: adjacent-line prefetch
-/// pairs lines on x86), so that per-thread shards side by side in an array
-/// are not pulled back and forth between cores by each other's writes.
+/// Per-thread copies of some state (shards), each alone on its cache
+/// line(s) (128 bytes: adjacent-line prefetch pairs lines on x86), so the
+/// runtime's workers, recording on every request, neither take turns on
+/// one lock nor pull each other's lines back and forth between cores. A
+/// thread gets a shard by a thread-local index, round robin in order of
+/// first use; threads past the shard count share, which stays correct.
+/// Readers (a scrape, a flush) go through every shard.
+pub struct PerThread<T> {
+    shards: Box<[Padded<T>]>,
+}
+
 #[derive(Default)]
 #[repr(align(128))]
-pub struct Padded<T>(pub T);
+struct Padded<T>(T);
 
-/// This thread's index for picking a shard of per-thread state (round
-/// robin in order of first use; threads past the shard count share).
-pub fn thread_index() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+impl<T: Default> PerThread<T> {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| Padded::default()).collect(),
+        }
     }
-    INDEX.with(|i| *i)
+}
+
+impl<T> PerThread<T> {
+    /// This thread's shard.
+    pub fn mine(&self) -> &T {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        &self.shards[INDEX.with(|i| *i) % self.shards.len()].0
+    }
+
+    /// Every shard.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        self.shards.iter().map(|s| &s.0)
+    }
 }
 
 /// A dashboard range.

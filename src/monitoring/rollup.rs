@@ -128,19 +128,18 @@ impl RollupBuffer {
 /// futex syscalls per request (issue #7, `strace -c`). A flush merges the
 /// shards; each minute/route aggregate adds up exactly.
 pub struct ShardedRollups {
-    shards: Box<[super::Padded<std::sync::Mutex<RollupBuffer>>]>,
+    shards: super::PerThread<std::sync::Mutex<RollupBuffer>>,
 }
 
 impl ShardedRollups {
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| Default::default()).collect(),
+            shards: super::PerThread::new(shards),
         }
     }
 
     pub fn record(&self, at_ms: i64, route: &str, ms: f64, error: bool) {
-        let i = super::thread_index() % self.shards.len();
-        if let Ok(mut buf) = self.shards[i].0.lock() {
+        if let Ok(mut buf) = self.shards.mine().lock() {
             buf.record(at_ms, route, ms, error);
         }
     }
@@ -148,8 +147,8 @@ impl ShardedRollups {
     /// [`RollupBuffer::snapshot_and_trim`] over every shard, merged.
     pub fn snapshot_and_trim(&self, keep_from: i64) -> Vec<(i64, String, Agg)> {
         let mut merged: HashMap<(i64, String), Agg> = HashMap::new();
-        for shard in self.shards.iter() {
-            let Ok(mut buf) = shard.0.lock() else {
+        for shard in self.shards.all() {
+            let Ok(mut buf) = shard.lock() else {
                 continue;
             };
             for (minute, route, agg) in buf.snapshot_and_trim(keep_from) {
