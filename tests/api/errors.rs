@@ -257,14 +257,7 @@ async fn past_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_but
         .config(|c| c.max_in_flight = 2)
         .spawn()
         .await;
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let c = app.client.clone();
-            let url = app.url("/api/test/sleep?ms=1500");
-            tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = hold_in_flight(&app, 2).await;
 
     let res = app.get("/api/health").await;
     let (status, headers, body) = json_error(res).await;
@@ -315,10 +308,7 @@ async fn a_shed_request_gets_its_connection_closed() {
         .config(|c| c.max_in_flight = 1)
         .spawn()
         .await;
-    let c = app.client.clone();
-    let url = app.url("/api/test/sleep?ms=1500");
-    let slow = tokio::spawn(async move { c.get(url).send().await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = hold_in_flight(&app, 1).await;
 
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -336,7 +326,23 @@ async fn a_shed_request_gets_its_connection_closed() {
     assert!(text.contains("\r\nretry-after: "), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
 
-    assert_eq!(slow.await.unwrap(), 200);
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+}
+
+/// Starts `n` requests that each stay in flight for 1.5 s, and returns once
+/// they are in flight (their statuses, when they end).
+async fn hold_in_flight(app: &TestApp, n: usize) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    let slow = (0..n)
+        .map(|_| {
+            let c = app.client.clone();
+            let url = app.url("/api/test/sleep?ms=1500");
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow
 }
 
 #[tokio::test]
