@@ -74,6 +74,7 @@ fn metrics_record(bencher: divan::Bencher) {
             "GET",
             200,
             0.000_4,
+            huntaze::time_fmt::now_ms(),
         )
     });
 }

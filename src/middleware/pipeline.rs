@@ -9,8 +9,8 @@
 //! callgrind: 54k instructions per `/` against 15.5k for a bare handler).
 //! Here each step is a plain function over the request or the response,
 //! called in the order the layers had, inside one hand-written tower
-//! service (one boxed future per request; `from_fn` would add a boxed
-//! service and a second boxed future), so what every step sees is unchanged:
+//! service and future (nothing boxed per request; each `from_fn` boxes a
+//! service and a future), so what every step sees is unchanged:
 //! the boundary renders what the deadline and the shedder answer, the
 //! security headers and the request id land on the boundary's output, and
 //! metrics record the final status.
@@ -21,22 +21,21 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::Request;
-use axum::http::{Extensions, StatusCode};
+use axum::http::{Extensions, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use futures::FutureExt;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use super::error_boundary;
 use super::request_id::{self, RequestMeta};
 use super::shed::{self, LoadShedder};
 use super::trace;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
-use crate::routes::labels::RouteLabels;
+use crate::routes::labels::{RouteId, RouteLabels};
 use crate::state::AppState;
 
 /// What the pipeline needs, built once.
@@ -145,21 +144,22 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = PipelineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    /// Everything that needs no waiting happens here, before the one boxed
-    /// future: the id, the span, the metrics timer, the in-flight permit and
-    /// the inner service's call (routing), which `poll_ready` made ready.
-    /// Calling it now rather than from the future spares a clone of the
-    /// inner service per request.
+    /// Everything that needs no waiting happens here: the id, the span, the
+    /// clock, the in-flight slot and the inner service's call (routing),
+    /// which `poll_ready` made ready. Calling it now rather than from the
+    /// future spares a clone of the inner service per request.
     fn call(&mut self, mut req: Request) -> Self::Future {
         let conn = Arc::clone(&self.conn);
         let p = &*conn.pipeline;
-        let id = request_id::assign(&req);
+        // One wall clock read: the generated id's time and the rollup minute.
+        let now = SystemTime::now();
+        let id = request_id::assign(&req, now);
         let mut extensions = EXTENSIONS.clone();
         extensions.insert(RequestMeta {
             id: id.clone(),
@@ -176,41 +176,44 @@ where
             .metrics_enabled
             .then(|| (p.labels.label(req.uri().path()), method_label(req.method())));
         let json = error_boundary::is_machine_path(req.uri().path());
-        let inner = if shed::is_exempt(req.uri().path()) {
-            Some((None, self.call_inner(req, &span)))
-        } else {
-            p.shed
-                .try_acquire()
-                .map(|permit| (Some(permit), self.call_inner(req, &span)))
+        // Counted in flight even with metrics off: the heap trim
+        // (`memory.rs`) waits for a moment with none.
+        p.state.metrics.enter();
+        let exempt = shed::is_exempt(req.uri().path());
+        let slot = !exempt && p.shed.try_acquire();
+        let deadline = tokio::time::Instant::from_std(started) + p.deadline;
+        let finish = Finish {
+            conn,
+            id,
+            started,
+            started_ms: now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            route,
+            json,
+            slot,
         };
-        Box::pin(
-            async move {
-                let p = &*conn.pipeline;
-                // Counted in flight even with metrics off: the heap trim
-                // (`memory.rs`) waits for a moment with none.
-                let timer = p.state.metrics.start();
-                let res = match inner {
-                    Some((_permit, Ok(call))) => {
-                        let deadline = tokio::time::Instant::from_std(started) + p.deadline;
-                        within_deadline(deadline, call).await
-                    }
-                    Some((_permit, Err(panic))) => error_boundary::panic_response(panic),
-                    None => shed::shed_response(),
-                };
-                let mut res = error_boundary::render(&p.state, json, &id, res);
-                p.state.security_headers.apply(res.headers_mut());
-                let elapsed = started.elapsed();
-                if let Some((route, method)) = route {
-                    let route = route.as_deref().unwrap_or(UNMATCHED);
-                    timer.finish(route, method, res.status().as_u16(), elapsed);
-                }
-                trace::log_completion(res.status(), elapsed);
-                res.headers_mut()
-                    .insert(request_id::X_REQUEST_ID.clone(), id);
-                Ok(res)
+        let stage = if exempt || slot {
+            match self.call_inner(req, &span) {
+                Ok(call) => Stage::Calling {
+                    call: AssertUnwindSafe(call).catch_unwind(),
+                    deadline,
+                    timer: None,
+                },
+                Err(panic) => Stage::Answered {
+                    res: Some(error_boundary::panic_response(panic)),
+                },
             }
-            .instrument(span),
-        )
+        } else {
+            Stage::Answered {
+                res: Some(shed::shed_response()),
+            }
+        };
+        PipelineFuture {
+            stage,
+            finish: Some(finish),
+            span,
+        }
     }
 }
 
@@ -225,7 +228,7 @@ where
 {
     /// Calls the inner service. A panic in the call itself (routing, a
     /// handler's synchronous part) is caught here, one in its future by
-    /// [`within_deadline`]; either becomes the internal error of
+    /// [`PipelineFuture`]; either becomes the internal error of
     /// [`error_boundary::panic_response`]. Done in the pipeline rather than
     /// with tower-http's `CatchPanicLayer` on every route, which costs each
     /// request another boxed service clone and boxed future.
@@ -235,25 +238,133 @@ where
     }
 }
 
-/// The deadline (504) around the inner call, whose panic becomes a 500.
-///
-/// The call is polled once before any timer exists: most answers (the
-/// landing page, assets, health, errors) are ready at once, and setting up
-/// a timer takes a reference on the runtime's shared handle, which both
-/// workers would bounce between their caches on every request (issue #7).
-/// Only a call that has to wait gets the timer.
-async fn within_deadline<F, R>(deadline: tokio::time::Instant, call: F) -> Response
+pin_project_lite::pin_project! {
+    /// The pipeline's future: the inner call under its deadline, then the
+    /// response's finishing steps, polled inside the request span.
+    ///
+    /// Written out rather than as an `async` block, which has no name and
+    /// so had to be boxed: one allocation, copy and free of the whole
+    /// future per request (~500 instructions of the landing page's ~21k,
+    /// issue #7). hyper keeps this one inside its connection task.
+    pub struct PipelineFuture<F> {
+        #[pin]
+        stage: Stage<F>,
+        // `None` once the response is out.
+        finish: Option<Finish>,
+        span: tracing::Span,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StageProj]
+    enum Stage<F> {
+        // The inner call, and its deadline (504).
+        Calling {
+            #[pin]
+            call: futures::future::CatchUnwind<AssertUnwindSafe<F>>,
+            deadline: tokio::time::Instant,
+            // Set up only once the call has had to wait: most answers (the
+            // landing page, assets, health, errors) are ready at the first
+            // poll, and a timer takes a reference on the runtime's shared
+            // handle, which both workers would bounce between their caches
+            // on every request (issue #7).
+            #[pin]
+            timer: Option<tokio::time::Sleep>,
+        },
+        // Answered without a call (shed, or a panic while calling).
+        Answered { res: Option<Response> },
+    }
+}
+
+impl<F, R> Future for PipelineFuture<F>
 where
     F: Future<Output = Result<R, Infallible>>,
     R: IntoResponse,
 {
-    let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
-    if let Poll::Ready(out) = futures::poll!(call.as_mut()) {
-        return settle(out);
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let res = match this.stage.project() {
+            StageProj::Calling {
+                call,
+                deadline,
+                mut timer,
+            } => {
+                if let Poll::Ready(out) = call.poll(cx) {
+                    settle(out)
+                } else {
+                    if timer.is_none() {
+                        timer.set(Some(tokio::time::sleep_until(*deadline)));
+                    }
+                    match timer.as_pin_mut().map(|t| t.poll(cx)) {
+                        Some(Poll::Ready(())) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+                        _ => return Poll::Pending,
+                    }
+                }
+            }
+            StageProj::Answered { res } => res
+                .take()
+                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        };
+        let res = match this.finish.take() {
+            Some(mut finish) => finish.respond(res),
+            // Polled again after it answered (hyper does not): nothing to finish.
+            None => res,
+        };
+        Poll::Ready(Ok(res))
     }
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(out) => settle(out),
-        Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+}
+
+/// What the response's finishing steps need, and what the request holds
+/// until its future is dropped, answered or not (a client that goes away
+/// mid-request): its in-flight count and its load-shedding slot.
+struct Finish {
+    conn: Arc<Conn>,
+    id: HeaderValue,
+    started: Instant,
+    /// `started` on the wall clock, epoch ms.
+    started_ms: i64,
+    route: Option<(Option<RouteId>, &'static str)>,
+    json: bool,
+    /// Holds one of the shedder's slots.
+    slot: bool,
+}
+
+impl Finish {
+    /// The boundary renders what the deadline and the shedder answered,
+    /// the security headers and the request id land on its output, and the
+    /// metrics record the final status.
+    fn respond(&mut self, res: Response) -> Response {
+        let p = &*self.conn.pipeline;
+        let mut res = error_boundary::render(&p.state, self.json, &self.id, res);
+        p.state.security_headers.apply(res.headers_mut());
+        let elapsed = self.started.elapsed();
+        if let Some((route, method)) = self.route {
+            let route = route.map_or(UNMATCHED, |id| p.labels.template(id));
+            p.state.metrics.record(
+                route,
+                method,
+                res.status().as_u16(),
+                elapsed.as_secs_f64(),
+                self.started_ms,
+            );
+        }
+        trace::log_completion(res.status(), elapsed);
+        res.headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), self.id.clone());
+        res
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let p = &*self.conn.pipeline;
+        if self.slot {
+            p.shed.release();
+        }
+        p.state.metrics.leave();
     }
 }
 

@@ -16,10 +16,12 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -63,23 +65,31 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The request's id: a valid incoming one, else a fresh UUIDv7.
+/// The request's id: a valid incoming one, else a fresh UUIDv7 of `now`
+/// (the pipeline reads the wall clock once per request, for this and for
+/// the metrics' rollup minute).
 ///
 /// The UUID takes its time and random bits without uuid's shared
 /// `ContextV7` (`Uuid::now_v7`), a mutex both workers took on every
 /// request to order ids made within one millisecond; ids need to be unique
 /// (74 random bits) and roughly time-ordered, not strictly.
-pub fn assign(req: &Request) -> HeaderValue {
+///
+/// Its text lives in one allocation that also holds the reference count
+/// (`Bytes::from_owner`): from a `Vec`, the first clone (the request's
+/// copy, then the response's) allocated the count separately (issue #7).
+pub fn assign(req: &Request, now: SystemTime) -> HeaderValue {
     let incoming = req
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(is_valid))
         .cloned();
     incoming.unwrap_or_else(|| {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
         let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        let uuid = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
-        let id: &str = uuid.simple().encode_lower(&mut buf);
-        HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        uuid::Uuid::new_v7(ts).simple().encode_lower(&mut buf);
+        HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     })
 }
 

@@ -9,7 +9,6 @@
 //! drift.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -18,7 +17,6 @@ use super::PerThread;
 use super::histogram::Histograms;
 use super::rollup::ShardedRollups;
 use crate::state::AppState;
-use crate::time_fmt::now_ms;
 
 /// Label for requests that matched no route (never the raw path: that would
 /// let any client create series).
@@ -139,17 +137,14 @@ impl HttpMetrics {
         }
     }
 
-    /// Records one finished request (`method` from [`method_label`]).
-    pub fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+    /// Records one finished request (`method` from [`method_label`]) that
+    /// took `seconds` and started at `at_ms` (epoch ms: its rollup minute).
+    pub fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64, at_ms: i64) {
         self.histograms
             .record(route, method, status, seconds, |rollup_key| {
-                self.record_rollup(rollup_key, seconds, status)
+                self.rollups
+                    .record(at_ms, rollup_key, seconds * 1000.0, status >= 500)
             });
-    }
-
-    fn record_rollup(&self, key: &str, seconds: f64, status: u16) {
-        self.rollups
-            .record(now_ms(), key, seconds * 1000.0, status >= 500);
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
@@ -283,13 +278,6 @@ impl HttpMetrics {
     }
 }
 
-/// One request being timed: counted in flight from [`HttpMetrics::start`]
-/// until [`RequestTimer::finish`] records it (or it is dropped unrecorded,
-/// as when the client goes away mid-request).
-pub struct RequestTimer<'a> {
-    metrics: &'a HttpMetrics,
-}
-
 impl HttpMetrics {
     /// Requests being served right now.
     pub fn in_flight(&self) -> i64 {
@@ -299,37 +287,25 @@ impl HttpMetrics {
             .sum()
     }
 
-    fn count_in_flight(&self, delta: i64) {
-        self.in_flight.mine().fetch_add(delta, Ordering::Relaxed);
+    /// Counts a request in flight (the request pipeline calls this for
+    /// every request, metrics on or off), until its [`leave`](Self::leave).
+    /// The pipeline pairs the two in its future's drop, so a request whose
+    /// client goes away is counted out too. Either may run on any thread:
+    /// only the sum over the threads means anything.
+    pub fn enter(&self) {
+        self.in_flight.mine().fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Starts counting a request in flight (the request pipeline calls
-    /// this for every request, metrics on or off; it keeps the clock, which
-    /// it reads for other uses too). Dropped without `finish`, the request
-    /// is counted out and not recorded.
-    pub fn start(&self) -> RequestTimer<'_> {
-        self.count_in_flight(1);
-        RequestTimer { metrics: self }
-    }
-}
-
-impl RequestTimer<'_> {
-    /// Records the request under its route template.
-    pub fn finish(self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
-        self.metrics
-            .record(route, method, status, elapsed.as_secs_f64());
-    }
-}
-
-impl Drop for RequestTimer<'_> {
-    fn drop(&mut self) {
-        self.metrics.count_in_flight(-1);
+    /// Counts out a request [`enter`](Self::enter) counted.
+    pub fn leave(&self) {
+        self.in_flight.mine().fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time_fmt::now_ms;
 
     /// metrics-exporter-prometheus' histogram kept every sample raw until
     /// drained: with nobody scraping `/metrics`, memory grew by ~15 bytes
@@ -340,7 +316,13 @@ mod tests {
     fn requests_are_counted_in_their_series_not_kept() {
         let m = HttpMetrics::new();
         for i in 0..150_000u32 {
-            m.record("/", "GET", if i % 7 == 0 { 404 } else { 200 }, 0.001);
+            m.record(
+                "/",
+                "GET",
+                if i % 7 == 0 { 404 } else { 200 },
+                0.001,
+                now_ms(),
+            );
         }
         let snap = m.histograms.snapshot();
         assert_eq!(snap.len(), 2);
@@ -356,18 +338,18 @@ mod tests {
     #[test]
     fn in_flight_adds_up_across_threads() {
         let m = HttpMetrics::new();
-        let a = m.start();
+        m.enter();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let b = m.start();
+                m.enter();
                 assert_eq!(m.in_flight(), 2);
-                drop(b);
+                m.leave();
             });
         });
         assert_eq!(m.in_flight(), 1);
         // A request may finish on another thread than it started on.
         std::thread::scope(|s| {
-            s.spawn(|| drop(a));
+            s.spawn(|| m.leave());
         });
         assert_eq!(m.in_flight(), 0);
     }

@@ -11,12 +11,17 @@
 //! from the very registrations that route (see [`super::router`]), with the
 //! same matcher axum uses (matchit 0.8, same `{param}` / `{*rest}` syntax).
 
-use std::sync::Arc;
+/// A registered template, by its position: what the pipeline keeps while
+/// the request runs. An index rather than a shared `Arc<str>`, whose count
+/// every request of both workers would bump on the same cache line (the
+/// landing page's template is the same for all of them; issue #7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteId(usize);
 
 #[derive(Default)]
 pub struct RouteLabels {
-    matcher: matchit::Router<Arc<str>>,
-    templates: Vec<Arc<str>>,
+    matcher: matchit::Router<RouteId>,
+    templates: Vec<String>,
 }
 
 impl RouteLabels {
@@ -30,11 +35,11 @@ impl RouteLabels {
         if self.templates.iter().any(|t| &**t == template) {
             return;
         }
-        let template: Arc<str> = Arc::from(template);
-        if let Err(e) = self.matcher.insert(&*template, Arc::clone(&template)) {
+        let id = RouteId(self.templates.len());
+        if let Err(e) = self.matcher.insert(template, id) {
             panic!("route template {template:?} rejected: {e}");
         }
-        self.templates.push(template);
+        self.templates.push(template.to_owned());
     }
 
     /// Adds every template of `other`.
@@ -44,15 +49,19 @@ impl RouteLabels {
         }
     }
 
-    /// The template `path` matches, if any (shared: the pipeline keeps it
-    /// until the response is ready).
-    pub fn label(&self, path: &str) -> Option<Arc<str>> {
-        self.matcher.at(path).ok().map(|m| Arc::clone(m.value))
+    /// The template `path` matches, if any.
+    pub fn label(&self, path: &str) -> Option<RouteId> {
+        self.matcher.at(path).ok().map(|m| *m.value)
+    }
+
+    /// The text of a template [`label`](Self::label) returned.
+    pub fn template(&self, id: RouteId) -> &str {
+        self.templates.get(id.0).map_or("", String::as_str)
     }
 
     /// Every registered template, in registration order.
     pub fn templates(&self) -> impl Iterator<Item = &str> {
-        self.templates.iter().map(|t| &**t)
+        self.templates.iter().map(String::as_str)
     }
 }
 
@@ -61,7 +70,9 @@ mod tests {
     use super::*;
 
     fn label(labels: &RouteLabels, path: &str) -> String {
-        labels.label(path).map_or("none".into(), |l| l.to_string())
+        labels
+            .label(path)
+            .map_or("none".into(), |id| labels.template(id).to_owned())
     }
 
     #[test]

@@ -331,6 +331,42 @@ async fn a_shed_request_gets_its_connection_closed() {
     }
 }
 
+/// A request whose client goes away gives its in-flight slot back when
+/// hyper drops its future, not when its handler would have finished: with
+/// a limit of one, a client that hung up on a 5 s request must not leave
+/// the server shedding everything for those 5 s.
+#[tokio::test]
+async fn an_abandoned_request_gives_its_in_flight_slot_back() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::builder()
+        .config(|c| c.max_in_flight = 1)
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /api/test/sleep?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.get("/api/health").await.status(),
+        503,
+        "the slow request holds the only slot"
+    );
+    drop(tcp);
+
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..60 {
+        status = app.get("/api/health").await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the slot stayed taken after the client left");
+}
+
 /// Starts `n` requests that each stay in flight for 1.5 s, and returns once
 /// they are in flight (their statuses, when they end).
 async fn hold_in_flight(app: &TestApp, n: usize) -> Vec<tokio::task::JoinHandle<StatusCode>> {
