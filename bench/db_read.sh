@@ -16,7 +16,8 @@
 # default, registration limit raised), registers one user, checks that the
 # session cookie reads back 200, then runs wrk (64 connections, 2 threads)
 # sending `Cookie: huntaze_session=<token>`. It prints one table with the
-# median req/s and median p99 per configuration, non-2xx counts, and the
+# median req/s and median p99 per configuration, non-2xx counts, the
+# highest peak RSS (VmHWM) of its runs' servers, and the
 # ratios cache-on/cache-off per backend and PostgreSQL/SQLite; the same
 # figures (and every run) go to bench/results/db_read-<UTC>.json.
 #
@@ -314,6 +315,8 @@ run_one() {
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$dir/server.log" >&2; die "$name: the server died during the run"; }
     # Idle pool connections report their statistics within about a second.
     if [[ $backend == postgres ]]; then sleep 1.5; x1="$(pg_xacts "$db")"; fi
+    local rss
+    rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)"
     stop_server
 
     if [[ -n "$db" ]]; then
@@ -335,16 +338,16 @@ run_one() {
     if [[ -n "$x0" && -n "$x1" ]]; then
         xpr="$(awk -v a="$x0" -v b="$x1" -v n="$requests" 'BEGIN {if (n > 0) printf "%.3f", (b-a)/n; else print "null"}')"
     fi
-    log "  $name: $rps req/s, p99 $p99 ms, non-2xx $non2xx, socket errors $sock$([[ $xpr != null ]] && echo ", db xact/req $xpr")"
+    log "  $name: $rps req/s, p99 $p99 ms, non-2xx $non2xx, socket errors $sock, peak RSS ${rss:-?} kB$([[ $xpr != null ]] && echo ", db xact/req $xpr")"
     jq -cn --argjson round "$round" --arg name "$name" --arg backend "$backend" --arg cache "$cache" \
         --argjson ttl "$ttl" --argjson requests "$requests" --argjson rps "$rps" \
         --argjson p50 "$p50" --argjson p90 "$p90" --argjson p99 "$p99" --argjson max "$max" \
         --argjson non2xx "$non2xx" --argjson status_errors "$(field status_errors "$line")" \
-        --argjson sock "$sock" --argjson xpr "$xpr" \
+        --argjson sock "$sock" --argjson xpr "$xpr" --argjson rss "${rss:-null}" \
         '{round: $round, config: $name, backend: $backend, cache: $cache, query_cache_ttl_ms: $ttl,
           requests: $requests, rps: $rps, p50_ms: $p50, p90_ms: $p90, p99_ms: $p99, max_ms: $max,
           non_2xx: $non2xx, status_errors: $status_errors, socket_errors: $sock,
-          db_xact_per_request: $xpr}' >>"$RUNS_FILE"
+          db_xact_per_request: $xpr, peak_rss_kb: $rss}' >>"$RUNS_FILE"
     rm -rf "$dir"
     sleep 1 # lets the previous server's sockets and the database settle
 }
@@ -372,7 +375,7 @@ declare -A MED_RPS MED_P99
 echo
 printf 'Huntaze DB read benchmark: GET /api/auth/session  commit %s%s  nproc %s  wrk -t%s -c%s -d%s x %s round(s), interleaved (loopback)\n' \
     "$COMMIT" "$([[ $DIRTY == true ]] && echo ' (dirty)')" "$NPROC" "$THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS"
-printf '%-17s %12s %11s %8s %9s %12s   %s\n' config "req/s (med)" "p99 ms(med)" non-2xx "sock err" "db xact/req" "req/s per round"
+printf '%-17s %12s %11s %8s %9s %12s %12s   %s\n' config "req/s (med)" "p99 ms(med)" non-2xx "sock err" "db xact/req" "peak RSS MB" "req/s per round"
 CONFIGS_JSON="[]"
 for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name backend cache ttl <<<"$c"
@@ -382,13 +385,16 @@ for c in "${CONFIGS[@]}"; do
     sock="$(col "$name" socket_errors | awk '{s+=$1} END {print s+0}')"
     xpr="$(col "$name" db_xact_per_request | median 2>/dev/null || true)"
     per_round="$(col "$name" rps | paste -sd' ' -)"
-    printf '%-17s %12s %11s %8s %9s %12s   %s\n' "$name" "${MED_RPS[$name]}" "${MED_P99[$name]}" "$non2xx" "$sock" "${xpr:--}" "$per_round"
+    # The highest of the runs' peaks (VmHWM of each run's server).
+    rss="$(col "$name" peak_rss_kb | sort -n | tail -n 1)"
+    printf '%-17s %12s %11s %8s %9s %12s %12s   %s\n' "$name" "${MED_RPS[$name]}" "${MED_P99[$name]}" "$non2xx" "$sock" "${xpr:--}" \
+        "$([[ -n $rss ]] && awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}' || echo -)" "$per_round"
     CONFIGS_JSON="$(jq -c --arg n "$name" --arg b "$backend" --arg cache "$cache" --argjson ttl "$ttl" \
         --argjson rps "${MED_RPS[$name]}" --argjson p99 "${MED_P99[$name]}" --argjson non2xx "$non2xx" \
-        --argjson sock "$sock" --argjson xpr "${xpr:-null}" \
+        --argjson sock "$sock" --argjson xpr "${xpr:-null}" --argjson rss "${rss:-null}" \
         '. + [{config: $n, backend: $b, cache: $cache, query_cache_ttl_ms: $ttl, median_rps: $rps,
                median_p99_ms: $p99, non_2xx_total: $non2xx, socket_errors_total: $sock,
-               median_db_xact_per_request: $xpr}]' <<<"$CONFIGS_JSON")"
+               median_db_xact_per_request: $xpr, max_peak_rss_kb: $rss}]' <<<"$CONFIGS_JSON")"
 done
 
 R_SQ_CACHE="$(ratio "${MED_RPS[sqlite-cache-on]}" "${MED_RPS[sqlite-cache-off]}")"
