@@ -253,6 +253,17 @@ pin_project_lite::pin_project! {
         finish: Option<Finish>,
         span: tracing::Span,
     }
+
+    // An unfinished inner call (its client went away) is dropped inside
+    // the request span, as tracing's `Instrumented` did, so what it logs
+    // on the way out (a rolled-back transaction, say) keeps the request id.
+    impl<F> PinnedDrop for PipelineFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.enter();
+            this.stage.set(Stage::Answered { res: None });
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
