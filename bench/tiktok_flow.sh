@@ -125,7 +125,9 @@ cargo build --release --bin huntaze >&2 || die "release build failed"
 free_port() {
     local p
     for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
+        # Below Linux's default ephemeral range (32768-60999): a port in use as
+        # some client's source port passes the connect probe but cannot be bound.
+        p=$(( 20000 + RANDOM % 12000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
     done
     return 1
