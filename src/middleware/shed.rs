@@ -14,19 +14,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
+use crossbeam_utils::CachePadded;
 
 use crate::error::AppError;
 
 /// Requests shed since start (for metrics).
 pub static SHED_TOTAL: AtomicU64 = AtomicU64::new(0);
 
-/// The count on a cache line of its own: every request writes it twice,
-/// and the pipeline's fields beside it are read by every request.
-#[repr(align(128))]
-struct Count(AtomicUsize);
-
 pub struct LoadShedder {
-    in_flight: Count,
+    /// On a cache line of its own: every request writes it twice, and the
+    /// pipeline's fields beside it are read by every request.
+    in_flight: CachePadded<AtomicUsize>,
     max: usize,
 }
 
@@ -37,7 +35,7 @@ pub fn is_exempt(path: &str) -> bool {
 impl LoadShedder {
     pub fn new(max_in_flight: usize) -> Self {
         Self {
-            in_flight: Count(AtomicUsize::new(0)),
+            in_flight: CachePadded::new(AtomicUsize::new(0)),
             max: max_in_flight.max(1),
         }
     }
@@ -49,22 +47,23 @@ impl LoadShedder {
         // Optimistic: over the limit, the increment is undone at once.
         // Concurrent requests may see the count briefly above `max` and
         // be shed, never admitted beyond it.
-        if self.in_flight.0.fetch_add(1, Ordering::Relaxed) < self.max {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) < self.max {
             true
         } else {
-            self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
             false
         }
     }
 
     /// Gives back a slot [`try_acquire`](Self::try_acquire) took.
     pub fn release(&self) {
-        self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Slots taken right now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.0.load(Ordering::Relaxed)
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 

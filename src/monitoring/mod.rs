@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -26,24 +27,21 @@ use metrics::HttpMetrics;
 use rollup::{Agg, minute_of};
 
 /// Per-thread copies of some state (shards), each alone on its cache
-/// line(s) (128 bytes: adjacent-line prefetch pairs lines on x86), so the
+/// line(s) (crossbeam's `CachePadded`: 128 bytes on x86-64, where
+/// adjacent-line prefetch pairs lines), so the
 /// runtime's workers, recording on every request, neither take turns on
 /// one lock nor pull each other's lines back and forth between cores. A
 /// thread gets a shard by a thread-local index, round robin in order of
 /// first use; threads past the shard count share, which stays correct.
 /// Readers (a scrape, a flush) go through every shard.
 pub struct PerThread<T> {
-    shards: Box<[Padded<T>]>,
+    shards: Box<[CachePadded<T>]>,
 }
-
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
 
 impl<T: Default> PerThread<T> {
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| Padded::default()).collect(),
+            shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
         }
     }
 }
@@ -55,12 +53,12 @@ impl<T> PerThread<T> {
         thread_local! {
             static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        &self.shards[INDEX.with(|i| *i) % self.shards.len()].0
+        &self.shards[INDEX.with(|i| *i) % self.shards.len()]
     }
 
     /// Every shard.
     pub fn all(&self) -> impl Iterator<Item = &T> {
-        self.shards.iter().map(|s| &s.0)
+        self.shards.iter().map(|s| &**s)
     }
 }
 
