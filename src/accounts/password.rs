@@ -60,22 +60,20 @@ fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
 const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// One hashing thread: runs jobs; frees its working memory when idle.
+///
+/// Each thread waits on the (multi-consumer) channel itself, so each times
+/// out on its own; behind one `Mutex<mpsc::Receiver>`, only the thread
+/// holding the lock could time out, and one that kept taking it again
+/// left the others' memory held for as long as that went on.
 fn hashing_thread(
-    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    rx: &crossbeam_channel::Receiver<Job>,
     holding: &AtomicUsize,
     idle_release: Duration,
 ) {
-    use std::sync::mpsc::RecvTimeoutError;
+    use crossbeam_channel::RecvTimeoutError;
     let mut held = false;
     loop {
-        // The lock is held only while waiting for a job. The others wait
-        // for the lock meanwhile: each frees its memory in its turn, so all
-        // have after N × `idle_release` without a job.
-        let job = match rx.lock() {
-            Ok(r) => r.recv_timeout(idle_release),
-            Err(p) => p.into_inner().recv_timeout(idle_release),
-        };
-        match job {
+        match rx.recv_timeout(idle_release) {
             Ok(job) => {
                 // A panicking job must not take the thread with it.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
@@ -154,7 +152,7 @@ fn verify_phc(phc: &str, password: &[u8]) -> bool {
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
     /// Hashing threads holding their working memory right now.
     holding: Arc<AtomicUsize>,
     queue_wait: Duration,
@@ -198,11 +196,10 @@ impl PasswordHasher {
             uuid::Uuid::new_v4().as_bytes(),
             &mut vec![Block::new(); params.block_count()],
         )?;
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
         let holding = Arc::new(AtomicUsize::new(0));
         for i in 0..concurrency.max(1) {
-            let rx = Arc::clone(&rx);
+            let rx = rx.clone();
             let holding = Arc::clone(&holding);
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
@@ -364,6 +361,11 @@ mod tests {
                 false
             }
         };
+        // Hashes side by side (on one thread or both): whichever hashed
+        // frees its memory on its own.
+        let (a, b) = tokio::join!(hasher.hash(&pw), hasher.hash(&pw));
+        assert!(a.is_ok() && b.is_ok());
+        assert!(until(0).await, "each thread that hashed frees it once idle");
         let phc = hasher.hash(&pw).await.unwrap();
         assert!(until(1).await, "the thread that hashed holds its memory");
         assert!(until(0).await, "and frees it once idle");
