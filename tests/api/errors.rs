@@ -302,7 +302,7 @@ async fn past_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_but
 /// served during the storm about tenfold.
 #[tokio::test]
 async fn a_shed_request_gets_its_connection_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     let app = TestApp::builder()
         .config(|c| c.max_in_flight = 1)
@@ -310,11 +310,7 @@ async fn a_shed_request_gets_its_connection_closed() {
         .await;
     let slow = hold_in_flight(&app, 1).await;
 
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = raw_get(&app, "/api/health").await;
     // The server answers and then closes: reading to the end terminates.
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw))
@@ -337,17 +333,11 @@ async fn a_shed_request_gets_its_connection_closed() {
 /// the server shedding everything for those 5 s.
 #[tokio::test]
 async fn an_abandoned_request_gives_its_in_flight_slot_back() {
-    use tokio::io::AsyncWriteExt;
-
     let app = TestApp::builder()
         .config(|c| c.max_in_flight = 1)
         .spawn()
         .await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /api/test/sleep?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let tcp = raw_get(&app, "/api/test/sleep?ms=5000").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         app.get("/api/health").await.status(),
@@ -365,6 +355,18 @@ async fn an_abandoned_request_gives_its_in_flight_slot_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, 200, "the slot stayed taken after the client left");
+}
+
+/// A connection to the app that has sent `GET path` and nothing else, for
+/// tests that read the raw answer or hang up.
+async fn raw_get(app: &TestApp, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tcp
 }
 
 /// Starts `n` requests that each stay in flight for 1.5 s, and returns once
