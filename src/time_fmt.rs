@@ -9,7 +9,12 @@ use time::macros::format_description;
 /// Read from `SystemTime` directly: it is called on every request (metrics
 /// rollups) and `OffsetDateTime::now_utc` does calendar work first.
 pub fn now_ms() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+    ms_of(std::time::SystemTime::now())
+}
+
+/// `at` in milliseconds since the Unix epoch (negative before it).
+pub fn ms_of(at: std::time::SystemTime) -> i64 {
+    match at.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
         Err(before) => -(before.duration().as_millis() as i64),
     }

@@ -21,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::Request;
 use axum::http::{Extensions, HeaderValue, StatusCode};
@@ -186,9 +186,7 @@ where
             conn,
             id,
             started,
-            started_ms: now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            started_ms: crate::time_fmt::ms_of(now),
             route,
             json,
             slot,
