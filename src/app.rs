@@ -158,7 +158,7 @@ impl AppBuilder {
             }),
             Arc::new(ExternalCheck {
                 tiktok: Arc::clone(&tiktok),
-                redis,
+                redis: redis.clone(),
                 webhook_configured: config.alert_webhook_url.is_some(),
             }),
         ];
@@ -177,6 +177,7 @@ impl AppBuilder {
             &config,
             db.clone(),
             Arc::clone(&metrics),
+            redis,
         )?);
         let trusted_proxies = crate::middleware::request_id::TrustedProxies(
             config.trusted_proxy_nets().unwrap_or_default().into(),

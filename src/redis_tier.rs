@@ -69,6 +69,28 @@ end
 return 0
 ";
 
+/// Claims the right to send one alert notification, once across instances.
+/// KEYS[1]: the alert's key; ARGV: status, now ms, repeat ms, ttl ms. The
+/// key holds the last status sent and when; a different status always goes
+/// through (firing after resolved is a new episode), the same status only a
+/// repeat interval later (a long-firing alert's reminder). Returns 1 when the
+/// caller should send.
+const CLAIM_NOTIFICATION: &str = r"
+local prev = redis.call('GET', KEYS[1])
+if prev then
+  local sep = string.find(prev, ':', 1, true)
+  if sep then
+    local status = string.sub(prev, 1, sep - 1)
+    local at = tonumber(string.sub(prev, sep + 1)) or 0
+    if status == ARGV[1] and tonumber(ARGV[2]) - at < tonumber(ARGV[3]) then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[4])
+return 1
+";
+
 /// Redis was skipped (known down) or failed; the caller falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
@@ -110,6 +132,7 @@ pub struct RedisTier {
     fallbacks: AtomicU64,
     gcra: redis::Script,
     count_failure: redis::Script,
+    claim_notification: redis::Script,
 }
 
 /// For health details and metrics.
@@ -161,6 +184,7 @@ impl RedisTier {
             fallbacks: AtomicU64::new(0),
             gcra: redis::Script::new(GCRA),
             count_failure: redis::Script::new(COUNT_FAILURE),
+            claim_notification: redis::Script::new(CLAIM_NOTIFICATION),
         })))
     }
 
@@ -267,6 +291,39 @@ impl RedisTier {
             })
             .await?;
         Ok(locked == 1)
+    }
+
+    /// Whether this instance should send the `status` notification of
+    /// `alert_key` now: false when another instance sent the same status
+    /// less than `repeat` ago. The caller sends anyway when Redis is
+    /// unavailable (a duplicate beats silence).
+    pub async fn claim_notification(
+        &self,
+        alert_key: &str,
+        status: &str,
+        now_ms: i64,
+        repeat: Duration,
+    ) -> Result<bool, Unavailable> {
+        let mut conn = self.conn.clone();
+        let key = self.key(&format!("alert-sent:{alert_key}"));
+        // Long enough to outlive any episode's reminders; short enough that
+        // keys of retired rules go away by themselves.
+        let ttl_ms = (repeat.as_millis() as u64)
+            .saturating_mul(4)
+            .max(86_400_000);
+        let claimed: u8 = self
+            .run("claim_notification", async {
+                self.claim_notification
+                    .key(&key)
+                    .arg(status)
+                    .arg(now_ms)
+                    .arg(repeat.as_millis() as u64)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(claimed == 1)
     }
 
     /// The remaining lockout of `account`, if locked.

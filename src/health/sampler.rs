@@ -77,6 +77,9 @@ pub struct HealthSampler {
     checks: Vec<Arc<dyn HealthCheck>>,
     timeout: Duration,
     latest: ArcSwap<Snapshot>,
+    /// The time of the latest round, for whoever keeps every sample
+    /// (monitoring history), not only the latest.
+    rounds: watch::Sender<i64>,
 }
 
 impl HealthSampler {
@@ -85,6 +88,7 @@ impl HealthSampler {
             checks,
             timeout,
             latest: ArcSwap::from_pointee(Snapshot::default()),
+            rounds: watch::Sender::new(0),
         }
     }
 
@@ -141,7 +145,13 @@ impl HealthSampler {
             taken_at_ms: now_ms(),
         });
         self.latest.store(Arc::clone(&snapshot));
+        self.rounds.send_replace(snapshot.taken_at_ms);
         snapshot
+    }
+
+    /// Changes after every round; [`snapshot`](Self::snapshot) has it.
+    pub fn rounds(&self) -> watch::Receiver<i64> {
+        self.rounds.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

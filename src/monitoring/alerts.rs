@@ -1,7 +1,8 @@
 //! Alerting: rules over the shared history, a pending → firing → resolved
-//! lifecycle stored in the database, and notifications (always the log; a
-//! signed webhook when configured) sent by a background worker, never on a
-//! request path.
+//! lifecycle stored in the database (or, while the database is unreachable,
+//! in this instance's memory: [`LocalAlerts`]), and notifications (always
+//! the log; a signed webhook when configured) sent by a background worker,
+//! never on a request path.
 //!
 //! Rules (thresholds from configuration):
 //! - `route_5xx` (high): a critical route's 5xx rate over the window;
@@ -171,6 +172,99 @@ pub fn evaluate(
     out
 }
 
+/// Where the alert lifecycle is kept: the database normally, this
+/// instance's memory while the database is unreachable.
+#[async_trait::async_trait]
+pub trait AlertBook: Send + Sync {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error>;
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
+}
+
+#[async_trait::async_trait]
+impl AlertBook for Db {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error> {
+        Db::open_alerts(self).await
+    }
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        Db::insert_alert(self, a).await
+    }
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        Db::update_alert(self, a).await
+    }
+}
+
+/// Alerts this instance raised on its own while the database was
+/// unreachable; handed to the database when it returns. Finished ones are
+/// kept (bounded) so that the history shows them afterwards.
+#[derive(Default)]
+pub struct LocalAlerts {
+    rows: std::sync::Mutex<Vec<AlertRow>>,
+}
+
+/// Finished local alerts kept for the history beyond this are dropped.
+const MAX_LOCAL_ALERTS: usize = 1_000;
+
+impl LocalAlerts {
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<AlertRow>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every alert, to hand over to the database.
+    pub fn take(&self) -> Vec<AlertRow> {
+        std::mem::take(&mut *self.rows())
+    }
+
+    /// Gives back alerts the database did not take.
+    pub fn restore(&self, mut rows: Vec<AlertRow>) {
+        let mut mine = self.rows();
+        rows.append(&mut mine);
+        *mine = rows;
+    }
+
+    /// Pending and firing ones.
+    pub fn open(&self) -> Vec<AlertRow> {
+        self.rows()
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "pending" | "firing"))
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows().is_empty()
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertBook for LocalAlerts {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error> {
+        Ok(self.open())
+    }
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        self.rows().push(a.clone());
+        Ok(())
+    }
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        let mut rows = self.rows();
+        if let Some(row) = rows.iter_mut().find(|r| r.id == a.id) {
+            *row = a.clone();
+        }
+        // Cancelled ones never fired: nothing to keep.
+        rows.retain(|r| r.state != "cancelled");
+        let finished = rows.iter().filter(|r| r.state == "resolved").count();
+        if finished > MAX_LOCAL_ALERTS {
+            let mut drop = finished - MAX_LOCAL_ALERTS;
+            rows.retain(|r| {
+                let old = r.state == "resolved" && drop > 0;
+                drop -= usize::from(old);
+                !old
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A notification about one alert.
 #[derive(Clone, Debug)]
 pub struct Notification {
@@ -181,7 +275,7 @@ pub struct Notification {
 /// Moves every alert one step given the conditions that hold now; returns
 /// the notifications to send.
 pub async fn advance(
-    db: &Db,
+    db: &dyn AlertBook,
     t: &Thresholds,
     holding: &[Condition],
     now: i64,
@@ -253,7 +347,7 @@ pub async fn advance(
 }
 
 async fn fire(
-    db: &Db,
+    db: &dyn AlertBook,
     mut a: AlertRow,
     now: i64,
     notes: &mut Vec<Notification>,

@@ -3,14 +3,24 @@
 //! restarts and instances add up ([`rollup`]), alerting ([`alerts`]), and
 //! the data behind the dashboard, health trends and the scaling forecast
 //! ([`Monitor`]).
+//!
+//! Monitoring must keep working through the outage it reports. So requests
+//! never write monitoring rows (reads merge what this instance has not
+//! written yet, [`history`]); one background task writes, in one key order,
+//! and keeps what it could not write for the next attempt; and alerts are
+//! evaluated from this instance's memory while the database is unreachable,
+//! with notifications deduplicated across instances through Redis when it
+//! is configured.
 
 pub mod alerts;
 pub mod histogram;
+pub mod history;
 pub mod metrics;
 pub mod rollup;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -22,7 +32,8 @@ use crate::health::HealthSampler;
 use crate::store::Db;
 use crate::store::monitoring::AlertRow;
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
-use alerts::{Notifier, Thresholds};
+use alerts::{LocalAlerts, Notification, Notifier, Thresholds};
+use history::{LocalHistory, RollupRow, SampleRow, merge_rollups};
 use metrics::HttpMetrics;
 use rollup::{Agg, minute_of};
 
@@ -261,94 +272,272 @@ pub struct Monitor {
     db: Db,
     thresholds: Thresholds,
     notifier: Notifier,
+    /// Deduplicates notifications across instances when Redis is set.
+    dedup: Option<Arc<crate::redis_tier::RedisTier>>,
     capacity_rps: f64,
     retention_ms: i64,
-    last_health_sample: std::sync::atomic::AtomicI64,
+    /// How long one evaluation against the database may take before this
+    /// instance evaluates on its own.
+    shared_budget: Duration,
+    history: std::sync::Mutex<LocalHistory>,
+    /// Held (exclusively) by a flush between taking the pending rows and
+    /// writing them or giving them back, so that a read never sees rows
+    /// both in the database and in memory, or in neither.
+    flush_gate: tokio::sync::RwLock<()>,
+    /// Alerts raised while the database was unreachable.
+    local_alerts: LocalAlerts,
+    /// Whether the last evaluation could not use the database.
+    evaluating_locally: AtomicBool,
+    last_health_sample: AtomicI64,
 }
 
 impl Monitor {
-    pub fn new(config: &Config, db: Db, metrics: Arc<HttpMetrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        db: Db,
+        metrics: Arc<HttpMetrics>,
+        dedup: Option<Arc<crate::redis_tier::RedisTier>>,
+    ) -> anyhow::Result<Self> {
         let instance = config
             .instance_id
             .clone()
             .unwrap_or_else(Config::default_instance_id);
+        let thresholds = Thresholds::from_config(config);
+        // Local evaluation looks back as far as any rule does.
+        let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
         Ok(Self {
             notifier: Notifier::new(config, instance.clone())?,
+            history: std::sync::Mutex::new(LocalHistory::new(instance.clone(), keep_ms)),
             instance,
             metrics,
             db,
-            thresholds: Thresholds::from_config(config),
+            thresholds,
+            dedup,
             capacity_rps: config.scaling_capacity_rps.max(1.0),
             retention_ms: config.monitoring_retention_ms as i64,
-            last_health_sample: Default::default(),
+            shared_budget: Duration::from_millis(config.alert_eval_ms.clamp(1_000, 5_000)),
+            flush_gate: tokio::sync::RwLock::new(()),
+            local_alerts: LocalAlerts::default(),
+            evaluating_locally: AtomicBool::new(false),
+            last_health_sample: AtomicI64::new(0),
         })
     }
 
-    /// Writes buffered rollups and the latest health sample to the database.
-    pub async fn flush(&self, health: &HealthSampler) -> Result<(), sqlx::Error> {
-        let now = now_ms();
-        let rows = self.metrics.rollups.snapshot_and_trim(minute_of(now));
-        if !rows.is_empty() {
-            self.db.upsert_rollups(&self.instance, &rows).await?;
+    fn history(&self) -> std::sync::MutexGuard<'_, LocalHistory> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves what requests recorded since the last call into the history.
+    fn collect(&self) {
+        let deltas = self.metrics.rollups.take_all();
+        if !deltas.is_empty() {
+            self.history().add_rollups(deltas, now_ms());
         }
+    }
+
+    /// Keeps one sampling round (every round, whether or not the database
+    /// is there to take it now).
+    pub fn record_health(&self, health: &HealthSampler) {
         let snap = health.snapshot();
         let last = self
             .last_health_sample
-            .swap(snap.taken_at_ms, std::sync::atomic::Ordering::Relaxed);
-        if snap.taken_at_ms != last && snap.taken_at_ms > 0 {
-            let samples: Vec<_> = snap
-                .components
-                .iter()
-                .map(|(c, _)| {
-                    (
-                        c.name.clone(),
-                        c.status.as_str().to_owned(),
-                        c.response_time as i64,
-                    )
-                })
-                .collect();
-            self.db
-                .insert_health_samples(&self.instance, snap.taken_at_ms, &samples)
-                .await?;
+            .swap(snap.taken_at_ms, Ordering::Relaxed);
+        if snap.taken_at_ms == last || snap.taken_at_ms <= 0 {
+            return;
+        }
+        let samples: Vec<_> = snap
+            .components
+            .iter()
+            .map(|(c, _)| {
+                (
+                    c.name.clone(),
+                    c.status.as_str().to_owned(),
+                    c.response_time as i64,
+                )
+            })
+            .collect();
+        self.history().add_samples(snap.taken_at_ms, &samples);
+    }
+
+    /// Writes pending rollups and health samples. What could not be
+    /// written stays pending (bounded) for the next flush.
+    pub async fn flush(&self) -> Result<(), sqlx::Error> {
+        self.collect();
+        let _gate = self.flush_gate.write().await;
+        let pending = self.history().take_pending();
+        let rollups = self.db.add_rollups(&self.instance, &pending.rollups).await;
+        if rollups.is_err() {
+            self.history().restore_rollups(pending.rollups);
+        }
+        let samples = self.db.insert_health_samples(&pending.samples).await;
+        if samples.is_err() {
+            self.history().restore_samples(pending.samples);
+        }
+        rollups.and(samples)
+    }
+
+    /// Rollups of every instance from minute `from` on: the database's and
+    /// what this instance has not written yet.
+    async fn rollups_since(&self, from: i64) -> Result<Vec<RollupRow>, sqlx::Error> {
+        self.collect();
+        let _gate = self.flush_gate.read().await;
+        let stored = self.db.rollups_since(from).await?;
+        let unwritten = self.history().pending_rollups_since(from);
+        Ok(merge_rollups(stored, unwritten))
+    }
+
+    /// Health samples of every instance from `from` on, oldest first.
+    async fn samples_since(&self, from: i64) -> Result<Vec<SampleRow>, sqlx::Error> {
+        let _gate = self.flush_gate.read().await;
+        let mut samples = self.db.health_samples_since(from).await?;
+        samples.extend(self.history().pending_samples_since(from));
+        samples.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+        samples.dedup_by(|a, b| (a.0, &a.1, &a.2) == (b.0, &b.1, &b.2));
+        Ok(samples)
+    }
+
+    /// One alert evaluation. Through the database (only the instance
+    /// holding the lease evaluates) when it answers within the budget; on
+    /// this instance's own history otherwise, so that an outage of the
+    /// database is itself reported.
+    pub async fn evaluate_alerts(&self, circuits_open: &[&str]) -> usize {
+        let now = now_ms();
+        let was_local = self.evaluating_locally.load(Ordering::Relaxed);
+        let mut sent = 0;
+        if was_local {
+            // Report first: finding out whether the database is back may
+            // take the whole budget.
+            sent += self.evaluate_locally(now, circuits_open).await;
+        }
+        let shared =
+            tokio::time::timeout(self.shared_budget, self.evaluate_shared(now, circuits_open))
+                .await;
+        match shared {
+            Ok(Ok(n)) => {
+                if was_local {
+                    self.evaluating_locally.store(false, Ordering::Relaxed);
+                    tracing::warn!("database reachable again: alerts are evaluated together again");
+                }
+                sent + n
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {} ms", self.shared_budget.as_millis()),
+                };
+                if !was_local {
+                    self.evaluating_locally.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %why,
+                        "alert evaluation cannot use the database: evaluating on this instance's own history"
+                    );
+                    sent += self.evaluate_locally(now, circuits_open).await;
+                }
+                sent
+            }
+        }
+    }
+
+    async fn evaluate_shared(
+        &self,
+        now: i64,
+        circuits_open: &[&str],
+    ) -> Result<usize, sqlx::Error> {
+        let lease_for = (self.thresholds.window_ms).clamp(30_000, 120_000);
+        let holder = self
+            .db
+            .acquire_lease("alert-evaluator", &self.instance, now, now + lease_for)
+            .await?;
+        self.hand_over_local_alerts().await?;
+        if !holder {
+            return Ok(0);
+        }
+        let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
+        let rollups = self.rollups_since(minute_of(from)).await?;
+        let health = self.samples_since(from).await?;
+        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
+        let notes = alerts::advance(&self.db, &self.thresholds, &holding, now).await?;
+        Ok(self.notify(notes, now).await)
+    }
+
+    async fn evaluate_locally(&self, now: i64, circuits_open: &[&str]) -> usize {
+        self.collect();
+        let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
+        let (rollups, health) = self.history().recent_since(from);
+        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
+        match alerts::advance(&self.local_alerts, &self.thresholds, &holding, now).await {
+            Ok(notes) => self.notify(notes, now).await,
+            Err(e) => {
+                tracing::error!(error = %e, "local alert evaluation failed");
+                0
+            }
+        }
+    }
+
+    /// Gives the database the alerts raised here during an outage: firing
+    /// ones carry on (and resolve) in the shared lifecycle, finished ones
+    /// become history.
+    async fn hand_over_local_alerts(&self) -> Result<(), sqlx::Error> {
+        if self.local_alerts.is_empty() {
+            return Ok(());
+        }
+        let mut rows = self.local_alerts.take().into_iter();
+        while let Some(a) = rows.next() {
+            if let Err(e) = self.db.adopt_alert(&a).await {
+                let mut back = vec![a];
+                back.extend(rows);
+                self.local_alerts.restore(back);
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    /// One alert evaluation (only by the instance holding the lease).
-    pub async fn evaluate_alerts(&self, circuits_open: &[&str]) -> Result<usize, sqlx::Error> {
-        let now = now_ms();
-        let lease_for = (self.thresholds.window_ms).clamp(30_000, 120_000);
-        if !self
-            .db
-            .acquire_lease("alert-evaluator", &self.instance, now, now + lease_for)
-            .await?
-        {
-            return Ok(0);
-        }
-        let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
-        let rollups = self.db.rollups_since(minute_of(from)).await?;
-        let health = self.db.health_samples_since(from).await?;
-        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
-        let notes = alerts::advance(&self.db, &self.thresholds, &holding, now).await?;
-        let n = notes.len();
+    /// Sends each notification unless another instance sent the same one
+    /// (Redis, when configured; without it, or while it is down, a
+    /// duplicate beats silence). Returns how many were sent.
+    async fn notify(&self, notes: Vec<Notification>, now: i64) -> usize {
+        let mut sent = 0;
         for note in notes {
+            if let Some(tier) = &self.dedup {
+                let repeat = Duration::from_millis(self.thresholds.repeat_ms.max(1) as u64);
+                if let Ok(false) = tier
+                    .claim_notification(&note.alert.alert_key, note.status, now, repeat)
+                    .await
+                {
+                    tracing::debug!(alert = %note.alert.alert_key, status = note.status, "notification already sent by another instance");
+                    continue;
+                }
+            }
             self.notifier.send(note);
+            sent += 1;
         }
-        Ok(n)
+        sent
     }
 
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         self.db.prune_monitoring(now_ms() - self.retention_ms).await
     }
 
+    /// Active and recent alerts; while the database is unreachable, the
+    /// ones this instance raised on its own.
     pub async fn alerts(&self) -> Result<AlertsView, sqlx::Error> {
-        let active = self
-            .db
-            .open_alerts()
-            .await?
-            .into_iter()
-            .map(AlertView::from)
-            .collect();
+        let open = match self.db.open_alerts().await {
+            Ok(open) => open,
+            Err(_) if !self.local_alerts.is_empty() => {
+                return Ok(AlertsView {
+                    active: self
+                        .local_alerts
+                        .open()
+                        .into_iter()
+                        .map(AlertView::from)
+                        .collect(),
+                    recent: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let active = open.into_iter().map(AlertView::from).collect();
         let recent = self
             .db
             .recent_alerts(now_ms() - 7 * 24 * 3_600_000, 50)
@@ -359,13 +548,16 @@ impl Monitor {
         Ok(AlertsView { active, recent })
     }
 
-    /// Firing alerts per severity (for the metric).
+    /// Firing alerts per severity (for the metric): the database's, or this
+    /// instance's own while the database is unreachable.
     pub async fn firing_by_severity(&self) -> Vec<(String, u64)> {
+        let open = match self.db.open_alerts().await {
+            Ok(open) => open,
+            Err(_) => self.local_alerts.open(),
+        };
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        if let Ok(open) = self.db.open_alerts().await {
-            for a in open.into_iter().filter(|a| a.state == "firing") {
-                *out.entry(a.severity).or_default() += 1;
-            }
+        for a in open.into_iter().filter(|a| a.state == "firing") {
+            *out.entry(a.severity).or_default() += 1;
         }
         out.into_iter().collect()
     }
@@ -375,10 +567,7 @@ impl Monitor {
         component: Option<&str>,
         range: Range,
     ) -> Result<Vec<HealthTrend>, sqlx::Error> {
-        let samples = self
-            .db
-            .health_samples_since(now_ms() - range.millis())
-            .await?;
+        let samples = self.samples_since(now_ms() - range.millis()).await?;
         Ok(samples
             .into_iter()
             .filter(|(_, _, c, _, _)| component.is_none_or(|want| want == c))
@@ -397,7 +586,7 @@ impl Monitor {
     pub async fn scaling(&self) -> Result<Scaling, sqlx::Error> {
         let now = now_ms();
         let from = minute_of(now) - 30 * 60_000;
-        let rollups = self.db.rollups_since(from).await?;
+        let rollups = self.rollups_since(from).await?;
         let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
         for (m, _, agg) in &rollups {
             *per_minute.entry(*m).or_default() += agg.requests;
@@ -440,6 +629,31 @@ impl Monitor {
         })
     }
 
+    /// Requests, errors and the latest minute per instance, this instance's
+    /// unwritten share included.
+    async fn instance_totals_since(
+        &self,
+        from: i64,
+    ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+        self.collect();
+        let _gate = self.flush_gate.read().await;
+        let mut totals = self.db.instance_totals_since(from).await?;
+        if let Some((req, err, last)) = self.history().pending_totals_since(from) {
+            match totals.iter_mut().find(|t| t.0 == self.instance) {
+                Some(t) => {
+                    t.1 += req;
+                    t.2 += err;
+                    t.3 = t.3.max(last);
+                }
+                None => {
+                    totals.push((self.instance.clone(), req, err, last));
+                    totals.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+            }
+        }
+        Ok(totals)
+    }
+
     /// The dashboard's data for a range (all instances).
     pub async fn dashboard(
         &self,
@@ -450,7 +664,7 @@ impl Monitor {
         let now = now_ms();
         let from = minute_of(now - range.millis());
         let seconds = (now - from) as f64 / 1000.0;
-        let rollups = self.db.rollups_since(from).await?;
+        let rollups = self.rollups_since(from).await?;
         let mut per_route: BTreeMap<String, Agg> = BTreeMap::new();
         let mut overall = Agg::default();
         let step = range.step_ms();
@@ -505,7 +719,6 @@ impl Monitor {
             alerts: self.alerts().await?,
             scaling: self.scaling().await?,
             instances: self
-                .db
                 .instance_totals_since(from)
                 .await?
                 .into_iter()
@@ -520,42 +733,85 @@ impl Monitor {
     }
 }
 
-/// Runs flushing, alert evaluation and pruning until `stop`.
-pub fn spawn(state: crate::state::AppState, mut stop: watch::Receiver<bool>) {
+/// Runs, until `stop`: keeping every health sample, flushing, alert
+/// evaluation and pruning. Flushing and evaluation are separate tasks: a
+/// flush waiting on an unreachable database must not hold back the alert
+/// that reports it.
+pub fn spawn(state: crate::state::AppState, stop: watch::Receiver<bool>) {
     let flush_every = Duration::from_millis(state.config.monitoring_flush_ms.max(50));
     let eval_every = Duration::from_millis(state.config.alert_eval_ms.max(50));
+
+    let (s, mut halt) = (state.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut rounds = s.health.rounds();
+        rounds.mark_changed();
+        loop {
+            tokio::select! {
+                changed = rounds.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    s.monitor.record_health(&s.health);
+                }
+                _ = crate::lifecycle::stopped(&mut halt) => return,
+            }
+        }
+    });
+
+    let (s, mut halt) = (state.clone(), stop.clone());
     tokio::spawn(async move {
         let mut flush = tokio::time::interval(flush_every);
-        let mut eval = tokio::time::interval(eval_every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first prune an hour after start, not at once: a restart loop
         // must not turn into a delete loop.
         let hour = Duration::from_secs(3600);
         let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
-        for t in [&mut flush, &mut eval, &mut prune] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = flush.tick() => {
-                    if let Err(e) = state.monitor.flush(&state.health).await {
-                        tracing::warn!(error = %e, "monitoring flush failed");
-                    }
-                }
-                _ = eval.tick() => {
-                    let open = state.tiktok.circuit_state() == Some(crate::circuit::CircuitState::Open);
-                    let circuits: &[&str] = if open { &["tiktok"] } else { &[] };
-                    if let Err(e) = state.monitor.evaluate_alerts(circuits).await {
-                        tracing::warn!(error = %e, "alert evaluation failed");
+                    match s.monitor.flush().await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::warn!("monitoring flush works again; buffered history written");
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "monitoring flush failed; history kept in memory until it works");
+                        }
+                        Err(_) => {}
                     }
                 }
                 _ = prune.tick() => {
-                    match state.monitor.prune().await {
+                    match s.monitor.prune().await {
                         Ok(n) if n > 0 => tracing::info!(deleted = n, "monitoring history pruned"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "monitoring prune failed"),
                     }
                 }
-                _ = crate::lifecycle::stopped(&mut stop) => return,
+                _ = crate::lifecycle::stopped(&mut halt) => {
+                    // What is still pending goes out if the database is there.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), s.monitor.flush()).await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let (s, mut halt) = (state, stop);
+    tokio::spawn(async move {
+        let mut eval = tokio::time::interval(eval_every);
+        eval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = eval.tick() => {
+                    let open = s.tiktok.circuit_state() == Some(crate::circuit::CircuitState::Open);
+                    let circuits: &[&str] = if open { &["tiktok"] } else { &[] };
+                    s.monitor.evaluate_alerts(circuits).await;
+                }
+                _ = crate::lifecycle::stopped(&mut halt) => return,
             }
         }
     });

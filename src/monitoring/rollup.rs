@@ -109,16 +109,13 @@ impl RollupBuffer {
         }
     }
 
-    /// Everything buffered (to upsert: a minute written twice is replaced,
-    /// not added), dropping minutes older than `keep_from`.
-    pub fn snapshot_and_trim(&mut self, keep_from: i64) -> Vec<(i64, String, Agg)> {
-        let out = self
-            .minutes
-            .iter()
-            .flat_map(|(m, routes)| routes.iter().map(move |(r, a)| (*m, r.clone(), a.clone())))
-            .collect();
-        self.minutes.retain(|m, _| *m >= keep_from);
-        out
+    /// Everything recorded since the last call (deltas: the caller adds
+    /// them up), leaving the buffer empty.
+    pub fn take_all(&mut self) -> Vec<(i64, String, Agg)> {
+        std::mem::take(&mut self.minutes)
+            .into_iter()
+            .flat_map(|(m, routes)| routes.into_iter().map(move |(r, a)| (m, r, a)))
+            .collect()
     }
 }
 
@@ -144,14 +141,15 @@ impl ShardedRollups {
         }
     }
 
-    /// [`RollupBuffer::snapshot_and_trim`] over every shard, merged.
-    pub fn snapshot_and_trim(&self, keep_from: i64) -> Vec<(i64, String, Agg)> {
+    /// [`RollupBuffer::take_all`] over every shard, merged per (minute,
+    /// route).
+    pub fn take_all(&self) -> Vec<(i64, String, Agg)> {
         let mut merged: HashMap<(i64, String), Agg> = HashMap::new();
         for shard in self.shards.all() {
             let Ok(mut buf) = shard.lock() else {
                 continue;
             };
-            for (minute, route, agg) in buf.snapshot_and_trim(keep_from) {
+            for (minute, route, agg) in buf.take_all() {
                 merged.entry((minute, route)).or_default().merge(&agg);
             }
         }
@@ -214,24 +212,17 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let mut rows = rollups.snapshot_and_trim(120_000);
+        let mut rows = rollups.take_all();
         rows.sort_by_key(|r| r.0);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].0, rows[0].1.as_str()), (60_000, "GET /"));
         assert_eq!((rows[0].2.requests, rows[0].2.errors), (800, 10));
         assert_eq!(rows[0].2.buckets.iter().sum::<u64>(), 800);
         assert_eq!((rows[1].2.requests, rows[1].1.as_str()), (8, "GET /x"));
-        // the old minute was written and trimmed; the current one stays
-        assert_eq!(rollups.snapshot_and_trim(120_000).len(), 1);
-    }
-
-    #[test]
-    fn the_buffer_keeps_only_recent_minutes_after_a_flush() {
-        let mut buf = RollupBuffer::default();
-        buf.record(60_000, "/", 1.0, false);
-        buf.record(130_000, "/", 1.0, false);
-        let out = buf.snapshot_and_trim(120_000);
-        assert_eq!(out.len(), 2);
-        assert_eq!(buf.snapshot_and_trim(120_000).len(), 1);
+        // taken once: what follows are new deltas
+        assert!(rollups.take_all().is_empty());
+        rollups.record(60_500, "GET /", 1.0, false);
+        let late = rollups.take_all();
+        assert_eq!((late[0].0, late[0].2.requests), (60_000, 1));
     }
 }

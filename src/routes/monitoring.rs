@@ -94,8 +94,6 @@ pub async fn dashboard(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<DashboardData>, AppError> {
     let range = parse_range(q.range.as_deref())?;
-    // Include what this instance has not flushed yet.
-    state.monitor.flush(&state.health).await?;
     let health = state.health.overall(true);
     Ok(Json(
         state.monitor.dashboard(range, health, &state.db).await?,
@@ -132,7 +130,6 @@ pub async fn health_trends(
             "must be auth, database, config or external",
         )]));
     }
-    state.monitor.flush(&state.health).await?;
     Ok(Json(
         state
             .monitor
@@ -158,7 +155,6 @@ pub async fn scaling(
     State(state): State<AppState>,
     _who: MonitoringCaller,
 ) -> Result<Json<Scaling>, AppError> {
-    state.monitor.flush(&state.health).await?;
     Ok(Json(state.monitor.scaling().await?))
 }
 

@@ -45,15 +45,45 @@ fn alert_from(r: &sqlx::any::AnyRow) -> Result<AlertRow, sqlx::Error> {
 const ALERT_COLUMNS: &str = "id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, last_notified_at, notifications";
 
 impl Db {
-    /// Writes rollups for this instance; a minute written again replaces
-    /// the earlier (partial) figures.
-    pub async fn upsert_rollups(
+    /// Adds rollup deltas to this instance's rows. Rows are written in the
+    /// order given (callers sort by minute, then route: one order for every
+    /// writer, so two transactions never wait on each other's rows in
+    /// opposite orders). Only this instance writes its rows, so reading them
+    /// first in the same transaction and writing the sums back is exact.
+    pub async fn add_rollups(
         &self,
         instance: &str,
         rows: &[(i64, String, Agg)],
     ) -> Result<(), sqlx::Error> {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
+        let (from, to) = (first.0.min(last.0), first.0.max(last.0));
         let mut tx = self.pool().begin().await?;
-        for (minute, route, agg) in rows {
+        let existing = sqlx::query(
+            "SELECT minute, route, requests, errors, buckets FROM metric_rollups \
+             WHERE instance = $1 AND minute >= $2 AND minute <= $3",
+        )
+        .bind(instance)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut stored = std::collections::HashMap::new();
+        for r in existing {
+            let minute: i64 = r.try_get("minute")?;
+            let route: String = r.try_get("route")?;
+            let requests: i64 = r.try_get("requests")?;
+            let errors: i64 = r.try_get("errors")?;
+            let buckets: String = r.try_get("buckets")?;
+            stored.insert(
+                (minute, route),
+                Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets),
+            );
+        }
+        for (minute, route, delta) in rows {
+            let mut agg = stored.remove(&(*minute, route.clone())).unwrap_or_default();
+            agg.merge(delta);
             sqlx::query(
                 "INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
@@ -130,19 +160,22 @@ impl Db {
         Ok(out)
     }
 
+    /// Writes health samples: (at, instance, component, status, response
+    /// ms). A sample written twice (a retried flush) is kept once.
     pub async fn insert_health_samples(
         &self,
-        instance: &str,
-        at: i64,
-        samples: &[(String, String, i64)],
+        samples: &[(i64, String, String, String, i64)],
     ) -> Result<(), sqlx::Error> {
+        if samples.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await?;
-        for (component, status, rt) in samples {
+        for (at, instance, component, status, rt) in samples {
             sqlx::query(
                 "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (at, instance, component) DO NOTHING",
             )
-            .bind(at)
+            .bind(*at)
             .bind(instance)
             .bind(component)
             .bind(status)
@@ -239,6 +272,40 @@ impl Db {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Records an alert that an instance raised on its own while the
+    /// database was unreachable: a firing one only when no alert with its
+    /// key is open already (another instance may have handed over the same
+    /// condition), a finished one as history. True when it was written.
+    pub async fn adopt_alert(&self, a: &AlertRow) -> Result<bool, sqlx::Error> {
+        let open = matches!(a.state.as_str(), "pending" | "firing");
+        let sql = if open {
+            "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, \
+             resolved_at, last_notified_at, notifications) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE NOT EXISTS \
+             (SELECT 1 FROM alerts WHERE alert_key = $3 AND state IN ('pending', 'firing'))"
+        } else {
+            "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, \
+             resolved_at, last_notified_at, notifications) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
+        };
+        let n = sqlx::query(sql)
+            .bind(&a.id)
+            .bind(&a.rule)
+            .bind(&a.alert_key)
+            .bind(&a.severity)
+            .bind(&a.state)
+            .bind(&a.summary)
+            .bind(a.started_at)
+            .bind(a.fired_at)
+            .bind(a.resolved_at)
+            .bind(a.last_notified_at)
+            .bind(a.notifications)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {

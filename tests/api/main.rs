@@ -13,6 +13,7 @@ mod health;
 mod landing;
 mod lifecycle;
 mod monitoring;
+mod monitoring_outage;
 mod openapi;
 mod resilience;
 mod scale_out;

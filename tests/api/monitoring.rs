@@ -350,14 +350,27 @@ impl HealthCheck for Switch {
     }
 }
 
+/// A webhook receiver: what it received (body, JSON, signature).
 #[derive(Default)]
-struct Receiver {
-    received: std::sync::Mutex<Vec<(String, Value, Option<String>)>>,
+pub(crate) struct Receiver {
+    pub(crate) received: std::sync::Mutex<Vec<(String, Value, Option<String>)>>,
     attempts: AtomicUsize,
     fail_first: AtomicUsize,
 }
 
-async fn start_receiver(r: Arc<Receiver>) -> String {
+impl Receiver {
+    /// Notifications received with this status for this alert key.
+    pub(crate) fn count(&self, status: &str, key: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v, _)| v["status"] == status && v["alert"]["key"] == key)
+            .count()
+    }
+}
+
+pub(crate) async fn start_receiver(r: Arc<Receiver>) -> String {
     let router = Router::new().route(
         "/hook",
         post(move |headers: axum::http::HeaderMap, body: String| {
@@ -567,7 +580,7 @@ async fn history_past_the_retention_is_pruned() {
         .await
         .unwrap();
     app.get("/").await;
-    app.state.monitor.flush(&app.state.health).await.unwrap();
+    app.state.monitor.flush().await.unwrap();
     let before_rollups = app
         .count("SELECT COUNT(*) FROM metric_rollups WHERE instance = 'x'")
         .await;

@@ -1,0 +1,381 @@
+//! Monitoring through the failures it reports: reads that write nothing
+//! (no deadlock between concurrent readers on PostgreSQL), flushes that add
+//! up exactly and keep what they could not write, and the `database` alert
+//! raised and resolved while the database itself is cut.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::monitoring::{Receiver, start_receiver};
+use crate::support::proxy::Mode;
+use crate::support::{Backend, TestApp, eventually};
+
+const TOKEN: &str = "monitoring-token";
+const DATABASE_ALERT: &str = "component_unhealthy:database";
+
+fn monitored() -> crate::support::TestAppBuilder {
+    TestApp::builder().config(|c| {
+        c.monitoring_token = Some(TOKEN.to_owned().into());
+    })
+}
+
+async fn status_of(app: &TestApp, path: &str) -> u16 {
+    app.raw
+        .get(app.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Requests of one route in a dashboard answer.
+fn route_requests(dashboard: &Value, route: &str) -> u64 {
+    dashboard["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["route"] == route))
+        .and_then(|r| r["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+async fn dashboard(app: &TestApp) -> Value {
+    let res = app
+        .raw
+        .get(app.url("/api/monitoring/dashboard?range=15m"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("dashboard JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_monitoring_reads_on_postgres_never_fail() {
+    if !crate::support::pg::available("concurrent_monitoring_reads_on_postgres_never_fail").await {
+        return;
+    }
+    // Flushes rarely: the readers are the ones that would write.
+    let app = monitored()
+        .backend(Backend::Postgres)
+        .config(|c| c.monitoring_flush_ms = 60_000)
+        .spawn()
+        .await;
+    let app = Arc::new(app);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows_before = app.count("SELECT COUNT(*) FROM metric_rollups").await;
+    let paths = [
+        "/api/monitoring/scaling",
+        "/api/monitoring/dashboard?range=1h",
+        "/api/monitoring/health-trends?range=15m",
+    ];
+    let mut failures = Vec::new();
+    for round in 0..5 {
+        // new traffic every round, so each read has unwritten rollups
+        for _ in 0..20 {
+            app.get("/livez").await;
+            app.get("/api/health").await;
+        }
+        let readers: Vec<_> = (0..8)
+            .map(|i| {
+                let app = Arc::clone(&app);
+                let path = paths[i % paths.len()];
+                tokio::spawn(async move { (path, status_of(&app, path).await) })
+            })
+            .collect();
+        for r in readers {
+            let (path, status) = r.await.expect("reader");
+            if status != 200 {
+                failures.push((round, path, status));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failed reads: {failures:?}");
+    // Reads wrote nothing: the rows are still this instance's to flush.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM metric_rollups").await,
+        rows_before,
+        "a read wrote monitoring rows"
+    );
+    // …and they counted the unwritten traffic all the same.
+    let d = dashboard(&app).await;
+    assert_eq!(route_requests(&d, "GET /livez"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_flushing_the_same_minute_at_once_add_up_exactly() {
+    if !crate::support::pg::available("two_instances_flushing_the_same_minute_at_once").await {
+        return;
+    }
+    let a = monitored()
+        .backend(Backend::Postgres)
+        .config(|c| {
+            c.monitoring_flush_ms = 60_000;
+            c.instance_id = Some("instance-a".into());
+        })
+        .spawn()
+        .await;
+    let url = a.state.config.database_url.clone();
+    let b = monitored()
+        .config(move |c| {
+            c.database_url = url;
+            c.monitoring_flush_ms = 60_000;
+            c.instance_id = Some("instance-b".into());
+        })
+        .spawn()
+        .await;
+    for round in 0..5 {
+        for _ in 0..10 {
+            a.get("/livez").await;
+            b.get("/livez").await;
+        }
+        // both instances, and two flushes of one instance, at once
+        let (x, y, z) = tokio::join!(
+            a.state.monitor.flush(),
+            b.state.monitor.flush(),
+            b.state.monitor.flush()
+        );
+        assert!(
+            x.is_ok() && y.is_ok() && z.is_ok(),
+            "round {round}: {x:?} {y:?} {z:?}"
+        );
+    }
+    assert_eq!(
+        a.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE route = 'GET /livez'")
+            .await,
+        100,
+        "every request counted once"
+    );
+    assert_eq!(route_requests(&dashboard(&a).await, "GET /livez"), 100);
+    assert_eq!(route_requests(&dashboard(&b).await, "GET /livez"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
+    if !crate::support::pg::available("a_failed_flush_keeps_its_rows_for_the_next_one").await {
+        return;
+    }
+    let app = monitored()
+        .backend(Backend::Postgres)
+        .through_proxy()
+        .config(|c| {
+            c.monitoring_flush_ms = 60_000;
+            c.db_acquire_timeout_ms = 500;
+        })
+        .spawn()
+        .await;
+    for _ in 0..7 {
+        app.get("/livez").await;
+    }
+    // a minute that is over: nothing will be recorded in it again
+    let five_minutes_ago = huntaze::time_fmt::now_ms() - 300_000;
+    for _ in 0..4 {
+        app.state
+            .metrics
+            .rollups
+            .record(five_minutes_ago, "GET /earlier", 1.0, false);
+    }
+    let proxy = app.proxy.as_ref().expect("proxy");
+    proxy.set(Mode::Refuse);
+    assert!(app.state.monitor.flush().await.is_err(), "the cut is seen");
+    for _ in 0..3 {
+        app.get("/livez").await;
+    }
+    proxy.set(Mode::Pass);
+    let written = eventually(Duration::from_secs(10), || async {
+        app.state.monitor.flush().await.is_ok()
+    })
+    .await;
+    assert!(written, "the flush works again after the cut");
+    assert_eq!(
+        app.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE route = 'GET /livez'")
+            .await,
+        10
+    );
+    assert_eq!(
+        app.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE route = 'GET /earlier'")
+            .await,
+        4,
+        "a finished minute is written after the failure, not dropped"
+    );
+}
+
+/// Short intervals: the `database` alert's bound is
+/// samples × health interval + for + evaluation interval.
+fn outage_settings(c: &mut huntaze::config::Config, hook: String) {
+    c.health_interval_ms = 200;
+    c.health_check_timeout_ms = 500;
+    c.db_acquire_timeout_ms = 500;
+    c.alert_eval_ms = 200;
+    c.alert_for_ms = 0;
+    c.alert_unhealthy_samples = 3;
+    c.monitoring_flush_ms = 200;
+    c.alert_webhook_url = Some(hook);
+}
+
+const BOUND_MS: u64 = 3 * 200 + 200;
+
+async fn wait_for(receiver: &Receiver, status: &str, limit: Duration) -> Option<Duration> {
+    let began = Instant::now();
+    eventually(limit, || async {
+        receiver.count(status, DATABASE_ALERT) >= 1
+    })
+    .await
+    .then(|| began.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after() {
+    if !crate::support::pg::available("the_database_alert_fires_while_the_database_is_cut").await {
+        return;
+    }
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(Arc::clone(&receiver)).await;
+    let app = monitored()
+        .backend(Backend::Postgres)
+        .through_proxy()
+        .config(move |c| outage_settings(c, hook))
+        .spawn()
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let proxy = app.proxy.as_ref().expect("proxy");
+    proxy.set(Mode::Refuse);
+    let fired = wait_for(&receiver, "firing", Duration::from_secs(15)).await;
+    let fired = fired.expect("the database alert reached the webhook during the outage");
+    eprintln!(
+        "cut → firing notification: {} ms (bound {BOUND_MS} ms + delivery)",
+        fired.as_millis()
+    );
+    assert!(
+        fired < Duration::from_millis(BOUND_MS + 4_000),
+        "{fired:?} is far past the bound"
+    );
+    // While the database is down the alert is visible from memory.
+    let alerts: Value = app
+        .raw
+        .get(app.url("/api/monitoring/alerts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("alerts")
+        .json()
+        .await
+        .expect("alerts JSON");
+    assert!(
+        alerts["active"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["key"] == DATABASE_ALERT)),
+        "{alerts}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.set(Mode::Pass);
+    let resolved = wait_for(&receiver, "resolved", Duration::from_secs(20)).await;
+    assert!(resolved.is_some(), "the resolution follows the return");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.count("firing", DATABASE_ALERT), 1, "fired once");
+    assert_eq!(
+        receiver.count("resolved", DATABASE_ALERT),
+        1,
+        "resolved once"
+    );
+
+    // The outage is in the history, not a hole: samples taken while the
+    // database was cut were written after it came back…
+    let written = eventually(Duration::from_secs(5), || async {
+        app.count("SELECT COUNT(*) FROM health_samples WHERE component = 'database' AND status = 'unhealthy'")
+            .await
+            >= 3
+    })
+    .await;
+    assert!(written, "outage samples written after the return");
+    let t: Value = app
+        .raw
+        .get(app.url("/api/monitoring/health-trends?component=database&range=15m"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("trends")
+        .json()
+        .await
+        .expect("trends JSON");
+    let during: Vec<_> = t
+        .as_array()
+        .expect("trend array")
+        .iter()
+        .filter(|p| p["status"] == "unhealthy")
+        .collect();
+    assert!(during.len() >= 3, "{t}");
+    // …and so is the alert.
+    let alerts: Value = app
+        .raw
+        .get(app.url("/api/monitoring/alerts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("alerts")
+        .json()
+        .await
+        .expect("alerts JSON");
+    assert!(
+        alerts["recent"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["key"] == DATABASE_ALERT && x["state"] == "resolved")),
+        "{alerts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_with_redis_send_one_notification_of_each() {
+    if !crate::support::pg::available("two_instances_with_redis_send_one_notification").await
+        || !crate::support::redis::available("two_instances_with_redis_send_one_notification").await
+    {
+        return;
+    }
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(Arc::clone(&receiver)).await;
+    let prefix = format!("outage-{}", uuid::Uuid::new_v4().simple());
+    let redis = crate::support::redis::url();
+    let (h, p, r) = (hook.clone(), prefix.clone(), redis.clone());
+    let a = monitored()
+        .backend(Backend::Postgres)
+        .through_proxy()
+        .config(move |c| {
+            outage_settings(c, h);
+            c.instance_id = Some("instance-a".into());
+            c.redis_url = Some(r.into());
+            c.redis_prefix = p;
+        })
+        .spawn()
+        .await;
+    let url = a.state.config.database_url.clone();
+    let b = monitored()
+        .config(move |c| {
+            outage_settings(c, hook);
+            c.database_url = url;
+            c.instance_id = Some("instance-b".into());
+            c.redis_url = Some(redis.into());
+            c.redis_prefix = prefix;
+        })
+        .spawn()
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let proxy = a.proxy.as_ref().expect("proxy");
+    proxy.set(Mode::Refuse);
+    let fired = wait_for(&receiver, "firing", Duration::from_secs(15)).await;
+    assert!(fired.is_some(), "the database alert fired");
+    // both instances see the outage for a while
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.set(Mode::Pass);
+    let resolved = wait_for(&receiver, "resolved", Duration::from_secs(20)).await;
+    assert!(resolved.is_some(), "the resolution arrived");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(receiver.count("firing", DATABASE_ALERT), 1, "one firing");
+    assert_eq!(
+        receiver.count("resolved", DATABASE_ALERT),
+        1,
+        "one resolution"
+    );
+    drop(b);
+}
