@@ -210,16 +210,14 @@ impl LocalAlerts {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes every alert, to hand over to the database.
-    pub fn take(&self) -> Vec<AlertRow> {
-        std::mem::take(&mut *self.rows())
+    /// Every alert, to hand over to the database.
+    pub fn all(&self) -> Vec<AlertRow> {
+        self.rows().clone()
     }
 
-    /// Gives back alerts the database did not take.
-    pub fn restore(&self, mut rows: Vec<AlertRow>) {
-        let mut mine = self.rows();
-        rows.append(&mut mine);
-        *mine = rows;
+    /// Forgets one the database has taken.
+    pub fn remove(&self, id: &str) {
+        self.rows().retain(|r| r.id != id);
     }
 
     /// Pending and firing ones.

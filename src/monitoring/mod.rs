@@ -478,17 +478,12 @@ impl Monitor {
     /// ones carry on (and resolve) in the shared lifecycle, finished ones
     /// become history.
     async fn hand_over_local_alerts(&self) -> Result<(), sqlx::Error> {
-        if self.local_alerts.is_empty() {
-            return Ok(());
-        }
-        let mut rows = self.local_alerts.take().into_iter();
-        while let Some(a) = rows.next() {
-            if let Err(e) = self.db.adopt_alert(&a).await {
-                let mut back = vec![a];
-                back.extend(rows);
-                self.local_alerts.restore(back);
-                return Err(e);
-            }
+        // One at a time, each forgotten only once written: an evaluation
+        // cut short (budget) leaves the rest for the next one, and writing
+        // one twice is harmless (an open key or an id is not inserted again).
+        for a in self.local_alerts.all() {
+            self.db.adopt_alert(&a).await?;
+            self.local_alerts.remove(&a.id);
         }
         Ok(())
     }

@@ -206,8 +206,10 @@ async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
 /// samples × health interval + for + evaluation interval.
 fn outage_settings(c: &mut huntaze::config::Config, hook: String) {
     c.health_interval_ms = 200;
-    c.health_check_timeout_ms = 500;
-    c.db_acquire_timeout_ms = 500;
+    // Generous: a cut refuses at once, and a busy machine must not look
+    // like an outage before it.
+    c.health_check_timeout_ms = 2_000;
+    c.db_acquire_timeout_ms = 2_000;
     c.alert_eval_ms = 200;
     c.alert_for_ms = 0;
     c.alert_unhealthy_samples = 3;
@@ -240,6 +242,11 @@ async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after()
         .spawn()
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.count("firing", DATABASE_ALERT),
+        0,
+        "the database was fine before the cut"
+    );
     let proxy = app.proxy.as_ref().expect("proxy");
     proxy.set(Mode::Refuse);
     let fired = wait_for(&receiver, "firing", Duration::from_secs(15)).await;
@@ -361,6 +368,11 @@ async fn two_instances_with_redis_send_one_notification_of_each() {
         .spawn()
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.count("firing", DATABASE_ALERT),
+        0,
+        "fine before the cut"
+    );
     let proxy = a.proxy.as_ref().expect("proxy");
     proxy.set(Mode::Refuse);
     let fired = wait_for(&receiver, "firing", Duration::from_secs(15)).await;
