@@ -1,11 +1,15 @@
 //! Command line (clap): `serve` (default), `migrate`, `check-config`,
 //! `create-admin`, `tiktok-sandbox`.
+//!
+//! Standard output carries only the JSON log lines; everything written for
+//! a person (reports, confirmations, errors) goes to standard error, so a
+//! log collector reading stdout never meets a line it cannot parse.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigProblem};
 
 #[derive(Parser, Debug)]
 #[command(name = "huntaze", version, about = "The Huntaze web server")]
@@ -56,13 +60,34 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("huntaze: configuration could not be read: {e}");
-            return ExitCode::from(2);
-        }
+    let command = cli.command.unwrap_or(Command::Serve);
+    let (config, mut problems) = match command {
+        // The sandbox takes its settings from its own flags.
+        Command::TiktokSandbox { .. } => (Config::default(), Vec::new()),
+        _ => Config::load(),
     };
+    match command {
+        Command::CheckConfig | Command::TiktokSandbox { .. } => {}
+        // The server reports what it cannot use together with what could
+        // not be read, rather than one at a time.
+        Command::Serve => problems.extend(config.problems().into_iter().filter(|p| p.fatal)),
+        // These leave the rest to the server, but they use the database:
+        // never a local file in production by accident.
+        Command::Migrate | Command::CreateAdmin { .. } => problems.extend(
+            config
+                .problems()
+                .into_iter()
+                .filter(|p| p.fatal && p.setting == "HUNTAZE_DATABASE_URL"),
+        ),
+    }
+    if let Command::CheckConfig = command {
+        return check_config(&config, problems);
+    }
+    if !problems.is_empty() {
+        eprintln!("huntaze: the configuration is invalid:");
+        print_problems(&problems);
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,10 +99,11 @@ pub fn run() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => serve(config).await,
+            // Answered above, without a runtime.
+            Command::CheckConfig => Ok(ExitCode::SUCCESS),
             Command::Migrate => migrate(config).await,
-            Command::CheckConfig => check_config(&config),
             Command::CreateAdmin { email, .. } => create_admin(config, &email).await,
             Command::TiktokSandbox {
                 listen,
@@ -108,7 +134,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     let db = crate::store::Db::connect_lazy(&config)?;
     db.migrate().await?;
-    println!(
+    eprintln!(
         "migrations applied on {} (latest version {})",
         db.backend().name(),
         db.latest_migration()
@@ -144,7 +170,7 @@ async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
         created_at: now,
     })
     .await?;
-    println!("{} is an admin", email.as_str());
+    eprintln!("{} is an admin", email.as_str());
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -180,23 +206,28 @@ async fn tiktok_sandbox(
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
-    let problems = config.problems();
+/// Everything wrong, read and validated together; exit 1 on any fatal one.
+fn check_config(config: &Config, mut problems: Vec<ConfigProblem>) -> ExitCode {
+    problems.extend(config.problems());
     let env = if config.is_production() {
         "production"
     } else {
         "development"
     };
     if problems.is_empty() {
-        println!("configuration OK for {env}");
-        return Ok(ExitCode::SUCCESS);
+        eprintln!("configuration OK for {env}");
+        return ExitCode::SUCCESS;
     }
-    for p in &problems {
-        println!("{} {p}", if p.fatal { "error:" } else { "warning:" });
-    }
-    Ok(if problems.iter().any(|p| p.fatal) {
-        ExitCode::from(1)
+    print_problems(&problems);
+    if problems.iter().any(|p| p.fatal) {
+        ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
+}
+
+fn print_problems(problems: &[ConfigProblem]) {
+    for p in problems {
+        eprintln!("{} {p}", if p.fatal { "error:" } else { "warning:" });
+    }
 }

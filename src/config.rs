@@ -1,9 +1,15 @@
-//! Configuration: DESIGN §8. Read from an optional `huntaze.toml` and the
-//! `HUNTAZE_*` environment (environment wins), then validated once at start.
+//! Configuration: read from an optional `huntaze.toml` and the `HUNTAZE_*`
+//! environment (environment wins), then validated once at start.
 //!
 //! This module owns names, defaults and validation. It never logs or prints a
 //! secret value: secrets are [`SecretString`]s whose `Debug` is redacted, and
-//! validation problems name settings, never their values.
+//! problems name settings, never their values.
+//!
+//! Reading is strict: a name that is not a setting, a value of the wrong type
+//! and a configuration file that cannot be read are all problems, collected
+//! together rather than stopping at the first, so one run of `check-config`
+//! shows everything to fix. A typo must never leave a default silently in
+//! place (a misspelt database URL would otherwise serve from a local file).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +18,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::Serialized;
+use figment::value::{Dict, Value};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -262,14 +269,25 @@ impl Default for Config {
 }
 
 /// One thing wrong with the configuration. `setting` is the environment
-/// variable's name; the message never contains the value.
+/// variable's full name, or the key and file for a problem in the file; the
+/// message never contains the value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigProblem {
-    pub setting: &'static str,
+    pub setting: String,
     pub message: String,
     /// Fatal problems stop the server from starting; the others degrade the
     /// `config` health component.
     pub fatal: bool,
+}
+
+impl ConfigProblem {
+    fn fatal(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            message: message.into(),
+            fatal: true,
+        }
+    }
 }
 
 impl std::fmt::Display for ConfigProblem {
@@ -303,15 +321,119 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Config {
-    /// Loads `huntaze.toml` (or the file named by `HUNTAZE_CONFIG`) if present,
-    /// then the environment.
-    pub fn load() -> Result<Self, Box<figment::Error>> {
-        let file = std::env::var("HUNTAZE_CONFIG").unwrap_or_else(|_| "huntaze.toml".into());
-        Figment::new()
-            .merge(Toml::file(file))
-            .merge(Env::prefixed("HUNTAZE_").ignore(&["config"]))
-            .extract()
-            .map_err(Box::new)
+    /// Reads `huntaze.toml` (or the file named by `HUNTAZE_CONFIG`) if present,
+    /// then the process environment. The problems are everything that could
+    /// not be read (all fatal); the configuration holds the defaults in
+    /// their place so [`Config::problems`] can still report the rest.
+    pub fn load() -> (Self, Vec<ConfigProblem>) {
+        Self::load_from(std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }))
+    }
+
+    /// [`Config::load`] with the environment given as `(name, value)` pairs.
+    pub fn load_from(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> (Self, Vec<ConfigProblem>) {
+        let fields = config_fields();
+        let mut problems = Vec::new();
+        let mut env = Dict::new();
+        let mut file_name = None;
+        for (name, value) in vars {
+            // Matched without regard to case, as the values themselves are.
+            let Some(rest) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                .map(|_| &name[ENV_PREFIX.len()..])
+            else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase();
+            if key == "config" {
+                file_name = Some(value);
+            } else if fields.contains(&key.as_str()) {
+                env.insert(key, Value::from(value));
+            } else if !OTHER_VARIABLES.contains(&name.to_ascii_uppercase().as_str()) {
+                let known = fields
+                    .iter()
+                    .copied()
+                    .chain(OTHER_VARIABLES.iter().map(|v| &v[ENV_PREFIX.len()..]));
+                let message = match closest(&key, known) {
+                    Some(k) => format!(
+                        "is not a setting; did you mean {ENV_PREFIX}{}?",
+                        k.to_ascii_uppercase()
+                    ),
+                    None => "is not a setting".into(),
+                };
+                problems.push(ConfigProblem::fatal(name.clone(), message));
+            }
+        }
+
+        let explicit = file_name.is_some();
+        let file_name = file_name.unwrap_or_else(|| DEFAULT_FILE.into());
+        let mut file = Dict::new();
+        match std::fs::read_to_string(&file_name) {
+            Ok(text) => match toml::from_str::<Dict>(&text) {
+                Ok(dict) => file = dict,
+                Err(e) => {
+                    // The message only: toml's Display quotes the offending
+                    // line, which may hold a secret.
+                    let line = e
+                        .span()
+                        .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+                    problems.push(ConfigProblem::fatal(
+                        file_name.clone(),
+                        format!("is not valid TOML (line {line}): {}", e.message().trim()),
+                    ));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e) => problems.push(ConfigProblem::fatal(
+                "HUNTAZE_CONFIG",
+                format!("names {file_name}, which cannot be read: {e}"),
+            )),
+        }
+        let file_setting = |key: &str| format!("`{key}` in {file_name}");
+        file.retain(|key, _| {
+            let known = fields.contains(&key.as_str());
+            if !known {
+                let message = match closest(key, fields.iter().copied()) {
+                    Some(k) => format!("is not a setting; did you mean `{k}`?"),
+                    None => "is not a setting".into(),
+                };
+                problems.push(ConfigProblem::fatal(file_setting(key), message));
+            }
+            known
+        });
+
+        // serde stops at the first bad value: drop each one it names and
+        // read again, so every bad value is reported, each once.
+        loop {
+            let figment =
+                Figment::from(Serialized::defaults(&file)).merge(Serialized::defaults(&env));
+            // Lossy: a variable is text, converted only where the setting
+            // wants a number or a boolean (an all-digit token stays text).
+            let e = match figment.extract_lossy::<Config>() {
+                Ok(config) => return (config, problems),
+                Err(e) => e,
+            };
+            let message = type_message(&e.kind);
+            let key = e.path.first().cloned().unwrap_or_default();
+            if env.remove(&key).is_some() {
+                problems.push(ConfigProblem::fatal(
+                    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                    message,
+                ));
+            } else if file.remove(&key).is_some() {
+                problems.push(ConfigProblem::fatal(file_setting(&key), message));
+            } else {
+                problems.push(ConfigProblem::fatal("configuration", message));
+                return (Config::default(), problems);
+            }
+        }
     }
 
     /// A name for this instance when `HUNTAZE_INSTANCE_ID` is unset: host,
@@ -332,7 +454,7 @@ impl Config {
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigProblem> {
         self.listen.parse().map_err(|_| ConfigProblem {
-            setting: "HUNTAZE_LISTEN",
+            setting: "HUNTAZE_LISTEN".into(),
             message: "must be an address such as 127.0.0.1:3000".into(),
             fatal: true,
         })
@@ -373,20 +495,27 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// `HUNTAZE_TRUSTED_PROXIES` parsed; the error names the bad entry's
-    /// position (never its text, which could be anything).
-    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, usize> {
-        self.trusted_proxies
+    /// `HUNTAZE_TRUSTED_PROXIES` parsed; the error names every bad entry's
+    /// position, counted from 1 (never its text, which could be anything).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, Vec<usize>> {
+        let mut nets = Vec::new();
+        let mut bad = Vec::new();
+        for (i, s) in self
+            .trusted_proxies
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .enumerate()
-            .map(|(i, s)| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| i + 1)
-            })
-            .collect()
+        {
+            match s
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(net) => nets.push(net),
+                Err(_) => bad.push(i + 1),
+            }
+        }
+        if bad.is_empty() { Ok(nets) } else { Err(bad) }
     }
 
     pub fn health_interval(&self) -> Duration {
@@ -401,15 +530,24 @@ impl Config {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let prod = self.is_production();
         let mut out: Vec<ConfigProblem> = self.listen_addr().err().into_iter().collect();
-        let mut push = |setting, message: &str, fatal| {
+        let mut push = |setting: &str, message: &str, fatal| {
             out.push(ConfigProblem {
-                setting,
+                setting: setting.to_owned(),
                 message: message.to_owned(),
                 fatal,
             })
         };
         if url::Url::parse(&self.public_url).is_err() {
             push("HUNTAZE_PUBLIC_URL", "must be an absolute URL", true);
+        }
+        // The SQLite default suits development; in production it would be a
+        // second, empty database beside the real one.
+        if prod && self.database_url.is_none() {
+            push(
+                "HUNTAZE_DATABASE_URL",
+                "is required in production (write sqlite://PATH out to use a local file)",
+                true,
+            );
         }
         let db = self.database_url();
         if !(db.starts_with("sqlite:")
@@ -469,9 +607,16 @@ impl Config {
             ("HUNTAZE_ALERT_WEBHOOK_URL", self.alert_webhook_url.as_ref()),
         ] {
             if let Some(u) = url
-                && url::Url::parse(u).is_err()
+                && !url::Url::parse(u).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                })
             {
-                push(setting, "must be an absolute URL", true);
+                push(
+                    setting,
+                    "must be an http:// or https:// URL with a host",
+                    true,
+                );
             }
         }
         for (setting, value) in [
@@ -523,23 +668,24 @@ impl Config {
                 .position(|k| B64.decode(k).map_or(true, |b| b.len() != 32))
         {
             out.push(ConfigProblem {
-                setting: "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS",
+                setting: "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS".into(),
                 message: format!("entry {} must be base64 of exactly 32 bytes", bad + 1),
                 fatal: true,
             });
         }
         if let Err(bad) = self.trusted_proxy_nets() {
-            out.push(ConfigProblem {
-                setting: "HUNTAZE_TRUSTED_PROXIES",
-                message: format!("entry {bad} is not an IP address or CIDR"),
-                fatal: true,
-            });
+            out.extend(bad.into_iter().map(|i| {
+                ConfigProblem::fatal(
+                    "HUNTAZE_TRUSTED_PROXIES",
+                    format!("entry {i} is not an IP address or CIDR"),
+                )
+            }));
         }
         if let Some(url) = &self.redis_url
             && redis::parse_redis_url(url.expose_secret()).is_none()
         {
             out.push(ConfigProblem {
-                setting: "HUNTAZE_REDIS_URL",
+                setting: "HUNTAZE_REDIS_URL".into(),
                 message: "must be a redis:// or rediss:// URL".into(),
                 fatal: true,
             });
@@ -604,6 +750,93 @@ impl Config {
             generated,
         })
     }
+}
+
+const ENV_PREFIX: &str = "HUNTAZE_";
+const DEFAULT_FILE: &str = "huntaze.toml";
+
+/// `HUNTAZE_*` variables that are not settings but are read by other code, so
+/// they are known names. The test harness's switches are set in CI's
+/// environment, which the server binary inherits when tests spawn it.
+const OTHER_VARIABLES: &[&str] = &[
+    // The configuration file's path (read here, before the settings).
+    "HUNTAZE_CONFIG",
+    // tests/api/support: services the integration tests use.
+    "HUNTAZE_TEST_REQUIRE_SERVICES",
+    "HUNTAZE_TEST_PG_URL",
+    "HUNTAZE_TEST_REDIS_URL",
+    // src/memory.rs: marks the unit test's own measuring subprocess.
+    "HUNTAZE_TRIM_PROBE",
+];
+
+/// The settings' names (lowercase, without the prefix), taken from the
+/// derived `Deserialize` of [`Config`] so a new field is known without a
+/// second list to keep in step.
+fn config_fields() -> &'static [&'static str] {
+    static FIELDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        /// A deserializer that only records the field names it is asked for.
+        struct Names<'a>(&'a mut &'static [&'static str]);
+        impl<'de> serde::Deserializer<'de> for Names<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("field names only"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(serde::de::Error::custom("field names only"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = Config::deserialize(Names(&mut fields));
+        fields
+    })
+}
+
+/// The known name most like `name`, if one is close enough to be a likely
+/// misspelling.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::normalized_damerau_levenshtein(name, k), k))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// What a value should have been, in words. Built from the expected type
+/// only: serde's own messages quote the value.
+fn type_message(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let expected = match kind {
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => expected.as_str(),
+        Kind::UnknownVariant(_, variants) => {
+            return format!("must be one of: {}", variants.join(", "));
+        }
+        _ => return "is not a valid value".into(),
+    };
+    let words = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" => "a whole number of 0 or more",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        "a string" => "text",
+        other => other,
+    };
+    format!("must be {words}")
 }
 
 /// A key's id is a fingerprint, not the key: it lets a ciphertext name the
@@ -671,7 +904,238 @@ mod tests {
             .filter(|p| p.fatal)
             .map(|p| p.setting)
             .collect();
-        assert_eq!(fatal, vec!["HUNTAZE_SECRET_KEY", "HUNTAZE_ENCRYPTION_KEY"]);
+        assert_eq!(
+            fatal,
+            vec![
+                "HUNTAZE_DATABASE_URL",
+                "HUNTAZE_SECRET_KEY",
+                "HUNTAZE_ENCRYPTION_KEY"
+            ]
+        );
+    }
+
+    /// Reads `vars` (plus `HUNTAZE_CONFIG` naming a file with `toml`, when
+    /// given) and returns the problems as `setting: message` lines.
+    fn read(vars: &[(&str, &str)], toml: Option<&str>) -> (Config, Vec<String>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("huntaze.toml");
+        let mut vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if let Some(text) = toml {
+            std::fs::write(&file, text).unwrap();
+            vars.push(("HUNTAZE_CONFIG".into(), file.display().to_string()));
+        }
+        let (config, problems) = Config::load_from(vars);
+        assert!(problems.iter().all(|p| p.fatal));
+        let lines = problems.iter().map(ToString::to_string).collect();
+        (config, lines, file.display().to_string())
+    }
+
+    #[test]
+    fn every_setting_is_a_known_name() {
+        let fields = config_fields();
+        assert!(fields.len() > 80, "{fields:?}");
+        for name in [
+            "env",
+            "database_url",
+            "trusted_proxies",
+            "request_timeout_ms",
+        ] {
+            assert!(fields.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_name_is_reported_with_the_closest_setting() {
+        let (config, problems, _) = read(
+            &[
+                ("HUNTAZE_DATABSE_URL", "postgres://u:pw@h/db"),
+                ("HUNTAZE_ZZZ", "1"),
+                ("PATH", "/bin"),
+                ("HUNTAZE_TEST_REQUIRE_SERVICES", "1"),
+            ],
+            None,
+        );
+        assert_eq!(
+            problems,
+            [
+                "HUNTAZE_DATABSE_URL: is not a setting; did you mean HUNTAZE_DATABASE_URL?",
+                "HUNTAZE_ZZZ: is not a setting",
+            ]
+        );
+        assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_by_full_name_without_the_value() {
+        let (config, problems, file) = read(
+            &[
+                ("HUNTAZE_REQUEST_TIMEOUT_MS", "abc-secret"),
+                ("HUNTAZE_ALERT_P95_MS", "fast-secret"),
+                ("HUNTAZE_INSTANCE_ID", "12"),
+                ("HUNTAZE_HEALTH_INTERVAL_MS", "250"),
+            ],
+            Some("metrics_enabled = \"maybe-secret\"\nlisten = \"127.0.0.1:9\"\n"),
+        );
+        assert_eq!(
+            problems,
+            [
+                "HUNTAZE_ALERT_P95_MS: must be a number".to_owned(),
+                format!("`metrics_enabled` in {file}: must be true or false"),
+                "HUNTAZE_REQUEST_TIMEOUT_MS: must be a whole number of 0 or more".to_owned(),
+            ]
+        );
+        assert!(problems.iter().all(|p| !p.contains("secret")));
+        // The good values around them are still read.
+        assert_eq!(config.health_interval_ms, 250);
+        assert_eq!(config.instance_id.as_deref(), Some("12"));
+        assert_eq!(config.listen, "127.0.0.1:9");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let (config, problems, _) = read(
+            &[("HUNTAZE_REQUEST_TIMEOUT_MS", "7")],
+            Some("request_timeout_ms = 5\nhealth_interval_ms = 6\n"),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.request_timeout_ms, 7);
+        assert_eq!(config.health_interval_ms, 6);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_names_key_and_file() {
+        let (_, problems, file) = read(&[], Some("reqest_timeout_ms = 5\n"));
+        assert_eq!(
+            problems,
+            [format!(
+                "`reqest_timeout_ms` in {file}: is not a setting; did you mean `request_timeout_ms`?"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_reported_without_its_text() {
+        let (_, problems, file) = read(&[], Some("listen = \"ok\"\nsecret_key = \"hunter2\n"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!("{file}: is not valid TOML (line 2)")),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("hunter2"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_the_default_one_may_not() {
+        let (_, problems) =
+            Config::load_from([("HUNTAZE_CONFIG".into(), "/nonexistent/h.toml".into())]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].setting, "HUNTAZE_CONFIG");
+        assert!(problems[0].message.contains("/nonexistent/h.toml"));
+    }
+
+    #[test]
+    fn production_requires_the_database_url_written_out() {
+        let prod = |url: Option<&str>| Config {
+            env: Environment::Production,
+            database_url: url.map(SecretString::from),
+            ..Config::default()
+        };
+        let db_problems = |c: Config| {
+            c.problems()
+                .into_iter()
+                .filter(|p| p.setting == "HUNTAZE_DATABASE_URL")
+                .count()
+        };
+        assert_eq!(db_problems(prod(None)), 1);
+        assert_eq!(db_problems(prod(Some("sqlite:///var/lib/huntaze/h.db"))), 0);
+        assert_eq!(db_problems(prod(Some("postgres://h/db"))), 0);
+        assert_eq!(
+            db_problems(Config::default()),
+            0,
+            "development keeps its default"
+        );
+    }
+
+    #[test]
+    fn the_alert_webhook_must_be_http_with_a_host() {
+        let problems = |url: &str| {
+            Config {
+                alert_webhook_url: Some(url.into()),
+                ..Config::default()
+            }
+            .problems()
+            .into_iter()
+            .filter(|p| p.setting == "HUNTAZE_ALERT_WEBHOOK_URL")
+            .count()
+        };
+        for bad in ["ftp://x", "http://", "file:///tmp/x", "x"] {
+            assert_eq!(problems(bad), 1, "{bad}");
+        }
+        for good in ["http://127.0.0.1:9/hook", "https://alerts.example.com/h"] {
+            assert_eq!(problems(good), 0, "{good}");
+        }
+    }
+
+    #[test]
+    fn every_bad_trusted_proxy_is_named_by_position() {
+        let cfg = Config {
+            trusted_proxies: "10.0.0.1, nope ,10.0.0.0/8,also-bad,::1".into(),
+            ..Config::default()
+        };
+        assert_eq!(cfg.trusted_proxy_nets().unwrap_err(), [2, 4]);
+        let messages: Vec<String> = cfg.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "HUNTAZE_TRUSTED_PROXIES: entry 2 is not an IP address or CIDR",
+                "HUNTAZE_TRUSTED_PROXIES: entry 4 is not an IP address or CIDR",
+            ]
+        );
+    }
+
+    /// The deployment files and scripts set only names the server knows:
+    /// with unknown names fatal, a stale one would stop the service.
+    #[test]
+    fn deploy_and_bench_files_use_known_names() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("deploy"), root.join("bench"), root.join(".ci")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        let fields = config_fields();
+        let mut unknown = Vec::new();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for (at, _) in text.match_indices(ENV_PREFIX) {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+                // `HUNTAZE_NAME` is bench/README.md's placeholder.
+                let known = key.is_empty()
+                    || name == "HUNTAZE_NAME"
+                    || fields.contains(&key.as_str())
+                    || OTHER_VARIABLES.contains(&name.as_str());
+                if !known {
+                    unknown.push(format!("{}: {name}", file.display()));
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "{unknown:#?}");
     }
 
     #[test]

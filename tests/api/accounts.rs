@@ -530,7 +530,7 @@ fn create_admin_promotes_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("boss@example.com is an admin"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boss@example.com is an admin"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -112,7 +112,7 @@ fn check_config_names_missing_production_secrets_and_fails() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("HUNTAZE_SECRET_KEY") && text.contains("HUNTAZE_ENCRYPTION_KEY"),
         "{text}"

@@ -7,6 +7,7 @@ mod account_pages;
 mod accounts;
 mod bad_input;
 mod browser;
+mod config_strictness;
 mod deploy;
 mod errors;
 mod health;

@@ -652,6 +652,8 @@ async fn in_production_without_credentials_the_flow_is_unavailable_and_config_is
     let app = TestApp::builder()
         .config(move |c| {
             c.env = huntaze::config::Environment::Production;
+            let db = format!("sqlite://{}", c.data_dir.join("huntaze.db").display());
+            c.database_url = Some(db.into());
             c.secret_key = Some(key.clone().into());
             c.encryption_key = Some(key.into());
         })
