@@ -399,10 +399,11 @@ impl Application {
     }
 
     /// Serves until the shutdown handle fires (or SIGTERM/SIGINT when
-    /// `handle_signals`). Shutdown: `/readyz` turns 503 at once, new
-    /// connections are accepted for `shutdown_drain_ms` more (so a load
-    /// balancer notices), then the listener closes and in-flight requests get
-    /// up to `shutdown_grace_ms` to finish.
+    /// `handle_signals`). Shutdown: `/readyz` turns 503 and answers say
+    /// `Connection: close` at once, new connections are accepted for
+    /// `shutdown_drain_ms` more (so a load balancer notices), then the
+    /// listener closes, idle connections are closed and in-flight requests
+    /// get up to `shutdown_grace_ms` to finish ([`crate::serve`]).
     pub async fn run(self, handle_signals: bool) -> anyhow::Result<()> {
         let Application {
             listener,
@@ -424,29 +425,23 @@ impl Application {
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
         let drain_state = state.clone();
         let wait_shutdown = shutdown.clone();
-        let stop_accepting = async move {
+        let begin_drain = async move {
             wait_shutdown.wait().await;
             drain_state.draining.store(true, Ordering::Release);
             tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
-            tokio::time::sleep(drain).await;
         };
-        // Responses leave at once: without TCP_NODELAY, a response written
-        // in parts (a body larger than the socket buffer takes, a stream)
-        // can wait for the peer's delayed ACK (up to 40 ms) before its last
-        // part goes out. nginx sets it for keep-alive connections too.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, crate::middleware::pipeline::PerConnection(router))
-            .with_graceful_shutdown(stop_accepting);
+        let server = crate::serve::serve(
+            listener,
+            crate::middleware::pipeline::PerConnection(router),
+            begin_drain,
+            drain,
+        );
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(drain + grace).await;
         };
         tokio::select! {
-            result = server => result.context("serving")?,
+            () = server => {}
             _ = deadline => tracing::warn!("grace period over; abandoning in-flight requests"),
         }
         stop_tx.send_replace(true);

@@ -25,6 +25,7 @@ pub mod precompressed;
 pub mod redis_tier;
 pub mod retry;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -24,9 +24,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::Request;
-use axum::http::{Extensions, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::{IncomingStream, Listener};
 use futures::FutureExt;
 use tower::{Layer, Service};
 
@@ -104,35 +103,22 @@ pub struct PipelineService<S> {
     inner: S,
 }
 
-/// The make-service `axum::serve` calls once per accepted connection: a
-/// clone of the pipeline that knows the peer's address and hands it to the
-/// request in [`RequestMeta`], with the request id, in one extension.
-/// Written here rather than with axum's `into_make_service_with_connect_info`,
-/// whose `ConnectInfo` costs every request an extension insert of its own.
+/// Makes one pipeline per accepted connection: a clone that knows the
+/// peer's address and hands it to the request in [`RequestMeta`], with the
+/// request id, in one extension (rather than axum's `ConnectInfo`, which
+/// costs every request an extension insert of its own).
 #[derive(Clone)]
 pub struct PerConnection<S>(pub PipelineService<S>);
 
-impl<S, L> Service<IncomingStream<'_, L>> for PerConnection<S>
-where
-    S: Clone,
-    L: Listener<Addr = SocketAddr>,
-{
-    type Response = PipelineService<S>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(PipelineService {
+impl<S: Clone> PerConnection<S> {
+    pub fn for_peer(&self, peer: SocketAddr) -> PipelineService<S> {
+        PipelineService {
             conn: Arc::new(Conn {
                 pipeline: Arc::clone(&self.0.conn.pipeline),
-                peer: Some(*stream.remote_addr()),
+                peer: Some(peer),
             }),
             inner: self.0.inner.clone(),
-        }))
+        }
     }
 }
 
@@ -363,6 +349,13 @@ impl Finish {
         trace::log_completion(res.status(), elapsed);
         res.headers_mut()
             .insert(request_id::X_REQUEST_ID.clone(), self.id.clone());
+        // While draining, the client's next request goes to a new connection
+        // (one the listener still accepts), never into one the server is
+        // about to close.
+        if p.state.is_draining() {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }

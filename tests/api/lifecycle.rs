@@ -1,5 +1,6 @@
 //! Start-up validation and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use huntaze::config::{Config, Environment};
@@ -34,7 +35,11 @@ async fn graceful_shutdown_turns_readyz_503_and_lets_in_flight_requests_finish()
         let url = app.url("/api/test/sleep?ms=1200");
         tokio::spawn(async move {
             let res = c.get(url).send().await.unwrap();
-            (res.status(), res.text().await.unwrap())
+            let close = res
+                .headers()
+                .get("connection")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            (res.status(), close, res.text().await.unwrap())
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -48,14 +53,196 @@ async fn graceful_shutdown_turns_readyz_503_and_lets_in_flight_requests_finish()
     );
     assert_eq!(app.get("/livez").await.status(), 200, "but stay alive");
 
-    let (status, body) = slow.await.unwrap();
+    let (status, close, body) = slow.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(body, "slept");
+    assert!(
+        close,
+        "an answer given while draining closes its connection"
+    );
     app.stop().await;
     assert!(
         reqwest::get(app.url("/livez")).await.is_err(),
         "the listener is closed after shutdown"
     );
+}
+
+/// One response read off a raw HTTP/1.1 connection.
+struct RawResponse {
+    status: u16,
+    /// The server said `Connection: close`.
+    close: bool,
+}
+
+/// One request and its response over a kept-alive socket, as a load
+/// generator does it: an error after the request was written is a request
+/// the server took and never answered.
+async fn exchange(tcp: &mut tokio::net::TcpStream, path: &str) -> Result<RawResponse, Exchange> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .map_err(|_| Exchange::NotSent)?;
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Exchange::Lost),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+            .map(str::to_owned)
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("the probes answer with a length");
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Exchange::Lost),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(RawResponse {
+        status,
+        close: header("connection").is_some_and(|v| v == "close"),
+    })
+}
+
+#[derive(Debug, PartialEq)]
+enum Exchange {
+    /// The connection was already gone when the request was written.
+    NotSent,
+    /// Written, and no complete response came back.
+    Lost,
+}
+
+#[derive(Default, Debug)]
+struct ClientTally {
+    answered: u32,
+    lost: u32,
+    /// Answers to requests sent well after the trigger that kept the
+    /// connection open.
+    kept_open_while_draining: u32,
+    /// Connections opened after the trigger (each answer closed the last).
+    reconnects_while_draining: u32,
+    answered_after_trigger: u32,
+}
+
+#[tokio::test]
+async fn shutdown_answers_every_request_of_keep_alive_clients() {
+    let drain = Duration::from_millis(1_000);
+    let mut app = TestApp::builder()
+        .config(move |c| c.shutdown_drain_ms = drain.as_millis() as u64)
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let triggered: Arc<std::sync::OnceLock<std::time::Instant>> = Arc::default();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            let triggered = Arc::clone(&triggered);
+            tokio::spawn(async move {
+                let mut tally = ClientTally::default();
+                let mut conn: Option<tokio::net::TcpStream> = None;
+                let give_up = std::time::Instant::now() + Duration::from_secs(20);
+                while std::time::Instant::now() < give_up {
+                    let tcp = match conn.as_mut() {
+                        Some(tcp) => tcp,
+                        // Refused: the listener is closed, the server is done.
+                        None => match tokio::net::TcpStream::connect(&addr).await {
+                            Ok(tcp) => {
+                                if triggered.get().is_some() {
+                                    tally.reconnects_while_draining += 1;
+                                }
+                                conn.insert(tcp)
+                            }
+                            Err(_) => break,
+                        },
+                    };
+                    let sent = std::time::Instant::now();
+                    match exchange(tcp, "/livez").await {
+                        Ok(res) => {
+                            assert_eq!(res.status, 200);
+                            tally.answered += 1;
+                            if let Some(t) = triggered.get() {
+                                tally.answered_after_trigger += 1;
+                                if !res.close && sent > *t + Duration::from_millis(100) {
+                                    tally.kept_open_while_draining += 1;
+                                }
+                            }
+                            if res.close {
+                                conn = None;
+                            }
+                        }
+                        Err(Exchange::NotSent) => conn = None,
+                        Err(Exchange::Lost) => {
+                            tally.lost += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    triggered.get_or_init(std::time::Instant::now);
+    app.shutdown.trigger();
+    let mut tallies = Vec::new();
+    for c in clients {
+        tallies.push(c.await.unwrap());
+    }
+    app.stop().await;
+    let lost: u32 = tallies.iter().map(|t| t.lost).sum();
+    assert_eq!(lost, 0, "requests taken and never answered: {tallies:#?}");
+    for t in &tallies {
+        assert!(t.answered_after_trigger > 0, "{tallies:#?}");
+        assert!(t.reconnects_while_draining > 0, "{tallies:#?}");
+        assert_eq!(
+            t.kept_open_while_draining, 0,
+            "answers while draining say Connection: close: {tallies:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_when_the_drain_ends() {
+    use tokio::io::AsyncReadExt;
+    let drain = Duration::from_millis(500);
+    let mut app = TestApp::builder()
+        .config(move |c| c.shutdown_drain_ms = drain.as_millis() as u64)
+        .spawn()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let res = exchange(&mut tcp, "/livez").await.unwrap();
+    assert!(!res.close, "kept alive before the shutdown");
+    let triggered = std::time::Instant::now();
+    app.shutdown.trigger();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(drain + Duration::from_secs(5), tcp.read(&mut byte))
+        .await
+        .expect("the server closes an idle connection once the drain is over");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        triggered.elapsed() >= drain - Duration::from_millis(20),
+        "open through the drain: {:?}",
+        triggered.elapsed()
+    );
+    app.stop().await;
 }
 
 #[test]
