@@ -103,15 +103,20 @@ impl AppBuilder {
         let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
         match tokio::time::timeout(migrate_deadline, db.migrate()).await {
             Ok(Ok(())) => {}
+            // A database that is down or damaged may come back; one that
+            // cannot be opened at all (path, permissions) will not, and a
+            // server that looks alive without it only hides the mistake.
+            Ok(Err(e)) if e.is::<crate::store::CannotOpen>() => return Err(e),
             Ok(Err(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "migrations failed; retrying in the background");
-                spawn_migration_retry(db.clone(), stop_rx.clone());
+                let error = format!("{e:#}");
+                tracing::error!(error = %error, "migrations failed; retrying in the background");
+                spawn_migration_retry(db.clone(), error, stop_rx.clone());
             }
             Err(_) => {
                 tracing::error!(
                     "database did not answer in time; retrying migrations in the background"
                 );
-                spawn_migration_retry(db.clone(), stop_rx.clone());
+                spawn_migration_retry(db.clone(), String::new(), stop_rx.clone());
             }
         }
 
@@ -226,12 +231,21 @@ impl AppBuilder {
             stop_rx.clone(),
         );
 
-        tracing::info!(
-            addr = %local_addr,
-            backend = state.db.backend().name(),
-            build_ms = started.elapsed().as_millis() as u64,
-            "huntaze ready to serve"
-        );
+        if state.db.is_migrated() {
+            tracing::info!(
+                addr = %local_addr,
+                backend = state.db.backend().name(),
+                build_ms = started.elapsed().as_millis() as u64,
+                "huntaze ready to serve"
+            );
+        } else {
+            tracing::warn!(
+                addr = %local_addr,
+                backend = state.db.backend().name(),
+                build_ms = started.elapsed().as_millis() as u64,
+                "huntaze serving, not ready: the database is not usable yet (readyz answers 503 until it is)"
+            );
+        }
         Ok(Application {
             listener,
             router,
@@ -281,20 +295,31 @@ fn spawn_invalidation_listener(
     });
 }
 
-fn spawn_migration_retry(db: Db, mut stop: watch::Receiver<bool>) {
+/// Retries migrations with backoff until they apply. `last_error` is the
+/// failure already logged: a retry that fails the same way says nothing, so
+/// an outage is one line when it starts and one when it ends.
+fn spawn_migration_retry(db: Db, mut last_error: String, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(250);
+        let mut attempts = 0u32;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = crate::lifecycle::stopped(&mut stop) => return,
             }
+            attempts += 1;
             match db.migrate().await {
                 Ok(()) => {
-                    tracing::info!("migrations applied after retry");
+                    tracing::info!(attempts, "migrations applied after retry");
                     return;
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "migration retry failed"),
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    if error != last_error {
+                        tracing::warn!(error = %error, attempts, "migration retry failed; retrying with backoff");
+                        last_error = error;
+                    }
+                }
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }

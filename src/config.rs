@@ -851,6 +851,7 @@ fn decode_key(key: &SecretString) -> Option<Vec<u8>> {
 }
 
 fn load_or_create_dev_secrets(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    use anyhow::Context as _;
     #[derive(serde::Serialize, Deserialize)]
     struct DevSecrets {
         secret_key: String,
@@ -863,7 +864,8 @@ fn load_or_create_dev_secrets(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> 
     {
         return Ok((a, b));
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
     let mut secret = vec![0u8; 32];
     let mut enc = vec![0u8; 32];
     rand::rng().fill_bytes(&mut secret);
@@ -872,7 +874,8 @@ fn load_or_create_dev_secrets(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> 
         secret_key: B64.encode(&secret),
         encryption_key: B64.encode(&enc),
     })?;
-    write_private(&path, body.as_bytes())?;
+    write_private(&path, body.as_bytes())
+        .with_context(|| format!("writing the development secrets {}", path.display()))?;
     Ok((secret, enc))
 }
 

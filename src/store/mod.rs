@@ -13,11 +13,13 @@ pub mod audit;
 pub mod connections;
 pub mod monitoring;
 pub mod sessions;
+mod sqlite_deadline;
 pub mod stats;
 pub mod users;
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -83,6 +85,44 @@ struct DbInner {
     max_connections: u32,
     migrated: AtomicBool,
     waiting: AtomicUsize,
+    /// The SQLite file, for messages that must say which file failed.
+    sqlite_path: Option<PathBuf>,
+}
+
+/// Folds the failures of connection set-up into one log line per change of
+/// state: a broken database is met by every request, health sample and
+/// retry, and one line per attempt would bury everything else.
+struct SetupWatch {
+    database: String,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SetupWatch {
+    fn failed(&self, e: &sqlx::Error) {
+        let error = e.to_string();
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.as_deref() != Some(error.as_str()) {
+            tracing::error!(
+                database = %self.database,
+                error = %error,
+                "database cannot be used; retrying with backoff"
+            );
+            *last = Some(error);
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.take().is_some() {
+            tracing::info!(database = %self.database, "database usable again");
+        }
+    }
 }
 
 impl Db {
@@ -97,19 +137,40 @@ impl Db {
         } else {
             Backend::Postgres
         };
+        let mut sqlite_path = None;
         let url = match backend {
             Backend::Sqlite => {
                 std::fs::create_dir_all(&config.data_dir).with_context(|| {
                     format!("creating the data directory {}", config.data_dir.display())
                 })?;
-                if url.contains('?') {
+                let url = if url.contains('?') {
                     url
                 } else {
                     format!("{url}?mode=rwc")
+                };
+                let options: sqlx::sqlite::SqliteConnectOptions =
+                    url.parse().context("parsing HUNTAZE_DATABASE_URL")?;
+                let path = options.get_filename().to_path_buf();
+                // The file may live outside the data directory; SQLite
+                // creates a missing file but not its directory.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("creating the database directory {}", dir.display())
+                    })?;
                 }
+                sqlite_deadline::install();
+                sqlite_path = Some(path);
+                url
             }
             Backend::Postgres => url,
         };
+        let watch = Arc::new(SetupWatch {
+            database: match &sqlite_path {
+                Some(path) => path.display().to_string(),
+                None => backend.name().to_owned(),
+            },
+            last_error: Mutex::new(None),
+        });
         let statement_timeout = config.db_statement_timeout_ms;
         let pool = AnyPoolOptions::new()
             .max_connections(config.db_max_connections)
@@ -125,27 +186,52 @@ impl Db {
                     // SQLite's ping never reads the file, so a connection
                     // whose file broke under it would be handed out forever.
                     // One schema read discards it instead, and a fresh
-                    // connection sees the file as it is now.
+                    // connection sees the file as it is now. The same
+                    // round trip discards a connection whose set-up failed
+                    // (its deadline was never set).
                     if backend == Backend::Sqlite {
-                        use sqlx::Executor;
-                        return Ok(conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").await.is_ok());
+                        let configured = sqlx::query_scalar::<_, Option<i64>>(
+                            "SELECT huntaze_statement_timeout(), \
+                             (SELECT 1 FROM sqlite_schema LIMIT 1)",
+                        )
+                        .fetch_one(&mut *conn)
+                        .await;
+                        return Ok(matches!(configured, Ok(Some(_))));
                     }
                     Ok(true)
                 })
             })
             .after_connect(move |conn, _meta| {
+                let watch = Arc::clone(&watch);
                 Box::pin(async move {
                     use sqlx::Executor;
                     match backend {
                         Backend::Sqlite => {
-                            // `busy_timeout` is SQLite's statement timeout:
-                            // how long a writer waits on a lock before
-                            // failing with SQLITE_BUSY.
+                            // `busy_timeout` bounds how long a statement
+                            // waits on a lock (first, so that switching to
+                            // WAL waits too); the deadline function bounds
+                            // how long it runs (see `sqlite_deadline`).
                             let sql = format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {statement_timeout};"
+                                "PRAGMA busy_timeout = {statement_timeout}; \
+                                 PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; \
+                                 SELECT {}({statement_timeout});",
+                                sqlite_deadline::FUNCTION
                             );
-                            conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                            match conn.execute(sqlx::AssertSqlSafe(sql)).await {
+                                Ok(_) => watch.succeeded(),
+                                // A file that is damaged or unreadable fails
+                                // every attempt the same way. Handed out
+                                // unconfigured, the connection lets the
+                                // caller's statement fail at once with the
+                                // real cause ("file is not a database")
+                                // instead of sqlx retrying (and logging) it
+                                // until the acquire times out with "pool
+                                // timed out"; `before_acquire` discards it
+                                // on its next use.
+                                Err(e) if classify(&e) == Fault::Unavailable => watch.failed(&e),
+                                Err(e) => return Err(e),
+                            }
                         }
                         Backend::Postgres => {
                             let sql = format!(
@@ -185,6 +271,7 @@ impl Db {
                 max_connections: config.db_max_connections,
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
+                sqlite_path,
             }),
         })
     }
@@ -277,9 +364,42 @@ impl Db {
             .migrator()
             .run(&self.inner.pool)
             .await
-            .context("applying database migrations")?;
+            .map_err(|e| self.migrate_failure(&e))?;
         self.inner.migrated.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// One line that names the database and says why, once: sqlx's errors
+    /// repeat their source's text in their own, three levels deep here.
+    fn migrate_failure(&self, e: &sqlx::migrate::MigrateError) -> anyhow::Error {
+        let mut cause: &(dyn std::error::Error + 'static) = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let Some(path) = &self.inner.sqlite_path else {
+            return anyhow::anyhow!("applying database migrations: {cause}");
+        };
+        let sqlite_code = match e {
+            sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) => {
+                db.code().and_then(|c| c.parse::<u32>().ok())
+            }
+            _ => None,
+        };
+        // A file that cannot be opened at all — a path that cannot hold it,
+        // no permission, a read-only file — unlike a database that is down
+        // or damaged, will not fix itself.
+        // PERM, READONLY, CANTOPEN, AUTH
+        if sqlite_code.is_some_and(|code| matches!(code & 0xff, 3 | 8 | 14 | 23)) {
+            return CannotOpen(format!(
+                "opening the SQLite database {}: {cause}",
+                path.display()
+            ))
+            .into();
+        }
+        anyhow::anyhow!(
+            "applying database migrations to {}: {cause}",
+            path.display()
+        )
     }
 
     /// True once this process has applied (or verified) every migration.
@@ -335,6 +455,12 @@ impl Db {
     }
 }
 
+/// The database cannot be opened at all: start-up stops on it instead of
+/// serving without a database (see [`Db::migrate`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CannotOpen(String);
+
 /// How a database failure should be treated (DESIGN §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -367,8 +493,9 @@ pub fn classify(e: &sqlx::Error) -> Fault {
                 let n = code.parse::<u32>().unwrap_or(0);
                 // SQLite result codes: the primary code is the low byte.
                 return match n & 0xff {
-                    5 | 6 => Fault::Transient,               // BUSY, LOCKED
-                    10 | 11 | 14 | 26 => Fault::Unavailable, // IOERR, CORRUPT, CANTOPEN, NOTADB
+                    5 | 6 => Fault::Transient, // BUSY, LOCKED
+                    // INTERRUPT is the statement deadline (like 57014)
+                    9 | 10 | 11 | 14 | 26 => Fault::Unavailable, // IOERR, CORRUPT, CANTOPEN, NOTADB
                     _ => Fault::Permanent,
                 };
             }

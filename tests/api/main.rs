@@ -19,4 +19,5 @@ mod openapi;
 mod resilience;
 mod scale_out;
 mod shared_tier;
+mod startup;
 mod tiktok;

@@ -301,3 +301,55 @@ async fn nothing_acknowledged_is_lost_and_nothing_failed_is_half_written() {
     let acknowledged_but_failed = results.iter().filter(|(_, s)| *s == 503).count();
     eprintln!("nothing-lost run: {ok} acknowledged, {acknowledged_but_failed} refused with 503");
 }
+
+crate::both_backends! {
+    async fn a_runaway_statement_is_interrupted_at_the_statement_timeout(backend) {
+        // One connection: the statement after the interrupted one runs on
+        // the very connection that was interrupted.
+        let app = TestApp::builder()
+            .backend(backend)
+            .config(|c| {
+                c.db_statement_timeout_ms = 200;
+                c.db_max_connections = 1;
+                c.db_min_connections = 0;
+            })
+            .spawn()
+            .await;
+        let started = Instant::now();
+        let result = sqlx::query_scalar::<_, i64>(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) \
+             SELECT COUNT(*) FROM c",
+        )
+        .fetch_one(app.state.db.pool())
+        .await;
+        let elapsed = started.elapsed();
+        let e = result.expect_err("a count to 10^9 outlives a 200 ms deadline");
+        assert!(elapsed < Duration::from_secs(5), "stopped near the deadline: {elapsed:?}");
+        assert_eq!(
+            huntaze::store::classify(&e),
+            huntaze::store::Fault::Unavailable,
+            "like PostgreSQL's 57014: {e}"
+        );
+        let report = huntaze::error::AppError::from(e).report();
+        assert_eq!(report.status, 503);
+        assert_eq!(report.code, "SERVICE_UNAVAILABLE");
+        let one = sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("the interrupted connection is usable");
+        assert_eq!(one, 1);
+        // A statement that finishes in time is not touched, however many
+        // statements the connection ran before.
+        for _ in 0..3 {
+            let n = sqlx::query_scalar::<_, i64>(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) \
+                 SELECT COUNT(*) FROM c",
+            )
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("a short statement runs");
+            assert_eq!(n, 1000);
+        }
+        assert_eq!(app.get("/api/health/database").await.status(), 200);
+    }
+}
