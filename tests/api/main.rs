@@ -12,6 +12,7 @@ mod errors;
 mod health;
 mod landing;
 mod lifecycle;
+mod logs;
 mod monitoring;
 mod openapi;
 mod resilience;
