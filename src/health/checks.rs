@@ -51,7 +51,7 @@ impl HealthCheck for DatabaseCheck {
             "roundTripMs": latency.as_secs_f64() * 1000.0,
             "pool": stats,
             "migration": { "applied": applied, "latest": latest, "current": applied >= latest },
-            "retries": crate::retry::RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+            "retries": self.db.retries().total(),
             "queryCache": self.db.query_cache_stats(),
         });
         let outcome = if applied < latest || !self.db.is_migrated() {
