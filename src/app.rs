@@ -143,6 +143,7 @@ impl AppBuilder {
             &format!("http://{local_addr}"),
         )?);
         let tiktok_mode = tiktok.mode().as_str();
+        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
             Arc::new(DatabaseCheck {
                 db: db.clone(),
@@ -160,6 +161,7 @@ impl AppBuilder {
             Arc::new(AuthCheck {
                 keys: keys.clone(),
                 db: db.clone(),
+                accounts: Arc::clone(&accounts),
             }),
             Arc::new(ExternalCheck {
                 tiktok: Arc::clone(&tiktok),
@@ -176,7 +178,6 @@ impl AppBuilder {
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
         health.sample_now().await;
 
-        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
         let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
         let monitor = Arc::new(crate::monitoring::Monitor::new(
             &config,

@@ -4,13 +4,16 @@
 //! at least `min_calls`), the failure rate or the slow-call rate reaches its
 //! threshold. Open → Half-open after `open_for`; half-open lets
 //! `half_open_calls` trial calls through: all succeed → Closed, any fails →
-//! Open again. State is readable for health and metrics.
+//! Open again. State and the count of transitions into each state are
+//! readable for health and metrics (each breaker counts its own, so two
+//! servers in one process never mix their figures).
 //!
 //! Small and our own: the crates for this are young or quiet, and we need the
 //! state to be observable (CRATES.md).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -22,11 +25,26 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
+    pub const ALL: [CircuitState; 3] = [
+        CircuitState::Closed,
+        CircuitState::HalfOpen,
+        CircuitState::Open,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CircuitState::Closed => "closed",
             CircuitState::Open => "open",
             CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    /// Position in [`ALL`](Self::ALL).
+    fn index(self) -> usize {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
         }
     }
 
@@ -94,6 +112,8 @@ pub struct CircuitBreaker {
     name: &'static str,
     config: CircuitConfig,
     inner: Mutex<Inner>,
+    /// Transitions into each state, in [`CircuitState::ALL`] order.
+    transitions: [AtomicU64; 3],
 }
 
 /// Permission to make one call; report its outcome with
@@ -112,6 +132,7 @@ impl CircuitBreaker {
                 phase: Phase::Closed,
                 window: VecDeque::with_capacity(config.window),
             }),
+            transitions: Default::default(),
         }
     }
 
@@ -150,27 +171,28 @@ impl CircuitBreaker {
     }
 
     fn transition(&self, inner: &mut Inner, to: Phase) {
-        let label = match to {
-            Phase::Closed => "closed",
-            Phase::Open { .. } => "open",
-            Phase::HalfOpen { .. } => "half_open",
-        };
-        tracing::warn!(
-            circuit = self.name,
-            state = label,
-            "circuit breaker state changed"
-        );
-        metrics::counter!("circuit_breaker_transitions_total", "circuit" => self.name, "to" => label).increment(1);
-        if matches!(to, Phase::Closed) {
-            inner.window.clear();
-        }
-        inner.phase = to;
-        let state = match inner.phase {
+        let state = match to {
             Phase::Closed => CircuitState::Closed,
             Phase::Open { .. } => CircuitState::Open,
             Phase::HalfOpen { .. } => CircuitState::HalfOpen,
         };
-        metrics::gauge!("circuit_breaker_state", "circuit" => self.name).set(state.as_gauge());
+        tracing::warn!(
+            circuit = self.name,
+            state = state.as_str(),
+            "circuit breaker state changed"
+        );
+        self.transitions[state.index()].fetch_add(1, Ordering::Relaxed);
+        if matches!(to, Phase::Closed) {
+            inner.window.clear();
+        }
+        inner.phase = to;
+    }
+
+    /// How many times the circuit went into each state since start.
+    pub fn transitions(&self) -> [(CircuitState, u64); 3] {
+        // Observing may itself move Open → HalfOpen: count it first.
+        self.state();
+        CircuitState::ALL.map(|s| (s, self.transitions[s.index()].load(Ordering::Relaxed)))
     }
 
     /// Asks to make a call.
@@ -308,6 +330,24 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(call(&b, true));
         assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn every_transition_is_counted_by_the_state_entered() {
+        let b = breaker(20);
+        let count =
+            |b: &CircuitBreaker, s| b.transitions().iter().find(|(x, _)| *x == s).unwrap().1;
+        assert_eq!(count(&b, CircuitState::Open), 0);
+        for _ in 0..4 {
+            call(&b, true);
+        }
+        assert_eq!(count(&b, CircuitState::Open), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(count(&b, CircuitState::HalfOpen), 1);
+        call(&b, false);
+        call(&b, false);
+        assert_eq!(count(&b, CircuitState::Closed), 1);
+        assert_eq!(count(&b, CircuitState::Open), 1);
     }
 
     #[test]

@@ -5,17 +5,78 @@
 //!
 //! Written here rather than with `backon`, whose jitter adds a random amount
 //! on top of the delay instead of drawing the whole delay ("full jitter"),
-//! and so that every retry is counted in one place.
+//! and so that every retry is counted in one place: a [`Retry`] adds its
+//! retries to the [`RetryCounts`] of the server it belongs to (its
+//! `/metrics`), never to a process global two servers would share.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::store::is_transient;
 
-/// Retries performed since start (all operations).
-pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+/// Retries performed since start, by operation.
+#[derive(Debug, Default)]
+pub struct RetryCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl RetryCounts {
+    fn add(&self, operation: &'static str) {
+        // A poisoned lock only means a panic elsewhere mid-increment.
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation)
+            .or_default() += 1;
+    }
+
+    /// (operation, retries) for every operation retried at least once.
+    pub fn by_operation(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.iter().map(|(op, n)| (*op, *n)).collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_operation().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A policy and the counts its retries go to.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub policy: RetryPolicy,
+    pub counts: Arc<RetryCounts>,
+}
+
+impl Retry {
+    /// Runs a database operation, retrying transient failures.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.run_when(operation, is_transient, op).await
+    }
+
+    /// [`RetryPolicy::run_when`], counting each retry.
+    pub async fn run_when<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        retryable: impl Fn(&E) -> bool,
+        op: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.policy
+            .attempt(operation, retryable, op, || self.counts.add(operation))
+            .await
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -46,23 +107,30 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(0..=ms))
     }
 
-    /// Runs a database operation, retrying transient failures.
-    pub async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-    {
-        self.run_when(operation, is_transient, op).await
-    }
-
     /// Runs `op` until it succeeds, fails with an error `retryable` rejects,
     /// runs out of attempts or would pass the deadline. Only for idempotent
-    /// operations.
+    /// operations. The retries are not counted: a server's operations go
+    /// through a [`Retry`].
     pub async fn run_when<T, E, F, Fut>(
         &self,
         operation: &'static str,
         retryable: impl Fn(&E) -> bool,
+        op: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.attempt(operation, retryable, op, || {}).await
+    }
+
+    async fn attempt<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        retryable: impl Fn(&E) -> bool,
         mut op: F,
+        count: impl Fn(),
     ) -> Result<T, E>
     where
         E: std::fmt::Display,
@@ -80,8 +148,7 @@ impl RetryPolicy {
                     if started.elapsed() + wait >= self.deadline {
                         return Err(e);
                     }
-                    RETRIES.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("retries_total", "operation" => operation).increment(1);
+                    count();
                     tracing::warn!(operation, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying a transient failure");
                     tokio::time::sleep(wait).await;
                 }
@@ -94,21 +161,25 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-    fn fast() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-            deadline: Duration::from_secs(5),
+    fn fast() -> Retry {
+        Retry {
+            policy: RetryPolicy {
+                attempts: 3,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(5),
+                deadline: Duration::from_secs(5),
+            },
+            counts: Arc::default(),
         }
     }
 
     #[tokio::test]
     async fn transient_failures_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let r = fast()
+        let retry = fast();
+        let r = retry
             .run("test", || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(sqlx::Error::PoolTimedOut)
@@ -119,6 +190,7 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 42);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(retry.counts.by_operation(), vec![("test", 2)]);
     }
 
     #[tokio::test]
@@ -157,7 +229,9 @@ mod tests {
         };
         let started = Instant::now();
         let r: Result<(), _> = policy
-            .run("test", || async { Err(sqlx::Error::PoolTimedOut) })
+            .run_when("test", is_transient, || async {
+                Err(sqlx::Error::PoolTimedOut)
+            })
             .await;
         assert!(r.is_err());
         assert!(started.elapsed() < Duration::from_secs(2));

@@ -302,7 +302,18 @@ impl Accounts {
     }
 
     pub fn verify_csrf(&self, who: &Authenticated, presented: &str) -> bool {
-        session::verify_csrf(&self.secret, &who.token_hash, presented)
+        self.verify_csrf_for(&who.token_hash, presented)
+    }
+
+    /// The CSRF token of the session whose token hashes to `token_hash`.
+    pub fn csrf_for(&self, token_hash: &str) -> String {
+        session::csrf_token(&self.secret, token_hash)
+    }
+
+    /// What [`verify_csrf`](Self::verify_csrf) checks, for a bare token hash
+    /// (the auth health check's round trip).
+    pub fn verify_csrf_for(&self, token_hash: &str, presented: &str) -> bool {
+        session::verify_csrf(&self.secret, token_hash, presented)
     }
 
     pub async fn logout(&self, who: &Authenticated, ctx: &RequestContext) -> Result<(), AppError> {

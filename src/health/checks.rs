@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use std::sync::Arc;
+
 use serde_json::json;
-use sha2::Sha256;
 
 use super::{CheckOutcome, HealthCheck, Status};
+use crate::accounts::{Accounts, session};
 use crate::config::{ConfigProblem, Keys};
 use crate::store::Db;
 
@@ -51,7 +52,7 @@ impl HealthCheck for DatabaseCheck {
             "roundTripMs": latency.as_secs_f64() * 1000.0,
             "pool": stats,
             "migration": { "applied": applied, "latest": latest, "current": applied >= latest },
-            "retries": crate::retry::RETRIES.load(std::sync::atomic::Ordering::Relaxed),
+            "retries": self.db.retries().total(),
             "queryCache": self.db.query_cache_stats(),
         });
         let outcome = if applied < latest || !self.db.is_migrated() {
@@ -112,11 +113,14 @@ impl HealthCheck for ConfigCheck {
     }
 }
 
-/// Keys present and strong, a token sign/verify round trip, and a
-/// write/read/delete probe of the session store.
+/// The keys as configured (present, long enough, not patterned), a CSRF
+/// sign/verify round trip through the verifier requests use (it must accept
+/// its own token and refuse another session's), and a write/read/delete
+/// probe of the session store.
 pub struct AuthCheck {
     pub keys: Keys,
     pub db: Db,
+    pub accounts: Arc<Accounts>,
 }
 
 #[async_trait::async_trait]
@@ -128,25 +132,31 @@ impl HealthCheck for AuthCheck {
         false
     }
     async fn check(&self) -> CheckOutcome {
-        let strong = self.keys.secret.len() >= 32 && self.keys.encryption.iter().any(|b| *b != 0);
-        let round_trip = sign_verify_round_trip(&self.keys.secret);
+        let present = !self.keys.secret.is_empty() && self.keys.encryption.iter().any(|b| *b != 0);
+        let strong = strong_key(&self.keys.secret) && strong_key(&self.keys.encryption);
+        let round_trip = csrf_round_trip(
+            |hash| self.accounts.csrf_for(hash),
+            |hash, token| self.accounts.verify_csrf_for(hash, token),
+        );
         let store = self.db.probe_session_store().await;
         if let Err(e) = &store {
             tracing::warn!(error = %e, "session store probe failed");
         }
         let details = json!({
-            "keysPresent": true,
+            "keysPresent": present,
             "keysStrong": strong,
             "keysGenerated": self.keys.generated,
-            "signVerify": round_trip,
+            "signVerify": round_trip.is_ok(),
             "sessionStore": store.is_ok(),
         });
-        let outcome = if !round_trip {
-            CheckOutcome::unhealthy("token sign/verify round trip failed")
+        let outcome = if !present {
+            CheckOutcome::unhealthy("signing or encryption key missing")
+        } else if let Err(why) = round_trip {
+            CheckOutcome::unhealthy(format!("CSRF sign/verify round trip failed: {why}"))
         } else if store.is_err() {
             CheckOutcome::unhealthy("session store unavailable")
         } else if !strong {
-            CheckOutcome::degraded("signing keys are weak")
+            CheckOutcome::degraded("signing or encryption key is weak")
         } else {
             CheckOutcome::healthy()
         };
@@ -154,17 +164,35 @@ impl HealthCheck for AuthCheck {
     }
 }
 
-fn sign_verify_round_trip(secret: &[u8]) -> bool {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(b"health-probe");
-    let tag = mac.finalize().into_bytes();
-    let Ok(mut verify) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    verify.update(b"health-probe");
-    verify.verify_slice(&tag).is_ok()
+/// At least 32 bytes and not patterned: 32 random bytes take ~30 distinct
+/// values (fewer than 16 has a probability below 10⁻²⁰), a key typed by hand
+/// or repeated from a short string takes few.
+fn strong_key(key: &[u8]) -> bool {
+    let distinct = key.iter().collect::<std::collections::HashSet<_>>().len();
+    key.len() >= 32 && distinct >= 16
+}
+
+/// Signs a CSRF token for a fresh session hash with `sign` and checks that
+/// `verify` accepts it, and refuses it for another session and refuses an
+/// empty token: a verifier that rejects everything or accepts everything
+/// fails here.
+fn csrf_round_trip(
+    sign: impl Fn(&str) -> String,
+    verify: impl Fn(&str, &str) -> bool,
+) -> Result<(), &'static str> {
+    let hash = session::hash_token(&session::new_token());
+    let other = session::hash_token(&session::new_token());
+    let token = sign(&hash);
+    if !verify(&hash, &token) {
+        return Err("a freshly signed token was refused");
+    }
+    if verify(&other, &token) {
+        return Err("a token verified for another session");
+    }
+    if verify(&hash, "") {
+        return Err("an empty token verified");
+    }
+    Ok(())
 }
 
 /// External dependencies: TikTok (mode, reachability, circuit state), and
@@ -247,5 +275,35 @@ impl HealthCheck for ExternalCheck {
                 "alertWebhook": { "configured": self.webhook_configured },
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_round_trip_fails_for_a_verifier_that_refuses_or_accepts_everything() {
+        let secret = [7u8; 32];
+        let sign = |h: &str| session::csrf_token(&secret, h);
+        assert_eq!(
+            csrf_round_trip(sign, |h, t| session::verify_csrf(&secret, h, t)),
+            Ok(())
+        );
+        assert!(csrf_round_trip(sign, |_, _| false).is_err());
+        assert!(csrf_round_trip(sign, |_, _| true).is_err());
+        // signed with one key, verified with another
+        assert!(csrf_round_trip(sign, |h, t| session::verify_csrf(&[8u8; 32], h, t)).is_err());
+    }
+
+    #[test]
+    fn short_or_patterned_keys_are_weak() {
+        let random: Vec<u8> = (0..32u8)
+            .map(|i| i.wrapping_mul(97).wrapping_add(13))
+            .collect();
+        assert!(strong_key(&random));
+        assert!(!strong_key(&random[..31]));
+        assert!(!strong_key(&[0u8; 32]));
+        assert!(!strong_key(&b"passwordpasswordpasswordpassword"[..]));
     }
 }

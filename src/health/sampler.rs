@@ -131,7 +131,7 @@ impl HealthSampler {
                 tracing::warn!(
                     component = %c.name,
                     status = c.status.as_str(),
-                    message = c.message.as_deref().unwrap_or(""),
+                    reason = c.message.as_deref().unwrap_or(""),
                     "component not healthy"
                 );
             }

@@ -6,7 +6,8 @@
 //! deadline 504, caught panic 500) a report is derived from the status. The
 //! body becomes `ErrorResponse` JSON for `/api/*` and the probe endpoints, or
 //! a friendly HTML page elsewhere; both carry the request id. The full cause
-//! chain is logged once, inside the request span, and never sent.
+//! chain is logged once, inside the request span, and never sent: server
+//! errors at ERROR, client errors and shed requests at DEBUG.
 
 use std::any::Any;
 
@@ -119,7 +120,9 @@ fn log(report: &ErrorReport) {
             "request failed"
         );
     } else {
-        tracing::info!(
+        // A client error is the client's: counted in metrics by status and
+        // route; a line each would let any client fill the log.
+        tracing::debug!(
             status = report.status.as_u16(),
             code = report.code,
             "request rejected"

@@ -4,9 +4,10 @@
 //! one), so two servers in one process — as in the test suite — never mix
 //! their figures. Request metrics are recorded by the request pipeline
 //! with the route *template*, never the raw path, into per-thread
-//! [`Histograms`] and rollups; gauges for the pool, cache, circuit, health
-//! and alerts are set at scrape time from the live objects, so they cannot
-//! drift.
+//! [`Histograms`] and rollups; gauges and counters for the pool, cache,
+//! circuit, retries, health and alerts are set at scrape time from the live
+//! objects this server owns, so they cannot drift (nothing here goes through
+//! the `metrics` macros, whose global recorder two servers would share).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -100,7 +101,11 @@ impl HttpMetrics {
             ),
             (
                 "retries_total",
-                "Retries of transient failures (database reads, TikTok calls).",
+                "Retries of transient failures by operation (database reads, TikTok calls).",
+            ),
+            (
+                "circuit_breaker_transitions_total",
+                "Circuit state changes per dependency, by the state entered.",
             ),
             (
                 "cache_requests_total",
@@ -213,11 +218,9 @@ impl HttpMetrics {
             &[("db_system", backend)],
             pool.waiting as f64,
         );
-        self.counter(
-            "retries_total",
-            &[],
-            crate::retry::RETRIES.load(Ordering::Relaxed),
-        );
+        for (operation, n) in state.db.retries().by_operation() {
+            self.counter("retries_total", &[("operation", operation.into())], n);
+        }
         if let Some(c) = state.db.query_cache_stats() {
             let cache = || ("cache", "sessions".to_owned());
             self.counter(
@@ -243,6 +246,13 @@ impl HttpMetrics {
                 "circuit_breaker_state",
                 &[("circuit", "tiktok".into())],
                 circuit.as_gauge(),
+            );
+        }
+        for (to, n) in state.tiktok.circuit_transitions().into_iter().flatten() {
+            self.counter(
+                "circuit_breaker_transitions_total",
+                &[("circuit", "tiktok".into()), ("to", to.as_str().into())],
+                n,
             );
         }
         for (c, _) in &state.health.snapshot().components {

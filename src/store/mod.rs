@@ -74,7 +74,7 @@ pub struct Db {
 struct DbInner {
     pool: AnyPool,
     backend: Backend,
-    retry: crate::retry::RetryPolicy,
+    retry: crate::retry::Retry,
     /// Session lookups by token hash (the read every signed-in request makes).
     sessions: Option<crate::cache::QueryCache<String, sessions::SessionWithUser>>,
     /// Shared cache layer and invalidation bus, when Redis is configured.
@@ -260,11 +260,14 @@ impl Db {
                 pool,
                 backend,
                 sessions,
-                retry: crate::retry::RetryPolicy {
-                    attempts: config.db_retry_attempts.max(1),
-                    base: Duration::from_millis(config.db_retry_base_ms),
-                    cap: Duration::from_secs(1),
-                    deadline: Duration::from_millis(config.db_retry_deadline_ms),
+                retry: crate::retry::Retry {
+                    policy: crate::retry::RetryPolicy {
+                        attempts: config.db_retry_attempts.max(1),
+                        base: Duration::from_millis(config.db_retry_base_ms),
+                        cap: Duration::from_secs(1),
+                        deadline: Duration::from_millis(config.db_retry_deadline_ms),
+                    },
+                    counts: Arc::default(),
                 },
                 shared: std::sync::OnceLock::new(),
                 figures_stale: tokio::sync::Notify::new(),
@@ -291,6 +294,12 @@ impl Db {
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
         self.inner.retry.run(operation, op).await
+    }
+
+    /// This server's retries by operation: the database's reads, and the
+    /// TikTok client's calls, which count here too.
+    pub fn retries(&self) -> &Arc<crate::retry::RetryCounts> {
+        &self.inner.retry.counts
     }
 
     /// The session cache's counts (None when the cache is off).

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::circuit::CircuitBreaker;
-use crate::retry::RetryPolicy;
+use crate::retry::{Retry, RetryCounts, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TikTokError {
@@ -74,7 +74,7 @@ pub struct TikTokClient {
     client_secret: SecretString,
     pub redirect_uri: String,
     breaker: Arc<CircuitBreaker>,
-    retry: RetryPolicy,
+    retry: Retry,
     max_body: usize,
 }
 
@@ -86,6 +86,7 @@ impl TikTokClient {
         redirect_uri: String,
         timeout: Duration,
         breaker: Arc<CircuitBreaker>,
+        retries: Arc<RetryCounts>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -100,11 +101,14 @@ impl TikTokClient {
             client_secret,
             redirect_uri,
             breaker,
-            retry: RetryPolicy {
-                attempts: 3,
-                base: Duration::from_millis(100),
-                cap: Duration::from_secs(1),
-                deadline: timeout * 2,
+            retry: Retry {
+                policy: RetryPolicy {
+                    attempts: 3,
+                    base: Duration::from_millis(100),
+                    cap: Duration::from_secs(1),
+                    deadline: timeout * 2,
+                },
+                counts: retries,
             },
             max_body: 256 * 1024,
         })

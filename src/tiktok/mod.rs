@@ -232,6 +232,7 @@ impl TikTok {
                         redirect_uri,
                         timeout,
                         breaker,
+                        Arc::clone(db.retries()),
                     )?),
                     config.tiktok_auth_url.clone(),
                     None,
@@ -258,6 +259,7 @@ impl TikTok {
                         redirect_uri,
                         timeout,
                         breaker,
+                        Arc::clone(db.retries()),
                     )?;
                     let auth = format!(
                         "{}{SANDBOX_PREFIX}/v2/auth/authorize/",
@@ -295,6 +297,11 @@ impl TikTok {
 
     pub fn circuit_state(&self) -> Option<CircuitState> {
         self.client.as_ref().map(|c| c.breaker().state())
+    }
+
+    /// Transitions of the circuit into each state since start.
+    pub fn circuit_transitions(&self) -> Option<[(CircuitState, u64); 3]> {
+        self.client.as_ref().map(|c| c.breaker().transitions())
     }
 
     /// Whether TikTok's API answers at all, for `external` health.

@@ -309,3 +309,52 @@ async fn a_saturated_pool_is_degraded(backend) {
     assert!(healthy);
 }
 }
+
+#[tokio::test]
+async fn the_auth_check_reports_weak_keys_and_an_unreachable_session_store() {
+    let app = TestApp::builder()
+        .config(|c| {
+            // 32 bytes, but "password" four times
+            c.secret_key = Some(
+                "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+                    .to_owned()
+                    .into(),
+            );
+            c.monitoring_token = Some("t".to_owned().into());
+        })
+        .spawn()
+        .await;
+    let auth = || async {
+        let res = app
+            .client
+            .get(app.url("/api/health/auth"))
+            .bearer_auth("t")
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()
+    };
+    let body = auth().await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(
+        body["message"], "signing or encryption key is weak",
+        "{body}"
+    );
+    assert_eq!(body["details"]["keysStrong"], false, "{body}");
+    assert_eq!(body["details"]["keysPresent"], true, "{body}");
+    assert_eq!(body["details"]["signVerify"], true, "{body}");
+
+    app.state.db.pool().close().await;
+    let unreachable = eventually(Duration::from_secs(5), || async {
+        let body = auth().await;
+        body["status"] == "unhealthy"
+            && body["message"] == "session store unavailable"
+            && body["details"]["sessionStore"] == false
+    })
+    .await;
+    assert!(
+        unreachable,
+        "the session store probe fails: {}",
+        auth().await
+    );
+}

@@ -13,6 +13,7 @@ mod errors;
 mod health;
 mod landing;
 mod lifecycle;
+mod logs;
 mod monitoring;
 mod monitoring_outage;
 mod openapi;

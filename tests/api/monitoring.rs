@@ -165,6 +165,11 @@ async fn metrics_need_the_token_when_one_is_set_and_pass_promtool() {
     assert_eq!(wrong.status(), 401);
     let text = metrics_text(&app).await;
 
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` on an exposition: no error, no lint finding.
+pub(crate) fn promtool_check(text: &str) {
     let promtool = std::path::Path::new("/usr/bin/promtool");
     if !promtool.exists() {
         if crate::support::pg::services_required() {

@@ -467,6 +467,74 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_again() {
     );
 }
 
+/// The lines of `name`'s series in a scrape, sorted.
+fn series(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn circuit_transitions_and_retries_are_exported_in_metrics() {
+    let app = TestApp::builder()
+        .tiktok_sandbox()
+        .config(|c| {
+            // opens on two failed calls in a row, not on the one retried
+            c.tiktok_circuit_window = 2;
+            c.tiktok_circuit_min_calls = 2;
+            c.tiktok_circuit_failure_rate = 100;
+            c.tiktok_circuit_open_ms = 60_000;
+            c.monitoring_token = Some("mon".to_owned().into());
+        })
+        .spawn()
+        .await;
+    app.sign_up("exported@example.com").await;
+    // one retried user-info call, on a connection that succeeds
+    sandbox(&app).inject(Endpoint::UserInfo, Fault::Status { status: 500 }, 1);
+    assert_eq!(
+        connect(&app, &app.client).await,
+        "/platforms/connect/tiktok?status=connected"
+    );
+    // then two failed token exchanges open the circuit
+    for _ in 0..2 {
+        let callback = decide(&start(&app, &app.client).await, "allow").await;
+        sandbox(&app).inject(Endpoint::Token, Fault::Status { status: 502 }, 1);
+        finish(&app.client, &callback).await;
+    }
+    assert_eq!(
+        app.state.tiktok.circuit_state(),
+        Some(huntaze::circuit::CircuitState::Open)
+    );
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("mon")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        series(&text, "circuit_breaker_transitions_total"),
+        [
+            r#"circuit_breaker_transitions_total{circuit="tiktok",to="closed"} 0"#,
+            r#"circuit_breaker_transitions_total{circuit="tiktok",to="half_open"} 0"#,
+            r#"circuit_breaker_transitions_total{circuit="tiktok",to="open"} 1"#,
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "retries_total"),
+        [r#"retries_total{operation="tiktok_user_info"} 1"#],
+        "{text}"
+    );
+    crate::monitoring::promtool_check(&text);
+}
+
 #[tokio::test]
 async fn a_lost_refresh_response_never_silently_disconnects() {
     let app = TestApp::builder()

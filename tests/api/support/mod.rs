@@ -3,6 +3,7 @@
 //! does not follow redirects.
 
 pub mod cluster;
+pub mod logs;
 pub mod pg;
 pub mod probes;
 pub mod proxy;
@@ -86,6 +87,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        if !std::thread::panicking() {
+            logs::assert_strict();
+        }
     }
 }
 
@@ -126,7 +130,7 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
-        init_logs();
+        logs::init();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -227,16 +231,6 @@ impl TestAppBuilder {
             sandbox_base,
         }
     }
-}
-
-/// Logs go to the test's captured output (shown for failing tests only).
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
