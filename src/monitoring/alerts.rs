@@ -13,6 +13,7 @@
 //! - `circuit_open` (medium): a dependency's circuit breaker is open.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -395,7 +396,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: &Config, instance: String) -> anyhow::Result<Self> {
+    /// `retries` counts the webhook's retries beside the server's others
+    /// (`retries_total{operation="alert_webhook"}`).
+    pub fn new(
+        config: &Config,
+        instance: String,
+        retries: Arc<crate::retry::RetryCounts>,
+    ) -> anyhow::Result<Self> {
         let Some(url) = config.alert_webhook_url.clone() else {
             return Ok(Self {
                 queue: None,
@@ -411,11 +418,14 @@ impl Notifier {
         let (tx, mut rx) = mpsc::channel::<Notification>(1024);
         let who = instance.clone();
         tokio::spawn(async move {
-            let policy = crate::retry::RetryPolicy {
-                attempts,
-                base: Duration::from_millis(200),
-                cap: Duration::from_secs(10),
-                deadline: Duration::from_secs(60),
+            let policy = crate::retry::Retry {
+                policy: crate::retry::RetryPolicy {
+                    attempts,
+                    base: Duration::from_millis(200),
+                    cap: Duration::from_secs(10),
+                    deadline: Duration::from_secs(60),
+                },
+                counts: retries,
             };
             while let Some(n) = rx.recv().await {
                 let body = payload(&n, &who).to_string();

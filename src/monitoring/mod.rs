@@ -306,7 +306,7 @@ impl Monitor {
         // Local evaluation looks back as far as any rule does.
         let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
         Ok(Self {
-            notifier: Notifier::new(config, instance.clone())?,
+            notifier: Notifier::new(config, instance.clone(), Arc::clone(db.retries()))?,
             history: std::sync::Mutex::new(LocalHistory::new(instance.clone(), keep_ms)),
             instance,
             metrics,

@@ -460,6 +460,10 @@ async fn an_alert_fires_once_repeats_after_its_interval_resolves_once_and_its_we
         sample(&m, "alerts_firing", &[("severity", "medium")]),
         Some(1.0)
     );
+    assert!(
+        sample(&m, "retries_total", &[("operation", "alert_webhook")]).is_some_and(|n| n >= 2.0),
+        "the webhook's retries are counted"
+    );
 
     // not again before the repeat interval…
     tokio::time::sleep(Duration::from_millis(700)).await;
