@@ -108,23 +108,9 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails with an error `retryable` rejects,
-    /// runs out of attempts or would pass the deadline. Only for idempotent
-    /// operations. The retries are not counted: a server's operations go
-    /// through a [`Retry`].
-    pub async fn run_when<T, E, F, Fut>(
-        &self,
-        operation: &'static str,
-        retryable: impl Fn(&E) -> bool,
-        op: F,
-    ) -> Result<T, E>
-    where
-        E: std::fmt::Display,
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-    {
-        self.attempt(operation, retryable, op, || {}).await
-    }
-
+    /// runs out of attempts or would pass the deadline, calling `count` for
+    /// each retry. Only for idempotent operations; callers go through a
+    /// [`Retry`], which counts.
     async fn attempt<T, E, F, Fut>(
         &self,
         operation: &'static str,
@@ -228,7 +214,11 @@ mod tests {
             deadline: Duration::from_millis(100),
         };
         let started = Instant::now();
-        let r: Result<(), _> = policy
+        let retry = Retry {
+            policy,
+            counts: Default::default(),
+        };
+        let r: Result<(), _> = retry
             .run_when("test", is_transient, || async {
                 Err(sqlx::Error::PoolTimedOut)
             })

@@ -37,8 +37,8 @@ pub struct LocalHistory {
     pending_samples: VecDeque<SampleRow>,
     recent_rollups: BTreeMap<(i64, String), Agg>,
     recent_samples: VecDeque<SampleRow>,
-    /// Rows dropped by the bounds since start (reported in the log).
-    pub dropped: u64,
+    /// Rows dropped by the bounds, not yet reported.
+    dropped: u64,
 }
 
 /// What one flush takes to write; given back with [`LocalHistory::restore`]
@@ -76,10 +76,7 @@ impl LocalHistory {
                 .or_default()
                 .merge(&agg);
         }
-        while self.pending_rollups.len() > MAX_PENDING_ROLLUPS {
-            self.pending_rollups.pop_first();
-            self.dropped += 1;
-        }
+        self.bound_pending();
         let keep_from = now - self.keep_ms;
         while self
             .recent_rollups
@@ -103,10 +100,7 @@ impl LocalHistory {
             self.recent_samples.push_back(row.clone());
             self.pending_samples.push_back(row);
         }
-        while self.pending_samples.len() > MAX_PENDING_SAMPLES {
-            self.pending_samples.pop_front();
-            self.dropped += 1;
-        }
+        self.bound_pending();
         let keep_from = at - self.keep_ms;
         while self
             .recent_samples
@@ -136,16 +130,22 @@ impl LocalHistory {
                 .or_default()
                 .merge(&agg);
         }
-        while self.pending_rollups.len() > MAX_PENDING_ROLLUPS {
-            self.pending_rollups.pop_first();
-            self.dropped += 1;
-        }
+        self.bound_pending();
     }
 
     pub fn restore_samples(&mut self, rows: Vec<SampleRow>) {
         let newer = std::mem::take(&mut self.pending_samples);
         self.pending_samples = rows.into();
         self.pending_samples.extend(newer);
+        self.bound_pending();
+    }
+
+    /// Drops the oldest pending rows beyond the bounds.
+    fn bound_pending(&mut self) {
+        while self.pending_rollups.len() > MAX_PENDING_ROLLUPS {
+            self.pending_rollups.pop_first();
+            self.dropped += 1;
+        }
         while self.pending_samples.len() > MAX_PENDING_SAMPLES {
             self.pending_samples.pop_front();
             self.dropped += 1;
@@ -197,8 +197,9 @@ impl LocalHistory {
         (rollups, samples)
     }
 
-    pub fn pending_len(&self) -> (usize, usize) {
-        (self.pending_rollups.len(), self.pending_samples.len())
+    /// Rows dropped by the bounds since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 }
 
@@ -279,7 +280,7 @@ mod tests {
         let p = h.take_pending();
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
         assert_eq!(p.samples[0].0, 10, "the oldest went first");
-        assert_eq!(h.dropped, 10);
+        assert_eq!(h.take_dropped(), 10);
         h.restore_samples(p.samples);
         h.add_samples(1_000_000, &[("database".into(), "healthy".into(), 1)]);
         let p = h.take_pending();

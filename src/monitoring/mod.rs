@@ -364,7 +364,16 @@ impl Monitor {
     pub async fn flush(&self) -> Result<(), sqlx::Error> {
         self.collect();
         let _gate = self.flush_gate.write().await;
-        let pending = self.history().take_pending();
+        let (pending, dropped) = {
+            let mut history = self.history();
+            (history.take_pending(), history.take_dropped())
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                rows = dropped,
+                "monitoring history beyond the outage buffer was dropped (oldest first)"
+            );
+        }
         let rollups = self.db.add_rollups(&self.instance, &pending.rollups).await;
         if rollups.is_err() {
             self.history().restore_rollups(pending.rollups);

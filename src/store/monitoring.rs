@@ -42,6 +42,24 @@ fn alert_from(r: &sqlx::any::AnyRow) -> Result<AlertRow, sqlx::Error> {
     })
 }
 
+/// Binds an alert's columns as $1..$11 in [`ALERT_COLUMNS`] order.
+fn bind_alert<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    a: &'q AlertRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(&a.id)
+        .bind(&a.rule)
+        .bind(&a.alert_key)
+        .bind(&a.severity)
+        .bind(&a.state)
+        .bind(&a.summary)
+        .bind(a.started_at)
+        .bind(a.fired_at)
+        .bind(a.resolved_at)
+        .bind(a.last_notified_at)
+        .bind(a.notifications)
+}
+
 const ALERT_COLUMNS: &str = "id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, last_notified_at, notifications";
 
 impl Db {
@@ -254,21 +272,14 @@ impl Db {
     }
 
     pub async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, \
-             last_notified_at, notifications) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        bind_alert(
+            sqlx::query(
+                "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, \
+                 resolved_at, last_notified_at, notifications) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            ),
+            a,
         )
-        .bind(&a.id)
-        .bind(&a.rule)
-        .bind(&a.alert_key)
-        .bind(&a.severity)
-        .bind(&a.state)
-        .bind(&a.summary)
-        .bind(a.started_at)
-        .bind(a.fired_at)
-        .bind(a.resolved_at)
-        .bind(a.last_notified_at)
-        .bind(a.notifications)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -290,18 +301,7 @@ impl Db {
              resolved_at, last_notified_at, notifications) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
         };
-        let n = sqlx::query(sql)
-            .bind(&a.id)
-            .bind(&a.rule)
-            .bind(&a.alert_key)
-            .bind(&a.severity)
-            .bind(&a.state)
-            .bind(&a.summary)
-            .bind(a.started_at)
-            .bind(a.fired_at)
-            .bind(a.resolved_at)
-            .bind(a.last_notified_at)
-            .bind(a.notifications)
+        let n = bind_alert(sqlx::query(sql), a)
             .execute(self.pool())
             .await?
             .rows_affected();

@@ -40,16 +40,21 @@ fn route_requests(dashboard: &Value, route: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn dashboard(app: &TestApp) -> Value {
+/// A monitoring API answer (200 and JSON, or the test fails).
+async fn monitoring_json(app: &TestApp, path: &str) -> Value {
     let res = app
         .raw
-        .get(app.url("/api/monitoring/dashboard?range=15m"))
+        .get(app.url(path))
         .bearer_auth(TOKEN)
         .send()
         .await
-        .expect("dashboard");
-    assert_eq!(res.status(), 200);
-    res.json().await.expect("dashboard JSON")
+        .expect("monitoring request");
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.expect("monitoring JSON")
+}
+
+async fn dashboard(app: &TestApp) -> Value {
+    monitoring_json(app, "/api/monitoring/dashboard?range=15m").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +233,24 @@ async fn wait_for(receiver: &Receiver, status: &str, limit: Duration) -> Option<
     .then(|| began.elapsed())
 }
 
+/// After a quiet start, cuts the database; returns how long the firing
+/// `database` alert took to reach the webhook.
+async fn cut_until_the_alert_fires(
+    proxy: &crate::support::proxy::ChaosProxy,
+    receiver: &Receiver,
+) -> Duration {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.count("firing", DATABASE_ALERT),
+        0,
+        "the database was fine before the cut"
+    );
+    proxy.set(Mode::Refuse);
+    wait_for(receiver, "firing", Duration::from_secs(15))
+        .await
+        .expect("the database alert reached the webhook during the outage")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after() {
     if !crate::support::pg::available("the_database_alert_fires_while_the_database_is_cut").await {
@@ -241,16 +264,8 @@ async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after()
         .config(move |c| outage_settings(c, hook))
         .spawn()
         .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        receiver.count("firing", DATABASE_ALERT),
-        0,
-        "the database was fine before the cut"
-    );
     let proxy = app.proxy.as_ref().expect("proxy");
-    proxy.set(Mode::Refuse);
-    let fired = wait_for(&receiver, "firing", Duration::from_secs(15)).await;
-    let fired = fired.expect("the database alert reached the webhook during the outage");
+    let fired = cut_until_the_alert_fires(proxy, &receiver).await;
     eprintln!(
         "cut → firing notification: {} ms (bound {BOUND_MS} ms + delivery)",
         fired.as_millis()
@@ -260,16 +275,7 @@ async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after()
         "{fired:?} is far past the bound"
     );
     // While the database is down the alert is visible from memory.
-    let alerts: Value = app
-        .raw
-        .get(app.url("/api/monitoring/alerts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("alerts")
-        .json()
-        .await
-        .expect("alerts JSON");
+    let alerts = monitoring_json(&app, "/api/monitoring/alerts").await;
     assert!(
         alerts["active"]
             .as_array()
@@ -297,16 +303,11 @@ async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after()
     })
     .await;
     assert!(written, "outage samples written after the return");
-    let t: Value = app
-        .raw
-        .get(app.url("/api/monitoring/health-trends?component=database&range=15m"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("trends")
-        .json()
-        .await
-        .expect("trends JSON");
+    let t = monitoring_json(
+        &app,
+        "/api/monitoring/health-trends?component=database&range=15m",
+    )
+    .await;
     let during: Vec<_> = t
         .as_array()
         .expect("trend array")
@@ -315,16 +316,7 @@ async fn the_database_alert_fires_while_the_database_is_cut_and_resolves_after()
         .collect();
     assert!(during.len() >= 3, "{t}");
     // …and so is the alert.
-    let alerts: Value = app
-        .raw
-        .get(app.url("/api/monitoring/alerts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("alerts")
-        .json()
-        .await
-        .expect("alerts JSON");
+    let alerts = monitoring_json(&app, "/api/monitoring/alerts").await;
     assert!(
         alerts["recent"].as_array().is_some_and(|a| a
             .iter()
