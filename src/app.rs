@@ -471,7 +471,21 @@ impl Application {
             _ = deadline => tracing::warn!("grace period over; abandoning in-flight requests"),
         }
         stop_tx.send_replace(true);
-        state.db.close().await;
+        // What monitoring has not written yet goes out before the pool
+        // closes, and the alert lease is given up so that another instance
+        // takes over at once. Both bounded: a stuck database must not keep
+        // the process from exiting.
+        let last_words =
+            Duration::from_millis(state.config.db_acquire_timeout_ms.clamp(500, 5_000));
+        if let Err(e) = state.monitor.shut_down(last_words).await {
+            tracing::warn!(error = %e, "monitoring history not written at shutdown");
+        }
+        if tokio::time::timeout(last_words, state.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close in time; leaving them");
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -443,7 +443,8 @@ impl Notifier {
                                     .header("x-huntaze-signature", signature(s, body.as_bytes()));
                             }
                             async move {
-                                let res = req.send().await?;
+                                // The URL may carry a token: never in a log line.
+                                let res = req.send().await.map_err(|e| e.without_url())?;
                                 anyhow::ensure!(
                                     res.status().is_success(),
                                     "webhook answered {}",

@@ -266,6 +266,9 @@ pub struct HealthTrend {
     pub instance: String,
 }
 
+/// The lease whose holder evaluates alerts for every instance.
+const ALERT_LEASE: &str = "alert-evaluator";
+
 pub struct Monitor {
     pub instance: String,
     pub metrics: Arc<HttpMetrics>,
@@ -279,6 +282,14 @@ pub struct Monitor {
     /// How long one evaluation against the database may take before this
     /// instance evaluates on its own.
     shared_budget: Duration,
+    /// How far apart two instances' notifications of the same alert and
+    /// status may be and still be one (they see a condition within a few
+    /// samples of each other). Short, so that a claim whose follow-up was
+    /// sent while Redis was down cannot silence the next episode.
+    dedup_window: Duration,
+    /// How long one flush may take; past it the write is abandoned and
+    /// retried, so a stuck connection cannot hold the reads behind the gate.
+    flush_budget: Duration,
     history: std::sync::Mutex<LocalHistory>,
     /// Held (exclusively) by a flush between taking the pending rows and
     /// writing them or giving them back, so that a read never sees rows
@@ -316,6 +327,18 @@ impl Monitor {
             capacity_rps: config.scaling_capacity_rps.max(1.0),
             retention_ms: config.monitoring_retention_ms as i64,
             shared_budget: Duration::from_millis(config.alert_eval_ms.clamp(1_000, 5_000)),
+            dedup_window: Duration::from_millis(
+                (2 * (config.alert_unhealthy_samples.max(1) as u64 * config.health_interval_ms
+                    + config.alert_for_ms
+                    + config.alert_eval_ms))
+                    .clamp(10_000, config.alert_repeat_ms.max(10_000)),
+            ),
+            flush_budget: Duration::from_millis(
+                config
+                    .db_acquire_timeout_ms
+                    .saturating_mul(2)
+                    .clamp(1_000, 10_000),
+            ),
             flush_gate: tokio::sync::RwLock::new(()),
             local_alerts: LocalAlerts::default(),
             evaluating_locally: AtomicBool::new(false),
@@ -360,7 +383,8 @@ impl Monitor {
     }
 
     /// Writes pending rollups and health samples. What could not be
-    /// written stays pending (bounded) for the next flush.
+    /// written, within the flush budget, stays pending (bounded) for the
+    /// next flush.
     pub async fn flush(&self) -> Result<(), sqlx::Error> {
         self.collect();
         let _gate = self.flush_gate.write().await;
@@ -374,15 +398,37 @@ impl Monitor {
                 "monitoring history beyond the outage buffer was dropped (oldest first)"
             );
         }
-        let rollups = self.db.add_rollups(&self.instance, &pending.rollups).await;
+        let write = async {
+            let rollups = self.db.add_rollups(&self.instance, &pending.rollups).await;
+            let samples = self.db.insert_health_samples(&pending.samples).await;
+            (rollups, samples)
+        };
+        let (rollups, samples) = match tokio::time::timeout(self.flush_budget, write).await {
+            Ok(done) => done,
+            Err(_) => (
+                Err(sqlx::Error::PoolTimedOut),
+                Err(sqlx::Error::PoolTimedOut),
+            ),
+        };
         if rollups.is_err() {
             self.history().restore_rollups(pending.rollups);
         }
-        let samples = self.db.insert_health_samples(&pending.samples).await;
         if samples.is_err() {
             self.history().restore_samples(pending.samples);
         }
         rollups.and(samples)
+    }
+
+    /// The last flush, and the alert lease given up, within `limit`.
+    pub async fn shut_down(&self, limit: Duration) -> Result<(), sqlx::Error> {
+        let last = async {
+            let flushed = self.flush().await;
+            let released = self.db.release_lease(ALERT_LEASE, &self.instance).await;
+            flushed.and(released)
+        };
+        tokio::time::timeout(limit, last)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
     /// Rollups of every instance from minute `from` on: the database's and
@@ -455,7 +501,7 @@ impl Monitor {
         let lease_for = (self.thresholds.window_ms).clamp(30_000, 120_000);
         let holder = self
             .db
-            .acquire_lease("alert-evaluator", &self.instance, now, now + lease_for)
+            .acquire_lease(ALERT_LEASE, &self.instance, now, now + lease_for)
             .await?;
         self.hand_over_local_alerts().await?;
         if !holder {
@@ -504,9 +550,8 @@ impl Monitor {
         let mut sent = 0;
         for note in notes {
             if let Some(tier) = &self.dedup {
-                let repeat = Duration::from_millis(self.thresholds.repeat_ms.max(1) as u64);
                 if let Ok(false) = tier
-                    .claim_notification(&note.alert.alert_key, note.status, now, repeat)
+                    .claim_notification(&note.alert.alert_key, note.status, now, self.dedup_window)
                     .await
                 {
                     tracing::debug!(alert = %note.alert.alert_key, status = note.status, "notification already sent by another instance");
@@ -795,11 +840,8 @@ pub fn spawn(state: crate::state::AppState, stop: watch::Receiver<bool>) {
                         Err(e) => tracing::warn!(error = %e, "monitoring prune failed"),
                     }
                 }
-                _ = crate::lifecycle::stopped(&mut halt) => {
-                    // What is still pending goes out if the database is there.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), s.monitor.flush()).await;
-                    return;
-                }
+                // The last flush is the shutdown's, before the pool closes.
+                _ = crate::lifecycle::stopped(&mut halt) => return,
             }
         }
     });

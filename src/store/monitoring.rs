@@ -325,6 +325,16 @@ impl Db {
         Ok(())
     }
 
+    /// Gives up a lease this holder has, so another takes it at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Takes or renews a named lease for `holder` until `until`; true when
     /// this holder has it (another holder's unexpired lease wins).
     pub async fn acquire_lease(

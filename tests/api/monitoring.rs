@@ -337,7 +337,7 @@ async fn monitoring_apis_and_the_dashboard_are_for_admins_and_machines_only() {
 }
 
 /// A health check whose status the test sets.
-struct Switch(Arc<AtomicU8>);
+pub(crate) struct Switch(pub(crate) Arc<AtomicU8>);
 
 #[async_trait::async_trait]
 impl HealthCheck for Switch {

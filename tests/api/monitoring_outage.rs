@@ -383,3 +383,111 @@ async fn two_instances_with_redis_send_one_notification_of_each() {
     );
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_writes_what_monitoring_holds_and_gives_up_the_alert_lease() {
+    let a = monitored()
+        .config(|c| {
+            c.monitoring_flush_ms = 60_000;
+            c.instance_id = Some("instance-a".into());
+        })
+        .spawn()
+        .await;
+    for _ in 0..10 {
+        a.get("/livez").await;
+    }
+    let dir = a.data_dir.path().to_path_buf();
+    let mut a = a;
+    a.stop().await;
+    let b = monitored()
+        .config(move |c| {
+            c.data_dir = dir;
+            c.monitoring_flush_ms = 60_000;
+            c.alert_eval_ms = 60_000;
+            c.instance_id = Some("instance-b".into());
+        })
+        .spawn()
+        .await;
+    assert_eq!(
+        b.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE instance = 'instance-a' AND route = 'GET /livez'")
+            .await,
+        10,
+        "the stopped instance's last requests are in the history"
+    );
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM leases WHERE holder = 'instance-a'")
+            .await,
+        0,
+        "the alert lease was given up at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_notification_claim_silences_only_the_same_status_within_its_window() {
+    if !crate::support::redis::available("a_notification_claim_silences_only").await {
+        return;
+    }
+    let config = huntaze::config::Config {
+        redis_url: Some(crate::support::redis::url().into()),
+        redis_prefix: format!("claim-{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    let tier = huntaze::redis_tier::RedisTier::from_config(&config, "i")
+        .expect("tier")
+        .expect("configured");
+    let window = Duration::from_secs(10);
+    let claim = |status: &'static str, at: i64| {
+        let tier = Arc::clone(&tier);
+        async move {
+            tier.claim_notification("component_unhealthy:database", status, at, window)
+                .await
+                .expect("redis answers")
+        }
+    };
+    assert!(claim("firing", 1_000_000).await, "the first firing");
+    assert!(
+        !claim("firing", 1_002_000).await,
+        "another instance's, 2 s later"
+    );
+    assert!(claim("resolved", 1_004_000).await, "the resolution");
+    assert!(!claim("resolved", 1_005_000).await);
+    // a new episode whose resolution was never claimed (Redis was down
+    // then) is not silenced for long
+    assert!(claim("firing", 1_030_000).await, "the next episode");
+    assert!(claim("firing", 1_041_000).await, "past the window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let hook = format!("http://127.0.0.1:{port}/hooks/SECRETPATH?token=QSECRET");
+    let app = monitored()
+        .config(move |c| {
+            c.alert_webhook_url = Some(hook);
+            c.alert_webhook_attempts = 2;
+            c.alert_eval_ms = 100;
+            c.alert_for_ms = 0;
+            c.alert_unhealthy_samples = 1;
+            c.health_interval_ms = 100;
+        })
+        .health_check(Arc::new(crate::monitoring::Switch(Arc::new(
+            std::sync::atomic::AtomicU8::new(1),
+        ))))
+        .spawn()
+        .await;
+    let failed = eventually(Duration::from_secs(10), || async {
+        !crate::support::logs::lines(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("alert webhook failed"))
+        })
+        .is_empty()
+    })
+    .await;
+    assert!(failed, "the delivery failed and was logged");
+    let leaks = crate::support::logs::lines(|l| l.to_string().contains("SECRET"));
+    assert!(leaks.is_empty(), "{leaks:?}");
+    drop(app);
+}
