@@ -549,14 +549,13 @@ impl Monitor {
     async fn notify(&self, notes: Vec<Notification>, now: i64) -> usize {
         let mut sent = 0;
         for note in notes {
-            if let Some(tier) = &self.dedup {
-                if let Ok(false) = tier
+            if let Some(tier) = &self.dedup
+                && let Ok(false) = tier
                     .claim_notification(&note.alert.alert_key, note.status, now, self.dedup_window)
                     .await
-                {
-                    tracing::debug!(alert = %note.alert.alert_key, status = note.status, "notification already sent by another instance");
-                    continue;
-                }
+            {
+                tracing::debug!(alert = %note.alert.alert_key, status = note.status, "notification already sent by another instance");
+                continue;
             }
             self.notifier.send(note);
             sent += 1;
