@@ -355,6 +355,14 @@ impl Config {
             if key == "config" {
                 file_name = Some(value);
             } else if fields.contains(&key.as_str()) {
+                // Two spellings of one setting (`HUNTAZE_ENV`, `huntaze_env`):
+                // which one wins would depend on the environment's order.
+                if env.contains_key(&key) {
+                    problems.push(ConfigProblem::fatal(
+                        format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                        "is set more than once (in different letter case); set it once",
+                    ));
+                }
                 env.insert(key, Value::from(value));
             } else if !OTHER_VARIABLES.contains(&name.to_ascii_uppercase().as_str()) {
                 let known = fields
@@ -894,6 +902,32 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setting_spelled_twice_in_different_case_is_an_error_either_way() {
+        for order in [
+            [
+                ("HUNTAZE_ENV", "production"),
+                ("huntaze_env", "development"),
+            ],
+            [
+                ("huntaze_env", "development"),
+                ("HUNTAZE_ENV", "production"),
+            ],
+        ] {
+            let (_, problems) = Config::load_from(
+                order
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            assert!(
+                problems.iter().any(|p| p.fatal
+                    && p.setting == "HUNTAZE_ENV"
+                    && p.message.contains("more than once")),
+                "{problems:?}"
+            );
+        }
+    }
 
     #[test]
     fn production_without_secrets_names_each_missing_one() {
