@@ -111,19 +111,30 @@ impl LocalHistory {
         }
     }
 
-    /// Takes everything pending, in the order it must be written.
-    pub fn take_pending(&mut self) -> Pending {
-        let rollups = std::mem::take(&mut self.pending_rollups)
-            .into_iter()
-            .map(|((m, r), a)| (m, r, a))
-            .collect();
-        let mut samples: Vec<SampleRow> = std::mem::take(&mut self.pending_samples).into();
+    /// Takes the oldest pending rows, at most `limit` of each kind, in the
+    /// order they must be written.
+    pub fn take_pending(&mut self, limit: usize) -> Pending {
+        let mut rollups = Vec::new();
+        while rollups.len() < limit {
+            let Some(((m, r), a)) = self.pending_rollups.pop_first() else {
+                break;
+            };
+            rollups.push((m, r, a));
+        }
+        let n = limit.min(self.pending_samples.len());
+        let mut samples: Vec<SampleRow> = self.pending_samples.drain(..n).collect();
         samples.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
         Pending { rollups, samples }
     }
 
+    /// Gives back a batch whose write failed (or was not committed).
+    pub fn restore(&mut self, batch: Pending) {
+        self.restore_rollups(batch.rollups);
+        self.restore_samples(batch.samples);
+    }
+
     /// Gives back rows whose write failed, merged with what arrived since.
-    pub fn restore_rollups(&mut self, rows: Vec<RollupRow>) {
+    fn restore_rollups(&mut self, rows: Vec<RollupRow>) {
         for (minute, route, agg) in rows {
             self.pending_rollups
                 .entry((minute, route))
@@ -133,7 +144,7 @@ impl LocalHistory {
         self.bound_pending();
     }
 
-    pub fn restore_samples(&mut self, rows: Vec<SampleRow>) {
+    fn restore_samples(&mut self, rows: Vec<SampleRow>) {
         let newer = std::mem::take(&mut self.pending_samples);
         self.pending_samples = rows.into();
         self.pending_samples.extend(newer);
@@ -229,15 +240,15 @@ mod tests {
     fn deltas_add_up_and_a_failed_write_keeps_its_rows_with_the_newer_ones() {
         let mut h = LocalHistory::new("i".into(), 600_000);
         h.add_rollups(vec![(60_000, "GET /".into(), agg(2))], 70_000);
-        let taken = h.take_pending();
+        let taken = h.take_pending(100);
         assert_eq!(taken.rollups.len(), 1);
         // recorded while the write was in flight
         h.add_rollups(vec![(60_000, "GET /".into(), agg(3))], 71_000);
-        h.restore_rollups(taken.rollups);
-        let again = h.take_pending();
+        h.restore(taken);
+        let again = h.take_pending(100);
         assert_eq!(again.rollups[0].2.requests, 5);
         // nothing left once written
-        assert!(h.take_pending().rollups.is_empty());
+        assert!(h.take_pending(100).rollups.is_empty());
         // the recent view kept all of it
         assert_eq!(h.recent_since(0).0[0].2.requests, 5);
     }
@@ -254,10 +265,13 @@ mod tests {
             ],
             130_000,
         );
-        let keys: Vec<_> = h
-            .take_pending()
+        let first = h.take_pending(3);
+        assert_eq!(first.rollups.len(), 3, "a batch is bounded");
+        let rest = h.take_pending(3);
+        let keys: Vec<_> = first
             .rollups
             .into_iter()
+            .chain(rest.rollups)
             .map(|(m, r, _)| (m, r))
             .collect();
         assert_eq!(
@@ -277,13 +291,13 @@ mod tests {
         for i in 0..(MAX_PENDING_SAMPLES as i64 + 10) {
             h.add_samples(i, &[("database".into(), "unhealthy".into(), 1)]);
         }
-        let p = h.take_pending();
+        let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
         assert_eq!(p.samples[0].0, 10, "the oldest went first");
         assert_eq!(h.take_dropped(), 10);
-        h.restore_samples(p.samples);
+        h.restore(p);
         h.add_samples(1_000_000, &[("database".into(), "healthy".into(), 1)]);
-        let p = h.take_pending();
+        let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
         assert_eq!(p.samples.last().map(|s| s.0), Some(1_000_000));
     }

@@ -266,6 +266,19 @@ pub struct HealthTrend {
     pub instance: String,
 }
 
+/// The error of a database call that failed or ran out of its budget (a
+/// budget past is reported as a timeout, as the pool would).
+fn failure<T>(r: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>) -> sqlx::Error {
+    match r {
+        Ok(Err(e)) => e,
+        _ => sqlx::Error::PoolTimedOut,
+    }
+}
+
+/// Rows of each kind per flush transaction: a long outage's backlog goes
+/// out in short transactions, reads interleaved.
+const FLUSH_BATCH_ROWS: usize = 500;
+
 /// The lease whose holder evaluates alerts for every instance.
 const ALERT_LEASE: &str = "alert-evaluator";
 
@@ -295,6 +308,8 @@ pub struct Monitor {
     /// writing them or giving them back, so that a read never sees rows
     /// both in the database and in memory, or in neither.
     flush_gate: tokio::sync::RwLock<()>,
+    /// A flush batch whose commit is not known to have happened.
+    in_doubt: std::sync::Mutex<Option<(String, history::Pending)>>,
     /// Alerts raised while the database was unreachable.
     local_alerts: LocalAlerts,
     /// Whether the last evaluation could not use the database.
@@ -340,6 +355,7 @@ impl Monitor {
                     .clamp(1_000, 10_000),
             ),
             flush_gate: tokio::sync::RwLock::new(()),
+            in_doubt: std::sync::Mutex::new(None),
             local_alerts: LocalAlerts::default(),
             evaluating_locally: AtomicBool::new(false),
             last_health_sample: AtomicI64::new(0),
@@ -382,41 +398,59 @@ impl Monitor {
         self.history().add_samples(snap.taken_at_ms, &samples);
     }
 
-    /// Writes pending rollups and health samples. What could not be
-    /// written, within the flush budget, stays pending (bounded) for the
-    /// next flush.
+    /// Writes pending rollups and health samples, in batches. What could
+    /// not be written within the flush budget stays pending (bounded) for
+    /// the next flush. A batch whose outcome is unknown (its answer lost,
+    /// or the budget passed during COMMIT) is looked up by its id before
+    /// anything else is written, so no delta is added twice.
     pub async fn flush(&self) -> Result<(), sqlx::Error> {
         self.collect();
-        let _gate = self.flush_gate.write().await;
-        let (pending, dropped) = {
-            let mut history = self.history();
-            (history.take_pending(), history.take_dropped())
-        };
+        let dropped = self.history().take_dropped();
         if dropped > 0 {
             tracing::warn!(
                 rows = dropped,
                 "monitoring history beyond the outage buffer was dropped (oldest first)"
             );
         }
-        let write = async {
-            let rollups = self.db.add_rollups(&self.instance, &pending.rollups).await;
-            let samples = self.db.insert_health_samples(&pending.samples).await;
-            (rollups, samples)
-        };
-        let (rollups, samples) = match tokio::time::timeout(self.flush_budget, write).await {
-            Ok(done) => done,
-            Err(_) => (
-                Err(sqlx::Error::PoolTimedOut),
-                Err(sqlx::Error::PoolTimedOut),
-            ),
-        };
-        if rollups.is_err() {
-            self.history().restore_rollups(pending.rollups);
+        loop {
+            // The gate is taken per batch, so that reads get through
+            // between the batches of a long outage's backlog.
+            let _gate = self.flush_gate.write().await;
+            let in_doubt = self.in_doubt().take();
+            if let Some((batch, rows)) = in_doubt {
+                match tokio::time::timeout(self.flush_budget, self.db.batch_written(&batch)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => self.history().restore(rows),
+                    failed => {
+                        *self.in_doubt() = Some((batch, rows));
+                        return Err(failure(failed));
+                    }
+                }
+            }
+            let rows = self.history().take_pending(FLUSH_BATCH_ROWS);
+            if rows.rollups.is_empty() && rows.samples.is_empty() {
+                return Ok(());
+            }
+            let batch = uuid::Uuid::now_v7().simple().to_string();
+            let write = self.db.write_monitoring_batch(
+                &batch,
+                &self.instance,
+                &rows.rollups,
+                &rows.samples,
+                now_ms(),
+            );
+            match tokio::time::timeout(self.flush_budget, write).await {
+                Ok(Ok(())) => {}
+                failed => {
+                    *self.in_doubt() = Some((batch, rows));
+                    return Err(failure(failed));
+                }
+            }
         }
-        if samples.is_err() {
-            self.history().restore_samples(pending.samples);
-        }
-        rollups.and(samples)
+    }
+
+    fn in_doubt(&self) -> std::sync::MutexGuard<'_, Option<(String, history::Pending)>> {
+        self.in_doubt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The last flush, and the alert lease given up, within `limit`.

@@ -63,61 +63,99 @@ fn bind_alert<'q>(
 const ALERT_COLUMNS: &str = "id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, last_notified_at, notifications";
 
 impl Db {
-    /// Adds rollup deltas to this instance's rows. Rows are written in the
-    /// order given (callers sort by minute, then route: one order for every
-    /// writer, so two transactions never wait on each other's rows in
-    /// opposite orders). Only this instance writes its rows, so reading them
-    /// first in the same transaction and writing the sums back is exact.
-    pub async fn add_rollups(
+    /// Writes one flush in one transaction: rollup deltas added to this
+    /// instance's rows, health samples, and the batch's id, by which
+    /// [`batch_written`](Self::batch_written) tells afterwards whether a
+    /// flush whose answer was lost committed.
+    ///
+    /// Rollup rows are written in the order given (callers sort by minute,
+    /// then route: one order for every writer, so two transactions never
+    /// wait on each other's rows in opposite orders). Only this instance
+    /// writes its rows, so reading them first in the same transaction and
+    /// writing the sums back is exact.
+    pub async fn write_monitoring_batch(
         &self,
+        batch: &str,
         instance: &str,
-        rows: &[(i64, String, Agg)],
+        rollups: &[(i64, String, Agg)],
+        samples: &[(i64, String, String, String, i64)],
+        now: i64,
     ) -> Result<(), sqlx::Error> {
-        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-            return Ok(());
-        };
-        let (from, to) = (first.0.min(last.0), first.0.max(last.0));
         let mut tx = self.pool().begin().await?;
-        let existing = sqlx::query(
-            "SELECT minute, route, requests, errors, buckets FROM metric_rollups \
-             WHERE instance = $1 AND minute >= $2 AND minute <= $3",
-        )
-        .bind(instance)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut stored = std::collections::HashMap::new();
-        for r in existing {
-            let minute: i64 = r.try_get("minute")?;
-            let route: String = r.try_get("route")?;
-            let requests: i64 = r.try_get("requests")?;
-            let errors: i64 = r.try_get("errors")?;
-            let buckets: String = r.try_get("buckets")?;
-            stored.insert(
-                (minute, route),
-                Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets),
-            );
-        }
-        for (minute, route, delta) in rows {
-            let mut agg = stored.remove(&(*minute, route.clone())).unwrap_or_default();
-            agg.merge(delta);
-            sqlx::query(
-                "INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (minute, instance, route) DO UPDATE SET requests = excluded.requests, \
-                 errors = excluded.errors, buckets = excluded.buckets",
+        if let (Some(first), Some(last)) = (rollups.first(), rollups.last()) {
+            let (from, to) = (first.0.min(last.0), first.0.max(last.0));
+            let existing = sqlx::query(
+                "SELECT minute, route, requests, errors, buckets FROM metric_rollups \
+                 WHERE instance = $1 AND minute >= $2 AND minute <= $3",
             )
-            .bind(*minute)
             .bind(instance)
-            .bind(route)
-            .bind(agg.requests as i64)
-            .bind(agg.errors as i64)
-            .bind(agg.buckets_json())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut stored = std::collections::HashMap::new();
+            for r in existing {
+                let minute: i64 = r.try_get("minute")?;
+                let route: String = r.try_get("route")?;
+                let requests: i64 = r.try_get("requests")?;
+                let errors: i64 = r.try_get("errors")?;
+                let buckets: String = r.try_get("buckets")?;
+                stored.insert(
+                    (minute, route),
+                    Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets),
+                );
+            }
+            for (minute, route, delta) in rollups {
+                let mut agg = stored.remove(&(*minute, route.clone())).unwrap_or_default();
+                agg.merge(delta);
+                sqlx::query(
+                    "INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (minute, instance, route) DO UPDATE SET requests = excluded.requests, \
+                     errors = excluded.errors, buckets = excluded.buckets",
+                )
+                .bind(*minute)
+                .bind(instance)
+                .bind(route)
+                .bind(agg.requests as i64)
+                .bind(agg.errors as i64)
+                .bind(agg.buckets_json())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for (at, instance, component, status, rt) in samples {
+            // A sample written twice (a retried flush) is kept once.
+            sqlx::query(
+                "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (at, instance, component) DO NOTHING",
+            )
+            .bind(*at)
+            .bind(instance)
+            .bind(component)
+            .bind(status)
+            .bind(*rt)
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query(
+            "INSERT INTO monitoring_batches (id, instance, written_at) VALUES ($1, $2, $3)",
+        )
+        .bind(batch)
+        .bind(instance)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
+    }
+
+    /// Whether the flush `batch` committed.
+    pub async fn batch_written(&self, batch: &str) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM monitoring_batches WHERE id = $1")
+            .bind(batch)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n > 0)
     }
 
     /// Requests, errors and the latest minute per instance since `from`:
@@ -178,32 +216,6 @@ impl Db {
         Ok(out)
     }
 
-    /// Writes health samples: (at, instance, component, status, response
-    /// ms). A sample written twice (a retried flush) is kept once.
-    pub async fn insert_health_samples(
-        &self,
-        samples: &[(i64, String, String, String, i64)],
-    ) -> Result<(), sqlx::Error> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool().begin().await?;
-        for (at, instance, component, status, rt) in samples {
-            sqlx::query(
-                "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (at, instance, component) DO NOTHING",
-            )
-            .bind(*at)
-            .bind(instance)
-            .bind(component)
-            .bind(status)
-            .bind(*rt)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
-    }
-
     /// Health samples since `from`, oldest first: (at, instance, component,
     /// status, response time ms).
     pub async fn health_samples_since(
@@ -236,6 +248,7 @@ impl Db {
             "DELETE FROM metric_rollups WHERE minute < $1",
             "DELETE FROM health_samples WHERE at < $1",
             "DELETE FROM alerts WHERE state IN ('resolved', 'cancelled') AND started_at < $1",
+            "DELETE FROM monitoring_batches WHERE written_at < $1",
         ] {
             n += sqlx::query(sql)
                 .bind(before)

@@ -491,3 +491,25 @@ async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
     assert!(leaks.is_empty(), "{leaks:?}");
     drop(app);
 }
+
+crate::both_backends! {
+    async fn a_flush_batch_is_added_once_however_often_it_is_retried(backend) {
+        let app = monitored().backend(backend).config(|c| c.monitoring_flush_ms = 60_000).spawn().await;
+        let mut agg = huntaze::monitoring::rollup::Agg::default();
+        for _ in 0..5 {
+            agg.record(2.0, false);
+        }
+        let rows = vec![(60_000, "GET /batch".to_owned(), agg)];
+        let db = &app.state.db;
+        assert!(!db.batch_written("b1").await.expect("lookup"), "not yet");
+        db.write_monitoring_batch("b1", "i", &rows, &[], 1).await.expect("first write");
+        // the answer was lost: the flush looks the batch up, and a blind
+        // retry of the same batch adds nothing
+        assert!(db.batch_written("b1").await.expect("lookup"));
+        assert!(db.write_monitoring_batch("b1", "i", &rows, &[], 2).await.is_err());
+        assert_eq!(
+            app.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE route = 'GET /batch'").await,
+            5
+        );
+    }
+}
