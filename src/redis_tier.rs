@@ -55,18 +55,22 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
 return 0
 ";
 
-/// Counts a failure in a window and locks once the count reaches the limit.
-/// KEYS: failures, lock; ARGV: window ms, max failures, lockout ms.
-/// Returns 1 when this failure locked the account.
-const COUNT_FAILURE: &str = r"
+/// Reserves one password check for an account, before it runs, so that
+/// concurrent attempts cannot check more passwords than the lockout allows.
+/// KEYS: failures, lock; ARGV: window ms, max failures. Returns the
+/// attempt's number in the window (1..=max), or minus the milliseconds to
+/// wait when the account is locked or its attempts are all in use.
+const BEGIN_ATTEMPT: &str = r"
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then return -left end
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-if n >= tonumber(ARGV[2]) then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-  return 1
+if n > tonumber(ARGV[2]) then
+  local wait = redis.call('PTTL', KEYS[1])
+  if wait < 1 then wait = 1 end
+  return -wait
 end
-return 0
+return n
 ";
 
 /// Claims the right to send one alert notification, once across instances.
@@ -131,8 +135,8 @@ pub struct RedisTier {
     pending: Mutex<VecDeque<Invalidation>>,
     fallbacks: AtomicU64,
     gcra: redis::Script,
-    count_failure: redis::Script,
     claim_notification: redis::Script,
+    begin_attempt: redis::Script,
 }
 
 /// For health details and metrics.
@@ -183,8 +187,8 @@ impl RedisTier {
             pending: Mutex::new(VecDeque::new()),
             fallbacks: AtomicU64::new(0),
             gcra: redis::Script::new(GCRA),
-            count_failure: redis::Script::new(COUNT_FAILURE),
             claim_notification: redis::Script::new(CLAIM_NOTIFICATION),
+            begin_attempt: redis::Script::new(BEGIN_ATTEMPT),
         })))
     }
 
@@ -265,32 +269,58 @@ impl RedisTier {
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
-    /// Counts a failed login of `account` (a hashed key); true when it
-    /// reached `max` within `window` and the account is now locked.
-    pub async fn count_failure(
+    /// Reserves a password check for `account` (a hashed key):
+    /// `Ok(Ok(n))`, the n-th attempt of the window, or `Ok(Err(wait))` when
+    /// the account is locked or `max` checks are already under way.
+    pub async fn begin_attempt(
         &self,
         account: &str,
         window: Duration,
         max: u32,
-        lockout: Duration,
-    ) -> Result<bool, Unavailable> {
+    ) -> Result<Result<u32, Duration>, Unavailable> {
         let mut conn = self.conn.clone();
-        // Hash tags keep both keys in one slot on a Redis Cluster.
         let failures = self.key(&format!("fail:{{{account}}}"));
         let lock = self.key(&format!("lock:{{{account}}}"));
-        let locked: u8 = self
-            .run("count_failure", async {
-                self.count_failure
+        let n: i64 = self
+            .run("begin_attempt", async {
+                self.begin_attempt
                     .key(&failures)
                     .key(&lock)
                     .arg(window.as_millis() as u64)
                     .arg(max.max(1))
-                    .arg(lockout.as_millis() as u64)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(locked == 1)
+        Ok(if n > 0 {
+            Ok(n as u32)
+        } else {
+            Err(Duration::from_millis(n.unsigned_abs()))
+        })
+    }
+
+    /// Locks `account` (a hashed key) for `lockout` and starts its
+    /// failures afresh.
+    pub async fn lock(&self, account: &str, lockout: Duration) -> Result<(), Unavailable> {
+        let mut conn = self.conn.clone();
+        let failures = self.key(&format!("fail:{{{account}}}"));
+        let lock = self.key(&format!("lock:{{{account}}}"));
+        self.run("lock", async {
+            redis::pipe()
+                .atomic()
+                .del(&failures)
+                .ignore()
+                .set_options(
+                    &lock,
+                    "1",
+                    redis::SetOptions::default()
+                        .with_expiration(redis::SetExpiry::PX(lockout.as_millis() as u64)),
+                )
+                .ignore()
+                .query_async(&mut conn)
+                .await
+        })
+        .await
     }
 
     /// Whether this instance should send the `status` notification of
@@ -324,18 +354,6 @@ impl RedisTier {
             })
             .await?;
         Ok(claimed == 1)
-    }
-
-    /// The remaining lockout of `account`, if locked.
-    pub async fn locked(&self, account: &str) -> Result<Option<Duration>, Unavailable> {
-        let mut conn = self.conn.clone();
-        let lock = self.key(&format!("lock:{{{account}}}"));
-        let ms: i64 = self
-            .run("locked", async {
-                redis::cmd("PTTL").arg(&lock).query_async(&mut conn).await
-            })
-            .await?;
-        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
     pub async fn clear_failures(&self, account: &str) -> Result<(), Unavailable> {

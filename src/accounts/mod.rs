@@ -196,9 +196,6 @@ impl Accounts {
             .map_err(|l| AppError::RateLimited {
                 retry_after: l.retry_after,
             })?;
-        if let Some(left) = self.limits.locked(&email_key).await {
-            return Err(AppError::RateLimited { retry_after: left });
-        }
         let mut errors = Vec::new();
         let email = Email::parse(email).map_err(|e| errors.push(e)).ok();
         let password = Password::parse_login(password)
@@ -207,6 +204,13 @@ impl Accounts {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(AppError::Validation(errors));
         };
+        let check =
+            self.limits
+                .begin_check(&email_key)
+                .await
+                .map_err(|l| AppError::RateLimited {
+                    retry_after: l.retry_after,
+                })?;
         let user = self.db.user_by_email(email.as_str()).await?;
         let ok = self
             .hasher
@@ -225,15 +229,14 @@ impl Accounts {
                     None,
                 )
                 .await;
-                if self.limits.record_failure(&email_key).await {
-                    let left = self.limits.locked(&email_key).await;
+                if self.limits.record_failure(&email_key, check).await {
                     audit::record(
                         &self.db,
                         AuditEvent::Lockout,
                         uid,
                         Some(email.as_str()),
                         ctx,
-                        Some(json!({ "retryAfterSecs": left.map(|d| d.as_secs()) })),
+                        Some(json!({ "retryAfterSecs": self.limits.lockout().as_secs() })),
                     )
                     .await;
                 }

@@ -49,6 +49,29 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
+/// The key of an address's per-IP limits: IPv6 by its /64 (one host owns
+/// a whole /64 and can change the rest at will), IPv4 as it is.
+fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| ip.to_owned(), |v4| v4.to_string()),
+        _ => ip.to_owned(),
+    }
+}
+
+/// A password check reserved by [`AuthRateLimits::begin_check`]: its
+/// number in the window, and whether Redis counted it.
+#[derive(Clone, Copy, Debug)]
+pub struct Check {
+    n: u32,
+    shared: bool,
+}
+
 /// Which limit said no, and for how long.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Limited {
@@ -114,52 +137,67 @@ impl AuthRateLimits {
     }
 
     pub async fn login_attempt(&self, ip: &str, account: &str) -> Result<(), Limited> {
-        self.attempt(LOGIN_IP, ip).await?;
+        self.attempt(LOGIN_IP, &ip_key(ip)).await?;
         self.attempt(LOGIN_ACCOUNT, &account_key(account)).await
     }
 
     pub async fn register_attempt(&self, ip: &str) -> Result<(), Limited> {
-        self.attempt(REGISTER_IP, ip).await
+        self.attempt(REGISTER_IP, &ip_key(ip)).await
     }
 
-    /// Remaining lockout of an account, if it is locked.
-    pub async fn locked(&self, account: &str) -> Option<Duration> {
+    /// Reserves one password check for `account` before it runs: refused
+    /// while the account is locked or while its `max_failures` checks of
+    /// the window are spent or under way, so concurrent attempts cannot
+    /// check more passwords than the lockout allows. The check's failure
+    /// goes to [`record_failure`](Self::record_failure), its success to
+    /// [`clear_failures`](Self::clear_failures).
+    pub async fn begin_check(&self, account: &str) -> Result<Check, Limited> {
         if let Some(tier) = &self.shared
-            && let Ok(left) = tier.locked(&account_key(account)).await
-        {
-            return left;
-        }
-        let until = self.locks.get(account)?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
-
-    /// Counts a failed login; true when this failure locked the account.
-    pub async fn record_failure(&self, account: &str) -> bool {
-        if let Some(tier) = &self.shared
-            && let Ok(locked) = tier
-                .count_failure(
-                    &account_key(account),
-                    self.window,
-                    self.max_failures,
-                    self.lockout,
-                )
+            && let Ok(reserved) = tier
+                .begin_attempt(&account_key(account), self.window, self.max_failures)
                 .await
         {
-            return locked;
+            return match reserved {
+                Ok(n) => Ok(Check { n, shared: true }),
+                Err(retry_after) => Err(Limited { retry_after }),
+            };
         }
-        let count = self
+        if let Some(until) = self.locks.get(account) {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(Limited { retry_after: left });
+            }
+        }
+        // moka runs upserts of one key one at a time: the count is exact.
+        let n = self
             .failures
             .entry(account.to_owned())
             .and_upsert_with(|e| e.map_or(1, |c| c.into_value() + 1))
             .into_value();
-        if count >= self.max_failures {
-            self.failures.invalidate(account);
-            self.locks
-                .insert(account.to_owned(), Instant::now() + self.lockout);
+        if n > self.max_failures {
+            return Err(Limited {
+                retry_after: self.lockout,
+            });
+        }
+        Ok(Check { n, shared: false })
+    }
+
+    /// A reserved check failed; true when it was the last one allowed and
+    /// the account is now locked.
+    pub async fn record_failure(&self, account: &str, check: Check) -> bool {
+        if check.n < self.max_failures {
+            return false;
+        }
+        if check.shared
+            && let Some(tier) = &self.shared
+            && tier.lock(&account_key(account), self.lockout).await.is_ok()
+        {
             return true;
         }
-        false
+        self.failures.invalidate(account);
+        self.locks
+            .insert(account.to_owned(), Instant::now() + self.lockout);
+        true
     }
 
     pub async fn clear_failures(&self, account: &str) {
@@ -169,10 +207,29 @@ impl AuthRateLimits {
         self.failures.invalidate(account);
     }
 
+    pub fn lockout(&self) -> Duration {
+        self.lockout
+    }
+
     /// Drops limiter state for keys that are back to full capacity.
     pub fn prune(&self) {
         self.login_per_ip.retain_recent();
         self.login_per_account.retain_recent();
         self.register_per_ip.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_ipv4_stays_whole() {
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(ip_key("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::/64");
+        assert_ne!(ip_key("2001:db8:1:3::1"), ip_key("2001:db8:1:2::1"));
+        assert_eq!(ip_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip_key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip_key("-"), "-");
     }
 }

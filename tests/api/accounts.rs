@@ -549,3 +549,64 @@ fn create_admin_promotes_from_the_command_line() {
         assert_eq!(app.get("/api/admin/audit").await.status(), 200);
     });
 }
+
+/// Wrong-password logins on one account, all at once: how many passwords
+/// were really checked (each check that fails is audited).
+async fn concurrent_wrong_logins(app: &TestApp, email: &str, n: usize) -> i64 {
+    app.sign_up(email).await;
+    let base = app.url("/api/auth/login");
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, email) = (base.clone(), email.to_owned());
+            tokio::spawn(async move {
+                new_client()
+                    .post(url)
+                    .json(&json!({ "email": email, "password": "wrong password!" }))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let status = t.await.expect("login task");
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    app.count("SELECT COUNT(*) FROM audit_events WHERE event = 'login_failure'")
+        .await
+}
+
+fn lenient_limits(c: &mut huntaze::config::Config) {
+    c.login_max_failures = 5;
+    c.login_lockout_ms = 60_000;
+    c.login_per_ip_per_minute = 10_000;
+    c.login_per_account_per_minute = 10_000;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_logins_check_no_more_passwords_than_the_lockout_allows() {
+    let app = TestApp::builder().config(lenient_limits).spawn().await;
+    let checked = concurrent_wrong_logins(&app, "race@example.com", 100).await;
+    assert!(checked <= 5, "{checked} passwords checked, the limit is 5");
+    assert!(checked >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_logins_check_no_more_passwords_than_the_lockout_allows_with_redis() {
+    if !crate::support::redis::available("concurrent_wrong_logins_with_redis").await {
+        return;
+    }
+    let prefix = format!("race-{}", uuid::Uuid::new_v4().simple());
+    let app = TestApp::builder()
+        .config(move |c| {
+            lenient_limits(c);
+            c.redis_url = Some(crate::support::redis::url().into());
+            c.redis_prefix = prefix;
+        })
+        .spawn()
+        .await;
+    let checked = concurrent_wrong_logins(&app, "race@example.com", 100).await;
+    assert!(checked <= 5, "{checked} passwords checked, the limit is 5");
+    assert!(checked >= 1);
+}
