@@ -393,6 +393,9 @@ pub fn signature(secret: &SecretString, body: &[u8]) -> String {
 pub struct Notifier {
     queue: Option<mpsc::Sender<Notification>>,
     instance: String,
+    /// Notifications queued or being delivered, so that a shutdown can
+    /// wait for them: an exit must not swallow the last resolution.
+    undelivered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Notifier {
@@ -405,6 +408,7 @@ impl Notifier {
     ) -> anyhow::Result<Self> {
         let Some(url) = config.alert_webhook_url.clone() else {
             return Ok(Self {
+                undelivered: Default::default(),
                 queue: None,
                 instance,
             });
@@ -416,6 +420,8 @@ impl Notifier {
         let secret = config.alert_webhook_secret.clone();
         let attempts = config.alert_webhook_attempts.max(1);
         let (tx, mut rx) = mpsc::channel::<Notification>(1024);
+        let undelivered: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let in_worker = Arc::clone(&undelivered);
         let who = instance.clone();
         tokio::spawn(async move {
             let policy = crate::retry::Retry {
@@ -458,9 +464,11 @@ impl Notifier {
                 if let Err(e) = result {
                     tracing::error!(alert = %n.alert.alert_key, error = %e, "alert webhook failed after retries");
                 }
+                in_worker.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             }
         });
         Ok(Self {
+            undelivered,
             queue: Some(tx),
             instance,
         })
@@ -472,11 +480,30 @@ impl Notifier {
             "high" => tracing::error!(alert = %body, "alert {}", n.status),
             _ => tracing::warn!(alert = %body, "alert {}", n.status),
         }
-        if let Some(q) = &self.queue
-            && q.try_send(n).is_err()
-        {
-            tracing::error!("alert webhook queue full; notification dropped (it is in the log)");
+        if let Some(q) = &self.queue {
+            self.undelivered
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            if q.try_send(n).is_err() {
+                self.undelivered
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                tracing::error!(
+                    "alert webhook queue full; notification dropped (it is in the log)"
+                );
+            }
         }
+    }
+
+    /// Waits until every queued notification was delivered (or given up
+    /// on), or `limit` passes; false in the latter case.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.undelivered.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 }
 

@@ -308,6 +308,10 @@ pub struct Monitor {
     /// writing them or giving them back, so that a read never sees rows
     /// both in the database and in memory, or in neither.
     flush_gate: tokio::sync::RwLock<()>,
+    /// Held through an evaluation; taken for good by the shutdown, so that
+    /// an evaluation is not cut between deciding a notification and
+    /// queueing it.
+    evaluation: tokio::sync::Mutex<()>,
     /// A flush batch whose commit is not known to have happened.
     in_doubt: std::sync::Mutex<Option<(String, history::Pending)>>,
     /// Alerts raised while the database was unreachable.
@@ -355,6 +359,7 @@ impl Monitor {
                     .clamp(1_000, 10_000),
             ),
             flush_gate: tokio::sync::RwLock::new(()),
+            evaluation: tokio::sync::Mutex::new(()),
             in_doubt: std::sync::Mutex::new(None),
             local_alerts: LocalAlerts::default(),
             evaluating_locally: AtomicBool::new(false),
@@ -453,11 +458,17 @@ impl Monitor {
         self.in_doubt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The last flush, and the alert lease given up, within `limit`.
+    /// The last flush, the alert lease given up and the notifications
+    /// already decided delivered, within `limit`.
     pub async fn shut_down(&self, limit: Duration) -> Result<(), sqlx::Error> {
         let last = async {
+            // No evaluation after this one: what it decided gets sent.
+            let _no_more = self.evaluation.lock().await;
             let flushed = self.flush().await;
             let released = self.db.release_lease(ALERT_LEASE, &self.instance).await;
+            if !self.notifier.drain(limit).await {
+                tracing::warn!("alert notifications still queued at shutdown");
+            }
             flushed.and(released)
         };
         tokio::time::timeout(limit, last)
@@ -490,6 +501,7 @@ impl Monitor {
     /// this instance's own history otherwise, so that an outage of the
     /// database is itself reported.
     pub async fn evaluate_alerts(&self, circuits_open: &[&str]) -> usize {
+        let _evaluating = self.evaluation.lock().await;
         let now = now_ms();
         let was_local = self.evaluating_locally.load(Ordering::Relaxed);
         let mut sent = 0;
