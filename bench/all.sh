@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole harness of issue #7 in one command: the landing page against
+# The whole benchmark harness in one command: the landing page against
 # nginx and the bare axum floor, the health endpoints, a session-backed
 # database read on SQLite and PostgreSQL with and without the query cache,
 # and login against the raw Argon2 rate — then one table of the figures,
@@ -127,8 +127,8 @@ for name, kb in peaks.items():
     if kb is not None:
         row("memory", f"peak RSS {name} (MB)", mb(kb), "<= 48", mb(kb) <= 48)
 # Each Argon2id hash holds its memory cost (19 MiB by default) while it
-# runs, `password_hash_concurrency` (nproc) of them at once, by design
-# (DESIGN §7): the login server's peak is reported, not held to 48 MB.
+# runs, `password_hash_concurrency` (nproc) of them at once, by design:
+# the login server's peak is reported, not held to 48 MB.
 argon = login["server"]["argon2"]
 if login.get("peak_rss_kb") is not None:
     row("memory", f"peak RSS login (MB; Argon2id m={argon['memory_kib']} KiB per hash)",

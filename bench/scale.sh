@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (not a test), issue #8: the scaling curve. Throughput through
+# Benchmark (not a test): the scaling curve. Throughput through
 # nginx (the deploy/ load-balancer directives) with 1, 2 and 3 identical
 # instances on one PostgreSQL database and Redis, for
 #   /                    the landing page (served from each instance's memory)

@@ -1,4 +1,4 @@
-//! The audit log of security events (DESIGN §7): who, what, when, from
+//! The audit log of security events: who, what, when, from
 //! where, under which request id. Written to the database; an audit write
 //! that fails is logged and never turns a user's request into an error
 //! (except where it shares a transaction with the change it records).

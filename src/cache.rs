@@ -1,4 +1,4 @@
-//! [`QueryCache`]: a read-through cache for expensive reads (DESIGN §5, §6).
+//! [`QueryCache`]: a read-through cache for expensive reads.
 //!
 //! - **TTL and single flight**: built on moka's `try_get_with`, so
 //!   concurrent misses on one key run the loader once and the others wait
@@ -8,7 +8,7 @@
 //!   value is served instead of an error (the "cached reads keep working
 //!   during an outage" fallback).
 //! - **Accounting**: hit/miss/stale/eviction counts, and per entry its
-//!   `createdAt` and `accessCount` (DESIGN's `CacheEntry`).
+//!   `createdAt` and `accessCount` (the contract's `CacheEntry`).
 //! - **Invalidation**: writes call [`QueryCache::invalidate`] for what they
 //!   change (and, through the Redis tier, every other instance does too).
 
@@ -52,7 +52,7 @@ pub struct CacheStats {
     pub entries: u64,
 }
 
-/// `CacheEntry` of DESIGN §3 (without the data, which may be sensitive).
+/// `CacheEntry` of the API contract (without the data, which may be sensitive).
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheEntryInfo {

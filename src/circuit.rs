@@ -1,4 +1,4 @@
-//! [`CircuitBreaker`] per external dependency (DESIGN §6).
+//! [`CircuitBreaker`] per external dependency.
 //!
 //! Closed → Open when, over a sliding window of the last `window` calls (and
 //! at least `min_calls`), the failure rate or the slow-call rate reaches its

@@ -134,7 +134,7 @@ pub struct Config {
     /// how long before expiry it refreshes them.
     pub tiktok_refresh_interval_ms: u64,
     pub tiktok_refresh_ahead_ms: u64,
-    /// Lifetime of an OAuth `state` (DESIGN §7: 10 minutes).
+    /// Lifetime of an OAuth `state` (10 minutes by default).
     pub oauth_state_ttl_ms: u64,
     /// Record route metrics (on by default; off only to measure their cost).
     pub metrics_enabled: bool,

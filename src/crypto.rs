@@ -1,4 +1,4 @@
-//! [`TokenCipher`]: third-party tokens at rest (DESIGN §7), sealed with
+//! [`TokenCipher`]: third-party tokens at rest, sealed with
 //! AES-256-GCM under a key id so keys can rotate: `v1.<key id>.<base64url(nonce ‖ ciphertext)>`.
 //! The key id is also bound as associated data, so a ciphertext cannot be
 //! replayed under another key's label.

@@ -1,5 +1,5 @@
 //! The one error type, [`AppError`], and the shape it takes on the wire
-//! ([`ErrorResponse`], DESIGN §4).
+//! ([`ErrorResponse`]).
 //!
 //! Handlers return `Result<T, AppError>`. Turning an `AppError` into a
 //! response does not write a body yet: it attaches an [`ErrorReport`] to an
@@ -255,7 +255,7 @@ impl IntoResponse for AppError {
     }
 }
 
-/// `ErrorResponse` of DESIGN §3.
+/// `ErrorResponse` of the API contract.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorResponse {

@@ -4,7 +4,7 @@
 //! request's headers) that are freed when it closes, but glibc's malloc
 //! keeps freed chunks inside its heaps: after storms of 4,096 connections
 //! the server's RSS stayed at ~160 MB against ~40 MB at rest, levelling off
-//! rather than leaking (issue #7, `bench/stress.sh`). `malloc_trim` returns
+//! rather than leaking (`bench/stress.sh`). `malloc_trim` returns
 //! the free pages of every arena (`madvise(MADV_DONTNEED)`); a background
 //! task calls it when the server is quiet and its RSS is well above its
 //! size at rest ([`TrimPolicy`]). No crate wraps it (the `libc` crate

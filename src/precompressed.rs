@@ -52,7 +52,7 @@ struct Variant {
     etag: HeaderValue,
     /// Every header of a 200 for this variant, security headers included,
     /// built on first use: a clone of a finished map costs a fraction of a
-    /// dozen inserts (issue #7: ~3k instructions per `/`).
+    /// dozen inserts (~3k instructions per `/`).
     headers: OnceLock<HeaderMap>,
 }
 
@@ -235,7 +235,7 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
 /// are clamped; at most 32 entries per header line are read.
 ///
 /// Split as bytes: `str::split` and `trim` cost the landing page ~450
-/// instructions for a one-token header (issue #7). A token with bytes
+/// instructions for a one-token header. A token with bytes
 /// outside ASCII matches no encoding; the rest of its line still counts.
 fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], f32)> {
     headers

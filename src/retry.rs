@@ -1,4 +1,4 @@
-//! Retry for idempotent operations (DESIGN §6): exponential backoff with
+//! Retry for idempotent operations: exponential backoff with
 //! full jitter (each wait is uniform in [0, base·2ⁿ], capped), bounded
 //! attempts and an overall deadline, and only for transient failures —
 //! database reads, and TikTok's user info and revoke calls.

@@ -24,7 +24,7 @@ pub struct App {
     pub assets: Arc<Assets>,
     pub landing: Arc<LandingPage>,
     pub health: Arc<HealthSampler>,
-    /// The headers every response carries (DESIGN §7).
+    /// The headers every response carries.
     pub security_headers: Arc<crate::middleware::security_headers::SecurityHeaders>,
     /// Whose `X-Forwarded-For` names the client (`HUNTAZE_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::middleware::request_id::TrustedProxies,

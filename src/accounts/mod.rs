@@ -1,4 +1,4 @@
-//! Accounts: registration, sign-in, sessions, sign-out (DESIGN §7).
+//! Accounts: registration, sign-in, sessions, sign-out.
 //!
 //! The logic lives here, free of HTTP: routes parse requests into the
 //! validated types of [`validate`] and call [`Accounts`]; the store does SQL.

@@ -17,7 +17,7 @@
 //!
 //! Parameters: m = 19 MiB, t = 2, p = 1 (OWASP's Argon2id baseline), chosen
 //! for this 2-core machine where one hash takes ~25 ms in release builds
-//! (see README, "Benchmarks"). Configurable for stronger hardware.
+//! (see docs/PERFORMANCE.md). Configurable for stronger hardware.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

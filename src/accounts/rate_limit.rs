@@ -1,4 +1,4 @@
-//! Rate limits on sign-in and registration (DESIGN §7): per IP and per
+//! Rate limits on sign-in and registration: per IP and per
 //! account, plus a brief lockout after repeated failed logins.
 //!
 //! With Redis configured (and up) every counter lives there, shared by all

@@ -1,4 +1,4 @@
-//! Health model and aggregation (DESIGN §3).
+//! Health model and aggregation.
 //!
 //! Checks run in the background ([`sampler::HealthSampler`]); the HTTP
 //! endpoints only read the latest sample, so probe traffic never multiplies
@@ -33,7 +33,7 @@ impl Status {
     }
 }
 
-/// `ComponentHealth` of DESIGN §3.
+/// `ComponentHealth` of the API contract.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentHealth {
@@ -61,7 +61,7 @@ impl ComponentHealth {
     }
 }
 
-/// `HealthStatus` of DESIGN §3.
+/// `HealthStatus` of the API contract.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthStatus {
@@ -127,7 +127,7 @@ pub trait HealthCheck: Send + Sync + 'static {
     async fn check(&self) -> CheckOutcome;
 }
 
-/// DESIGN §3: unhealthy if a critical component is unhealthy; degraded if any
+/// unhealthy if a critical component is unhealthy; degraded if any
 /// component is degraded or a non-critical one is unhealthy; else healthy.
 pub fn aggregate(components: impl IntoIterator<Item = (bool, Status)>) -> Status {
     let mut overall = Status::Healthy;

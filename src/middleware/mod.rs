@@ -1,4 +1,4 @@
-//! The middleware stack (DESIGN §1), assembled in one place by [`apply`],
+//! The middleware stack, assembled in one place by [`apply`],
 //! outermost first:
 //!
 //! [`pipeline`] (request id → request span (RequestContext) → metrics →
@@ -8,7 +8,7 @@
 //!
 //! The pipeline wraps the whole router once: layered onto each route, it
 //! would cost every request one more boxed service clone and boxed future
-//! (axum's per-route layering; issue #7). It labels metrics from
+//! (axum's per-route layering). It labels metrics from
 //! [`RouteLabels`](crate::routes::labels::RouteLabels), since `MatchedPath`
 //! only exists inside the router. The error boundary sits outside the
 //! deadline, shedding and panic handling so that what they answer is
@@ -19,7 +19,7 @@
 //! pipeline alone: they are GET-only, read no body and answer bytes
 //! compressed ahead of time or a few hundred bytes, so compression, the
 //! cross-origin guard and the body limits could only cost them time (about
-//! a fifth of the landing page's instructions, issue #7).
+//! a fifth of the landing page's instructions).
 
 pub mod error_boundary;
 pub mod extract;
@@ -44,7 +44,7 @@ use crate::state::AppState;
 const COMPRESS_MIN_BYTES: u64 = 512;
 
 /// Rejects cross-site state-changing requests (`Sec-Fetch-Site` / `Origin`,
-/// DESIGN §7) with 403; the error boundary turns the rejection (it carries a
+/// the CSRF rule) with 403; the error boundary turns the rejection (it carries a
 /// `ProtectionError` extension) into CSRF_FAILED. Token checks for
 /// cookie-authenticated requests happen in the `CsrfUser` extractor and the
 /// form handlers.

@@ -2,12 +2,9 @@
 //! headers, error boundary, load shedding, deadline and catching panics, in
 //! that order, as one middleware.
 //!
-//! They used to be six nested `from_fn` layers plus tower's trace and
-//! timeout layers. Each `from_fn` clones everything beneath it, boxes a
-//! service and boxes a future on every request; at the landing page's rates
-//! that stack cost more than twice what axum itself does (issue #7,
-//! callgrind: 54k instructions per `/` against 15.5k for a bare handler).
-//! Here each step is a plain function over the request or the response,
+//! Not a stack of `from_fn` layers: each clones everything beneath it,
+//! boxes a service and boxes a future on every request, which at the
+//! landing page's rates costs more than axum itself. Here each step is a plain function over the request or the response,
 //! called in the order the layers had, inside one hand-written tower
 //! service and future (nothing boxed per request; each `from_fn` boxes a
 //! service and a future), so what every step sees is unchanged:
@@ -52,7 +49,7 @@ pub struct Pipeline {
 /// `OriginalUri` and url parameters). Cloning it keeps its capacity: one
 /// allocation per request, where a map grown from `Extensions::new()`
 /// costs its first allocation and then, at the fourth insert, a second one
-/// and a rehash (issue #7: ~300 instructions of the landing page's).
+/// and a rehash (~300 instructions of the landing page's).
 static EXTENSIONS: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(|| {
     #[derive(Clone)]
     struct Slot<const N: usize>;
@@ -88,7 +85,7 @@ impl<S> Layer<S> for PipelineLayer {
 /// allocation, touched by one worker at a time, instead of on the
 /// pipeline's own, which both workers would pull back and forth between
 /// their caches on every request, along with the pipeline's fields beside
-/// the count (issue #7).
+/// the count.
 struct Conn {
     pipeline: Arc<Pipeline>,
     /// The peer's address (`None` outside a listener, e.g. a `oneshot`).
@@ -228,8 +225,7 @@ pin_project_lite::pin_project! {
     ///
     /// Written out rather than as an `async` block, which has no name and
     /// so had to be boxed: one allocation, copy and free of the whole
-    /// future per request (~500 instructions of the landing page's ~21k,
-    /// issue #7). hyper keeps this one inside its connection task.
+    /// future per request (a few percent of the landing page's cost). hyper keeps this one inside its connection task.
     pub struct PipelineFuture<F> {
         #[pin]
         stage: Stage<F>,
@@ -262,7 +258,7 @@ pin_project_lite::pin_project! {
             // landing page, assets, health, errors) are ready at the first
             // poll, and a timer takes a reference on the runtime's shared
             // handle, which both workers would bounce between their caches
-            // on every request (issue #7).
+            // on every request.
             #[pin]
             timer: Option<tokio::time::Sleep>,
         },

@@ -1,4 +1,4 @@
-//! `X-Request-Id` (DESIGN §4): a valid incoming id (≤ 128 chars of
+//! `X-Request-Id`: a valid incoming id (≤ 128 chars of
 //! `[A-Za-z0-9._-]`) is kept, anything else is replaced by a fresh UUIDv7;
 //! the id travels with the request as [`RequestMeta`] (beside the peer's
 //! address) and is echoed on every response. [`RequestContext`] is built
@@ -7,7 +7,7 @@
 //!
 //! The id is not written into the request's headers: hyper sizes that map
 //! to the headers it parsed, so one more header reallocated it on every
-//! request (~700 instructions of the landing page's ~23k; issue #7). The
+//! request (~700 instructions of the landing page's ~23k). The
 //! extension replaces axum's `ConnectInfo`, which cost an insert of its own.
 //!
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
@@ -42,7 +42,7 @@ pub struct RequestMeta {
 pub fn reserve_slot(headers: &mut HeaderMap) {
     headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("-"));
 }
-/// `RequestContext` of DESIGN §3: logged with every error (as fields of the
+/// `RequestContext` of the API contract: logged with every error (as fields of the
 /// request span), and written with audit events. An extractor: it reads
 /// the id [`assign`] set, the path, method, user agent and client address.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -76,7 +76,7 @@ pub fn is_valid(id: &str) -> bool {
 ///
 /// Its text lives in one allocation that also holds the reference count
 /// (`Bytes::from_owner`): from a `Vec`, the first clone (the request's
-/// copy, then the response's) allocated the count separately (issue #7).
+/// copy, then the response's) allocated the count separately.
 pub fn assign(req: &Request, now: SystemTime) -> HeaderValue {
     let incoming = req
         .headers()

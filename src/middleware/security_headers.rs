@@ -1,4 +1,4 @@
-//! Security headers (DESIGN §7) on every response that has not set its own:
+//! Security headers on every response that has not set its own:
 //! a strict CSP (no inline script, no remote origins; the one inline style
 //! block allowed by hash), nosniff, referrer policy, no framing (CSP
 //! `frame-ancestors 'none'`, which supersedes `X-Frame-Options` in every

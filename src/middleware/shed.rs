@@ -8,7 +8,7 @@
 //! `Semaphore`: nothing ever waits for a slot, and a semaphore permit cost
 //! each request a shared `Arc` count, a compare-and-swap and, to give the
 //! permit back, the semaphore's waiter mutex — four atomic operations on
-//! lines both workers share, where this takes two (issue #7).
+//! lines both workers share, where this takes two.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -79,7 +79,7 @@ impl LoadShedder {
 /// 99.9 % 503s, serving ~100 requests/s of the ~17,000 it can do, because
 /// the admitted requests queued behind thousands of connections' 503s
 /// while holding their pooled connections; with the close it served about
-/// ten times more during the same storm (`bench/stress.sh`, issue #7).
+/// ten times more during the same storm (`bench/stress.sh`).
 pub fn shed_response() -> Response {
     SHED_TOTAL.fetch_add(1, Ordering::Relaxed);
     let mut report = AppError::Unavailable {

@@ -6,7 +6,7 @@
 //! lock-free list of raw samples, drained into buckets later) behind a
 //! shared series map: under load the workers bounced those cache lines
 //! between cores on every request, and the landing page served ~8 % more
-//! requests per second with metrics off (issue #7). Here a request touches
+//! requests per second with metrics off. Here a request touches
 //! its own thread's shard only (a mutex nobody else takes but a scrape)
 //! and adds to fixed buckets, so memory grows with the series, never with
 //! the samples. The exposition is Prometheus' text format, as before.

@@ -1,4 +1,4 @@
-//! Route metrics (DESIGN §2 `/metrics`, issue: OpenTelemetry-style names).
+//! Route metrics (OpenTelemetry-style names).
 //!
 //! Each application owns its Prometheus recorder (not the process-global
 //! one), so two servers in one process — as in the test suite — never mix

@@ -122,7 +122,7 @@ impl RollupBuffer {
 /// [`RollupBuffer`] in shards, one per recording thread (by a thread-local
 /// index, round robin), so the runtime's workers do not take turns on one
 /// lock per request: with one mutex, two workers under load made ~0.45
-/// futex syscalls per request (issue #7, `strace -c`). A flush merges the
+/// futex syscalls per request (`strace -c`). A flush merges the
 /// shards; each minute/route aggregate adds up exactly.
 pub struct ShardedRollups {
     shards: super::PerThread<std::sync::Mutex<RollupBuffer>>,

@@ -1,4 +1,4 @@
-//! Health endpoints (DESIGN §3): `/api/health`, `/api/health/{component}`,
+//! Health endpoints: `/api/health`, `/api/health/{component}`,
 //! `/livez`, `/readyz`. They read the background sampler's latest results;
 //! nothing here touches a dependency.
 

@@ -6,7 +6,7 @@
 //! The request pipeline wraps the whole router once instead of being layered
 //! onto every route: axum's per-route layering boxes and clones one more
 //! service and boxes one more future on every request (~2.5k instructions of
-//! the landing page's ~27k, issue #7). Outside the router, axum's
+//! the landing page's ~27k). Outside the router, axum's
 //! `MatchedPath` is not there yet, so the pipeline asks this table, built
 //! from the very registrations that route (see [`super::router`]), with the
 //! same matcher axum uses (matchit 0.8, same `{param}` / `{*rest}` syntax).
@@ -14,7 +14,7 @@
 /// A registered template, by its position: what the pipeline keeps while
 /// the request runs. An index rather than a shared `Arc<str>`, whose count
 /// every request of both workers would bump on the same cache line (the
-/// landing page's template is the same for all of them; issue #7).
+/// landing page's template is the same for all of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteId(usize);
 

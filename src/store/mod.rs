@@ -470,7 +470,7 @@ impl Db {
 #[error("{0}")]
 pub struct CannotOpen(String);
 
-/// How a database failure should be treated (DESIGN §6).
+/// How a database failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Unreachable or busy right now: answer 503, and an idempotent

@@ -1,4 +1,4 @@
-//! [`TikTokClient`]: the four TikTok Login Kit calls over reqwest (TIKTOK.md).
+//! [`TikTokClient`]: the four TikTok Login Kit calls over reqwest.
 //!
 //! - Every call has a timeout and a bounded response size; success is decided
 //!   by the body (TikTok has been seen answering errors with status 200).

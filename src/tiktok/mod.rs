@@ -1,4 +1,4 @@
-//! TikTok connection (DESIGN §2, §7; TIKTOK.md): the OAuth flow with state
+//! TikTok connection: the OAuth flow with state
 //! and PKCE, the connection's tokens sealed at rest, background refresh with
 //! rotation, and disconnect with revocation.
 //!

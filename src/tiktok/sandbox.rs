@@ -1,5 +1,5 @@
 //! The TikTok sandbox: a faithful stand-in for TikTok's four Login Kit
-//! endpoints (TIKTOK.md) for tests and local use — never in production.
+//! endpoints for tests and local use — never in production.
 //!
 //! It issues real random codes and tokens with expiry, enforces single-use
 //! codes, rotating refresh tokens, `redirect_uri` equality and PKCE (switchable,

@@ -1,4 +1,4 @@
-//! Scale-out (issue #8): three real `huntaze` processes behind nginx on one
+//! Scale-out: three real `huntaze` processes behind nginx on one
 //! PostgreSQL database and one Redis. Skipped with a message where nginx,
 //! PostgreSQL or redis-server is missing; required in CI.
 
