@@ -1,4 +1,4 @@
-//! The Redis tier (DESIGN §1, §7): what identical instances share when
+//! The Redis tier: what identical instances share when
 //! `HUNTAZE_REDIS_URL` is set — rate-limit counters, a cache layer under each
 //! instance's in-process caches, and a pub/sub channel that carries cache
 //! invalidations to every instance, so a write on one is seen on all.
@@ -66,6 +66,7 @@ if left > 0 then return -left end
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 if n > tonumber(ARGV[2]) then
+  redis.call('DECR', KEYS[1])
   local wait = redis.call('PTTL', KEYS[1])
   if wait < 1 then wait = 1 end
   return -wait
@@ -73,12 +74,19 @@ end
 return n
 ";
 
+/// Gives back one reserved check (never below zero, never reviving an
+/// expired count). KEYS: failures.
+const RELEASE_ATTEMPT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 /// Claims the right to send one alert notification, once across instances.
-/// KEYS[1]: the alert's key; ARGV: status, now ms, repeat ms, ttl ms. The
+/// KEYS[1]: the alert's key; ARGV: status, now ms, window ms. The
 /// key holds the last status sent and when; a different status always goes
-/// through (firing after resolved is a new episode), the same status only a
-/// repeat interval later (a long-firing alert's reminder). Returns 1 when the
-/// caller should send.
+/// through (firing after resolved is a new episode), the same status only
+/// once the window has passed. Returns 1 when the caller should send.
 const CLAIM_NOTIFICATION: &str = r"
 local prev = redis.call('GET', KEYS[1])
 if prev then
@@ -91,7 +99,7 @@ if prev then
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
@@ -137,6 +145,7 @@ pub struct RedisTier {
     gcra: redis::Script,
     claim_notification: redis::Script,
     begin_attempt: redis::Script,
+    release_attempt: redis::Script,
 }
 
 /// For health details and metrics.
@@ -189,6 +198,7 @@ impl RedisTier {
             gcra: redis::Script::new(GCRA),
             claim_notification: redis::Script::new(CLAIM_NOTIFICATION),
             begin_attempt: redis::Script::new(BEGIN_ATTEMPT),
+            release_attempt: redis::Script::new(RELEASE_ATTEMPT),
         })))
     }
 
@@ -299,6 +309,21 @@ impl RedisTier {
         })
     }
 
+    /// Gives back a check reserved by [`begin_attempt`](Self::begin_attempt)
+    /// that did not run.
+    pub async fn release_attempt(&self, account: &str) -> Result<(), Unavailable> {
+        let mut conn = self.conn.clone();
+        let failures = self.key(&format!("fail:{{{account}}}"));
+        self.run("release_attempt", async {
+            self.release_attempt
+                .key(&failures)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
     /// Locks `account` (a hashed key) for `lockout` and starts its
     /// failures afresh.
     pub async fn lock(&self, account: &str, lockout: Duration) -> Result<(), Unavailable> {
@@ -325,30 +350,26 @@ impl RedisTier {
 
     /// Whether this instance should send the `status` notification of
     /// `alert_key` now: false when another instance sent the same status
-    /// less than `repeat` ago. The caller sends anyway when Redis is
+    /// less than `window` ago. The caller sends anyway when Redis is
     /// unavailable (a duplicate beats silence).
     pub async fn claim_notification(
         &self,
         alert_key: &str,
         status: &str,
         now_ms: i64,
-        repeat: Duration,
+        window: Duration,
     ) -> Result<bool, Unavailable> {
         let mut conn = self.conn.clone();
         let key = self.key(&format!("alert-sent:{alert_key}"));
-        // Long enough to outlive any episode's reminders; short enough that
-        // keys of retired rules go away by themselves.
-        let ttl_ms = (repeat.as_millis() as u64)
-            .saturating_mul(4)
-            .max(86_400_000);
+        // The claim matters only within its window: it expires with it.
+        let window_ms = (window.as_millis() as u64).max(1);
         let claimed: u8 = self
             .run("claim_notification", async {
                 self.claim_notification
                     .key(&key)
                     .arg(status)
                     .arg(now_ms)
-                    .arg(repeat.as_millis() as u64)
-                    .arg(ttl_ms)
+                    .arg(window_ms)
                     .invoke_async(&mut conn)
                     .await
             })

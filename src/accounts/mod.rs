@@ -83,7 +83,7 @@ pub struct NewSession {
 pub struct Accounts {
     db: Db,
     hasher: PasswordHasher,
-    limits: AuthRateLimits,
+    limits: std::sync::Arc<AuthRateLimits>,
     secret: Vec<u8>,
     idle_ms: i64,
     absolute_ms: i64,
@@ -98,7 +98,7 @@ pub struct RegisterInput<'a> {
 
 impl Accounts {
     pub fn new(db: Db, config: &Config, secret: Vec<u8>) -> anyhow::Result<Self> {
-        let limits = AuthRateLimits::new(config, db.shared().cloned());
+        let limits = std::sync::Arc::new(AuthRateLimits::new(config, db.shared().cloned()));
         Ok(Self {
             db,
             hasher: PasswordHasher::new(
@@ -211,11 +211,17 @@ impl Accounts {
                 .map_err(|l| AppError::RateLimited {
                     retry_after: l.retry_after,
                 })?;
-        let user = self.db.user_by_email(email.as_str()).await?;
-        let ok = self
-            .hasher
-            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await?;
+        let checked = async {
+            let user = self.db.user_by_email(email.as_str()).await?;
+            let ok = self
+                .hasher
+                .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .await?;
+            Ok::<_, AppError>((ok, user))
+        };
+        // On an error (no password checked) the reservation is dropped,
+        // which gives it back.
+        let (ok, user) = checked.await?;
         let user = match (ok, user) {
             (true, Some(user)) => user,
             (_, user) => {
@@ -229,7 +235,7 @@ impl Accounts {
                     None,
                 )
                 .await;
-                if self.limits.record_failure(&email_key, check).await {
+                if check.failed().await {
                     audit::record(
                         &self.db,
                         AuditEvent::Lockout,
@@ -243,6 +249,7 @@ impl Accounts {
                 return Err(AppError::InvalidCredentials);
             }
         };
+        check.succeeded();
         self.limits.clear_failures(&email_key).await;
         let (token, row) = self.session_row(&user, ctx);
         let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);

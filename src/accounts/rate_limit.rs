@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use crate::config::Config;
@@ -64,12 +65,47 @@ fn ip_key(ip: &str) -> String {
     }
 }
 
-/// A password check reserved by [`AuthRateLimits::begin_check`]: its
-/// number in the window, and whether Redis counted it.
+/// A password check's place in the window, and whether Redis counted it.
 #[derive(Clone, Copy, Debug)]
-pub struct Check {
+struct Check {
     n: u32,
     shared: bool,
+}
+
+/// A reserved password check; given back when dropped unsettled.
+pub struct Reservation {
+    limits: Arc<AuthRateLimits>,
+    account: String,
+    check: Option<Check>,
+}
+
+impl Reservation {
+    /// The password was wrong; true when this locked the account.
+    pub async fn failed(mut self) -> bool {
+        match self.check.take() {
+            Some(check) => self.limits.record_failure(&self.account, check).await,
+            None => false,
+        }
+    }
+
+    /// The password was right (the caller clears the failures).
+    pub fn succeeded(mut self) {
+        self.check = None;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(check) = self.check.take() else {
+            return;
+        };
+        // Dropped on an error path or with the request: no await in Drop.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let limits = Arc::clone(&self.limits);
+            let account = std::mem::take(&mut self.account);
+            runtime.spawn(async move { limits.release(&account, check).await });
+        }
+    }
 }
 
 /// Which limit said no, and for how long.
@@ -148,10 +184,21 @@ impl AuthRateLimits {
     /// Reserves one password check for `account` before it runs: refused
     /// while the account is locked or while its `max_failures` checks of
     /// the window are spent or under way, so concurrent attempts cannot
-    /// check more passwords than the lockout allows. The check's failure
-    /// goes to [`record_failure`](Self::record_failure), its success to
-    /// [`clear_failures`](Self::clear_failures).
-    pub async fn begin_check(&self, account: &str) -> Result<Check, Limited> {
+    /// check more passwords than the lockout allows. A refused attempt
+    /// counts nothing. The reservation is given back unless it is settled
+    /// ([`Reservation::failed`], [`Reservation::succeeded`]): a request
+    /// that ends before its check (database down, hashing queue full,
+    /// client gone) must not use up the account's attempts.
+    pub async fn begin_check(self: &Arc<Self>, account: &str) -> Result<Reservation, Limited> {
+        let check = self.reserve(account).await?;
+        Ok(Reservation {
+            limits: Arc::clone(self),
+            account: account.to_owned(),
+            check: Some(check),
+        })
+    }
+
+    async fn reserve(&self, account: &str) -> Result<Check, Limited> {
         if let Some(tier) = &self.shared
             && let Ok(reserved) = tier
                 .begin_attempt(&account_key(account), self.window, self.max_failures)
@@ -168,23 +215,48 @@ impl AuthRateLimits {
                 return Err(Limited { retry_after: left });
             }
         }
-        // moka runs upserts of one key one at a time: the count is exact.
-        let n = self
+        // moka runs computations on one key one at a time: the count is
+        // exact. A full count is left as it is (a write would restart its
+        // time to live, and refused attempts would keep it full forever).
+        let max = self.max_failures;
+        let counted = self
             .failures
             .entry(account.to_owned())
-            .and_upsert_with(|e| e.map_or(1, |c| c.into_value() + 1))
-            .into_value();
-        if n > self.max_failures {
-            return Err(Limited {
-                retry_after: self.lockout,
+            .and_compute_with(|e| {
+                let n = e.map_or(0, |c| c.into_value());
+                if n >= max { Op::Nop } else { Op::Put(n + 1) }
             });
+        match counted {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => Ok(Check {
+                n: e.into_value(),
+                shared: false,
+            }),
+            _ => Err(Limited {
+                retry_after: self.window.min(self.lockout),
+            }),
         }
-        Ok(Check { n, shared: false })
+    }
+
+    /// Gives back a reservation whose check did not run.
+    async fn release(&self, account: &str, check: Check) {
+        if check.shared {
+            if let Some(tier) = &self.shared {
+                let _ = tier.release_attempt(&account_key(account)).await;
+            }
+            return;
+        }
+        self.failures
+            .entry(account.to_owned())
+            .and_compute_with(|e| match e {
+                Some(c) if *c.value() > 1 => Op::Put(c.into_value() - 1),
+                Some(_) => Op::Remove,
+                None => Op::Nop,
+            });
     }
 
     /// A reserved check failed; true when it was the last one allowed and
     /// the account is now locked.
-    pub async fn record_failure(&self, account: &str, check: Check) -> bool {
+    async fn record_failure(&self, account: &str, check: Check) -> bool {
         if check.n < self.max_failures {
             return false;
         }

@@ -603,10 +603,72 @@ async fn concurrent_wrong_logins_check_no_more_passwords_than_the_lockout_allows
             lenient_limits(c);
             c.redis_url = Some(crate::support::redis::url().into());
             c.redis_prefix = prefix;
+            // A busy machine must not push the tier into its local fallback
+            // halfway (two counters then, each with its own limit).
+            c.redis_timeout_ms = 5_000;
         })
         .spawn()
         .await;
     let checked = concurrent_wrong_logins(&app, "race@example.com", 100).await;
     assert!(checked <= 5, "{checked} passwords checked, the limit is 5");
     assert!(checked >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_that_could_not_check_a_password_do_not_count_toward_the_lockout() {
+    if !crate::support::pg::available("logins_that_could_not_check_a_password").await {
+        return;
+    }
+    let app = TestApp::builder()
+        .backend(crate::support::Backend::Postgres)
+        .through_proxy()
+        .config(|c| {
+            lenient_limits(c);
+            c.db_acquire_timeout_ms = 500;
+        })
+        .spawn()
+        .await;
+    app.sign_up("outage@example.com").await;
+    let proxy = app.proxy.as_ref().expect("proxy");
+    proxy.set(crate::support::proxy::Mode::Refuse);
+    for _ in 0..8 {
+        let (status, _) = app
+            .login_with(&new_client(), "outage@example.com", PASSWORD)
+            .await;
+        assert_eq!(status, 503, "the database is cut");
+    }
+    proxy.set(crate::support::proxy::Mode::Pass);
+    let signed_in = crate::support::eventually(Duration::from_secs(10), || async {
+        app.login_with(&new_client(), "outage@example.com", PASSWORD)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(signed_in, "the outage did not lock the account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_abandoned_before_their_check_do_not_lock_the_account() {
+    let app = TestApp::builder().config(lenient_limits).spawn().await;
+    app.sign_up("abandoned@example.com").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(5))
+        .build()
+        .expect("client");
+    for _ in 0..8 {
+        let _ = impatient
+            .post(app.url("/api/auth/login"))
+            .json(&json!({ "email": "abandoned@example.com", "password": "wrong password!" }))
+            .send()
+            .await;
+    }
+    let signed_in = crate::support::eventually(Duration::from_secs(10), || async {
+        app.login_with(&new_client(), "abandoned@example.com", PASSWORD)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(signed_in, "abandoned attempts gave their reservations back");
 }
