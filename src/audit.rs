@@ -19,6 +19,10 @@ pub enum AuditEvent {
     Logout,
     SessionsRevoked,
     AdminAccess,
+    /// `create-admin` made a new admin account.
+    AdminCreated,
+    /// `create-admin --promote` took over an existing account.
+    AdminPromoted,
     TikTokConnect,
     TikTokDisconnect,
     TikTokFailure,
@@ -34,6 +38,8 @@ impl AuditEvent {
             AuditEvent::Logout => "logout",
             AuditEvent::SessionsRevoked => "sessions_revoked",
             AuditEvent::AdminAccess => "admin_access",
+            AuditEvent::AdminCreated => "admin_created",
+            AuditEvent::AdminPromoted => "admin_promoted",
             AuditEvent::TikTokConnect => "tiktok_connect",
             AuditEvent::TikTokDisconnect => "tiktok_disconnect",
             AuditEvent::TikTokFailure => "tiktok_failure",

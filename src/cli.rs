@@ -27,8 +27,10 @@ enum Command {
     /// Validate the configuration for its environment and exit (non-zero on
     /// a fatal problem). Prints setting names, never values.
     CheckConfig,
-    /// Create an admin, or promote an existing user, in the configured
-    /// database. The password is read from standard input.
+    /// Create an admin in the configured database. The password is read
+    /// from standard input. An account that already has this email is left
+    /// alone (exit 1) unless `--promote` is given: anyone can register an
+    /// address before the operator names it.
     CreateAdmin {
         #[arg(long)]
         email: String,
@@ -36,6 +38,13 @@ enum Command {
         /// go on the command line, where `ps` would show them).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Promote the existing account with this email: it becomes an
+        /// admin, its password is replaced by the one read from standard
+        /// input (whoever registered it can no longer sign in with theirs),
+        /// and every session it has ends, on every instance sharing the
+        /// configured Redis. Prints when the account was registered.
+        #[arg(long)]
+        promote: bool,
     },
     /// Run only the TikTok sandbox (TikTok's four endpoints and an
     /// authorize page), for tests and local development.
@@ -104,7 +113,9 @@ pub fn run() -> ExitCode {
             // Answered above, without a runtime.
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
             Command::Migrate => migrate(config).await,
-            Command::CreateAdmin { email, .. } => create_admin(config, &email).await,
+            Command::CreateAdmin { email, promote, .. } => {
+                create_admin(config, &email, promote).await
+            }
             Command::TiktokSandbox {
                 listen,
                 client_key,
@@ -143,8 +154,10 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
+async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Result<ExitCode> {
     use crate::accounts::validate::{Email, Password};
+    use crate::audit::AuditEvent;
+    use crate::store::users::Inserted;
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
@@ -152,6 +165,13 @@ async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
     let password = Password::parse_new(password, Some(&email))
         .map_err(|e| anyhow::anyhow!("password {}", e.message))?;
     let db = crate::store::Db::connect_lazy(&config)?;
+    // The sessions a promotion ends may be cached by running instances:
+    // with Redis configured, they hear of it through its invalidation bus.
+    let instance = format!("create-admin-{}", uuid::Uuid::new_v4().simple());
+    let redis = crate::redis_tier::RedisTier::from_config(&config, &instance)?;
+    if let Some(tier) = &redis {
+        db.attach_shared(std::sync::Arc::clone(tier));
+    }
     db.migrate().await?;
     let keys = config.keys()?;
     let accounts = crate::accounts::Accounts::new(db.clone(), &config, keys.secret)?;
@@ -161,18 +181,113 @@ async fn create_admin(config: Config, email: &str) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = crate::time_fmt::now_ms();
-    db.upsert_admin(&crate::store::users::UserRow {
+    let ctx = cli_context();
+    let user = crate::store::users::UserRow {
         id: uuid::Uuid::now_v7().simple().to_string(),
         email: email.as_str().to_owned(),
         display_name: None,
         password_hash: hash,
         role: "admin".into(),
         created_at: now,
-    })
-    .await?;
-    eprintln!("{} is an admin", email.as_str());
+    };
+    let created = crate::audit::row(
+        AuditEvent::AdminCreated,
+        Some(&user.id),
+        Some(&user.email),
+        &ctx,
+        None,
+    );
+    let code = match db.create_admin(&user, &created).await? {
+        Inserted::Created => {
+            eprintln!("{} is an admin (new account)", email.as_str());
+            ExitCode::SUCCESS
+        }
+        Inserted::EmailTaken => {
+            let existing = db
+                .user_by_email(email.as_str())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{} vanished while it was read", email.as_str()))?;
+            if promote {
+                promote_existing(&db, &config, &existing, &user.password_hash, &ctx).await?
+            } else {
+                let registered = crate::time_fmt::rfc3339_from_ms(existing.created_at);
+                eprintln!(
+                    "huntaze: an account with {} already exists (registered {registered}, role {}); \
+                     nothing was changed.\n\
+                     If you are sure it is yours, run again with --promote: it becomes an admin, \
+                     its password is replaced by the one given, and all its sessions end.",
+                    email.as_str(),
+                    existing.role,
+                );
+                ExitCode::FAILURE
+            }
+        }
+    };
     db.close().await;
+    Ok(code)
+}
+
+/// `create-admin --promote` on an account that exists: reports what is
+/// taken over and what, if anything, may lag behind.
+async fn promote_existing(
+    db: &crate::store::Db,
+    config: &Config,
+    existing: &crate::store::users::UserRow,
+    password_hash: &str,
+    ctx: &crate::middleware::request_id::RequestContext,
+) -> anyhow::Result<ExitCode> {
+    let registered = crate::time_fmt::rfc3339_from_ms(existing.created_at);
+    let event = crate::audit::row(
+        crate::audit::AuditEvent::AdminPromoted,
+        Some(&existing.id),
+        Some(&existing.email),
+        ctx,
+        Some(serde_json::json!({
+            "registeredAt": registered,
+            "previousRole": existing.role,
+        })),
+    );
+    let now = crate::time_fmt::now_ms();
+    let Some(ended) = db
+        .promote_to_admin(&existing.id, password_hash, now, &event)
+        .await?
+    else {
+        anyhow::bail!("{} vanished while it was promoted", existing.email);
+    };
+    eprintln!(
+        "{} (registered {registered}, was {}) is an admin; its password is the one given; \
+         {ended} session(s) ended",
+        existing.email, existing.role,
+    );
+    let cache_secs = config.query_cache_ttl_ms.div_ceil(1000);
+    if ended > 0 && config.query_cache_ttl_ms > 0 {
+        match db.shared() {
+            Some(tier) if tier.status().pending_invalidations > 0 => eprintln!(
+                "warning: Redis could not be reached: running instances may still accept \
+                 those sessions (with their old role) for up to {cache_secs} s \
+                 (HUNTAZE_QUERY_CACHE_TTL_MS), until their cached copies expire"
+            ),
+            Some(_) => {}
+            None => eprintln!(
+                "note: without HUNTAZE_REDIS_URL running instances cannot be told: they may \
+                 still accept those sessions (with their old role) for up to {cache_secs} s \
+                 (HUNTAZE_QUERY_CACHE_TTL_MS), until their cached copies expire"
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who the audit log names for changes made from the command line.
+fn cli_context() -> crate::middleware::request_id::RequestContext {
+    crate::middleware::request_id::RequestContext {
+        request_id: format!("cli-{}", uuid::Uuid::now_v7().simple()),
+        user_id: None,
+        path: "cli:create-admin".into(),
+        method: "-".into(),
+        user_agent: "huntaze".into(),
+        ip: "-".into(),
+    }
 }
 
 async fn tiktok_sandbox(

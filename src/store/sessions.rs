@@ -169,7 +169,7 @@ impl Db {
 
     /// Drops cached copies of these sessions here, in Redis, and (through
     /// pub/sub) on every other instance.
-    async fn forget_sessions(&self, token_hashes: Vec<String>) {
+    pub(super) async fn forget_sessions(&self, token_hashes: Vec<String>) {
         if !token_hashes.is_empty() {
             self.invalidate(crate::redis_tier::Invalidation::Sessions { keys: token_hashes })
                 .await;

@@ -105,21 +105,72 @@ impl Db {
         Ok(Inserted::Created)
     }
 
-    /// Creates or promotes an admin (the `create-admin` command).
-    pub async fn upsert_admin(&self, user: &UserRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    /// Inserts a new admin and its audit event together (`create-admin`).
+    /// An existing email is left untouched: promoting it is a separate,
+    /// explicit step ([`promote_to_admin`](Self::promote_to_admin)).
+    pub async fn create_admin(
+        &self,
+        user: &UserRow,
+        audit: &super::audit::AuditRow,
+    ) -> Result<Inserted, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = sqlx::query(
             "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'admin', $5, $5) \
-             ON CONFLICT (email) DO UPDATE SET role = 'admin', password_hash = excluded.password_hash, \
-             updated_at = excluded.updated_at",
+             VALUES ($1, $2, $3, $4, 'admin', $5, $5)",
         )
         .bind(&user.id)
         .bind(&user.email)
         .bind(&user.display_name)
         .bind(&user.password_hash)
         .bind(user.created_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(Inserted::EmailTaken);
+            }
+            Err(e) => return Err(e),
+        }
+        super::audit::insert(&mut *tx, audit).await?;
+        tx.commit().await?;
+        self.figures_changed().await;
+        Ok(Inserted::Created)
+    }
+
+    /// Takes over an existing account as an admin: role, new password and
+    /// the end of every session it had, in one transaction, so no session
+    /// of the previous holder ever sees the admin role. The ended sessions
+    /// are then dropped from every instance's cache. Returns how many
+    /// sessions ended, or `None` when the user does not exist.
+    pub async fn promote_to_admin(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: i64,
+        audit: &super::audit::AuditRow,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET role = 'admin', password_hash = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let ended: Vec<String> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING token_hash")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        super::audit::insert(&mut *tx, audit).await?;
+        tx.commit().await?;
+        let n = ended.len() as u64;
+        self.forget_sessions(ended).await;
+        Ok(Some(n))
     }
 }

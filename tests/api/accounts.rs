@@ -495,61 +495,6 @@ async fn a_form_body_to_the_json_api_is_415() {
     assert_eq!(res.status(), 415);
 }
 
-#[test]
-fn create_admin_promotes_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |password: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_huntaze"))
-            .args([
-                "create-admin",
-                "--email",
-                "Boss@Example.com",
-                "--password-stdin",
-            ])
-            .env("HUNTAZE_DATA_DIR", dir.path())
-            .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let out = run("short");
-    assert!(!out.status.success(), "weak passwords are refused");
-    let out = run(PASSWORD);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("boss@example.com is an admin"));
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let app = TestApp::builder()
-            .config({
-                let d = dir.path().to_path_buf();
-                move |c| c.data_dir = d
-            })
-            .spawn()
-            .await;
-        let (status, body) = app
-            .login_with(&app.client, "boss@example.com", PASSWORD)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["user"]["role"], "admin");
-        assert_eq!(app.get("/api/admin/audit").await.status(), 200);
-    });
-}
-
 /// Wrong-password logins on one account, all at once: how many passwords
 /// were really checked (each check that fails is audited).
 async fn concurrent_wrong_logins(app: &TestApp, email: &str, n: usize) -> i64 {

@@ -183,6 +183,60 @@ async fn a_session_works_on_every_instance_and_its_end_is_seen_everywhere() {
     );
 }
 
+/// `create-admin --promote` runs in a process of its own: the sessions it
+/// ends must stop working on every instance at once, not when each
+/// instance's cached copy expires (two minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_from_the_command_line_ends_sessions_cached_on_every_instance() {
+    if !services("shared_tier::promote").await {
+        return;
+    }
+    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    let (cookie, _) = register(&a, "ops@example.com").await;
+    // B caches the session (and A the user behind it).
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    assert_eq!(session_status(&a, &cookie).await, 200);
+
+    let redis = crate::support::redis::url();
+    let prefix = a.state.config.redis_prefix.clone();
+    let out = crate::support::cli::create_admin(
+        &a,
+        &[
+            ("HUNTAZE_REDIS_URL", redis.as_str()),
+            ("HUNTAZE_REDIS_PREFIX", prefix.as_str()),
+        ],
+        "ops@example.com",
+        "the operator's new password",
+        true,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for app in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                session_status(app, &cookie).await == 401
+            })
+            .await,
+            "{} still honours a session the promotion ended",
+            app.base
+        );
+        let audit = app
+            .raw
+            .get(app.url("/api/admin/audit"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("audit request");
+        assert_eq!(audit.status(), 401);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_limits_and_lockouts_hold_across_instances() {
     if !services("shared_tier::limits").await {
