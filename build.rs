@@ -13,6 +13,9 @@ mod compress;
 fn main() {
     println!("cargo:rerun-if-changed=assets");
     println!("cargo:rerun-if-changed=src/compress.rs");
+    // `sqlx::migrate!` embeds these, and a new file alone would not rebuild
+    // the crate that embeds them.
+    println!("cargo:rerun-if-changed=migrations");
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("assets");
     let mut files = Vec::new();

@@ -91,6 +91,9 @@ pub struct Config {
     pub login_per_ip_per_minute: u32,
     pub login_per_account_per_minute: u32,
     pub register_per_ip_per_minute: u32,
+    /// TikTok connect flows one user may start per minute (each stores an
+    /// OAuth state and sends the browser to TikTok).
+    pub tiktok_connect_per_user_per_minute: u32,
     /// Failed logins within `login_failure_window_ms` that lock an account.
     pub login_max_failures: u32,
     pub login_failure_window_ms: u64,
@@ -216,6 +219,7 @@ impl Default for Config {
             login_per_ip_per_minute: 30,
             login_per_account_per_minute: 10,
             register_per_ip_per_minute: 10,
+            tiktok_connect_per_user_per_minute: 10,
             login_max_failures: 5,
             login_failure_window_ms: 15 * 60_000,
             login_lockout_ms: 5 * 60_000,

@@ -1,5 +1,6 @@
-//! Rate limits on sign-in and registration: per IP and per
-//! account, plus a brief lockout after repeated failed logins.
+//! Rate limits on sign-in, registration and starting the TikTok connect
+//! flow: per IP and per account, plus a brief lockout after repeated failed
+//! logins.
 //!
 //! With Redis configured (and up) every counter lives there, shared by all
 //! instances: attempt limits as GCRA cells updated by a script, failures as
@@ -26,19 +27,21 @@ pub struct AuthRateLimits {
     login_per_ip: DefaultKeyedRateLimiter<String>,
     login_per_account: DefaultKeyedRateLimiter<String>,
     register_per_ip: DefaultKeyedRateLimiter<String>,
+    connect_per_user: DefaultKeyedRateLimiter<String>,
     failures: Cache<String, u32>,
     locks: Cache<String, Instant>,
     max_failures: u32,
     window: Duration,
     lockout: Duration,
-    quotas: [u32; 3],
+    quotas: [u32; 4],
     shared: Option<Arc<RedisTier>>,
 }
 
 const LOGIN_IP: usize = 0;
 const LOGIN_ACCOUNT: usize = 1;
 const REGISTER_IP: usize = 2;
-const CELL_NAMES: [&str; 3] = ["login-ip", "login-account", "register-ip"];
+const CONNECT_USER: usize = 3;
+const CELL_NAMES: [&str; 4] = ["login-ip", "login-account", "register-ip", "connect-user"];
 
 /// The Redis key part for an account: a SHA-256 prefix of its email key.
 fn account_key(account: &str) -> String {
@@ -122,6 +125,9 @@ impl AuthRateLimits {
             login_per_ip: RateLimiter::keyed(per_minute(config.login_per_ip_per_minute)),
             login_per_account: RateLimiter::keyed(per_minute(config.login_per_account_per_minute)),
             register_per_ip: RateLimiter::keyed(per_minute(config.register_per_ip_per_minute)),
+            connect_per_user: RateLimiter::keyed(per_minute(
+                config.tiktok_connect_per_user_per_minute,
+            )),
             failures: Cache::builder()
                 .time_to_live(window)
                 .max_capacity(1_000_000)
@@ -137,6 +143,7 @@ impl AuthRateLimits {
                 config.login_per_ip_per_minute,
                 config.login_per_account_per_minute,
                 config.register_per_ip_per_minute,
+                config.tiktok_connect_per_user_per_minute,
             ],
             shared,
         }
@@ -167,7 +174,8 @@ impl AuthRateLimits {
         let limiter = match which {
             LOGIN_IP => &self.login_per_ip,
             LOGIN_ACCOUNT => &self.login_per_account,
-            _ => &self.register_per_ip,
+            REGISTER_IP => &self.register_per_ip,
+            _ => &self.connect_per_user,
         };
         Self::check(limiter, key)
     }
@@ -179,6 +187,11 @@ impl AuthRateLimits {
 
     pub async fn register_attempt(&self, ip: &str) -> Result<(), Limited> {
         self.attempt(REGISTER_IP, &ip_key(ip)).await
+    }
+
+    /// One start of the TikTok connect flow by `user_id`.
+    pub async fn connect_attempt(&self, user_id: &str) -> Result<(), Limited> {
+        self.attempt(CONNECT_USER, user_id).await
     }
 
     /// Reserves one password check for `account` before it runs: refused
@@ -288,6 +301,7 @@ impl AuthRateLimits {
         self.login_per_ip.retain_recent();
         self.login_per_account.retain_recent();
         self.register_per_ip.retain_recent();
+        self.connect_per_user.retain_recent();
     }
 }
 

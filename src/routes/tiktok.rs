@@ -48,6 +48,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
     responses(
         (status = 302, description = "to TikTok's authorize URL (state + PKCE), or to the connect page with ?error=CODE"),
         (status = 401, description = "not signed in (API callers; browsers are sent to /login)", body = crate::error::ErrorResponse),
+        (status = 429, description = "RATE_LIMITED: too many connect starts by this user (API callers; browsers are sent to the connect page with ?error=RATE_LIMITED)", body = crate::error::ErrorResponse),
         (status = 503, description = "TikTok unavailable (API callers)", body = crate::error::ErrorResponse),
     ))]
 pub async fn start(
@@ -63,6 +64,18 @@ pub async fn start(
             AppError::Unauthorized.into_response()
         };
     };
+    // Each start stores a state and costs TikTok a page view: bounded per
+    // user, like the other auth limits (shared through Redis when set).
+    if let Err(limited) = state.accounts.limits().connect_attempt(&who.user.id).await {
+        return if html {
+            to_connect_page(ConnectError::RateLimited)
+        } else {
+            AppError::RateLimited {
+                retry_after: limited.retry_after,
+            }
+            .into_response()
+        };
+    }
     match state.tiktok.begin(&who.user.id).await {
         Ok(url) => found(&url),
         Err(e) if html => to_connect_page(e),

@@ -70,7 +70,30 @@ fn connection_from(r: &sqlx::any::AnyRow) -> Result<ConnectionRow, sqlx::Error> 
 }
 
 impl Db {
-    pub async fn insert_oauth_state(&self, s: &OAuthStateRow) -> Result<(), sqlx::Error> {
+    /// Stores a new state and drops the user's older ones beyond the
+    /// `keep` newest (and any expired), in one transaction: every start of
+    /// a flow adds a row, and nothing else would bound how many one user
+    /// holds. The user's row is locked first so concurrent starts count one
+    /// after another, and `created_at` is made strictly increasing per user
+    /// so that "newest" is exact even within one millisecond.
+    pub async fn insert_oauth_state(
+        &self,
+        s: &OAuthStateRow,
+        keep: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        // A write, so PostgreSQL holds the row lock and SQLite the write
+        // lock until commit; the value does not change.
+        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+            .bind(&s.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(created_at) FROM oauth_states WHERE user_id = $1")
+                .bind(&s.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let created_at = newest.map_or(s.created_at, |n| s.created_at.max(n + 1));
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, user_id, provider, code_verifier_enc, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -79,10 +102,20 @@ impl Db {
         .bind(&s.user_id)
         .bind(&s.provider)
         .bind(&s.code_verifier_enc)
-        .bind(s.created_at)
+        .bind(created_at)
         .bind(s.expires_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM oauth_states WHERE user_id = $1 AND (expires_at <= $2 OR state_hash NOT IN \
+             (SELECT state_hash FROM oauth_states WHERE user_id = $1 ORDER BY created_at DESC LIMIT $3))",
+        )
+        .bind(&s.user_id)
+        .bind(s.created_at)
+        .bind(keep.max(1))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

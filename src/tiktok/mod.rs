@@ -31,6 +31,10 @@ use client::{TikTokClient, TikTokError};
 use sandbox::Sandbox;
 
 pub const PLATFORM: &str = "tiktok";
+/// Flows one user may have pending at once: starting another drops the
+/// oldest. Each start stores a row for the state's whole lifetime, and a
+/// person needs no more than a few tabs' worth.
+const PENDING_STATES_PER_USER: i64 = 5;
 /// Where the development server mounts its built-in sandbox.
 pub const SANDBOX_PREFIX: &str = "/tiktok-sandbox";
 
@@ -66,6 +70,7 @@ pub enum ConnectError {
     TikTokUnavailable,
     NotConfigured,
     ServiceUnavailable,
+    RateLimited,
     Internal,
 }
 
@@ -79,6 +84,7 @@ impl ConnectError {
             ConnectError::TikTokUnavailable => "TIKTOK_UNAVAILABLE",
             ConnectError::NotConfigured => "NOT_CONFIGURED",
             ConnectError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ConnectError::RateLimited => "RATE_LIMITED",
             ConnectError::Internal => "INTERNAL_ERROR",
         }
     }
@@ -92,6 +98,7 @@ impl ConnectError {
             ConnectError::TikTokUnavailable,
             ConnectError::NotConfigured,
             ConnectError::ServiceUnavailable,
+            ConnectError::RateLimited,
             ConnectError::Internal,
         ]
         .into_iter()
@@ -120,6 +127,9 @@ impl ConnectError {
             }
             ConnectError::ServiceUnavailable => {
                 "We could not save your connection just now. Please try again shortly."
+            }
+            ConnectError::RateLimited => {
+                "You started connecting TikTok many times in a short while. Please wait a minute, then try again."
             }
             ConnectError::Internal => "Something went wrong on our side. Please try again.",
         }
@@ -342,14 +352,17 @@ impl TikTok {
             .seal(&SecretString::from(verifier))
             .map_err(|_| ConnectError::Internal)?;
         self.db
-            .insert_oauth_state(&OAuthStateRow {
-                state_hash: sha256_hex(&state),
-                user_id: user_id.to_owned(),
-                provider: PLATFORM.into(),
-                code_verifier_enc: sealed,
-                created_at: now,
-                expires_at: now + self.state_ttl_ms,
-            })
+            .insert_oauth_state(
+                &OAuthStateRow {
+                    state_hash: sha256_hex(&state),
+                    user_id: user_id.to_owned(),
+                    provider: PLATFORM.into(),
+                    code_verifier_enc: sealed,
+                    created_at: now,
+                    expires_at: now + self.state_ttl_ms,
+                },
+                PENDING_STATES_PER_USER,
+            )
             .await?;
         let mut url = url::Url::parse(&self.auth_url).map_err(|_| ConnectError::NotConfigured)?;
         url.query_pairs_mut()
@@ -760,6 +773,7 @@ mod tests {
             ConnectError::AccessDenied,
             ConnectError::InvalidState,
             ConnectError::TikTokUnavailable,
+            ConnectError::RateLimited,
         ] {
             assert_eq!(ConnectError::from_code(e.code()), Some(e));
         }

@@ -23,3 +23,4 @@ mod scale_out;
 mod shared_tier;
 mod startup;
 mod tiktok;
+mod tiktok_limits;

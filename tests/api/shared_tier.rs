@@ -293,6 +293,33 @@ async fn login_limits_and_lockouts_hold_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_starts_are_limited_per_user_across_instances() {
+    if !services("shared_tier::connect_limit").await {
+        return;
+    }
+    // Both instances run the built-in sandbox: starting needs no TikTok.
+    let (a, b) = pair(crate::support::redis::url(), |c| {
+        c.tiktok_connect_per_user_per_minute = 4;
+    })
+    .await;
+    let (cookie, _) = register(&a, "eager@example.com").await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let res = app
+            .raw
+            .get(app.url("/api/auth/tiktok"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("connect start");
+        statuses.push(res.status().as_u16());
+    }
+    // Four starts per minute in all, not four per instance.
+    assert_eq!(statuses, [302, 302, 302, 302, 429, 429], "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_on_one_instance_updates_the_landing_figures_on_all() {
     if !services("shared_tier::landing").await {
         return;

@@ -31,7 +31,7 @@ fn form_fields(html: &str) -> Vec<(String, String)> {
     out
 }
 
-fn location(res: &reqwest::Response) -> String {
+pub(crate) fn location(res: &reqwest::Response) -> String {
     res.headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_owned())
@@ -39,7 +39,7 @@ fn location(res: &reqwest::Response) -> String {
 }
 
 /// Starts a flow as `client`: returns TikTok's authorize URL.
-async fn start(app: &TestApp, client: &reqwest::Client) -> String {
+pub(crate) async fn start(app: &TestApp, client: &reqwest::Client) -> String {
     let res = client
         .get(app.url("/api/auth/tiktok"))
         .header("accept", "text/html")
@@ -70,7 +70,7 @@ pub(crate) async fn decide(authorize_url: &str, decision: &str) -> String {
 }
 
 /// Follows our callback as `client`: returns where it sends the browser.
-async fn finish(client: &reqwest::Client, callback_url: &str) -> String {
+pub(crate) async fn finish(client: &reqwest::Client, callback_url: &str) -> String {
     let res = client.get(callback_url).send().await.unwrap();
     assert_eq!(res.status(), 302, "the callback always redirects");
     location(&res)
