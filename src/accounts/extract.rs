@@ -20,14 +20,15 @@ async fn authenticate(
     if let Some(cached) = parts.extensions.get::<Authenticated>() {
         return Ok(Some(cached.clone()));
     }
-    let Some(token) = session::token_from(&parts.headers) else {
+    let tokens = session::tokens_from(&parts.headers, state.config.cookies_secure());
+    if tokens.is_empty() {
         return Ok(None);
-    };
+    }
     // Boxed: the lookup's future (cache, Redis, database) is kilobytes, and
     // inline it would make every handler future that extracts a user that
     // large, copied whole when axum boxes it, token or not (measured: the
     // copies were a large share of an anonymous `/api/health`).
-    let who = Box::pin(state.accounts.authenticate(&token)).await?;
+    let who = Box::pin(state.accounts.authenticate_any(&tokens)).await?;
     if let Some(who) = &who {
         tracing::Span::current().record("user_id", who.user.id.as_str());
         parts.extensions.insert(who.clone());

@@ -180,13 +180,13 @@ impl Accounts {
     }
 
     /// Signs in. Unknown email and wrong password take the same time and
-    /// give the same answer. `previous` is the caller's current session
-    /// token, if any: it is deleted (rotation at login, no fixation).
+    /// give the same answer. `previous` are the session tokens the caller
+    /// sent, if any: they are deleted (rotation at login, no fixation).
     pub async fn login(
         &self,
         email: &str,
         password: &str,
-        previous: Option<&str>,
+        previous: &[String],
         ctx: &RequestContext,
     ) -> Result<NewSession, AppError> {
         let email_key = email.trim().to_lowercase();
@@ -253,10 +253,8 @@ impl Accounts {
         self.limits.clear_failures(&email_key).await;
         let (token, row) = self.session_row(&user, ctx);
         let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);
-        let previous = previous.map(session::hash_token);
-        self.db
-            .rotate_session(previous.as_deref(), &row, &event)
-            .await?;
+        let previous: Vec<String> = previous.iter().map(|t| session::hash_token(t)).collect();
+        self.db.rotate_session(&previous, &row, &event).await?;
         Ok(self.signed_in(token, &row, user))
     }
 
@@ -284,6 +282,21 @@ impl Accounts {
             user,
             max_age_secs: (self.absolute_ms + 999) / 1000,
         }
+    }
+
+    /// The caller behind the first of `tokens` that names a live session
+    /// (several cookies may carry the session's name; see
+    /// [`session::tokens_from`]).
+    pub async fn authenticate_any(
+        &self,
+        tokens: &[String],
+    ) -> Result<Option<Authenticated>, AppError> {
+        for token in tokens {
+            if let Some(who) = self.authenticate(token).await? {
+                return Ok(Some(who));
+            }
+        }
+        Ok(None)
     }
 
     /// The caller behind a session token, if the session is live. Expired

@@ -1,9 +1,17 @@
 //! Session tokens, their cookie, and the CSRF token bound to them.
 //!
 //! The token is 256 random bits, sent only in an `HttpOnly`, `SameSite=Lax`
-//! cookie (`Secure` over HTTPS); the database keeps its SHA-256. The CSRF
-//! token is an HMAC of the session's hash under the server secret: stateless
-//! to verify, different per session, useless without the cookie.
+//! cookie; the database keeps its SHA-256. The CSRF token is an HMAC of the
+//! session's hash under the server secret: stateless to verify, different
+//! per session, useless without the cookie (there is no CSRF cookie).
+//!
+//! Over HTTPS the cookie is `__Host-huntaze_session`: browsers accept a
+//! `__Host-` cookie only when it is `Secure`, has `Path=/` and no `Domain`,
+//! and comes from the host itself, so a sibling subdomain cannot plant one
+//! (it can plant `huntaze_session; Domain=.example.com`, which is then
+//! ignored). Over plain HTTP the prefix is unavailable; there, a planted
+//! cookie of the same name arrives next to ours, so every well-formed value
+//! is tried and a valid one wins.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
@@ -13,7 +21,21 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The session cookie's name over plain HTTP.
 pub const COOKIE: &str = "huntaze_session";
+/// The session cookie's name over HTTPS.
+pub const HOST_COOKIE: &str = "__Host-huntaze_session";
+
+/// Session tokens looked up for one request at most: enough for a planted
+/// cookie or two beside the real one, without letting one request with a
+/// long `Cookie` header cost hundreds of session lookups.
+const MAX_CANDIDATES: usize = 4;
+
+/// The session cookie's name for a public URL that is HTTPS (`secure`) or
+/// not.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure { HOST_COOKIE } else { COOKIE }
+}
 
 /// 32 random bytes, base64url (43 characters).
 pub fn new_token() -> String {
@@ -39,36 +61,55 @@ pub fn verify_csrf(secret: &[u8], token_hash: &str, presented: &str) -> bool {
     !presented.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
-/// The session token from the `Cookie` header, if it is well-formed (a
-/// forged or truncated value is treated as absent, never as an error).
-pub fn token_from(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session tokens the `Cookie` header offers under the scheme's cookie
+/// name, in the order sent, without duplicates, at most [`MAX_CANDIDATES`].
+/// A forged or truncated value is skipped (treated as absent, never as an
+/// error). The caller uses the first that names a live session: a browser
+/// sends every cookie whose domain and path match, so one planted by
+/// another subdomain may come first, and it must not shadow ours.
+pub fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
+    let name = cookie_name(secure);
+    let mut tokens: Vec<String> = Vec::new();
+    let offered = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value)
         .filter(|v| {
             v.len() == 43
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        });
+    for value in offered {
+        if tokens.len() == MAX_CANDIDATES {
+            break;
+        }
+        if !tokens.iter().any(|t| t == value) {
+            tokens.push(value.to_owned());
+        }
+    }
+    tokens
 }
 
+/// `Path=/` and no `Domain` in both schemes (a host-only cookie); over
+/// HTTPS also `Secure` and the `__Host-` name, which requires exactly that.
 pub fn set_cookie(token: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
+    let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+        "{name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 pub fn clear_cookie(secure: bool) -> HeaderValue {
+    let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+        "{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -94,19 +135,61 @@ mod tests {
         assert!(!verify_csrf(&[8u8; 32], "abc", &t));
     }
 
+    fn cookies(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
     #[test]
     fn malformed_cookies_are_ignored() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("huntaze_session=short; other=1"),
-        );
-        assert_eq!(token_from(&h), None);
+        assert!(tokens_from(&cookies("huntaze_session=short; other=1"), false).is_empty());
         let good = new_token();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("x=1; huntaze_session={good}")).unwrap(),
+        assert_eq!(
+            tokens_from(&cookies(&format!("x=1; huntaze_session={good}")), false),
+            [good]
         );
-        assert_eq!(token_from(&h), Some(good));
+    }
+
+    #[test]
+    fn every_well_formed_value_is_offered_in_order_once() {
+        let (planted, ours) = (new_token(), new_token());
+        let h = cookies(&format!(
+            "huntaze_session=junk; huntaze_session={planted}; huntaze_session={ours}; huntaze_session={planted}"
+        ));
+        assert_eq!(tokens_from(&h, false), [planted, ours]);
+        let many: Vec<String> = (0..10).map(|_| new_token()).collect();
+        let h = cookies(
+            &many
+                .iter()
+                .map(|t| format!("huntaze_session={t}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        assert_eq!(tokens_from(&h, false), many[..MAX_CANDIDATES]);
+    }
+
+    #[test]
+    fn over_https_only_the_host_prefixed_name_counts() {
+        let (plain, host) = (new_token(), new_token());
+        let h = cookies(&format!(
+            "huntaze_session={plain}; __Host-huntaze_session={host}"
+        ));
+        assert_eq!(tokens_from(&h, true), std::slice::from_ref(&host));
+        assert_eq!(tokens_from(&h, false), [plain]);
+        let set = set_cookie(&host, true, 60);
+        let set = set.to_str().unwrap();
+        assert!(set.starts_with("__Host-huntaze_session="), "{set}");
+        assert!(
+            set.contains("; Secure") && set.contains("; Path=/"),
+            "{set}"
+        );
+        assert!(!set.to_ascii_lowercase().contains("domain"), "{set}");
+        assert!(
+            clear_cookie(true)
+                .to_str()
+                .unwrap()
+                .starts_with("__Host-huntaze_session=;")
+        );
     }
 }

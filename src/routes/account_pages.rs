@@ -87,10 +87,10 @@ pub async fn login_submit(
         return AppError::BadRequest("The form could not be read.".into()).into_response();
     };
     let next = safe_next(form.next.as_deref());
-    let previous = session::token_from(&headers);
+    let previous = session::tokens_from(&headers, state.config.cookies_secure());
     match state
         .accounts
-        .login(&form.email, &form.password, previous.as_deref(), &ctx)
+        .login(&form.email, &form.password, &previous, &ctx)
         .await
     {
         Ok(s) => redirect_with_session(&state, &next, &s),

@@ -94,10 +94,10 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AppError> {
-    let previous = session::token_from(&headers);
+    let previous = session::tokens_from(&headers, state.config.cookies_secure());
     let s = state
         .accounts
-        .login(&body.email, &body.password, previous.as_deref(), &ctx)
+        .login(&body.email, &body.password, &previous, &ctx)
         .await?;
     Ok(signed_in_response(&state, StatusCode::OK, &s))
 }

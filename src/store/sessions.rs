@@ -204,27 +204,26 @@ impl Db {
         Ok(n)
     }
 
-    /// Replaces `previous` (if any) with `new` and records `audit`, in one
-    /// transaction: sign-in rotation lands whole or not at all.
+    /// Replaces the `previous` sessions (token hashes, often none) with
+    /// `new` and records `audit`, in one transaction: sign-in rotation lands
+    /// whole or not at all.
     pub async fn rotate_session(
         &self,
-        previous: Option<&str>,
+        previous: &[String],
         new: &SessionRow,
         audit: &super::audit::AuditRow,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        if let Some(previous) = previous {
+        for hash in previous {
             sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                .bind(previous)
+                .bind(hash)
                 .execute(&mut *tx)
                 .await?;
         }
         insert_session(&mut *tx, new).await?;
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
-        if let Some(previous) = previous {
-            self.forget_session(previous).await;
-        }
+        self.forget_sessions(previous.to_vec()).await;
         Ok(())
     }
 

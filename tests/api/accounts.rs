@@ -99,7 +99,9 @@ async fn secure_cookies_follow_an_https_public_url(backend) {
         .send()
         .await
         .unwrap();
-    assert!(session_cookie(&res).unwrap().contains("Secure"));
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-huntaze_session="), "{cookie}");
+    assert!(cookie.contains("; Secure"), "{cookie}");
 }
 
 async fn invalid_fields_are_each_named_and_nothing_is_written(backend) {

@@ -20,6 +20,7 @@ mod monitoring_outage;
 mod openapi;
 mod resilience;
 mod scale_out;
+mod session_cookie;
 mod shared_tier;
 mod startup;
 mod tiktok;
