@@ -209,6 +209,7 @@ async fn tiktok_sandbox(
 /// Everything wrong, read and validated together; exit 1 on any fatal one.
 fn check_config(config: &Config, mut problems: Vec<ConfigProblem>) -> ExitCode {
     problems.extend(config.problems());
+    problems.extend(config.advisories());
     let env = if config.is_production() {
         "production"
     } else {

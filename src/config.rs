@@ -701,6 +701,23 @@ impl Config {
         out
     }
 
+    /// Advice for `check-config`: settings this environment does not
+    /// require but whose absence closes something an operator may expect
+    /// open. Never fatal, and not [`Config::problems`], which also set the
+    /// `config` health component: a deliberate choice must not leave an
+    /// instance degraded for good.
+    pub fn advisories(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.is_production() && self.monitoring_token.is_none() {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_MONITORING_TOKEN".into(),
+                message: "is not set: /metrics answers 404 in production until it is".into(),
+                fatal: false,
+            });
+        }
+        out
+    }
+
     /// The key material: from the configuration, or in development generated
     /// once and kept in `<data dir>/dev-secrets.json` so sessions and
     /// encrypted tokens survive restarts.

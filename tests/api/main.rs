@@ -14,6 +14,7 @@ mod health;
 mod landing;
 mod lifecycle;
 mod logs;
+mod metrics_access;
 mod monitoring;
 mod monitoring_outage;
 mod openapi;
