@@ -34,6 +34,12 @@ pub const PLATFORM: &str = "tiktok";
 /// Where the development server mounts its built-in sandbox.
 pub const SANDBOX_PREFIX: &str = "/tiktok-sandbox";
 
+/// Whether `path` is the built-in sandbox's.
+pub fn is_sandbox_path(path: &str) -> bool {
+    path.strip_prefix(SANDBOX_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// How the connect flow runs in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -221,6 +227,7 @@ impl TikTok {
         ));
         let timeout = Duration::from_millis(config.tiktok_timeout_ms);
         let redirect_uri = config.tiktok_redirect_uri();
+        let sandbox_api = format!("{}{SANDBOX_PREFIX}", local_base.trim_end_matches('/'));
         let (mode, client, auth_url, sandbox) =
             match (&config.tiktok_client_key, &config.tiktok_client_secret) {
                 (Some(key), Some(secret)) => (
@@ -250,10 +257,11 @@ impl TikTok {
                         } else {
                             sandbox::ChallengeEncoding::Base64Url
                         },
+                        redirect_uris: vec![redirect_uri.clone()],
                         ..Default::default()
                     };
                     let client = TikTokClient::new(
-                        &format!("{}{SANDBOX_PREFIX}", local_base.trim_end_matches('/')),
+                        &sandbox_api,
                         settings.client_key.clone(),
                         SecretString::from(settings.client_secret.clone()),
                         redirect_uri,

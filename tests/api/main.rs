@@ -19,6 +19,7 @@ mod monitoring;
 mod monitoring_outage;
 mod openapi;
 mod resilience;
+mod sandbox;
 mod scale_out;
 mod shared_tier;
 mod startup;

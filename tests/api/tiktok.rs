@@ -133,7 +133,7 @@ async fn the_full_flow_connects_refreshes_and_disconnects(backend) {
     assert!(page.contains("Your TikTok account is connected."));
     let avatar = app.get("/platforms/connect/tiktok/avatar").await;
     assert_eq!(avatar.status(), 200);
-    assert_eq!(avatar.headers()["content-type"], "image/svg+xml");
+    assert_eq!(avatar.headers()["content-type"], "image/png");
 
     // refresh: the refresh token rotates and the new one is kept
     let before: String = sqlx::query_scalar("SELECT refresh_token_enc FROM platform_connections").fetch_one(app.state.db.pool()).await.unwrap();
