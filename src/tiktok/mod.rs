@@ -5,6 +5,7 @@
 //! `client` talks to TikTok; `sandbox` stands in for TikTok in development
 //! and tests. This module holds the flow's rules and no HTTP types of ours.
 
+pub mod avatar;
 pub mod client;
 pub mod sandbox;
 
@@ -189,7 +190,7 @@ pub struct TikTok {
     db: Db,
     state_ttl_ms: i64,
     refresh_ahead_ms: i64,
-    avatars: reqwest::Client,
+    avatars: avatar::AvatarFetcher,
     /// The built-in sandbox, in development without credentials.
     pub sandbox: Option<Sandbox>,
 }
@@ -281,6 +282,20 @@ impl TikTok {
                     )
                 }
             };
+        let avatar_hosts = config.tiktok_avatar_host_suffixes().map_err(|bad| {
+            anyhow::anyhow!("HUNTAZE_TIKTOK_AVATAR_HOSTS: entries {bad:?} are not host names")
+        })?;
+        let api_origin = match mode {
+            Mode::Configured => Some(config.tiktok_api_url.as_str()),
+            Mode::Sandbox => Some(sandbox_api.as_str()),
+            Mode::Unavailable => None,
+        };
+        let avatars = avatar::AvatarFetcher::new(
+            avatar_hosts,
+            api_origin,
+            config.tiktok_avatar_max_bytes,
+            timeout,
+        )?;
         Ok(Self {
             mode,
             client,
@@ -291,10 +306,7 @@ impl TikTok {
             db,
             state_ttl_ms: config.oauth_state_ttl_ms as i64,
             refresh_ahead_ms: config.tiktok_refresh_ahead_ms as i64,
-            avatars: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::limited(2))
-                .build()?,
+            avatars,
             sandbox,
         })
     }
@@ -670,8 +682,8 @@ impl TikTok {
     }
 
     /// The connected account's avatar, fetched server-side so the page's
-    /// CSP can stay free of remote origins. Bounded in size and type.
-    pub async fn avatar(&self, user_id: &str) -> anyhow::Result<Option<(String, bytes::Bytes)>> {
+    /// CSP can stay free of remote origins (see [`avatar`] for the rules).
+    pub async fn avatar(&self, user_id: &str) -> anyhow::Result<Option<avatar::Avatar>> {
         let Some(url) = self
             .db
             .connection(user_id, PLATFORM)
@@ -680,21 +692,7 @@ impl TikTok {
         else {
             return Ok(None);
         };
-        let res = self.avatars.get(&url).send().await?.error_for_status()?;
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        anyhow::ensure!(content_type.starts_with("image/"), "avatar is not an image");
-        anyhow::ensure!(
-            res.content_length().unwrap_or(0) <= 512 * 1024,
-            "avatar too large"
-        );
-        let body = res.bytes().await?;
-        anyhow::ensure!(body.len() <= 512 * 1024, "avatar too large");
-        Ok(Some((content_type, body)))
+        self.avatars.fetch(&url).await.map(Some)
     }
 }
 
