@@ -711,6 +711,11 @@ async fn in_development_without_credentials_the_built_in_sandbox_is_used_and_lab
         "/platforms/connect/tiktok?status=connected"
     );
     assert_eq!(tiktok_status(&app).await["displayName"], "Sandbox Creator");
+    // The sandbox's own address is the API origin: its avatar is fetched
+    // although it sits on loopback.
+    let avatar = app.get("/platforms/connect/tiktok/avatar").await;
+    assert_eq!(avatar.status(), 200);
+    assert_eq!(avatar.headers()["content-type"], "image/png");
 }
 
 #[tokio::test]
