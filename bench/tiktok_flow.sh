@@ -164,10 +164,11 @@ log "starting the TikTok sandbox on $SANDBOX"
 (
     cd "$DATA"
     exec env HUNTAZE_CONFIG="$DATA/none.toml" RUST_LOG=warn \
-        "$BIN" tiktok-sandbox --listen "127.0.0.1:$SBPORT"
+        "$BIN" tiktok-sandbox --listen "127.0.0.1:$SBPORT" \
+            --redirect-uri "$BASE/api/auth/tiktok/callback"
 ) >"$WORK/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
-wait_ready "$SANDBOX_PID" "$SANDBOX/sandbox/avatar.svg" "$WORK/sandbox.log" "the sandbox"
+wait_ready "$SANDBOX_PID" "$SANDBOX/sandbox/avatar.png" "$WORK/sandbox.log" "the sandbox"
 
 log "starting the server on $BASE (TikTok: the sandbox)"
 (

@@ -80,6 +80,9 @@ impl AppBuilder {
             "invalid configuration: {}",
             fatal.join("; ")
         );
+        for advice in config.advisories() {
+            tracing::warn!(setting = %advice.setting, advice = %advice.message, "configuration advice");
+        }
         let keys = config.keys()?;
         let listener = match self.listener {
             Some(l) => l,

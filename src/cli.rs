@@ -63,6 +63,17 @@ enum Command {
         /// Expect hex PKCE challenges instead of base64url.
         #[arg(long)]
         hex_challenge: bool,
+        /// A redirect URI registered for the client (repeat for more); the
+        /// consent page sends the browser back to these only.
+        #[arg(
+            long = "redirect-uri",
+            default_value = "http://127.0.0.1:3000/api/auth/tiktok/callback"
+        )]
+        redirect_uris: Vec<String>,
+        /// Serve `/sandbox/faults`, which lets anyone who can reach the
+        /// sandbox make its next calls fail (for test harnesses).
+        #[arg(long)]
+        fault_controls: bool,
     },
 }
 
@@ -122,7 +133,24 @@ pub fn run() -> ExitCode {
                 client_secret,
                 no_pkce,
                 hex_challenge,
-            } => tiktok_sandbox(&listen, client_key, client_secret, !no_pkce, hex_challenge).await,
+                redirect_uris,
+                fault_controls,
+            } => {
+                let settings = crate::tiktok::sandbox::SandboxSettings {
+                    client_key,
+                    client_secret,
+                    require_pkce: !no_pkce,
+                    challenge_encoding: if hex_challenge {
+                        crate::tiktok::sandbox::ChallengeEncoding::Hex
+                    } else {
+                        crate::tiktok::sandbox::ChallengeEncoding::Base64Url
+                    },
+                    redirect_uris,
+                    fault_controls,
+                    ..Default::default()
+                };
+                tiktok_sandbox(&listen, settings).await
+            }
         }
     });
     match result {
@@ -292,23 +320,9 @@ fn cli_context() -> crate::middleware::request_id::RequestContext {
 
 async fn tiktok_sandbox(
     listen: &str,
-    client_key: String,
-    client_secret: String,
-    require_pkce: bool,
-    hex: bool,
+    settings: crate::tiktok::sandbox::SandboxSettings,
 ) -> anyhow::Result<ExitCode> {
-    use crate::tiktok::sandbox::{ChallengeEncoding, Sandbox, SandboxSettings};
-    let sandbox = Sandbox::new(SandboxSettings {
-        client_key,
-        client_secret,
-        require_pkce,
-        challenge_encoding: if hex {
-            ChallengeEncoding::Hex
-        } else {
-            ChallengeEncoding::Base64Url
-        },
-        ..Default::default()
-    });
+    let sandbox = crate::tiktok::sandbox::Sandbox::new(settings);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!(
         "TikTok sandbox on http://{} (authorize: /v2/auth/authorize/, API: /v2/...)",
@@ -324,6 +338,7 @@ async fn tiktok_sandbox(
 /// Everything wrong, read and validated together; exit 1 on any fatal one.
 fn check_config(config: &Config, mut problems: Vec<ConfigProblem>) -> ExitCode {
     problems.extend(config.problems());
+    problems.extend(config.advisories());
     let env = if config.is_production() {
         "production"
     } else {

@@ -24,6 +24,11 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// TikTok's image CDNs, which serve `avatar_url` (`p16-sign-va.tiktokcdn.com`
+/// and its regional and ByteDance siblings).
+pub const DEFAULT_AVATAR_HOSTS: &str =
+    "tiktokcdn.com,tiktokcdn-us.com,tiktokcdn-eu.com,ibyteimg.com,byteimg.com,muscdn.com";
+
 /// Which rules apply: production makes missing secrets fatal and never runs
 /// the TikTok sandbox.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -133,6 +138,13 @@ pub struct Config {
     pub tiktok_circuit_slow_rate: u8,
     pub tiktok_circuit_open_ms: u64,
     pub tiktok_circuit_half_open_calls: usize,
+    /// Hosts the connected account's avatar may be fetched from
+    /// (comma-separated; each matches itself and its subdomains). TikTok's
+    /// image CDNs by default. The TikTok API's own origin (the configured
+    /// API URL, or the built-in sandbox) is allowed besides.
+    pub tiktok_avatar_hosts: String,
+    /// Largest avatar fetched, in bytes: the download stops past it.
+    pub tiktok_avatar_max_bytes: usize,
     /// How often the background refresher looks for tokens to refresh, and
     /// how long before expiry it refreshes them.
     pub tiktok_refresh_interval_ms: u64,
@@ -244,6 +256,8 @@ impl Default for Config {
             tiktok_circuit_slow_rate: 80,
             tiktok_circuit_open_ms: 30_000,
             tiktok_circuit_half_open_calls: 3,
+            tiktok_avatar_hosts: DEFAULT_AVATAR_HOSTS.into(),
+            tiktok_avatar_max_bytes: 1024 * 1024,
             tiktok_refresh_interval_ms: 60_000,
             tiktok_refresh_ahead_ms: 600_000,
             oauth_state_ttl_ms: 600_000,
@@ -497,6 +511,45 @@ impl Config {
         })
     }
 
+    /// `HUNTAZE_TIKTOK_AVATAR_HOSTS` as lowercase host names (a leading
+    /// `*.` or `.` is accepted and dropped); the error names every bad
+    /// entry's position, counted from 1. An IP address is not a host name:
+    /// suffix matching means nothing for it.
+    pub fn tiktok_avatar_host_suffixes(&self) -> Result<Vec<String>, Vec<usize>> {
+        let mut hosts = Vec::new();
+        let mut bad = Vec::new();
+        for (i, entry) in self
+            .tiktok_avatar_hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            let host = entry
+                .trim_start_matches("*.")
+                .trim_start_matches('.')
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            let is_name = !host.is_empty()
+                && host.parse::<std::net::IpAddr>().is_err()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_name {
+                hosts.push(host);
+            } else {
+                bad.push(i + 1);
+            }
+        }
+        if bad.is_empty() { Ok(hosts) } else { Err(bad) }
+    }
+
     /// Whether cookies must carry `Secure`: follows the public URL's scheme so
     /// plain-http loopback runs keep their sessions.
     pub fn cookies_secure(&self) -> bool {
@@ -661,6 +714,22 @@ impl Config {
                 true,
             );
         }
+        if let Err(bad) = self.tiktok_avatar_host_suffixes() {
+            for i in bad {
+                push(
+                    "HUNTAZE_TIKTOK_AVATAR_HOSTS",
+                    &format!("entry {i} is not a host name"),
+                    true,
+                );
+            }
+        }
+        if self.tiktok_avatar_max_bytes == 0 {
+            push(
+                "HUNTAZE_TIKTOK_AVATAR_MAX_BYTES",
+                "must be greater than zero",
+                true,
+            );
+        }
         if self.max_in_flight == 0 {
             push("HUNTAZE_MAX_IN_FLIGHT", "must be greater than zero", true);
         }
@@ -700,6 +769,23 @@ impl Config {
                 setting: "HUNTAZE_REDIS_URL".into(),
                 message: "must be a redis:// or rediss:// URL".into(),
                 fatal: true,
+            });
+        }
+        out
+    }
+
+    /// Advice for `check-config`: settings this environment does not
+    /// require but whose absence closes something an operator may expect
+    /// open. Never fatal, and not [`Config::problems`], which also set the
+    /// `config` health component: a deliberate choice must not leave an
+    /// instance degraded for good.
+    pub fn advisories(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.is_production() && self.monitoring_token.is_none() {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_MONITORING_TOKEN".into(),
+                message: "is not set: /metrics answers 404 in production until it is".into(),
+                fatal: false,
             });
         }
         out
@@ -906,6 +992,37 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn avatar_hosts_are_host_names_and_bad_entries_are_named_by_position() {
+        let config = Config {
+            tiktok_avatar_hosts: " *.TikTokCDN.com, .ibyteimg.com,byteimg.com. ,".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.tiktok_avatar_host_suffixes(),
+            Ok(vec![
+                "tiktokcdn.com".to_owned(),
+                "ibyteimg.com".to_owned(),
+                "byteimg.com".to_owned()
+            ])
+        );
+        assert!(Config::default().tiktok_avatar_host_suffixes().is_ok());
+        let config = Config {
+            tiktok_avatar_hosts: "tiktokcdn.com,10.0.0.1,exa mple.com,https://x.com,-a.com".into(),
+            ..Config::default()
+        };
+        assert_eq!(config.tiktok_avatar_host_suffixes(), Err(vec![2, 3, 4, 5]));
+        let problems = config.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.setting == "HUNTAZE_TIKTOK_AVATAR_HOSTS"
+                    && p.message == "entry 2 is not a host name"
+                    && p.fatal),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn a_setting_spelled_twice_in_different_case_is_an_error_either_way() {

@@ -15,6 +15,10 @@
 //! rendered in the error format like any handler error. Error pages are
 //! rendered after compression and so leave uncompressed (a few KB, rare).
 //!
+//! The development TikTok sandbox is served beside the pipeline (the
+//! pipeline hands its paths straight to it): it stands in for TikTok, so
+//! its answers must leave as it wrote them.
+//!
 //! The light routes (`/`, `/assets/{name}`, the health probes) take the
 //! pipeline alone: they are GET-only, read no body and answer bytes
 //! compressed ahead of time or a few hundred bytes, so compression, the
@@ -68,6 +72,11 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
         shed: shed::LoadShedder::new(state.config.max_in_flight),
         deadline: state.config.request_timeout(),
         labels: routes.labels,
+        sandbox: state
+            .tiktok
+            .sandbox
+            .as_ref()
+            .map(|sb| sandbox_router(sb, state)),
     });
     let compress_when = SizeAbove::new(COMPRESS_MIN_BYTES)
         .and(NotForContentType::GRPC)
@@ -80,4 +89,19 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
     let router = routes.light.merge(routes.rest.layer(rest));
     pipeline::PipelineLayer(pipeline).layer(router)
+}
+
+/// The development sandbox under its prefix, with the security headers (its
+/// consent page is a page like ours) and nothing that rewrites its answers.
+fn sandbox_router(sandbox: &crate::tiktok::sandbox::Sandbox, state: &AppState) -> Router<()> {
+    Router::new()
+        .nest_service(crate::tiktok::SANDBOX_PREFIX, sandbox.router())
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            |axum::extract::State(state): axum::extract::State<AppState>,
+             mut res: axum::response::Response| async move {
+                state.security_headers.apply(res.headers_mut());
+                res
+            },
+        ))
 }

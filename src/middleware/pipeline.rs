@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use futures::FutureExt;
 use tower::{Layer, Service};
 
@@ -42,6 +44,12 @@ pub struct Pipeline {
     pub deadline: Duration,
     /// Route templates, for the metrics.
     pub labels: RouteLabels,
+    /// The development TikTok sandbox, served under its prefix around the
+    /// pipeline rather than through it: it plays another service, whose
+    /// answers (JSON errors included) the error boundary must not rewrite,
+    /// and whose requests are not this server's traffic (metrics, load
+    /// shedding, deadline).
+    pub sandbox: Option<Router<()>>,
 }
 
 /// An empty extension map with room for the four entries every routed
@@ -140,6 +148,19 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let conn = Arc::clone(&self.conn);
         let p = &*conn.pipeline;
+        if let Some(sandbox) = &p.sandbox
+            && crate::tiktok::is_sandbox_path(req.uri().path())
+        {
+            // A router is always ready: no `poll_ready` needed on the clone.
+            let call = sandbox.clone().call(req);
+            return PipelineFuture {
+                stage: Stage::Sandbox {
+                    call: AssertUnwindSafe(call).catch_unwind(),
+                },
+                finish: None,
+                span: tracing::Span::none(),
+            };
+        }
         // One wall clock read: the generated id's time and the rollup minute.
         let now = SystemTime::now();
         let id = request_id::assign(&req, now);
@@ -264,6 +285,11 @@ pin_project_lite::pin_project! {
         },
         // Answered without a call (shed, or a panic while calling).
         Answered { res: Option<Response> },
+        // The sandbox's call, answered as it comes (no finishing steps).
+        Sandbox {
+            #[pin]
+            call: futures::future::CatchUnwind<AssertUnwindSafe<RouteFuture<Infallible>>>,
+        },
     }
 }
 
@@ -298,6 +324,14 @@ where
             StageProj::Answered { res } => res
                 .take()
                 .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            StageProj::Sandbox { call } => match call.poll(cx) {
+                Poll::Ready(Ok(Ok(res))) => res,
+                Poll::Ready(Ok(Err(never))) => match never {},
+                // Not the error boundary's panic page: the sandbox answers
+                // plainly, as the service it plays would.
+                Poll::Ready(Err(_panic)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let res = match this.finish.take() {
             Some(mut finish) => finish.respond(res),

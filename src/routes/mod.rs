@@ -129,12 +129,6 @@ pub fn router(state: AppState, extra: Option<RouteTable>) -> Routes {
     .route("/platforms/connect/tiktok/avatar", get(tiktok::avatar))
     .route("/admin/monitoring", get(monitoring::page_view))
     .route("/metrics", get(monitoring::metrics));
-    if let Some(sandbox) = &state.tiktok.sandbox {
-        let prefix = crate::tiktok::SANDBOX_PREFIX;
-        table.router = table.router.nest_service(prefix, sandbox.router());
-        table.labels.add(prefix);
-        table.labels.add(&format!("{prefix}/{{*path}}"));
-    }
     if let Some(extra) = extra {
         table = table.merge(extra);
     }

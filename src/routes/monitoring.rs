@@ -41,8 +41,14 @@ impl FromRequestParts<AppState> for MonitoringCaller {
     }
 }
 
-/// Prometheus text exposition (guarded by the monitoring token when one is set).
+/// Prometheus text exposition, guarded by the monitoring token when one is
+/// set. In production without a token it does not exist (404): an open
+/// scrape endpoint would show anyone the server's routes, traffic and
+/// alerts, and, exempt from load shedding, cost a full render per request.
 pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Response, AppError> {
+    if state.config.is_production() && state.config.monitoring_token.is_none() {
+        return Err(AppError::NotFound);
+    }
     if state.config.monitoring_token.is_some() && !has_monitoring_token(&state, &parts.headers) {
         return Err(AppError::Unauthorized);
     }

@@ -222,11 +222,12 @@ pub async fn disconnect_submit(
 
 pub async fn avatar(State(state): State<AppState>, PageUser(who): PageUser) -> Response {
     match state.tiktok.avatar(&who.user.id).await {
-        Ok(Some((content_type, body))) => {
-            let mut res = Response::new(Body::from(body));
-            if let Ok(v) = HeaderValue::from_str(&content_type) {
-                res.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
+        Ok(Some(avatar)) => {
+            let mut res = Response::new(Body::from(avatar.body));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(avatar.content_type),
+            );
             res.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("private, max-age=3600"),

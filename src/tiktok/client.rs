@@ -3,8 +3,9 @@
 //! - Every call has a timeout and a bounded response size; success is decided
 //!   by the body (TikTok has been seen answering errors with status 200).
 //! - One [`CircuitBreaker`] guards the API: transport failures, timeouts,
-//!   5xx, garbage and `server_error`/`temporarily_unavailable` count as
-//!   failures; an OAuth rejection (`invalid_grant`…) means TikTok is up.
+//!   5xx, 408/429, garbage with a success status and
+//!   `server_error`/`temporarily_unavailable` count as failures; an OAuth
+//!   rejection (`invalid_grant`…) or any other 4xx means TikTok is up.
 //! - Retries only where safe: user info and revoke. The code exchange is
 //!   single-use and the refresh rotates the token, so neither is retried
 //!   blindly.
@@ -133,6 +134,7 @@ impl TikTokClient {
             .breaker
             .acquire()
             .map_err(|_| TikTokError::CircuitOpen)?;
+        let mut answered = None;
         let result = async {
             let res = request.send().await.map_err(|e| {
                 TikTokError::Unavailable(if e.is_timeout() {
@@ -142,6 +144,7 @@ impl TikTokClient {
                 })
             })?;
             let status = res.status();
+            answered = Some(status);
             let body = read_limited(res, self.max_body).await?;
             if status.is_server_error() {
                 return Err(TikTokError::Unavailable(format!("status {status}")));
@@ -152,12 +155,17 @@ impl TikTokClient {
             interpret(status, json)
         }
         .await;
+        // A client error, whatever its body, is TikTok up and refusing this
+        // one request (a bad or replayed code): counted, it would let one
+        // user's bogus callbacks open the circuit for everyone.
+        let refused = answered.is_some_and(is_refusal);
         self.breaker.record(
             permit,
-            result
-                .as_ref()
-                .err()
-                .is_some_and(TikTokError::counts_as_failure),
+            !refused
+                && result
+                    .as_ref()
+                    .err()
+                    .is_some_and(TikTokError::counts_as_failure),
         );
         result
     }
@@ -261,6 +269,16 @@ impl TikTokClient {
                 }
             })
     }
+}
+
+/// A 4xx other than 408 (a timeout) and 429 (TikTok shedding load), which
+/// are TikTok failing to serve, not refusing.
+fn is_refusal(status: reqwest::StatusCode) -> bool {
+    status.is_client_error()
+        && !matches!(
+            status,
+            reqwest::StatusCode::REQUEST_TIMEOUT | reqwest::StatusCode::TOO_MANY_REQUESTS
+        )
 }
 
 async fn read_limited(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, TikTokError> {
@@ -370,6 +388,16 @@ fn parse_user_info(status: reqwest::StatusCode, json: Value) -> Result<UserInfo,
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn client_errors_are_refusals_but_timeouts_and_throttling_are_not() {
+        use reqwest::StatusCode as S;
+        assert!(
+            is_refusal(S::BAD_REQUEST) && is_refusal(S::UNAUTHORIZED) && is_refusal(S::NOT_FOUND)
+        );
+        assert!(!is_refusal(S::REQUEST_TIMEOUT) && !is_refusal(S::TOO_MANY_REQUESTS));
+        assert!(!is_refusal(S::OK) && !is_refusal(S::BAD_GATEWAY));
+    }
 
     #[test]
     fn an_error_body_with_status_200_is_an_error() {

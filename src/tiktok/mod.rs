@@ -5,6 +5,7 @@
 //! `client` talks to TikTok; `sandbox` stands in for TikTok in development
 //! and tests. This module holds the flow's rules and no HTTP types of ours.
 
+pub mod avatar;
 pub mod client;
 pub mod sandbox;
 
@@ -37,6 +38,12 @@ pub const PLATFORM: &str = "tiktok";
 const PENDING_STATES_PER_USER: i64 = 5;
 /// Where the development server mounts its built-in sandbox.
 pub const SANDBOX_PREFIX: &str = "/tiktok-sandbox";
+
+/// Whether `path` is the built-in sandbox's.
+pub fn is_sandbox_path(path: &str) -> bool {
+    path.strip_prefix(SANDBOX_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// How the connect flow runs in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +200,7 @@ pub struct TikTok {
     db: Db,
     state_ttl_ms: i64,
     refresh_ahead_ms: i64,
-    avatars: reqwest::Client,
+    avatars: avatar::AvatarFetcher,
     /// The built-in sandbox, in development without credentials.
     pub sandbox: Option<Sandbox>,
 }
@@ -231,6 +238,7 @@ impl TikTok {
         ));
         let timeout = Duration::from_millis(config.tiktok_timeout_ms);
         let redirect_uri = config.tiktok_redirect_uri();
+        let sandbox_api = format!("{}{SANDBOX_PREFIX}", local_base.trim_end_matches('/'));
         let (mode, client, auth_url, sandbox) =
             match (&config.tiktok_client_key, &config.tiktok_client_secret) {
                 (Some(key), Some(secret)) => (
@@ -260,10 +268,11 @@ impl TikTok {
                         } else {
                             sandbox::ChallengeEncoding::Base64Url
                         },
+                        redirect_uris: vec![redirect_uri.clone()],
                         ..Default::default()
                     };
                     let client = TikTokClient::new(
-                        &format!("{}{SANDBOX_PREFIX}", local_base.trim_end_matches('/')),
+                        &sandbox_api,
                         settings.client_key.clone(),
                         SecretString::from(settings.client_secret.clone()),
                         redirect_uri,
@@ -283,6 +292,20 @@ impl TikTok {
                     )
                 }
             };
+        let avatar_hosts = config.tiktok_avatar_host_suffixes().map_err(|bad| {
+            anyhow::anyhow!("HUNTAZE_TIKTOK_AVATAR_HOSTS: entries {bad:?} are not host names")
+        })?;
+        let api_origin = match mode {
+            Mode::Configured => Some(config.tiktok_api_url.as_str()),
+            Mode::Sandbox => Some(sandbox_api.as_str()),
+            Mode::Unavailable => None,
+        };
+        let avatars = avatar::AvatarFetcher::new(
+            avatar_hosts,
+            api_origin,
+            config.tiktok_avatar_max_bytes,
+            timeout,
+        )?;
         Ok(Self {
             mode,
             client,
@@ -293,10 +316,7 @@ impl TikTok {
             db,
             state_ttl_ms: config.oauth_state_ttl_ms as i64,
             refresh_ahead_ms: config.tiktok_refresh_ahead_ms as i64,
-            avatars: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::limited(2))
-                .build()?,
+            avatars,
             sandbox,
         })
     }
@@ -675,8 +695,8 @@ impl TikTok {
     }
 
     /// The connected account's avatar, fetched server-side so the page's
-    /// CSP can stay free of remote origins. Bounded in size and type.
-    pub async fn avatar(&self, user_id: &str) -> anyhow::Result<Option<(String, bytes::Bytes)>> {
+    /// CSP can stay free of remote origins (see [`avatar`] for the rules).
+    pub async fn avatar(&self, user_id: &str) -> anyhow::Result<Option<avatar::Avatar>> {
         let Some(url) = self
             .db
             .connection(user_id, PLATFORM)
@@ -685,21 +705,7 @@ impl TikTok {
         else {
             return Ok(None);
         };
-        let res = self.avatars.get(&url).send().await?.error_for_status()?;
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        anyhow::ensure!(content_type.starts_with("image/"), "avatar is not an image");
-        anyhow::ensure!(
-            res.content_length().unwrap_or(0) <= 512 * 1024,
-            "avatar too large"
-        );
-        let body = res.bytes().await?;
-        anyhow::ensure!(body.len() <= 512 * 1024, "avatar too large");
-        Ok(Some((content_type, body)))
+        self.avatars.fetch(&url).await.map(Some)
     }
 }
 

@@ -129,7 +129,7 @@ async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
         )
         .await;
     assert_eq!(status, 201);
-    let (_driver, c, _url) = start_browser().await;
+    let (_driver, c, driver_url) = start_browser().await;
     let result = async {
         c.goto(&app.url("/login")).await?;
         c.find(Locator::Id("email"))
@@ -164,14 +164,44 @@ async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
         allow.click().await?;
         let connected = c.wait().for_element(Locator::Id("connected-as")).await?;
         let text = connected.text().await?;
+        // The avatar comes through our own route, so the page's CSP
+        // (`img-src 'self' data:`) lets it render.
+        let mut avatar_width = 0;
+        for _ in 0..100 {
+            avatar_width = c
+                .execute(
+                    "const i = document.querySelector(\"img[src='/platforms/connect/tiktok/avatar']\"); \
+                     return i && i.complete ? i.naturalWidth : 0;",
+                    vec![],
+                )
+                .await?
+                .as_u64()
+                .unwrap_or(0);
+            if avatar_width > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let png = c.screenshot().await?;
         std::fs::write(artifact_dir().join("tiktok-connected.png"), png).unwrap();
         let url = c.current_url().await?;
-        Ok::<_, fantoccini::error::CmdError>((text, url))
+        Ok::<_, fantoccini::error::CmdError>((text, url, avatar_width))
     }
     .await;
+    // The sandbox's consent page, like TikTok's stand-ins go, has no icon:
+    // the browser's guess at /favicon.ico there is not ours.
+    let errors: Vec<String> = console_errors(&driver_url, &c)
+        .await
+        .into_iter()
+        .filter(|e| !e.contains(&format!("{}/favicon.ico", app.sandbox_base)))
+        .collect();
     let _ = c.close().await;
-    let (text, url) = result.expect("the browser flow completes");
+    let (text, url, avatar_width) = result.expect("the browser flow completes");
+    assert_eq!(avatar_width, 64, "the avatar rendered");
+    assert!(
+        errors.is_empty(),
+        "console errors (CSP included): {errors:?}"
+    );
     assert_eq!(text, "Connected as Sandbox Creator");
     assert_eq!(url.path(), "/platforms/connect/tiktok");
     assert_eq!(url.query(), Some("status=connected"));

@@ -334,3 +334,32 @@ async fn migrate_and_create_admin_keep_stdout_for_json_logs_on_postgres() {
     .unwrap();
     drop(db);
 }
+
+#[test]
+fn check_config_warns_that_metrics_are_closed_in_production_without_a_monitoring_token() {
+    let out = Run::production().check_config();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: HUNTAZE_MONITORING_TOKEN: is not set: /metrics answers 404"),
+        "{stderr}"
+    );
+
+    let out = Run::production()
+        .env("HUNTAZE_MONITORING_TOKEN", CANARY)
+        .check_config();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("HUNTAZE_MONITORING_TOKEN"), "{stderr}");
+    assert!(!stderr.contains(CANARY), "{stderr}");
+
+    // Development serves /metrics openly, as before: nothing to warn about.
+    let out = Run::new().check_config();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("HUNTAZE_MONITORING_TOKEN"), "{stderr}");
+}

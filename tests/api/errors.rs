@@ -403,6 +403,18 @@ async fn every_response_carries_the_security_headers() {
             "{path}"
         );
         assert!(!csp.contains("unsafe-inline"), "{path}");
+        // Images come from this origin only: the TikTok avatar is fetched
+        // server-side and served from our own route.
+        let img = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("img-src "))
+            .unwrap_or_default();
+        assert_eq!(img, "img-src 'self' data:", "{path}: {csp}");
+        assert!(
+            !csp.contains("https:") && !csp.contains("http:"),
+            "{path}: no remote origins"
+        );
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert!(h.contains_key("referrer-policy"), "{path}");
         assert!(

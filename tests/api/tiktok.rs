@@ -133,7 +133,7 @@ async fn the_full_flow_connects_refreshes_and_disconnects(backend) {
     assert!(page.contains("Your TikTok account is connected."));
     let avatar = app.get("/platforms/connect/tiktok/avatar").await;
     assert_eq!(avatar.status(), 200);
-    assert_eq!(avatar.headers()["content-type"], "image/svg+xml");
+    assert_eq!(avatar.headers()["content-type"], "image/png");
 
     // refresh: the refresh token rotates and the new one is kept
     let before: String = sqlx::query_scalar("SELECT refresh_token_enc FROM platform_connections").fetch_one(app.state.db.pool()).await.unwrap();
@@ -711,6 +711,11 @@ async fn in_development_without_credentials_the_built_in_sandbox_is_used_and_lab
         "/platforms/connect/tiktok?status=connected"
     );
     assert_eq!(tiktok_status(&app).await["displayName"], "Sandbox Creator");
+    // The sandbox's own address is the API origin: its avatar is fetched
+    // although it sits on loopback.
+    let avatar = app.get("/platforms/connect/tiktok/avatar").await;
+    assert_eq!(avatar.status(), 200);
+    assert_eq!(avatar.headers()["content-type"], "image/png");
 }
 
 #[tokio::test]

@@ -63,7 +63,13 @@ impl Cluster {
         let redis = RedisServer::start(test).await?;
         let pg = PgTestDb::create().await;
 
-        let settings = huntaze::tiktok::sandbox::SandboxSettings::default();
+        let nginx_port = free_port();
+        let public = format!("http://127.0.0.1:{nginx_port}");
+        let settings = huntaze::tiktok::sandbox::SandboxSettings {
+            redirect_uris: vec![format!("{public}/api/auth/tiktok/callback")],
+            fault_controls: true,
+            ..Default::default()
+        };
         let sandbox = huntaze::tiktok::sandbox::Sandbox::new(settings.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -75,8 +81,6 @@ impl Cluster {
             std::future::pending(),
         ));
 
-        let nginx_port = free_port();
-        let public = format!("http://127.0.0.1:{nginx_port}");
         let env = vec![
             ("HUNTAZE_PUBLIC_URL", public),
             ("HUNTAZE_DATABASE_URL", pg.url.clone()),

@@ -173,7 +173,9 @@ impl TestAppBuilder {
         };
         let mut sandbox = None;
         let mut sandbox_base = String::new();
-        if let Some(settings) = self.sandbox {
+        if let Some(mut settings) = self.sandbox {
+            // Started for tests: the fault controls are served.
+            settings.fault_controls = true;
             let sb = huntaze::tiktok::sandbox::Sandbox::new(settings.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -192,6 +194,11 @@ impl TestAppBuilder {
         }
         for tweak in self.tweaks {
             tweak(&mut config);
+        }
+        if let Some(sb) = &sandbox {
+            // Registered as with TikTok: the URI this server sends, after
+            // whatever the test changed.
+            sb.register_redirect_uri(&config.tiktok_redirect_uri());
         }
         let mut builder = AppBuilder::new(config).listener(listener);
         if self.probes {
