@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{OneOfBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -133,32 +133,28 @@ fn declare_for(op: &mut Operation, stack: Stack, changes_state: bool) {
     if stack == Stack::Light {
         return;
     }
+    // The body limit applies to every route of the stack, before any
+    // handler: even a GET that reads no body refuses one over the limit.
+    add_error(op, "413", "PAYLOAD_TOO_LARGE: the body is over the limit");
     if changes_state {
         add_error(
             op,
             "403",
-            "FORBIDDEN: a cross-site request (Origin / Sec-Fetch-Site)",
+            "CSRF_FAILED: a cross-site request (Origin / Sec-Fetch-Site)",
         );
     }
+    // JSON bodies are read by `ApiJson`, whose rejections these are.
     if op.request_body.is_some() {
         add_error(
             op,
             "400",
             "BAD_REQUEST or VALIDATION_ERROR: malformed JSON or invalid fields",
         );
-        add_error(op, "413", "PAYLOAD_TOO_LARGE: the body is over the limit");
         add_error(
             op,
             "415",
             "UNSUPPORTED_MEDIA_TYPE: the body is not application/json",
         );
-    }
-    let reads_query = op.parameters.iter().flatten().any(|p| match p {
-        RefOr::T(p) => p.parameter_in == ParameterIn::Query,
-        RefOr::Ref(_) => false,
-    });
-    if reads_query {
-        add_error(op, "400", "VALIDATION_ERROR: a query parameter is invalid");
     }
 }
 

@@ -237,6 +237,27 @@ async fn redirects_declare_their_location() {
             "{path}: 302 without Location: {found}"
         );
     }
+    // The callback answers every outcome with a redirect; only what the
+    // middleware answers before it runs is anything else.
+    let mut have = statuses(&doc["paths"]["/api/auth/tiktok/callback"]["get"]);
+    have.sort();
+    assert_eq!(have, ["302", "413", "500", "503", "504"]);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_as_declared_even_where_none_is_read() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    assert!(statuses(&doc["paths"]["/api/auth/session"]["get"]).contains(&"413".into()));
+    let limit = app.state.config.body_limit_bytes;
+    let res = app
+        .client
+        .get(app.url("/api/auth/session"))
+        .body(vec![b'x'; limit + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
 }
 
 #[tokio::test]
