@@ -5,6 +5,7 @@ mod support;
 
 mod account_pages;
 mod accounts;
+mod api_fuzz;
 mod bad_input;
 mod browser;
 mod config_strictness;
