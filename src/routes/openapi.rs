@@ -173,18 +173,23 @@ fn retry_after() -> Header {
 }
 
 fn add_error(op: &mut Operation, status: &str, description: &str) {
+    let retries = matches!(status, "429" | "503");
     let responses = &mut op.responses.responses;
     match responses.get_mut(status) {
         None => {
             let mut res = ResponseBuilder::new()
                 .description(description)
                 .content("application/json", error_content());
-            if matches!(status, "429" | "503") {
+            if retries {
                 res = res.header("Retry-After", retry_after());
             }
             responses.insert(status.to_owned(), RefOr::T(res.build()));
         }
         Some(RefOr::T(res)) => {
+            if retries && !res.headers.contains_key("Retry-After") {
+                res.headers
+                    .insert("Retry-After".into(), retry_after().into());
+            }
             let Some(RefOr::T(content)) = res.content.get_mut("application/json") else {
                 return;
             };
@@ -195,6 +200,8 @@ fn add_error(op: &mut Operation, status: &str, description: &str) {
                     // layer answered before the handler ran.
                     let either = OneOfBuilder::new().item(own.clone()).item(error).build();
                     content.schema = Some(RefOr::T(Schema::OneOf(either)));
+                    res.description =
+                        format!("{}; or, as ErrorResponse, {description}", res.description);
                 }
                 _ => {}
             }

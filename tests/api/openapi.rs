@@ -201,6 +201,13 @@ async fn every_route_declares_what_the_middleware_in_front_of_it_can_answer() {
                 "{method} {path} lacks {s}: {have:?}"
             );
         }
+        for s in ["429", "503"] {
+            let res = &op["responses"][s];
+            assert!(
+                res.is_null() || res["headers"]["Retry-After"].is_object(),
+                "{method} {path} {s} without Retry-After"
+            );
+        }
     }
     // Bodies: malformed JSON, too large, not JSON; state-changing requests
     // from another origin.
