@@ -203,6 +203,11 @@ fn add_error(op: &mut Operation, status: &str, description: &str) {
                     res.description =
                         format!("{}; or, as ErrorResponse, {description}", res.description);
                 }
+                // A handler's own 503 (its dependency is down) is not the
+                // only one: the shedder answers before any handler runs.
+                _ if status == "503" && !res.description.contains(description) => {
+                    res.description = format!("{}; or {description}", res.description);
+                }
                 _ => {}
             }
         }

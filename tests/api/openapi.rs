@@ -201,6 +201,13 @@ async fn every_route_declares_what_the_middleware_in_front_of_it_can_answer() {
                 "{method} {path} lacks {s}: {have:?}"
             );
         }
+        let shed = op["responses"]["503"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            shed.contains("SERVICE_UNAVAILABLE: overloaded"),
+            "{method} {path}: 503 does not say it may be shedding: {shed}"
+        );
         for s in ["429", "503"] {
             let res = &op["responses"][s];
             assert!(
