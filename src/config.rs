@@ -863,6 +863,8 @@ const OTHER_VARIABLES: &[&str] = &[
     "HUNTAZE_TEST_REQUIRE_SERVICES",
     "HUNTAZE_TEST_PG_URL",
     "HUNTAZE_TEST_REDIS_URL",
+    // tests/api/api_fuzz.rs: where `.ci/run` installed the OpenAPI tools.
+    "HUNTAZE_TEST_PYTHON_VENV",
     // src/memory.rs: marks the unit test's own measuring subprocess.
     "HUNTAZE_TRIM_PROBE",
 ];

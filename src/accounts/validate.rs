@@ -5,6 +5,11 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::error::FieldError;
 
+/// Longest email accepted (characters, after trimming), RFC 5321's path limit.
+pub const EMAIL_MAX: usize = 254;
+/// Longest local part (before the `@`) accepted.
+pub const EMAIL_LOCAL_MAX: usize = 64;
+
 /// A normalized (trimmed, lowercased) email address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
@@ -16,8 +21,8 @@ impl Email {
         if s.is_empty() {
             return Err(err("is required"));
         }
-        if s.chars().count() > 254 {
-            return Err(err("must be at most 254 characters"));
+        if s.chars().count() > EMAIL_MAX {
+            return Err(err(&format!("must be at most {EMAIL_MAX} characters")));
         }
         if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(err("must not contain spaces or control characters"));
@@ -32,7 +37,11 @@ impl Email {
             && domain
                 .chars()
                 .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-        if local.is_empty() || local.chars().count() > 64 || local.contains('@') || !domain_ok {
+        if local.is_empty()
+            || local.chars().count() > EMAIL_LOCAL_MAX
+            || local.contains('@')
+            || !domain_ok
+        {
             return Err(err("must look like name@example.com"));
         }
         Ok(Self(s))
@@ -56,6 +65,9 @@ impl std::fmt::Debug for Password {
 
 pub const PASSWORD_MIN: usize = 10;
 pub const PASSWORD_MAX: usize = 128;
+/// Longest password presented at login: generous (an old password may
+/// predate today's rules) but bounded, so nobody makes us hash megabytes.
+pub const LOGIN_PASSWORD_MAX: usize = PASSWORD_MAX * 4;
 
 impl Password {
     /// Rules for a new password.
@@ -64,10 +76,10 @@ impl Password {
         let p = Self::normalize(raw);
         let n = p.chars().count();
         if n < PASSWORD_MIN {
-            return Err(err("must be at least 10 characters"));
+            return Err(err(&format!("must be at least {PASSWORD_MIN} characters")));
         }
         if n > PASSWORD_MAX {
-            return Err(err("must be at most 128 characters"));
+            return Err(err(&format!("must be at most {PASSWORD_MAX} characters")));
         }
         if p.chars().any(|c| c.is_control()) {
             return Err(err("must not contain control characters"));
@@ -89,7 +101,7 @@ impl Password {
         if raw.is_empty() {
             return Err(FieldError::new("password", "is required"));
         }
-        if raw.chars().count() > PASSWORD_MAX * 4 {
+        if raw.chars().count() > LOGIN_PASSWORD_MAX {
             return Err(FieldError::new("password", "is too long"));
         }
         Ok(Self(Self::normalize(raw)))
@@ -104,6 +116,9 @@ impl Password {
     }
 }
 
+/// Longest display name (characters, after trimming).
+pub const DISPLAY_NAME_MAX: usize = 50;
+
 /// 1–50 characters, trimmed, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisplayName(String);
@@ -115,8 +130,10 @@ impl DisplayName {
         if s.is_empty() {
             return Err(err("must not be empty"));
         }
-        if s.chars().count() > 50 {
-            return Err(err("must be at most 50 characters"));
+        if s.chars().count() > DISPLAY_NAME_MAX {
+            return Err(err(&format!(
+                "must be at most {DISPLAY_NAME_MAX} characters"
+            )));
         }
         if s.chars().any(|c| c.is_control()) {
             return Err(err("must not contain control characters"));

@@ -84,15 +84,13 @@ pub enum Range {
 }
 
 impl Range {
+    /// Every range, in the order the API lists them.
+    pub const ALL: [Range; 5] = [Range::M15, Range::H1, Range::H6, Range::H24, Range::D7];
+
+    /// Parsed through [`Range::ALL`], so what the API accepts and what
+    /// the OpenAPI document lists are one list.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "15m" => Range::M15,
-            "1h" => Range::H1,
-            "6h" => Range::H6,
-            "24h" => Range::H24,
-            "7d" => Range::D7,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,12 +13,41 @@ use crate::state::AppState;
 use crate::store::audit::AuditRow;
 use crate::time_fmt::rfc3339_from_ms;
 
+/// Events per page a caller may ask for.
+pub const AUDIT_LIMITS: std::ops::RangeInclusive<i64> = 1..=200;
+const AUDIT_LIMIT_DEFAULT: i64 = 50;
+/// Event ids are hex, at most this long.
+const EVENT_ID_MAX: usize = 64;
+
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Return events older than this event id (the previous page's `nextBefore`).
+    #[param(schema_with = event_id_schema)]
     pub before: Option<String>,
-    /// 1–200, default 50.
+    /// Events per page (default 50).
+    #[param(schema_with = limit_schema)]
     pub limit: Option<i64>,
+}
+
+fn event_id_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .max_length(Some(EVENT_ID_MAX))
+        .pattern(Some(format!("^[0-9A-Fa-f]{{0,{EVENT_ID_MAX}}}$")))
+        .build()
+}
+
+fn limit_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .minimum(Some(*AUDIT_LIMITS.start()))
+        .maximum(Some(*AUDIT_LIMITS.end()))
+        .default(Some(AUDIT_LIMIT_DEFAULT.into()))
+        .build()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -41,11 +70,15 @@ pub struct AuditPage {
 
 /// Security events, newest first.
 #[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditQuery),
+    security(("session_cookie" = [])),
     responses(
-        (status = 200, body = AuditPage),
-        (status = 400, description = "bad parameters", body = crate::error::ErrorResponse),
-        (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, body = crate::error::ErrorResponse),
+        (status = 200, description = "a page of events, newest first", body = AuditPage,
+            links(("next_page" = (operation_id = "audit_log",
+                parameters(("before" = "$response.body#/nextBefore")))))),
+        (status = 400, description = "VALIDATION_ERROR: bad `before` or `limit`", body = crate::error::ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
+        (status = 403, description = "FORBIDDEN: not an admin", body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn audit_log(
     State(state): State<AppState>,
@@ -53,15 +86,19 @@ pub async fn audit_log(
     Admin(who): Admin,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, AppError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
+    let limit = q.limit.unwrap_or(AUDIT_LIMIT_DEFAULT);
+    if !AUDIT_LIMITS.contains(&limit) {
         return Err(AppError::Validation(vec![FieldError::new(
             "limit",
-            "must be between 1 and 200",
+            format!(
+                "must be between {} and {}",
+                AUDIT_LIMITS.start(),
+                AUDIT_LIMITS.end()
+            ),
         )]));
     }
     if let Some(b) = &q.before
-        && (b.len() > 64 || !b.bytes().all(|c| c.is_ascii_hexdigit()))
+        && (b.len() > EVENT_ID_MAX || !b.bytes().all(|c| c.is_ascii_hexdigit()))
     {
         return Err(AppError::Validation(vec![FieldError::new(
             "before",

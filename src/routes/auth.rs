@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::extract::{CsrfUser, CurrentUser};
+use crate::accounts::validate::{
+    DISPLAY_NAME_MAX, EMAIL_MAX, LOGIN_PASSWORD_MAX, PASSWORD_MAX, PASSWORD_MIN,
+};
 use crate::accounts::{NewSession, PublicUser, RegisterInput, session};
 use crate::error::AppError;
 use crate::middleware::extract::ApiJson;
@@ -16,16 +19,96 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterBody {
+    #[schema(schema_with = schema::email)]
     pub email: String,
+    #[schema(schema_with = schema::new_password)]
     pub password: String,
+    #[schema(schema_with = schema::display_name)]
     pub display_name: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    #[schema(schema_with = schema::email)]
     pub email: String,
+    #[schema(schema_with = schema::login_password)]
     pub password: String,
+}
+
+/// The request schemas' limits, built from the validators' own constants
+/// (`accounts::validate`), so the document cannot promise what the server
+/// refuses or the reverse.
+mod schema {
+    use utoipa::openapi::schema::{KnownFormat, SchemaFormat, Type};
+    use utoipa::openapi::{Object, ObjectBuilder};
+
+    use super::*;
+
+    /// Control characters (Unicode `Cc`), which no text field accepts.
+    const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+    /// What the server trims from a display name: Unicode `White_Space`
+    /// (some of which are control characters too).
+    const SPACE: &str =
+        r"\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
+    fn text() -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(Type::String)
+    }
+
+    pub fn email() -> Object {
+        text()
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+            .max_length(Some(EMAIL_MAX))
+            .description(Some("Compared case-insensitively."))
+            .build()
+    }
+
+    pub fn new_password() -> Object {
+        text()
+            .min_length(Some(PASSWORD_MIN))
+            .max_length(Some(PASSWORD_MAX))
+            .pattern(Some(format!(
+                "^[^{CONTROL}]{{{PASSWORD_MIN},{PASSWORD_MAX}}}$"
+            )))
+            .description(Some(
+                "Characters after Unicode NFC normalization; not one repeated \
+                 character and not the email address.",
+            ))
+            // JSON Schema's `not`, which utoipa's builder lacks: serialized
+            // beside the other keywords.
+            .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([
+                ("not", serde_json::json!({ "pattern": "^(.)\\1*$" })),
+            ])))
+            .build()
+    }
+
+    pub fn login_password() -> Object {
+        text()
+            .min_length(Some(1))
+            .max_length(Some(LOGIN_PASSWORD_MAX))
+            .build()
+    }
+
+    pub fn display_name() -> Object {
+        // Trimmed by the server; nothing left (or null) means no display
+        // name. Otherwise 1 to DISPLAY_NAME_MAX characters that start and
+        // end with a visible one.
+        let inner = DISPLAY_NAME_MAX - 2;
+        text()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::String,
+                Type::Null,
+            ]))
+            .pattern(Some(format!(
+                "^[{SPACE}]*(?:[^{SPACE}{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^{SPACE}{CONTROL}])?[{SPACE}]*)?$"
+            )))
+            .description(Some(format!(
+                "Up to {DISPLAY_NAME_MAX} characters once surrounding spaces are trimmed; \
+                 empty means none."
+            )))
+            .build()
+    }
 }
 
 /// `{user, csrfToken}`.
@@ -55,10 +138,13 @@ pub fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) 
 /// Creates an account and signs it in.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterBody,
     responses(
-        (status = 201, description = "created and signed in; sets the session cookie", body = SessionBody),
-        (status = 400, description = "VALIDATION_ERROR with per-field details", body = crate::error::ErrorResponse),
+        (status = 201, description = "created and signed in; sets the session cookie", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "the session cookie")),
+            links(("session" = (operation_id = "current_session")))),
+        (status = 400, description = "VALIDATION_ERROR with per-field details, or BAD_REQUEST (malformed JSON)", body = crate::error::ErrorResponse),
         (status = 409, description = "EMAIL_TAKEN", body = crate::error::ErrorResponse),
-        (status = 429, description = "RATE_LIMITED", body = crate::error::ErrorResponse),
+        (status = 429, description = "RATE_LIMITED (Retry-After)", body = crate::error::ErrorResponse,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn register(
@@ -83,9 +169,13 @@ pub async fn register(
 /// Signs in; the same answer for an unknown email and a wrong password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
     responses(
-        (status = 200, description = "signed in; sets a new session cookie", body = SessionBody),
+        (status = 200, description = "signed in; sets a new session cookie", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "the session cookie")),
+            links(("session" = (operation_id = "current_session")))),
+        (status = 400, description = "VALIDATION_ERROR with per-field details, or BAD_REQUEST (malformed JSON)", body = crate::error::ErrorResponse),
         (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::ErrorResponse),
-        (status = 429, description = "RATE_LIMITED (Retry-After)", body = crate::error::ErrorResponse),
+        (status = 429, description = "RATE_LIMITED: too many attempts from this address or on this account (Retry-After)", body = crate::error::ErrorResponse,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn login(
@@ -104,10 +194,11 @@ pub async fn login(
 
 /// Ends the session server-side (needs `X-CSRF-Token`).
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    security(("session_cookie" = [], "csrf_token" = [])),
     responses(
         (status = 204, description = "session deleted; cookie cleared"),
-        (status = 401, description = "not signed in", body = crate::error::ErrorResponse),
-        (status = 403, description = "CSRF_FAILED", body = crate::error::ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
+        (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
     ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -125,9 +216,10 @@ pub async fn logout(
 
 /// The signed-in user and the session's CSRF token.
 #[utoipa::path(get, path = "/api/auth/session", tag = "auth",
+    security(("session_cookie" = [])),
     responses(
-        (status = 200, body = SessionBody),
-        (status = 401, description = "UNAUTHORIZED", body = crate::error::ErrorResponse),
+        (status = 200, description = "the signed-in user and the CSRF token", body = SessionBody),
+        (status = 401, description = "UNAUTHORIZED: no or expired session", body = crate::error::ErrorResponse),
     ))]
 pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
     let mut res = Json(SessionBody {
@@ -142,10 +234,11 @@ pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
 
 /// Ends every session of the signed-in user (all devices).
 #[utoipa::path(delete, path = "/api/auth/sessions", tag = "auth",
+    security(("session_cookie" = [], "csrf_token" = [])),
     responses(
         (status = 204, description = "all sessions deleted"),
-        (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, description = "CSRF_FAILED", body = crate::error::ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
+        (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
     ))]
 pub async fn revoke_all_sessions(
     State(state): State<AppState>,

@@ -46,6 +46,18 @@ pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
         )
 }
 
+// `COMPONENTS` as a type, for the document (a test keeps the two equal;
+// the handler takes any string, so an unknown name is a 404).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ComponentName {
+    Auth,
+    Database,
+    Config,
+    External,
+}
+
 fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
     let mut res = (status_code(status), Json(body)).into_response();
     res.headers_mut()
@@ -58,6 +70,7 @@ fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
 /// Anonymous callers see statuses; the monitoring token (or an admin) sees
 /// messages and details.
 #[utoipa::path(get, path = "/api/health", tag = "health",
+    security((), ("monitoring_token" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "healthy or degraded", body = HealthStatus),
         (status = 503, description = "unhealthy", body = HealthStatus),
@@ -91,7 +104,8 @@ fn status_code(status: Status) -> StatusCode {
 
 /// One component's latest sample.
 #[utoipa::path(get, path = "/api/health/{component}", tag = "health",
-    params(("component" = String, Path, description = "auth, database, config or external")),
+    security((), ("monitoring_token" = []), ("session_cookie" = [])),
+    params(("component" = inline(ComponentName), Path, description = "the component (anything else is 404)")),
     responses(
         (status = 200, description = "healthy or degraded", body = ComponentHealth),
         (status = 503, description = "unhealthy", body = ComponentHealth),

@@ -95,10 +95,12 @@ pub fn router(state: AppState, extra: Option<RouteTable>) -> Routes {
         .routes(routes!(monitoring::scaling))
         .routes(routes!(openapi::document))
         .split_for_parts();
-    let (probe_api, probe_doc) = OpenApiRouter::new()
+    let (probe_api, mut probe_doc) = OpenApiRouter::new()
         .routes(routes!(health::overall))
         .routes(routes!(health::component))
         .split_for_parts();
+    openapi::declare_middleware_responses(&mut doc, openapi::Stack::Full);
+    openapi::declare_middleware_responses(&mut probe_doc, openapi::Stack::Light);
     doc.merge(probe_doc);
     // Every API route's template is a path of the generated document.
     let mut labels = RouteLabels::default();

@@ -70,29 +70,56 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Resp
     Ok(res)
 }
 
+const DEFAULT_RANGE: Range = Range::H1;
+
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeQuery {
-    /// 15m, 1h, 6h, 24h or 7d (default 1h).
+    /// The time range (default 1h).
+    #[param(schema_with = range_schema)]
     pub range: Option<String>,
 }
 
+fn enum_schema(values: impl IntoIterator<Item = &'static str>) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values))
+        .build()
+}
+
+fn range_schema() -> utoipa::openapi::Object {
+    let mut s = enum_schema(Range::ALL.map(Range::as_str));
+    s.default = Some(DEFAULT_RANGE.as_str().into());
+    s
+}
+
+fn component_schema() -> utoipa::openapi::Object {
+    enum_schema(COMPONENTS)
+}
+
 fn parse_range(r: Option<&str>) -> Result<Range, AppError> {
-    Range::parse(r.unwrap_or("1h")).ok_or_else(|| {
-        AppError::Validation(vec![FieldError::new(
-            "range",
-            "must be one of 15m, 1h, 6h, 24h, 7d",
-        )])
-    })
+    match r {
+        None => Ok(DEFAULT_RANGE),
+        Some(r) => Range::parse(r).ok_or_else(|| {
+            let names: Vec<&str> = Range::ALL.map(Range::as_str).into();
+            AppError::Validation(vec![FieldError::new(
+                "range",
+                format!("must be one of {}", names.join(", ")),
+            )])
+        }),
+    }
 }
 
 /// Per-route rates, errors and latency quantiles, time series, cache, pool,
 /// health, alerts and the scaling forecast, over all instances.
 #[utoipa::path(get, path = "/api/monitoring/dashboard", tag = "monitoring", params(RangeQuery),
+    security(("monitoring_token" = []), ("session_cookie" = [])),
     responses(
-        (status = 200, body = DashboardData),
-        (status = 400, description = "bad range", body = crate::error::ErrorResponse),
-        (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, body = crate::error::ErrorResponse),
+        (status = 200, description = "the dashboard's data", body = DashboardData),
+        (status = 400, description = "VALIDATION_ERROR: unknown range", body = crate::error::ErrorResponse),
+        (status = 401, description = UNAUTHORIZED, body = crate::error::ErrorResponse),
+        (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn dashboard(
     State(state): State<AppState>,
@@ -107,20 +134,28 @@ pub async fn dashboard(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrendQuery {
-    /// auth, database, config or external (all when absent).
+    /// One component (all when absent).
+    #[param(schema_with = component_schema)]
     pub component: Option<String>,
-    /// 15m, 1h, 6h, 24h or 7d (default 1h).
+    /// The time range (default 1h).
+    #[param(schema_with = range_schema)]
     pub range: Option<String>,
 }
 
+const UNAUTHORIZED: &str = "UNAUTHORIZED: neither the monitoring token nor a session";
+const FORBIDDEN: &str = "FORBIDDEN: signed in, but not an admin";
+
 /// Health samples over time.
 #[utoipa::path(get, path = "/api/monitoring/health-trends", tag = "monitoring", params(TrendQuery),
+    security(("monitoring_token" = []), ("session_cookie" = [])),
     responses(
-        (status = 200, body = [HealthTrend]),
-        (status = 400, body = crate::error::ErrorResponse),
-        (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, body = crate::error::ErrorResponse),
+        (status = 200, description = "samples per component", body = [HealthTrend]),
+        (status = 400, description = "VALIDATION_ERROR: unknown component or range", body = crate::error::ErrorResponse),
+        (status = 401, description = UNAUTHORIZED, body = crate::error::ErrorResponse),
+        (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn health_trends(
     State(state): State<AppState>,
@@ -146,7 +181,13 @@ pub async fn health_trends(
 
 /// Active (pending or firing) and recently resolved alerts.
 #[utoipa::path(get, path = "/api/monitoring/alerts", tag = "monitoring",
-    responses((status = 200, body = AlertsView), (status = 401, body = crate::error::ErrorResponse), (status = 403, body = crate::error::ErrorResponse)))]
+    security(("monitoring_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "active and recent alerts", body = AlertsView),
+        (status = 401, description = UNAUTHORIZED, body = crate::error::ErrorResponse),
+        (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
+    ))]
 pub async fn alerts(
     State(state): State<AppState>,
     _who: MonitoringCaller,
@@ -156,7 +197,13 @@ pub async fn alerts(
 
 /// Request-rate forecast for the next 15 and 60 minutes and the instances it needs.
 #[utoipa::path(get, path = "/api/monitoring/scaling", tag = "monitoring",
-    responses((status = 200, body = Scaling), (status = 401, body = crate::error::ErrorResponse), (status = 403, body = crate::error::ErrorResponse)))]
+    security(("monitoring_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "the forecast", body = Scaling),
+        (status = 401, description = UNAUTHORIZED, body = crate::error::ErrorResponse),
+        (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
+    ))]
 pub async fn scaling(
     State(state): State<AppState>,
     _who: MonitoringCaller,

@@ -45,11 +45,14 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 /// Starts the connect flow: 302 to TikTok's authorize page.
 #[utoipa::path(get, path = "/api/auth/tiktok", tag = "tiktok",
+    security(("session_cookie" = [])),
     responses(
-        (status = 302, description = "to TikTok's authorize URL (state + PKCE), or to the connect page with ?error=CODE"),
-        (status = 401, description = "not signed in (API callers; browsers are sent to /login)", body = crate::error::ErrorResponse),
-        (status = 429, description = "RATE_LIMITED: too many connect starts by this user (API callers; browsers are sent to the connect page with ?error=RATE_LIMITED)", body = crate::error::ErrorResponse),
-        (status = 503, description = "TikTok unavailable (API callers)", body = crate::error::ErrorResponse),
+        (status = 302, description = "to TikTok's authorize URL (state + PKCE); browsers (Accept: text/html) are sent to /login when signed out, or to the connect page with ?error=CODE when TikTok is unavailable",
+            headers(("Location" = String, description = "where to go next"))),
+        (status = 401, description = "UNAUTHORIZED: not signed in (API callers)", body = crate::error::ErrorResponse),
+        (status = 429, description = "RATE_LIMITED: too many connect starts by this user (API callers; browsers are sent to the connect page with ?error=RATE_LIMITED)", body = crate::error::ErrorResponse,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, description = "SERVICE_UNAVAILABLE: TikTok unavailable (API callers) or the database is down", body = crate::error::ErrorResponse),
     ))]
 pub async fn start(
     State(state): State<AppState>,
@@ -89,13 +92,16 @@ pub async fn start(
 
 /// TikTok's redirect back. Always a 302 to the connect page.
 #[utoipa::path(get, path = "/api/auth/tiktok/callback", tag = "tiktok",
+    security((), ("session_cookie" = [])),
     params(
         ("code" = Option<String>, Query, description = "authorization code"),
         ("state" = Option<String>, Query, description = "the state we sent"),
         ("scopes" = Option<String>, Query, description = "granted scopes"),
         ("error" = Option<String>, Query, description = "e.g. access_denied"),
     ),
-    responses((status = 302, description = "to /platforms/connect/tiktok?status=connected or ?error=CODE")))]
+    responses((status = 302,
+        description = "to /platforms/connect/tiktok?status=connected or ?error=CODE; to /login when signed out",
+        headers(("Location" = String, description = "where to go next")))))]
 pub async fn callback(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -119,7 +125,12 @@ pub async fn callback(
 
 /// The signed-in creator's TikTok connection.
 #[utoipa::path(get, path = "/api/platforms/tiktok", tag = "tiktok",
-    responses((status = 200, body = TikTokStatus), (status = 401, body = crate::error::ErrorResponse)))]
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "the connection", body = TikTokStatus),
+        (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
+        (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
+    ))]
 pub async fn status(
     State(state): State<AppState>,
     CurrentUser(who): CurrentUser,
@@ -130,10 +141,11 @@ pub async fn status(
 /// Revokes the token at TikTok and deletes the connection (locally even if
 /// TikTok could not be reached: then 502). Needs `X-CSRF-Token`.
 #[utoipa::path(delete, path = "/api/platforms/tiktok", tag = "tiktok",
+    security(("session_cookie" = [], "csrf_token" = [])),
     responses(
-        (status = 204, description = "revoked and deleted"),
-        (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, description = "CSRF_FAILED", body = crate::error::ErrorResponse),
+        (status = 204, description = "revoked and deleted (or there was nothing to delete)"),
+        (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
+        (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
         (status = 502, description = "revocation failed; the local connection was deleted", body = crate::error::ErrorResponse),
     ))]
 pub async fn disconnect(

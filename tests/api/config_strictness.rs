@@ -150,6 +150,7 @@ fn the_test_harness_switches_are_known_names() {
         .env("HUNTAZE_TEST_REQUIRE_SERVICES", "1")
         .env("HUNTAZE_TEST_PG_URL", "postgres://127.0.0.1/x")
         .env("HUNTAZE_TEST_REDIS_URL", "redis://127.0.0.1")
+        .env("HUNTAZE_TEST_PYTHON_VENV", "/opt/venv")
         .env("HUNTAZE_TRIM_PROBE", "1");
     let out = run.check_config();
     assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -5,6 +5,7 @@ mod support;
 
 mod account_pages;
 mod accounts;
+mod api_fuzz;
 mod avatar;
 mod bad_input;
 mod browser;
