@@ -8,6 +8,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod config_strictness;
+mod connections;
 mod deploy;
 mod errors;
 mod health;
