@@ -88,8 +88,9 @@ pub(super) struct DeadlineIo<I> {
     phase: Phase,
     deadline: Instant,
     finished_seen: u64,
-    /// Armed only when a read would wait, so a request whose bytes are
-    /// already there costs no timer work.
+    /// Polled only when a read would wait, so a request whose bytes are
+    /// already there costs no timer work; it may fire before `deadline`
+    /// (see `poll_read`), never after.
     timer: Pin<Box<Sleep>>,
 }
 
@@ -149,10 +150,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
                 Poll::Pending
             }
             Poll::Pending => {
-                if this.timer.deadline() != this.deadline {
+                // The timer is moved earlier at once but never later: a
+                // kept-alive connection's idle deadline moves on with every
+                // request, and re-registering a timer each time costs more
+                // than one early wake-up that finds time left and re-arms.
+                loop {
+                    if this.timer.deadline() > this.deadline {
+                        this.timer.as_mut().reset(this.deadline);
+                    }
+                    ready!(this.timer.as_mut().poll(cx));
+                    if Instant::now() >= this.deadline {
+                        break;
+                    }
                     this.timer.as_mut().reset(this.deadline);
                 }
-                ready!(this.timer.as_mut().poll(cx));
                 let what = if this.phase == Phase::Idle {
                     "idle past the keep-alive time"
                 } else {
