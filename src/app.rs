@@ -18,6 +18,7 @@ use crate::crypto::TokenCipher;
 use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
 use crate::health::{HealthCheck, HealthSampler};
 use crate::landing::LandingPage;
+use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::state::{App, AppState};
 use crate::store::Db;
 use crate::tiktok::TikTok;
@@ -450,6 +451,7 @@ impl Application {
                 trigger.trigger();
             });
         }
+        let limits = connection_limits(&state.config)?;
         let drain = Duration::from_millis(state.config.shutdown_drain_ms);
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
         let drain_state = state.clone();
@@ -462,6 +464,7 @@ impl Application {
         let server = crate::serve::serve(
             listener,
             crate::middleware::pipeline::PerConnection(router),
+            limits,
             begin_drain,
             drain,
         );
@@ -492,6 +495,20 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
+    let max_connections = config
+        .max_connections()
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    Ok(ConnectionLimits {
+        deadlines: ReadDeadlines {
+            header_read: Duration::from_millis(config.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(config.keep_alive_idle_ms),
+        },
+        max_header_bytes: config.max_header_bytes,
+        max_connections,
+    })
 }
 
 async fn wait_for_signal() {

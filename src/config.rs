@@ -191,6 +191,17 @@ pub struct Config {
     /// e.g. the load balancer's address). Empty: the peer address is the
     /// client address.
     pub trusted_proxies: String,
+    /// A connection that has not sent a request's complete headers this
+    /// long after it opened (or after the request's first byte) is closed.
+    pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    pub keep_alive_idle_ms: u64,
+    /// Largest request head (request line and headers); past it, 431.
+    pub max_header_bytes: usize,
+    /// Connections served at once; at the limit, new ones wait in the
+    /// listen queue. Unset: derived from the open-file limit
+    /// ([`Config::max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -282,6 +293,10 @@ impl Default for Config {
             redis_probe_ms: 1_000,
             redis_prefix: "huntaze".into(),
             trusted_proxies: String::new(),
+            header_read_timeout_ms: 10_000,
+            keep_alive_idle_ms: 75_000,
+            max_header_bytes: 32 * 1024,
+            max_connections: None,
         }
     }
 }
@@ -591,6 +606,35 @@ impl Config {
         Duration::from_millis(self.health_check_timeout_ms)
     }
 
+    /// How many client connections are served at once: the setting, or
+    /// what the process's open-file limit leaves once the database pool
+    /// (up to three files per SQLite connection: the database, its WAL and
+    /// its shared memory), Redis, outbound calls, logs and assets have
+    /// theirs: `max(limit − 3 × HUNTAZE_DB_MAX_CONNECTIONS − 128, limit / 2)`.
+    /// A setting at or above the limit is refused: the process would run
+    /// out of descriptors (and fail to accept or to open anything) before
+    /// the cap holds anyone back.
+    pub fn max_connections(&self) -> Result<usize, ConfigProblem> {
+        let limit = open_file_limit();
+        match (self.max_connections, limit) {
+            (Some(0), _) => Err(ConfigProblem::fatal(
+                "HUNTAZE_MAX_CONNECTIONS",
+                "must be greater than zero",
+            )),
+            (Some(n), Some(limit)) if n as u64 >= limit => Err(ConfigProblem::fatal(
+                "HUNTAZE_MAX_CONNECTIONS",
+                format!(
+                    "must be below the open-file limit ({limit}); raise the limit (ulimit -n, LimitNOFILE=) or lower the setting"
+                ),
+            )),
+            (Some(n), _) => Ok(n),
+            (None, limit) => Ok(connections_for_file_limit(
+                limit.unwrap_or(1_024),
+                self.db_max_connections,
+            )),
+        }
+    }
+
     /// Everything wrong with this configuration for its environment.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let prod = self.is_production();
@@ -693,6 +737,11 @@ impl Config {
             ),
             ("HUNTAZE_DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
             ("HUNTAZE_LANDING_REFRESH_MS", self.landing_refresh_ms),
+            (
+                "HUNTAZE_HEADER_READ_TIMEOUT_MS",
+                self.header_read_timeout_ms,
+            ),
+            ("HUNTAZE_KEEP_ALIVE_IDLE_MS", self.keep_alive_idle_ms),
         ] {
             if value == 0 {
                 push(setting, "must be greater than zero", true);
@@ -753,6 +802,15 @@ impl Config {
                 message: format!("entry {} must be base64 of exactly 32 bytes", bad + 1),
                 fatal: true,
             });
+        }
+        if let Err(p) = self.max_connections() {
+            out.push(p);
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            out.push(ConfigProblem::fatal(
+                "HUNTAZE_MAX_HEADER_BYTES",
+                format!("must be from {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES}"),
+            ));
         }
         if let Err(bad) = self.trusted_proxy_nets() {
             out.extend(bad.into_iter().map(|i| {
@@ -848,6 +906,36 @@ impl Config {
             generated,
         })
     }
+}
+
+/// Bounds of `HUNTAZE_MAX_HEADER_BYTES`. Below 1 KiB a browser's ordinary
+/// request (cookies, user agent) no longer fits. The upper bound stays under
+/// hyper's read buffer limit (about 400 KiB), which answers 431 on its own
+/// and would otherwise cap the setting silently; a head larger than 256 KiB
+/// is nothing a client of this server sends.
+const MIN_HEADER_BYTES: usize = 1_024;
+const MAX_HEADER_BYTES: usize = 256 * 1_024;
+
+/// The soft open-file limit (`RLIMIT_NOFILE`), if the system tells it and
+/// it is finite.
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (read && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The connection cap an open-file limit leaves room for (see
+/// [`Config::max_connections`]). Half the limit at least, so a small limit
+/// still serves; an enormous one is held to a million connections.
+fn connections_for_file_limit(limit: u64, db_max_connections: u32) -> usize {
+    let limit = limit.min(1 << 20);
+    let reserve = 3 * u64::from(db_max_connections) + 128;
+    let cap = limit.saturating_sub(reserve).max(limit / 2).max(1);
+    usize::try_from(cap).unwrap_or(usize::MAX)
 }
 
 const ENV_PREFIX: &str = "HUNTAZE_";
@@ -1296,6 +1384,102 @@ mod tests {
             }
         }
         assert!(unknown.is_empty(), "{unknown:#?}");
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_the_pool_and_files() {
+        assert_eq!(connections_for_file_limit(1_024, 10), 1_024 - 30 - 128);
+        assert_eq!(connections_for_file_limit(65_536, 10), 65_536 - 158);
+        // A small limit still serves, with half of it kept for the rest.
+        assert_eq!(connections_for_file_limit(256, 10), 128);
+        assert_eq!(connections_for_file_limit(1, 10), 1);
+        assert_eq!(connections_for_file_limit(u64::MAX, 10), (1 << 20) - 158);
+        let derived = Config::default().max_connections().unwrap();
+        let limit = open_file_limit().unwrap_or(1_024);
+        assert!(
+            derived > 0 && (derived as u64) < limit,
+            "{derived} of {limit}"
+        );
+    }
+
+    #[test]
+    fn connection_limits_that_cannot_work_are_refused() {
+        let limit = open_file_limit().expect("an open-file limit");
+        for (cfg, setting) in [
+            (
+                Config {
+                    max_connections: Some(0),
+                    ..Config::default()
+                },
+                "HUNTAZE_MAX_CONNECTIONS",
+            ),
+            (
+                Config {
+                    max_connections: Some(usize::try_from(limit).unwrap_or(usize::MAX)),
+                    ..Config::default()
+                },
+                "HUNTAZE_MAX_CONNECTIONS",
+            ),
+            (
+                Config {
+                    max_header_bytes: 1_023,
+                    ..Config::default()
+                },
+                "HUNTAZE_MAX_HEADER_BYTES",
+            ),
+            (
+                Config {
+                    max_header_bytes: 256 * 1_024 + 1,
+                    ..Config::default()
+                },
+                "HUNTAZE_MAX_HEADER_BYTES",
+            ),
+            (
+                Config {
+                    header_read_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "HUNTAZE_HEADER_READ_TIMEOUT_MS",
+            ),
+            (
+                Config {
+                    keep_alive_idle_ms: 0,
+                    ..Config::default()
+                },
+                "HUNTAZE_KEEP_ALIVE_IDLE_MS",
+            ),
+        ] {
+            let fatal: Vec<_> = cfg
+                .problems()
+                .into_iter()
+                .filter(|p| p.fatal)
+                .map(|p| p.setting)
+                .collect();
+            assert_eq!(fatal, [setting]);
+        }
+        let cfg = Config {
+            max_connections: Some(100),
+            ..Config::default()
+        };
+        assert_eq!(cfg.max_connections(), Ok(100));
+    }
+
+    #[test]
+    fn the_connection_settings_are_read_from_the_environment() {
+        let (config, problems, _) = read(
+            &[
+                ("HUNTAZE_HEADER_READ_TIMEOUT_MS", "2000"),
+                ("HUNTAZE_KEEP_ALIVE_IDLE_MS", "30000"),
+                ("HUNTAZE_MAX_HEADER_BYTES", "16384"),
+                ("HUNTAZE_MAX_CONNECTIONS", "500"),
+            ],
+            None,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(config.header_read_timeout_ms, 2_000);
+        assert_eq!(config.keep_alive_idle_ms, 30_000);
+        assert_eq!(config.max_header_bytes, 16_384);
+        assert_eq!(config.max_connections, Some(500));
     }
 
     #[test]

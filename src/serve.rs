@@ -11,6 +11,14 @@
 //! closed as soon as they are idle (they are idle only if their client sent
 //! nothing through the whole drain), and connections accepted while
 //! draining answer their one request and close themselves.
+//!
+//! Against slow and hostile clients: each connection must send complete
+//! headers within the header timeout and its next request within the
+//! keep-alive idle time ([`deadline`]); a request head over the size limit
+//! is answered 431; and at most `max_connections` are served at once. At
+//! that cap the listener is not read, so new clients wait in the kernel's
+//! listen queue (in order) until a slot frees, instead of being accepted
+//! and dropped or of using up the file descriptors the database needs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,14 +30,30 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::middleware::pipeline::PerConnection;
+
+mod deadline;
+
+pub use deadline::ReadDeadlines;
+use deadline::{Activity, DeadlineIo, Tracked};
+
+/// Limits on the connections of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub deadlines: ReadDeadlines,
+    /// Largest request head (request line and headers) in bytes; past it
+    /// hyper answers 431 and closes the connection.
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
 
 /// Serves `listener` until `begin_drain` resolves, keeps accepting for
 /// `drain` more, then closes the listener and returns once every connection
@@ -37,14 +61,30 @@ use crate::middleware::pipeline::PerConnection;
 pub async fn serve<S>(
     listener: TcpListener,
     conns: PerConnection<S>,
+    limits: ConnectionLimits,
     begin_drain: impl Future<Output = ()>,
     drain: Duration,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let server = Server {
-        builder: Arc::new(Builder::new(TokioExecutor::new())),
+    // hyper's HTTP/1 builder rather than hyper-util's auto one: only it
+    // has `max_header_size`, whose 431 comes at the configured size exactly
+    // (the auto builder offers the read buffer's limit, which a head can
+    // pass by up to the buffer's spare capacity), and HTTP/2 is not built
+    // in, so the auto builder's version sniffing would only turn the HTTP/2
+    // preface away. hyper's own header timer stays off: see `deadline`.
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes);
+    let max_connections = limits.max_connections.min(Semaphore::MAX_PERMITS);
+    let mut server = Server {
+        builder: Arc::new(builder),
+        deadlines: limits.deadlines,
+        slots: Arc::new(Semaphore::new(max_connections)),
+        max_connections,
+        accept_log: AcceptLog::default(),
         conns,
         // Flips to `true` when the drain ends; every connection task holds a
         // receiver, so the sender also tells when the last one has closed.
@@ -54,28 +94,33 @@ pub async fn serve<S>(
     loop {
         tokio::select! {
             _ = &mut begin_drain => break,
-            (tcp, peer) = accept(&listener) => server.spawn(tcp, peer, true),
+            (tcp, peer, slot) = server.accept(&listener) => server.spawn(tcp, peer, slot, true),
         }
     }
     let mut drain_over = pin!(tokio::time::sleep(drain));
     loop {
         tokio::select! {
             _ = &mut drain_over => break,
-            (tcp, peer) = accept(&listener) => server.spawn(tcp, peer, false),
+            (tcp, peer, slot) = server.accept(&listener) => server.spawn(tcp, peer, slot, false),
         }
     }
     // Closing a listener resets the connections still in its queue, whose
     // clients may have written a request already: take them first. Read
     // straight from the socket, as the reactor may not have seen them yet.
+    // Only as many as the connection cap allows: past it, the descriptors
+    // the last requests need (the database's) are at stake.
     match listener.into_std() {
         Ok(listener) => loop {
+            let Ok(slot) = Arc::clone(&server.slots).try_acquire_owned() else {
+                break;
+            };
             match listener.accept() {
                 Ok((tcp, peer)) => {
                     match tcp
                         .set_nonblocking(true)
                         .and_then(|()| TcpStream::from_std(tcp))
                     {
-                        Ok(tcp) => server.spawn(tcp, peer, false),
+                        Ok(tcp) => server.spawn(tcp, peer, Some(slot), false),
                         Err(e) => {
                             tracing::debug!(error = %e, "could not serve a queued connection")
                         }
@@ -97,7 +142,12 @@ pub async fn serve<S>(
 }
 
 struct Server<S> {
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
+    deadlines: ReadDeadlines,
+    /// One permit per connection served; held by its task.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    accept_log: AcceptLog,
     conns: PerConnection<S>,
     closing: (watch::Sender<bool>, watch::Receiver<bool>),
 }
@@ -111,7 +161,13 @@ where
     /// once idle when the drain ends (a connection accepted while draining
     /// closes itself after its first answer instead, and closing it at the
     /// drain's end could meet its request on the way).
-    fn spawn(&self, tcp: TcpStream, peer: SocketAddr, close_when_drained: bool) {
+    fn spawn(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        close_when_drained: bool,
+    ) {
         // Responses leave at once: without TCP_NODELAY, a response written
         // in parts (a body larger than the socket buffer takes, a stream)
         // can wait for the peer's delayed ACK (up to 40 ms) before its last
@@ -125,11 +181,13 @@ where
             .map_request(|req: http::Request<Incoming>| req.map(Body::new));
         let builder = Arc::clone(&self.builder);
         let mut closing = self.closing.1.clone();
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(DeadlineIo::new(tcp, self.deadlines, Arc::clone(&activity)));
+        let service = Tracked::new(TowerToHyperService::new(service), activity);
         tokio::spawn(async move {
-            let mut conn = pin!(builder.serve_connection_with_upgrades(
-                TokioIo::new(tcp),
-                TowerToHyperService::new(service),
-            ));
+            // The connection's place under the cap, given back when it ends.
+            let _slot = slot;
+            let mut conn = pin!(builder.serve_connection(io, service).with_upgrades());
             if close_when_drained {
                 tokio::select! {
                     _ = conn.as_mut() => return,
@@ -144,17 +202,88 @@ where
     }
 }
 
-/// The next connection. A failed accept that concerns one connection is
-/// skipped; any other (out of file descriptors, say) is logged and retried
-/// after a second, as axum's accept loop does, rather than spinning.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(e) if is_connection_error(&e) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+/// What the accept loop has reported of a lasting condition, so that it is
+/// logged when it begins and when it ends rather than on every attempt.
+#[derive(Default)]
+struct AcceptLog {
+    /// When the connection cap was last reported reached; `None` once
+    /// reported left.
+    at_capacity_since: Option<Instant>,
+    last_capacity_warning: Option<Instant>,
+    /// Failed accepts in a row (out of file descriptors, say).
+    failures: u64,
+}
+
+/// At most one "connection cap reached" warning per this long, as a server
+/// held at its cap can reach it again many times a second.
+const CAPACITY_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The pause after an accept that failed for a reason other than the one
+/// connection (out of file descriptors, say): the condition lasts, so
+/// retrying at once would spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+impl<S> Server<S> {
+    /// The next connection and its slot under the cap. At the cap this
+    /// waits for a slot before reading the listener, so the kernel queues
+    /// new clients. A failed accept that concerns one connection is
+    /// skipped; any other is retried after a pause, logged once when it
+    /// starts and once when accepting works again.
+    async fn accept(
+        &mut self,
+        listener: &TcpListener,
+    ) -> (TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) {
+        let log = &mut self.accept_log;
+        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => {
+                if let Some(since) = log.at_capacity_since.take() {
+                    tracing::info!(
+                        max_connections = self.max_connections,
+                        at_capacity_ms = since.elapsed().as_millis() as u64,
+                        "below the connection cap again"
+                    );
+                }
+                Some(slot)
+            }
+            Err(_) => {
+                if log.at_capacity_since.is_none()
+                    && log
+                        .last_capacity_warning
+                        .is_none_or(|at| at.elapsed() >= CAPACITY_WARNING_EVERY)
+                {
+                    tracing::warn!(
+                        max_connections = self.max_connections,
+                        "connection cap reached; new clients wait in the listen queue"
+                    );
+                    let now = Instant::now();
+                    log.at_capacity_since = Some(now);
+                    log.last_capacity_warning = Some(now);
+                }
+                // The semaphore is never closed; were it, serving on
+                // without a slot beats refusing everyone.
+                Arc::clone(&self.slots).acquire_owned().await.ok()
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    if log.failures > 0 {
+                        tracing::info!(
+                            failed_attempts = log.failures,
+                            "accepting connections again"
+                        );
+                        log.failures = 0;
+                    }
+                    return (tcp, peer, slot);
+                }
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    if log.failures == 0 {
+                        tracing::error!(error = %e, "accepting a connection failed; retrying until it works");
+                    }
+                    log.failures += 1;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
             }
         }
     }

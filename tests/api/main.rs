@@ -10,6 +10,7 @@ mod avatar;
 mod bad_input;
 mod browser;
 mod config_strictness;
+mod connections;
 mod create_admin;
 mod deploy;
 mod errors;

@@ -1,0 +1,291 @@
+//! The two read deadlines of a connection: complete headers within the
+//! header timeout, and the next request within the keep-alive idle time.
+//!
+//! hyper's own `header_read_timeout` cannot give both: it starts whenever
+//! hyper waits for a request head, which on a kept-alive connection is the
+//! moment the previous response is written, so a 10 s header timeout would
+//! also close every idle connection after 10 s. Telling "idle" from "sending
+//! headers" needs to know when bytes arrive (the socket) and when a request
+//! began and its response ended (the service), so the deadlines live in a
+//! wrapper around the socket, fed by a wrapper around the service.
+//!
+//! What this does not bound: a request being served (the request deadline
+//! does), and a client that stops reading its response.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long a connection may take to send a request's headers, and how
+/// long it may sit between requests.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadDeadlines {
+    pub header_read: Duration,
+    pub keep_alive_idle: Duration,
+}
+
+/// What the service tells the socket wrapper about one connection's
+/// requests.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    /// Requests whose response is not completely handed to hyper yet.
+    in_flight: AtomicUsize,
+    /// Responses finished so far: a change means a new idle period began,
+    /// even if the socket was not read between a request and its answer.
+    finished: AtomicU64,
+    /// The reader that waits while a request is served. hyper does not
+    /// read again by itself when a response ends (only when the socket has
+    /// data), so without this wake-up the idle deadline would never be
+    /// armed for a client that goes quiet after its answer.
+    reader: AtomicWaker,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// One request in flight; dropped when its response body has been written
+/// (or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Between requests, nothing of the next one received.
+    Idle,
+    /// A request's head is on its way (or the connection is new).
+    Headers,
+    /// A request is being served: no read deadline.
+    Busy,
+}
+
+/// A socket whose reads fail with `TimedOut` once the current deadline has
+/// passed, which makes hyper drop the connection.
+pub(super) struct DeadlineIo<I> {
+    inner: I,
+    limits: ReadDeadlines,
+    activity: Arc<Activity>,
+    phase: Phase,
+    deadline: Instant,
+    finished_seen: u64,
+    /// Polled only when a read would wait, so a request whose bytes are
+    /// already there costs no timer work; it may fire before `deadline`
+    /// (see `poll_read`), never after.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<I> DeadlineIo<I> {
+    /// A fresh connection gets the header timeout from the start: a client
+    /// that connects and sends nothing is treated like one that sends its
+    /// headers too slowly.
+    pub(super) fn new(inner: I, limits: ReadDeadlines, activity: Arc<Activity>) -> Self {
+        let deadline = Instant::now() + limits.header_read;
+        Self {
+            inner,
+            limits,
+            activity,
+            phase: Phase::Headers,
+            deadline,
+            finished_seen: 0,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Brings the phase up to date with what the service reported.
+    fn observe(&mut self) {
+        let finished = self.activity.finished.load(Ordering::Acquire);
+        if self.activity.in_flight.load(Ordering::Acquire) > 0 {
+            self.phase = Phase::Busy;
+        } else if self.phase == Phase::Busy || finished != self.finished_seen {
+            // Bytes of the next request that hyper read while the previous
+            // one was served are not seen here; such a client gets the idle
+            // time, not the header time, for the rest of its head. Both are
+            // bounded, which is what matters.
+            self.phase = Phase::Idle;
+            self.deadline = Instant::now() + self.limits.keep_alive_idle;
+        }
+        self.finished_seen = finished;
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.observe();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.phase == Phase::Idle && buf.filled().len() > before {
+                    this.phase = Phase::Headers;
+                    this.deadline = Instant::now() + this.limits.header_read;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.phase == Phase::Busy => {
+                this.activity.reader.register(cx.waker());
+                Poll::Pending
+            }
+            Poll::Pending => {
+                // The timer is moved earlier at once but never later: a
+                // kept-alive connection's idle deadline moves on with every
+                // request, and re-registering a timer each time costs more
+                // than one early wake-up that finds time left and re-arms.
+                loop {
+                    if this.timer.deadline() > this.deadline {
+                        this.timer.as_mut().reset(this.deadline);
+                    }
+                    ready!(this.timer.as_mut().poll(cx));
+                    if Instant::now() >= this.deadline {
+                        break;
+                    }
+                    this.timer.as_mut().reset(this.deadline);
+                }
+                let what = if this.phase == Phase::Idle {
+                    "idle past the keep-alive time"
+                } else {
+                    "request headers not complete within the header timeout"
+                };
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection's service, reporting to [`Activity`] when each request
+/// begins and when its response body is done.
+pub(super) struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Tracked<S> {
+    pub(super) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        TrackedFuture {
+            in_flight: Some(self.activity.begin()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(super) struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(res.map(|body| TrackedBody {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until hyper drops
+    /// it, which it does once the body is written.
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        body: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
