@@ -107,7 +107,7 @@ huntaze() {
     dir="$(mktemp -d "$WORK/huntaze.XXXXXX")"
     port="$(free_port)" || die "no free port"
     start "$dir" HUNTAZE_LISTEN="127.0.0.1:$port" HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-        HUNTAZE_DATA_DIR="$dir" HUNTAZE_CONFIG="$dir/none.toml" RUST_LOG=warn "$WORK/huntaze" serve
+        HUNTAZE_DATA_DIR="$dir" HUNTAZE_CONFIG="$ROOT/bench/empty.toml" RUST_LOG=warn "$WORK/huntaze" serve
     wait_http "http://127.0.0.1:$port/readyz" 120 || { tail "$dir/log" >&2; die "huntaze not ready"; }
     if [[ ! -s "$WORK/index.html.gz" ]]; then
         curl -sf -H 'Accept-Encoding: identity' -o "$WORK/index.html" "http://127.0.0.1:$port/"

@@ -243,7 +243,7 @@ start_huntaze() {
         exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
             HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
             HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
             HUNTAZE_MONITORING_TOKEN="$MONITORING_TOKEN" \
             RUST_LOG=warn \
             "$BIN" serve

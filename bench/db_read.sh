@@ -162,7 +162,7 @@ start_server() {
         exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
             HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
             HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
             HUNTAZE_QUERY_CACHE_TTL_MS="$ttl" \
             HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
             "${db_env[@]}" \

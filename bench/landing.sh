@@ -111,7 +111,7 @@ start_server() {
         exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
             HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
             HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
             RUST_LOG=warn \
             "$BIN" serve
     ) >"$dir/server.log" 2>&1 &

@@ -132,7 +132,7 @@ log "starting the release server on $BASE"
     exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
         HUNTAZE_PUBLIC_URL="$BASE" \
         HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$DATA/none.toml" \
+        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
         RUST_LOG=warn \
         "$BIN" serve
 ) >"$DATA/server.log" 2>&1 &

@@ -132,7 +132,7 @@ start_server() {
         exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
             HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
             HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$dir/none.toml" \
+            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
             HUNTAZE_METRICS_ENABLED="$metrics" \
             RUST_LOG=warn \
             "$BIN" serve

@@ -77,7 +77,7 @@ for i in 0 1 2; do
     env HUNTAZE_LISTEN="127.0.0.1:${PORTS[$i]}" \
         HUNTAZE_PUBLIC_URL="http://127.0.0.1:$NGX_PORT" \
         HUNTAZE_DATA_DIR="$WORK/i$i" \
-        HUNTAZE_CONFIG="$WORK/none.toml" \
+        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
         HUNTAZE_DATABASE_URL="postgres://$PG_USER@127.0.0.1:$PG_PORT/$DB" \
         HUNTAZE_REDIS_URL="$REDIS_URL" HUNTAZE_REDIS_PREFIX="$PREFIX" \
         HUNTAZE_SECRET_KEY="$SECRET" HUNTAZE_ENCRYPTION_KEY="$SECRET" \

@@ -194,7 +194,7 @@ log "starting the release server on $BASE (HUNTAZE_MAX_IN_FLIGHT=$MAX_IN_FLIGHT)
     exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
         HUNTAZE_PUBLIC_URL="$BASE" \
         HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$DATA/none.toml" \
+        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
         HUNTAZE_MAX_IN_FLIGHT="$MAX_IN_FLIGHT" \
         RUST_LOG=warn \
         "${SERVER_ENV[@]}" \

@@ -163,7 +163,7 @@ SANDBOX="http://127.0.0.1:$SBPORT"
 log "starting the TikTok sandbox on $SANDBOX"
 (
     cd "$DATA"
-    exec env HUNTAZE_CONFIG="$DATA/none.toml" RUST_LOG=warn \
+    exec env HUNTAZE_CONFIG="$ROOT/bench/empty.toml" RUST_LOG=warn \
         "$BIN" tiktok-sandbox --listen "127.0.0.1:$SBPORT" \
             --redirect-uri "$BASE/api/auth/tiktok/callback"
 ) >"$WORK/sandbox.log" 2>&1 &
@@ -176,7 +176,7 @@ log "starting the server on $BASE (TikTok: the sandbox)"
     exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
         HUNTAZE_PUBLIC_URL="$BASE" \
         HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$DATA/none.toml" \
+        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
         HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
         HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
         HUNTAZE_TIKTOK_CLIENT_KEY=sandbox-client-key \
