@@ -52,6 +52,10 @@
 #   BENCH_LOCK_WAIT_S  longest wait for that lock (default 3600)
 #   BENCH_OHA_INSTALL  1 (default): `cargo install oha --locked` if oha is
 #                      missing (a long compile); 0: skip the fixed-rate part
+#   BENCH_HUNTAZE_BIN  measure this huntaze binary instead of building the
+#                      working tree (a before/after comparison in one
+#                      sitting); its results are marked as such and never
+#                      carry the working tree's commit
 #
 # Builds are not under the lock (cargo serializes them). The built binaries
 # are copied into the temp dir first, so a concurrent rebuild cannot swap
@@ -197,7 +201,12 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=false
 [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 mkdir -p "$WORK/bin"
-cp "$ROOT/target/release/huntaze" "$WORK/bin/huntaze" || die "no binary at target/release/huntaze"
+if [[ -n "${BENCH_HUNTAZE_BIN:-}" ]]; then
+    COMMIT="prebuilt:$BENCH_HUNTAZE_BIN"
+    cp "$BENCH_HUNTAZE_BIN" "$WORK/bin/huntaze" || die "no binary at $BENCH_HUNTAZE_BIN"
+else
+    cp "$ROOT/target/release/huntaze" "$WORK/bin/huntaze" || die "no binary at target/release/huntaze"
+fi
 cp "$ROOT/target/release/examples/floor" "$WORK/bin/floor" || die "no binary at target/release/examples/floor"
 BIN="$WORK/bin/huntaze"
 FLOOR_BIN="$WORK/bin/floor"

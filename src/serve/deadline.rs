@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -42,11 +41,6 @@ pub(super) struct Activity {
     /// Responses finished so far: a change means a new idle period began,
     /// even if the socket was not read between a request and its answer.
     finished: AtomicU64,
-    /// The reader that waits while a request is served. hyper does not
-    /// read again by itself when a response ends (only when the socket has
-    /// data), so without this wake-up the idle deadline would never be
-    /// armed for a client that goes quiet after its answer.
-    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -63,9 +57,7 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::AcqRel);
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.reader.wake();
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -126,6 +118,24 @@ impl<I> DeadlineIo<I> {
         }
         self.finished_seen = finished;
     }
+
+    /// Ready once the current deadline has passed; otherwise the timer is
+    /// set to wake this connection's task then. The timer is moved earlier
+    /// at once but never later: a kept-alive connection's idle deadline
+    /// moves on with every request, and re-registering a timer each time
+    /// costs more than one early wake-up that finds time left and re-arms.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.timer.deadline() > self.deadline {
+                self.timer.as_mut().reset(self.deadline);
+            }
+            ready!(self.timer.as_mut().poll(cx));
+            if Instant::now() >= self.deadline {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(self.deadline);
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
@@ -145,25 +155,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if this.phase == Phase::Busy => {
-                this.activity.reader.register(cx.waker());
-                Poll::Pending
-            }
+            // Serving a request: no read deadline. The idle one is armed
+            // when the response has been flushed (`poll_flush`).
+            Poll::Pending if this.phase == Phase::Busy => Poll::Pending,
             Poll::Pending => {
-                // The timer is moved earlier at once but never later: a
-                // kept-alive connection's idle deadline moves on with every
-                // request, and re-registering a timer each time costs more
-                // than one early wake-up that finds time left and re-arms.
-                loop {
-                    if this.timer.deadline() > this.deadline {
-                        this.timer.as_mut().reset(this.deadline);
-                    }
-                    ready!(this.timer.as_mut().poll(cx));
-                    if Instant::now() >= this.deadline {
-                        break;
-                    }
-                    this.timer.as_mut().reset(this.deadline);
-                }
+                ready!(this.poll_deadline(cx));
                 let what = if this.phase == Phase::Idle {
                     "idle past the keep-alive time"
                 } else {
@@ -197,8 +193,21 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes after writing each response, and does not read again
+    /// by itself when one ends (its last read, while the request was
+    /// served, already waits for data), so the idle deadline is armed here:
+    /// the timer wakes the connection's task, whose next read then fails.
+    /// All of a connection's polls run on its one task, so this `cx` wakes
+    /// the same task a read would.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.observe();
+        if this.phase == Phase::Idle && this.poll_deadline(cx).is_ready() {
+            // Already past it: the read that reports it must come.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
