@@ -52,7 +52,7 @@
 #   BENCH_LOCK_WAIT_S  longest wait for that lock (default 3600)
 #   BENCH_OHA_INSTALL  1 (default): `cargo install oha --locked` if oha is
 #                      missing (a long compile); 0: skip the fixed-rate part
-#   BENCH_HUNTAZE_BIN  measure this huntaze binary instead of building the
+#   BENCH_SERVER_BIN  measure this huntaze binary instead of building the
 #                      working tree (a before/after comparison in one
 #                      sitting); its results are marked as such and never
 #                      carry the working tree's commit
@@ -201,9 +201,9 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=false
 [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 mkdir -p "$WORK/bin"
-if [[ -n "${BENCH_HUNTAZE_BIN:-}" ]]; then
-    COMMIT="prebuilt:$BENCH_HUNTAZE_BIN"
-    cp "$BENCH_HUNTAZE_BIN" "$WORK/bin/huntaze" || die "no binary at $BENCH_HUNTAZE_BIN"
+if [[ -n "${BENCH_SERVER_BIN:-}" ]]; then
+    COMMIT="prebuilt:$BENCH_SERVER_BIN"
+    cp "$BENCH_SERVER_BIN" "$WORK/bin/huntaze" || die "no binary at $BENCH_SERVER_BIN"
 else
     cp "$ROOT/target/release/huntaze" "$WORK/bin/huntaze" || die "no binary at target/release/huntaze"
 fi
