@@ -58,7 +58,7 @@ pub fn render(state: &AppState, json: bool, request_id: &HeaderValue, res: Respo
     if let Some(after) = report.retry_after {
         parts.headers.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(after.as_secs().max(1)),
+            HeaderValue::from(retry_after_secs(after)),
         );
     }
     let body = if json {
@@ -139,4 +139,27 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
     AppError::internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}
+
+/// `Retry-After` in whole seconds, rounded up: a client that waits exactly
+/// what it was told must find the wait over, and never less than a second.
+fn retry_after_secs(after: std::time::Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_after_secs;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(4_001)), 5);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_999)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+    }
 }

@@ -106,6 +106,9 @@ pub fn of(extensions: &Extensions) -> &str {
 pub struct TrustedProxies(pub Arc<[ipnet::IpNet]>);
 
 impl TrustedProxies {
+    /// `ip` must be canonical ([`IpAddr::to_canonical`]): on a dual-stack
+    /// listener IPv4 peers arrive as `::ffff:a.b.c.d`, which an IPv4
+    /// network would never contain.
     fn trusts(&self, ip: &IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(ip))
     }
@@ -114,13 +117,13 @@ impl TrustedProxies {
     /// then the right-most `X-Forwarded-For` entry that is not itself a
     /// trusted proxy (entries further left are whatever the client sent).
     pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
-        let peer = peer?;
+        let peer = peer?.to_canonical();
         if !self.trusts(&peer) {
             return Some(peer);
         }
         let mut client = peer;
         for entry in forwarded_for.iter().rev().flat_map(|h| h.rsplit(',')) {
-            match entry.trim().parse::<IpAddr>() {
+            match entry.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) if self.trusts(&ip) => client = ip,
                 Ok(ip) => return Some(ip),
                 Err(_) => break, // garbage: stop at the last address we trust
@@ -134,7 +137,9 @@ impl TrustedProxies {
         let peer = extensions
             .get::<RequestMeta>()
             .and_then(|m| m.peer)
-            .map(|a| a.ip());
+            // An IPv4 client of a dual-stack listener is an IPv4 client: its
+            // per-address limits and audit entries use the IPv4 form.
+            .map(|a| a.ip().to_canonical());
         let ip = if self.0.is_empty() {
             peer
         } else {
@@ -243,6 +248,30 @@ mod tests {
         assert_eq!(
             TrustedProxies::default().client_ip(ip("127.0.0.1"), &["1.2.3.4"]),
             ip("127.0.0.1")
+        );
+    }
+
+    /// A dual-stack listener (`[::]`) sees IPv4 peers as `::ffff:a.b.c.d`.
+    #[test]
+    fn ipv4_mapped_peers_are_ipv4_clients() {
+        let nets: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let t = TrustedProxies(nets.into());
+        let ip = |s: &str| Some(s.parse().unwrap());
+        // The proxy is trusted in its mapped form too, and so is a mapped
+        // entry of the header.
+        assert_eq!(
+            t.client_ip(ip("::ffff:127.0.0.1"), &["9.9.9.9"]),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), &["9.9.9.9, ::ffff:127.0.0.1"]),
+            ip("9.9.9.9")
+        );
+        // Without proxies a mapped peer is its IPv4 address, so per-address
+        // limits do not put every IPv4 client in one IPv6 /64.
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("::ffff:203.0.113.9"), &[]),
+            ip("203.0.113.9")
         );
     }
 
