@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use tower::{Layer, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
@@ -92,10 +93,30 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
 }
 
 /// The development sandbox under its prefix, with the security headers (its
-/// consent page is a page like ours) and nothing that rewrites its answers.
+/// consent page is a page like ours) and nothing that rewrites its answers,
+/// but with the request deadline: a client trickling a body to it must not
+/// hold its connection for longer than anywhere else.
 fn sandbox_router(sandbox: &crate::tiktok::sandbox::Sandbox, state: &AppState) -> Router<()> {
+    let deadline = state.config.request_timeout();
     Router::new()
         .nest_service(crate::tiktok::SANDBOX_PREFIX, sandbox.router())
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(deadline, next.run(req)).await {
+                    Ok(res) => res,
+                    // TikTok's error shape, as the sandbox's other errors.
+                    Err(_) => (
+                        http::StatusCode::GATEWAY_TIMEOUT,
+                        [(http::header::CONNECTION, "close")],
+                        axum::Json(serde_json::json!({
+                            "error": "timeout",
+                            "error_description": "the request did not complete in time",
+                        })),
+                    )
+                        .into_response(),
+                }
+            },
+        ))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
             |axum::extract::State(state): axum::extract::State<AppState>,

@@ -232,3 +232,46 @@ async fn fault_controls_exist_only_where_a_test_harness_asked_for_them() {
         "/platforms/connect/tiktok?error=TIKTOK_UNAVAILABLE"
     );
 }
+
+/// The sandbox is outside the pipeline, but not outside the request
+/// deadline: a client trickling a body to it is cut off like anywhere else.
+#[tokio::test]
+async fn a_trickled_body_to_the_sandbox_meets_the_request_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::builder()
+        .config(|c| c.request_timeout_ms = 1_000)
+        .spawn()
+        .await;
+    let addr = app
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        b"POST /tiktok-sandbox/v2/oauth/token/ HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nc",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tcp.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(6), trickle).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the sandbox kept a trickling client past the request deadline"
+    );
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+}
