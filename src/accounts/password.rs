@@ -345,14 +345,16 @@ mod tests {
             1,
             2,
             Duration::from_secs(5),
-            Duration::from_millis(100),
+            // Long enough that a test thread held up by a loaded machine
+            // still sees a thread holding its memory between two hashes.
+            Duration::from_secs(1),
         )
         .unwrap();
         let pw = Password::parse_login("correct horse battery").unwrap();
         let until = |n: usize| {
             let hasher = hasher.clone();
             async move {
-                for _ in 0..200 {
+                for _ in 0..400 {
                     if hasher.threads_holding_memory() == n {
                         return true;
                     }
