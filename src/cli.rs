@@ -41,8 +41,10 @@ enum Command {
         /// Promote the existing account with this email: it becomes an
         /// admin, its password is replaced by the one read from standard
         /// input (whoever registered it can no longer sign in with theirs),
-        /// and every session it has ends, on every instance sharing the
-        /// configured Redis. Prints when the account was registered.
+        /// every session it has ends, on every instance sharing the
+        /// configured Redis, and its platform connections, pending connect
+        /// attempts and display name are removed. Prints when the account
+        /// was registered and what was removed.
         #[arg(long)]
         promote: bool,
     },
@@ -256,7 +258,16 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
 }
 
 /// `create-admin --promote` on an account that exists: reports what is
-/// taken over and what, if anything, may lag behind.
+/// taken over, what of the previous holder's was removed, and what, if
+/// anything, may lag behind.
+///
+/// A removed platform connection is deleted here, not revoked at the
+/// platform: its tokens grant access to the previous holder's own platform
+/// account, so leaving them valid there exposes nothing of the operator's,
+/// and the previous holder can revoke them from the platform's settings.
+/// Revoking would also need the platform client, its credentials and the
+/// token keys in a one-off command, and a network call that can fail or
+/// hang in the middle of taking the account over.
 async fn promote_existing(
     db: &crate::store::Db,
     config: &Config,
@@ -265,26 +276,59 @@ async fn promote_existing(
     ctx: &crate::middleware::request_id::RequestContext,
 ) -> anyhow::Result<ExitCode> {
     let registered = crate::time_fmt::rfc3339_from_ms(existing.created_at);
-    let event = crate::audit::row(
-        crate::audit::AuditEvent::AdminPromoted,
-        Some(&existing.id),
-        Some(&existing.email),
-        ctx,
-        Some(serde_json::json!({
-            "registeredAt": registered,
-            "previousRole": existing.role,
-        })),
-    );
     let now = crate::time_fmt::now_ms();
-    let Some(ended) = db
-        .promote_to_admin(&existing.id, password_hash, now, &event)
+    let audit = |p: &crate::store::users::Promotion| {
+        let connections: Vec<serde_json::Value> = p
+            .connections
+            .iter()
+            .map(|c| serde_json::json!({ "platform": c.platform, "externalId": c.external_id }))
+            .collect();
+        crate::audit::row(
+            crate::audit::AuditEvent::AdminPromoted,
+            Some(&existing.id),
+            Some(&existing.email),
+            ctx,
+            Some(serde_json::json!({
+                "registeredAt": registered,
+                "previousRole": existing.role,
+                "sessionsEnded": p.sessions_ended,
+                "connectionsRemoved": connections,
+                "pendingConnects": p.pending_connects,
+                "displayNameCleared": p.display_name_cleared,
+            })),
+        )
+    };
+    let Some(promotion) = db
+        .promote_to_admin(&existing.id, password_hash, now, audit)
         .await?
     else {
         anyhow::bail!("{} vanished while it was promoted", existing.email);
     };
+    let ended = promotion.sessions_ended;
+    let mut removed = Vec::new();
+    for c in &promotion.connections {
+        let (platform, id_name) = match c.platform.as_str() {
+            "tiktok" => ("TikTok", "open id"),
+            other => (other, "account id"),
+        };
+        let account = c.external_id.as_deref().unwrap_or("unknown");
+        removed.push(format!(
+            "its {platform} connection ({id_name} {account}) removed"
+        ));
+    }
+    if promotion.pending_connects > 0 {
+        removed.push(format!(
+            "{} pending connect attempt(s) removed",
+            promotion.pending_connects
+        ));
+    }
+    if promotion.display_name_cleared {
+        removed.push("display name cleared".to_owned());
+    }
+    let removed: String = removed.iter().map(|r| format!("; {r}")).collect();
     eprintln!(
         "{} (registered {registered}, was {}) is an admin; its password is the one given; \
-         {ended} session(s) ended",
+         {ended} session(s) ended{removed}",
         existing.email, existing.role,
     );
     let cache_secs = config.query_cache_ttl_ms.div_ceil(1000);

@@ -67,14 +67,19 @@ pub fn verify_csrf(secret: &[u8], token_hash: &str, presented: &str) -> bool {
 /// error). The caller uses the first that names a live session: a browser
 /// sends every cookie whose domain and path match, so one planted by
 /// another subdomain may come first, and it must not shadow ours.
+///
+/// The header is split on `;` as bytes: other cookies on the domain may
+/// hold bytes that are not visible ASCII (a UTF-8 preference, say), which
+/// makes the header as a whole fail `to_str`; only those pairs are skipped,
+/// so someone else's cookie cannot sign the user out.
 pub fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
     let name = cookie_name(secure);
     let mut tokens: Vec<String> = Vec::new();
     let offered = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
         .filter_map(|pair| pair.trim().split_once('='))
         .filter(|(n, _)| *n == name)
         .map(|(_, value)| value)
@@ -149,6 +154,26 @@ mod tests {
             tokens_from(&cookies(&format!("x=1; huntaze_session={good}")), false),
             [good]
         );
+    }
+
+    #[test]
+    fn one_cookie_that_is_not_ascii_does_not_hide_the_others() {
+        let good = new_token();
+        let mut h = HeaderMap::new();
+        let raw = format!("pref=caf\u{e9}; huntaze_session={good}; lang=fr");
+        let mut bytes = raw.into_bytes();
+        // a lone 0xff byte is not UTF-8 either: both kinds are skipped
+        bytes.extend_from_slice(b"; x=\xff; \xfe=1");
+        h.insert(header::COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
+        assert!(h.get(header::COOKIE).unwrap().to_str().is_err());
+        assert_eq!(tokens_from(&h, false), std::slice::from_ref(&good));
+        // a session cookie whose own value is not ASCII is not ours
+        let mut h = HeaderMap::new();
+        let mut bytes = b"huntaze_session=".to_vec();
+        bytes.extend_from_slice(&[0xc3; 43]);
+        bytes.extend_from_slice(format!("; huntaze_session={good}").as_bytes());
+        h.insert(header::COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
+        assert_eq!(tokens_from(&h, false), [good]);
     }
 
     #[test]

@@ -138,21 +138,35 @@ impl Db {
         Ok(Inserted::Created)
     }
 
-    /// Takes over an existing account as an admin: role, new password and
-    /// the end of every session it had, in one transaction, so no session
-    /// of the previous holder ever sees the admin role. The ended sessions
-    /// are then dropped from every instance's cache. Returns how many
-    /// sessions ended, or `None` when the user does not exist.
+    /// Takes over an existing account as an admin, in one transaction: role,
+    /// new password, the end of every session it had (so no session of the
+    /// previous holder ever sees the admin role), and nothing left of the
+    /// previous holder's use of it: their platform connections, their
+    /// pending connect attempts (a state is bound to the user id, so a saved
+    /// callback URL would otherwise complete in the new holder's session and
+    /// attach the previous holder's platform account), and their display
+    /// name. The audit event is built from what was removed and written in
+    /// the same transaction. The ended sessions are then dropped from every
+    /// instance's cache. `None` when the user does not exist.
     pub async fn promote_to_admin(
         &self,
         user_id: &str,
         password_hash: &str,
         now: i64,
-        audit: &super::audit::AuditRow,
-    ) -> Result<Option<u64>, sqlx::Error> {
+        audit: impl FnOnce(&Promotion) -> super::audit::AuditRow,
+    ) -> Result<Option<Promotion>, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
+        let display_name: Option<Option<String>> =
+            sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(display_name) = display_name else {
+            return Ok(None);
+        };
         let updated = sqlx::query(
-            "UPDATE users SET role = 'admin', password_hash = $1, updated_at = $2 WHERE id = $3",
+            "UPDATE users SET role = 'admin', password_hash = $1, display_name = NULL, \
+             updated_at = $2 WHERE id = $3",
         )
         .bind(password_hash)
         .bind(now)
@@ -167,10 +181,52 @@ impl Db {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
-        super::audit::insert(&mut *tx, audit).await?;
+        let connections: Vec<(String, Option<String>)> = sqlx::query_as(
+            "DELETE FROM platform_connections WHERE user_id = $1 RETURNING platform, external_id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending_connects = sqlx::query("DELETE FROM oauth_states WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let promotion = Promotion {
+            sessions_ended: ended.len() as u64,
+            connections: connections
+                .into_iter()
+                .map(|(platform, external_id)| RemovedConnection {
+                    platform,
+                    external_id,
+                })
+                .collect(),
+            pending_connects,
+            display_name_cleared: display_name.is_some(),
+        };
+        super::audit::insert(&mut *tx, &audit(&promotion)).await?;
         tx.commit().await?;
-        let n = ended.len() as u64;
         self.forget_sessions(ended).await;
-        Ok(Some(n))
+        if !promotion.connections.is_empty() {
+            self.figures_changed().await;
+        }
+        Ok(Some(promotion))
     }
+}
+
+/// What [`Db::promote_to_admin`] took from the account's previous holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    pub sessions_ended: u64,
+    pub connections: Vec<RemovedConnection>,
+    /// OAuth flows started and not yet finished.
+    pub pending_connects: u64,
+    pub display_name_cleared: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedConnection {
+    pub platform: String,
+    /// The account at the platform (TikTok's open id).
+    pub external_id: Option<String>,
 }

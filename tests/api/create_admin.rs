@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::support::cli::{create_admin, stdout_has_human_text};
 use crate::support::{PASSWORD, TestApp, json, new_client};
+use crate::tiktok::{decide, finish, start};
 
 const OPS: &str = "ops@example.com";
 const SQUATTER_PASSWORD: &str = "squatter's own password";
@@ -26,6 +27,50 @@ async fn squat(app: &TestApp) -> (reqwest::Client, String) {
         .expect("createdAt")
         .to_owned();
     (squatter, created)
+}
+
+/// Like [`squat`], with a display name the squatter chose, on a server
+/// that talks to the TikTok sandbox; the operator's runs of create-admin
+/// must reach the database directly (no session cache in between).
+async fn squat_with_tiktok(backend: crate::support::Backend) -> (TestApp, reqwest::Client) {
+    let app = TestApp::builder()
+        .backend(backend)
+        .tiktok_sandbox()
+        .config(|c| c.query_cache_ttl_ms = 0)
+        .spawn()
+        .await;
+    let squatter = new_client();
+    let res = squatter
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({
+            "email": OPS,
+            "password": SQUATTER_PASSWORD,
+            "displayName": "Squatter",
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), 201);
+    (app, squatter)
+}
+
+/// The operator, signed in after the promotion: the account holds nothing
+/// of the squatter's, and the squatter's saved callback URL fails.
+async fn operator_sees_a_clean_account(app: &TestApp, saved_callback: &str) -> reqwest::Client {
+    let operator = new_client();
+    let (code, body) = app.login_with(&operator, OPS, PASSWORD).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["user"]["displayName"], Value::Null, "{body}");
+    assert_eq!(
+        finish(&operator, saved_callback).await,
+        "/platforms/connect/tiktok?error=INVALID_STATE"
+    );
+    let tiktok = json(operator.get(app.url("/api/platforms/tiktok"))).await;
+    assert_eq!(tiktok["connected"], false, "{tiktok}");
+    assert_eq!(tiktok["openId"], Value::Null, "{tiktok}");
+    let me = json(operator.get(app.url("/api/auth/session"))).await;
+    assert_eq!(me["user"]["displayName"], Value::Null, "{me}");
+    operator
 }
 
 async fn status(client: &reqwest::Client, app: &TestApp, path: &str) -> u16 {
@@ -106,6 +151,70 @@ both_backends! {
             .filter(|e| e["event"] == "admin_promoted")
             .collect();
         assert_eq!(promoted.len(), 1, "{audit}");
+    }
+
+    async fn promotion_drops_the_squatters_pending_connect_and_display_name(backend) {
+        let (app, squatter) = squat_with_tiktok(backend).await;
+        // The squatter starts a connect, consents at TikTok with his own
+        // account and keeps the callback URL instead of following it.
+        let saved_callback = decide(&start(&app, &squatter).await, "allow").await;
+        assert_eq!(app.count("SELECT COUNT(*) FROM oauth_states").await, 1);
+
+        let out = create_admin(&app, &[], OPS, PASSWORD, true).await;
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        operator_sees_a_clean_account(&app, &saved_callback).await;
+        assert!(stderr.contains("1 pending connect attempt(s) removed"), "{stderr}");
+        assert!(stderr.contains("display name cleared"), "{stderr}");
+        assert!(!stderr.contains("TikTok connection"), "there was none: {stderr}");
+        assert_eq!(app.count("SELECT COUNT(*) FROM oauth_states").await, 0);
+        assert_eq!(app.count("SELECT COUNT(*) FROM platform_connections").await, 0);
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM audit_events WHERE event = 'admin_promoted' \
+                 AND details LIKE '%\"pendingConnects\":1%' \
+                 AND details LIKE '%\"displayNameCleared\":true%'"
+            )
+            .await,
+            1,
+            "the audit event says what was removed"
+        );
+    }
+
+    async fn promotion_drops_the_squatters_tiktok_connection(backend) {
+        let (app, squatter) = squat_with_tiktok(backend).await;
+        let connected = finish(&squatter, &decide(&start(&app, &squatter).await, "allow").await).await;
+        assert_eq!(connected, "/platforms/connect/tiktok?status=connected");
+        let before = json(squatter.get(app.url("/api/platforms/tiktok"))).await;
+        assert_eq!(before["connected"], true, "{before}");
+        let open_id = before["openId"].as_str().expect("openId").to_owned();
+        // and one more flow left pending, its callback kept for later
+        let saved_callback = decide(&start(&app, &squatter).await, "allow").await;
+
+        let out = create_admin(&app, &[], OPS, PASSWORD, true).await;
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("TikTok connection (open id {open_id}) removed")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("1 pending connect attempt(s) removed"), "{stderr}");
+        assert_eq!(app.count("SELECT COUNT(*) FROM platform_connections").await, 0);
+        let operator = operator_sees_a_clean_account(&app, &saved_callback).await;
+        // The operator's own connect works on the promoted account.
+        let own = finish(&operator, &decide(&start(&app, &operator).await, "allow").await).await;
+        assert_eq!(own, "/platforms/connect/tiktok?status=connected");
+        assert_eq!(
+            app.count(
+                "SELECT COUNT(*) FROM audit_events WHERE event = 'admin_promoted' \
+                 AND details LIKE '%\"tiktok\"%'"
+            )
+            .await,
+            1,
+            "the audit event names the removed connection"
+        );
     }
 
     async fn create_admin_without_promote_still_creates_a_new_account(backend) {

@@ -161,3 +161,36 @@ both_backends! {
         assert_eq!(session_with(&app, &format!("huntaze_session={token}")).await, 401);
     }
 }
+
+both_backends! {
+    async fn a_cookie_that_is_not_ascii_does_not_sign_the_user_out(backend) {
+        let app = TestApp::builder()
+            .backend(backend)
+            .config(|c| c.public_url = HTTPS.into())
+            .spawn()
+            .await;
+        let token = value_of(&register(&app, "cafe@example.com").await);
+        // Another site on the domain, or an old script, set a UTF-8 value:
+        // the header is then not visible ASCII as a whole.
+        let cookie = reqwest::header::HeaderValue::from_bytes(
+            format!("pref=caf\u{e9}; __Host-huntaze_session={token}").as_bytes(),
+        )
+        .unwrap();
+        let res = app
+            .raw
+            .get(app.url("/api/auth/session"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let page = app
+            .raw
+            .get(app.url("/platforms"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "the page is served, not a redirect to /login");
+    }
+}
