@@ -222,11 +222,8 @@ impl AuthRateLimits {
                 Err(retry_after) => Err(Limited { retry_after }),
             };
         }
-        if let Some(until) = self.locks.get(account) {
-            let left = until.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                return Err(Limited { retry_after: left });
-            }
+        if let Some(retry_after) = self.locked_for(account) {
+            return Err(Limited { retry_after });
         }
         // moka runs computations on one key one at a time: the count is
         // exact. A full count is left as it is (a write would restart its
@@ -240,14 +237,34 @@ impl AuthRateLimits {
                 if n >= max { Op::Nop } else { Op::Put(n + 1) }
             });
         match counted {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => Ok(Check {
-                n: e.into_value(),
-                shared: false,
-            }),
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
+                let check = Check {
+                    n: e.into_value(),
+                    shared: false,
+                };
+                // The last allowed failure locks the account and then
+                // resets the count; an attempt that passed the lock check
+                // just before and counted just after would otherwise be a
+                // check past the limit.
+                if let Some(retry_after) = self.locked_for(account) {
+                    self.release(account, check).await;
+                    return Err(Limited { retry_after });
+                }
+                Ok(check)
+            }
             _ => Err(Limited {
                 retry_after: self.window.min(self.lockout),
             }),
         }
+    }
+
+    /// How long the account stays locked (this instance's lock).
+    fn locked_for(&self, account: &str) -> Option<Duration> {
+        let left = self
+            .locks
+            .get(account)?
+            .saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Gives back a reservation whose check did not run.
@@ -279,9 +296,10 @@ impl AuthRateLimits {
         {
             return true;
         }
-        self.failures.invalidate(account);
+        // Locked before the count resets: see `reserve`.
         self.locks
             .insert(account.to_owned(), Instant::now() + self.lockout);
+        self.failures.invalidate(account);
         true
     }
 
