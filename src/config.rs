@@ -196,6 +196,9 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// A kept-alive connection with no request for this long is closed.
     pub keep_alive_idle_ms: u64,
+    /// A connection whose response has not moved for this long (the
+    /// client reads nothing) is closed.
+    pub send_timeout_ms: u64,
     /// Largest request head (request line and headers); past it, 431.
     pub max_header_bytes: usize,
     /// Connections served at once; at the limit, new ones wait in the
@@ -295,6 +298,7 @@ impl Default for Config {
             trusted_proxies: String::new(),
             header_read_timeout_ms: 10_000,
             keep_alive_idle_ms: 75_000,
+            send_timeout_ms: 30_000,
             max_header_bytes: 32 * 1024,
             max_connections: None,
         }
@@ -742,6 +746,7 @@ impl Config {
                 self.header_read_timeout_ms,
             ),
             ("HUNTAZE_KEEP_ALIVE_IDLE_MS", self.keep_alive_idle_ms),
+            ("HUNTAZE_SEND_TIMEOUT_MS", self.send_timeout_ms),
         ] {
             if value == 0 {
                 push(setting, "must be greater than zero", true);
@@ -1448,6 +1453,13 @@ mod tests {
                 },
                 "HUNTAZE_KEEP_ALIVE_IDLE_MS",
             ),
+            (
+                Config {
+                    send_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "HUNTAZE_SEND_TIMEOUT_MS",
+            ),
         ] {
             let fatal: Vec<_> = cfg
                 .problems()
@@ -1470,6 +1482,7 @@ mod tests {
             &[
                 ("HUNTAZE_HEADER_READ_TIMEOUT_MS", "2000"),
                 ("HUNTAZE_KEEP_ALIVE_IDLE_MS", "30000"),
+                ("HUNTAZE_SEND_TIMEOUT_MS", "5000"),
                 ("HUNTAZE_MAX_HEADER_BYTES", "16384"),
                 ("HUNTAZE_MAX_CONNECTIONS", "500"),
             ],
@@ -1478,6 +1491,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(config.header_read_timeout_ms, 2_000);
         assert_eq!(config.keep_alive_idle_ms, 30_000);
+        assert_eq!(config.send_timeout_ms, 5_000);
         assert_eq!(config.max_header_bytes, 16_384);
         assert_eq!(config.max_connections, Some(500));
     }
