@@ -851,6 +851,11 @@ impl Config {
                 fatal: false,
             });
         }
+        out.extend(connections_past_file_room(
+            self.max_connections,
+            open_file_limit(),
+            self.db_max_connections,
+        ));
         out
     }
 
@@ -941,6 +946,32 @@ fn connections_for_file_limit(limit: u64, db_max_connections: u32) -> usize {
     let reserve = 3 * u64::from(db_max_connections) + 128;
     let cap = limit.saturating_sub(reserve).max(limit / 2).max(1);
     usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// A connection cap set above what the open-file limit leaves once the
+/// pool and the process's other files have theirs (the room the default
+/// leaves): under load the connections can take the descriptors the
+/// database needs, which then fails instead of the client waiting in the
+/// listen queue. Only advice: the operator may know the pool or the other
+/// files need fewer. At or above the limit itself the setting is refused
+/// ([`Config::max_connections`]), so that is not repeated here.
+fn connections_past_file_room(
+    max_connections: Option<usize>,
+    limit: Option<u64>,
+    db_max_connections: u32,
+) -> Option<ConfigProblem> {
+    let (n, limit) = (u64::try_from(max_connections?).ok()?, limit?);
+    let room = limit.saturating_sub(3 * u64::from(db_max_connections) + 128);
+    (n > room && n < limit).then(|| ConfigProblem {
+        setting: "HUNTAZE_MAX_CONNECTIONS".into(),
+        message: format!(
+            "is above the {room} connections the open-file soft limit ({limit}) leaves once \
+             HUNTAZE_DB_MAX_CONNECTIONS ({db_max_connections}, up to three files each) and \
+             128 other files are set aside: under load the database can run out of \
+             descriptors; raise the limit (ulimit -n, LimitNOFILE=) or lower the setting"
+        ),
+        fatal: false,
+    })
 }
 
 const ENV_PREFIX: &str = "HUNTAZE_";
@@ -1405,6 +1436,31 @@ mod tests {
             derived > 0 && (derived as u64) < limit,
             "{derived} of {limit}"
         );
+    }
+
+    #[test]
+    fn a_connection_cap_past_the_room_the_file_limit_leaves_is_advised_against() {
+        // 1,024 files, a pool of 10: room for 1,024 − 30 − 128 = 866.
+        let advice = connections_past_file_room(Some(1_000), Some(1_024), 10)
+            .expect("1,000 connections under ulimit -n 1024 is advised against");
+        assert_eq!(advice.setting, "HUNTAZE_MAX_CONNECTIONS");
+        assert!(!advice.fatal);
+        assert!(
+            advice.message.contains("1024") && advice.message.contains("866"),
+            "{}",
+            advice.message
+        );
+        for quiet in [
+            connections_past_file_room(Some(866), Some(1_024), 10),
+            connections_past_file_room(None, Some(1_024), 10),
+            connections_past_file_room(Some(1_000), None, 10),
+            // Refused outright elsewhere.
+            connections_past_file_room(Some(1_024), Some(1_024), 10),
+        ] {
+            assert_eq!(quiet, None);
+        }
+        // The pool counts: 20 connections leave room for 836 only.
+        assert!(connections_past_file_room(Some(866), Some(1_024), 20).is_some());
     }
 
     #[test]
