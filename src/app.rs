@@ -507,6 +507,7 @@ fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
             keep_alive_idle: Duration::from_millis(config.keep_alive_idle_ms),
         },
         max_header_bytes: config.max_header_bytes,
+        send_timeout: Duration::from_millis(config.send_timeout_ms),
         max_connections,
     })
 }

@@ -196,6 +196,9 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// A kept-alive connection with no request for this long is closed.
     pub keep_alive_idle_ms: u64,
+    /// A connection whose response has not moved for this long (the
+    /// client reads nothing) is closed.
+    pub send_timeout_ms: u64,
     /// Largest request head (request line and headers); past it, 431.
     pub max_header_bytes: usize,
     /// Connections served at once; at the limit, new ones wait in the
@@ -295,6 +298,7 @@ impl Default for Config {
             trusted_proxies: String::new(),
             header_read_timeout_ms: 10_000,
             keep_alive_idle_ms: 75_000,
+            send_timeout_ms: 30_000,
             max_header_bytes: 32 * 1024,
             max_connections: None,
         }
@@ -742,6 +746,7 @@ impl Config {
                 self.header_read_timeout_ms,
             ),
             ("HUNTAZE_KEEP_ALIVE_IDLE_MS", self.keep_alive_idle_ms),
+            ("HUNTAZE_SEND_TIMEOUT_MS", self.send_timeout_ms),
         ] {
             if value == 0 {
                 push(setting, "must be greater than zero", true);
@@ -846,6 +851,11 @@ impl Config {
                 fatal: false,
             });
         }
+        out.extend(connections_past_file_room(
+            self.max_connections,
+            open_file_limit(),
+            self.db_max_connections,
+        ));
         out
     }
 
@@ -936,6 +946,32 @@ fn connections_for_file_limit(limit: u64, db_max_connections: u32) -> usize {
     let reserve = 3 * u64::from(db_max_connections) + 128;
     let cap = limit.saturating_sub(reserve).max(limit / 2).max(1);
     usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// A connection cap set above what the open-file limit leaves once the
+/// pool and the process's other files have theirs (the room the default
+/// leaves): under load the connections can take the descriptors the
+/// database needs, which then fails instead of the client waiting in the
+/// listen queue. Only advice: the operator may know the pool or the other
+/// files need fewer. At or above the limit itself the setting is refused
+/// ([`Config::max_connections`]), so that is not repeated here.
+fn connections_past_file_room(
+    max_connections: Option<usize>,
+    limit: Option<u64>,
+    db_max_connections: u32,
+) -> Option<ConfigProblem> {
+    let (n, limit) = (u64::try_from(max_connections?).ok()?, limit?);
+    let room = limit.saturating_sub(3 * u64::from(db_max_connections) + 128);
+    (n > room && n < limit).then(|| ConfigProblem {
+        setting: "HUNTAZE_MAX_CONNECTIONS".into(),
+        message: format!(
+            "is above the {room} connections the open-file soft limit ({limit}) leaves once \
+             HUNTAZE_DB_MAX_CONNECTIONS ({db_max_connections}, up to three files each) and \
+             128 other files are set aside: under load the database can run out of \
+             descriptors; raise the limit (ulimit -n, LimitNOFILE=) or lower the setting"
+        ),
+        fatal: false,
+    })
 }
 
 const ENV_PREFIX: &str = "HUNTAZE_";
@@ -1403,6 +1439,31 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_cap_past_the_room_the_file_limit_leaves_is_advised_against() {
+        // 1,024 files, a pool of 10: room for 1,024 − 30 − 128 = 866.
+        let advice = connections_past_file_room(Some(1_000), Some(1_024), 10)
+            .expect("1,000 connections under ulimit -n 1024 is advised against");
+        assert_eq!(advice.setting, "HUNTAZE_MAX_CONNECTIONS");
+        assert!(!advice.fatal);
+        assert!(
+            advice.message.contains("1024") && advice.message.contains("866"),
+            "{}",
+            advice.message
+        );
+        for quiet in [
+            connections_past_file_room(Some(866), Some(1_024), 10),
+            connections_past_file_room(None, Some(1_024), 10),
+            connections_past_file_room(Some(1_000), None, 10),
+            // Refused outright elsewhere.
+            connections_past_file_room(Some(1_024), Some(1_024), 10),
+        ] {
+            assert_eq!(quiet, None);
+        }
+        // The pool counts: 20 connections leave room for 836 only.
+        assert!(connections_past_file_room(Some(866), Some(1_024), 20).is_some());
+    }
+
+    #[test]
     fn connection_limits_that_cannot_work_are_refused() {
         let limit = open_file_limit().expect("an open-file limit");
         for (cfg, setting) in [
@@ -1448,6 +1509,13 @@ mod tests {
                 },
                 "HUNTAZE_KEEP_ALIVE_IDLE_MS",
             ),
+            (
+                Config {
+                    send_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "HUNTAZE_SEND_TIMEOUT_MS",
+            ),
         ] {
             let fatal: Vec<_> = cfg
                 .problems()
@@ -1470,6 +1538,7 @@ mod tests {
             &[
                 ("HUNTAZE_HEADER_READ_TIMEOUT_MS", "2000"),
                 ("HUNTAZE_KEEP_ALIVE_IDLE_MS", "30000"),
+                ("HUNTAZE_SEND_TIMEOUT_MS", "5000"),
                 ("HUNTAZE_MAX_HEADER_BYTES", "16384"),
                 ("HUNTAZE_MAX_CONNECTIONS", "500"),
             ],
@@ -1478,6 +1547,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(config.header_read_timeout_ms, 2_000);
         assert_eq!(config.keep_alive_idle_ms, 30_000);
+        assert_eq!(config.send_timeout_ms, 5_000);
         assert_eq!(config.max_header_bytes, 16_384);
         assert_eq!(config.max_connections, Some(500));
     }

@@ -14,9 +14,10 @@
 //!
 //! Against slow and hostile clients: each connection must send complete
 //! headers within the header timeout and its next request within the
-//! keep-alive idle time ([`deadline`]); a request head over the size limit
-//! is answered 431; and at most `max_connections` are served at once. At
-//! that cap the listener is not read, so new clients wait in the kernel's
+//! keep-alive idle time, and must take some of its response within the send
+//! timeout whenever writing it has to wait ([`deadline`]); a request head
+//! over the size limit is answered 431; and at most `max_connections` are
+//! served at once. At that cap the listener is not read, so new clients wait in the kernel's
 //! listen queue (in order) until a slot frees, instead of being accepted
 //! and dropped or of using up the file descriptors the database needs.
 
@@ -52,6 +53,9 @@ pub struct ConnectionLimits {
     /// Largest request head (request line and headers) in bytes; past it
     /// hyper answers 431 and closes the connection.
     pub max_header_bytes: usize,
+    /// A connection whose client takes none of its response for this long
+    /// is dropped.
+    pub send_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -82,6 +86,7 @@ pub async fn serve<S>(
     let mut server = Server {
         builder: Arc::new(builder),
         deadlines: limits.deadlines,
+        send_timeout: limits.send_timeout,
         slots: Arc::new(Semaphore::new(max_connections)),
         max_connections,
         accept_log: AcceptLog::default(),
@@ -144,6 +149,7 @@ pub async fn serve<S>(
 struct Server<S> {
     builder: Arc<http1::Builder>,
     deadlines: ReadDeadlines,
+    send_timeout: Duration,
     /// One permit per connection served; held by its task.
     slots: Arc<Semaphore>,
     max_connections: usize,
@@ -182,7 +188,12 @@ where
         let builder = Arc::clone(&self.builder);
         let mut closing = self.closing.1.clone();
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(DeadlineIo::new(tcp, self.deadlines, Arc::clone(&activity)));
+        let io = TokioIo::new(DeadlineIo::new(
+            tcp,
+            self.deadlines,
+            self.send_timeout,
+            Arc::clone(&activity),
+        ));
         let service = Tracked::new(TowerToHyperService::new(service), activity);
         tokio::spawn(async move {
             // The connection's place under the cap, given back when it ends.

@@ -9,8 +9,14 @@
 //! began and its response ended (the service), so the deadlines live in a
 //! wrapper around the socket, fed by a wrapper around the service.
 //!
+//! The same wrapper bounds writing: a client that stops taking its
+//! response (a full socket buffer, so writes wait) is dropped once it has
+//! taken nothing for the send timeout. hyper does not read while a write
+//! waits, so the read deadlines alone would let such a client keep its
+//! connection, and its place under the connection cap, for good.
+//!
 //! What this does not bound: a request being served (the request deadline
-//! does), and a client that stops reading its response.
+//! does).
 
 use std::io;
 use std::pin::Pin;
@@ -71,8 +77,32 @@ enum Phase {
     Busy,
 }
 
+/// How many bytes a socket holds that its peer has not acknowledged yet.
+pub(super) trait SendQueue {
+    /// `None` when the system does not tell.
+    fn unacknowledged(&self) -> Option<usize>;
+}
+
+impl SendQueue for tokio::net::TcpStream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn unacknowledged(&self) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let mut bytes: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ on a TCP socket) writes one int, the
+        // send queue's length, into the int it is given.
+        let read = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) } == 0;
+        read.then(|| usize::try_from(bytes).ok()).flatten()
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn unacknowledged(&self) -> Option<usize> {
+        None
+    }
+}
+
 /// A socket whose reads fail with `TimedOut` once the current deadline has
-/// passed, which makes hyper drop the connection.
+/// passed, and whose writes fail so once the client has taken nothing for
+/// the send timeout; either makes hyper drop the connection.
 pub(super) struct DeadlineIo<I> {
     inner: I,
     limits: ReadDeadlines,
@@ -84,13 +114,27 @@ pub(super) struct DeadlineIo<I> {
     /// already there costs no timer work; it may fire before `deadline`
     /// (see `poll_read`), never after.
     timer: Pin<Box<Sleep>>,
+    send_timeout: Duration,
+    /// Set when a write has to wait and cleared by any write that goes
+    /// through, so a write that never waits costs one store.
+    send_deadline: Option<Instant>,
+    /// The socket's unacknowledged bytes when `send_deadline` was set.
+    unacknowledged: Option<usize>,
+    /// Made on the first write that waits (most connections never have
+    /// one); like `timer`, moved earlier at once but never later.
+    send_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I> DeadlineIo<I> {
     /// A fresh connection gets the header timeout from the start: a client
     /// that connects and sends nothing is treated like one that sends its
     /// headers too slowly.
-    pub(super) fn new(inner: I, limits: ReadDeadlines, activity: Arc<Activity>) -> Self {
+    pub(super) fn new(
+        inner: I,
+        limits: ReadDeadlines,
+        send_timeout: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
         let deadline = Instant::now() + limits.header_read;
         Self {
             inner,
@@ -100,6 +144,10 @@ impl<I> DeadlineIo<I> {
             deadline,
             finished_seen: 0,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
+            send_timeout,
+            send_deadline: None,
+            unacknowledged: None,
+            send_timer: None,
         }
     }
 
@@ -138,6 +186,79 @@ impl<I> DeadlineIo<I> {
     }
 }
 
+impl<I: SendQueue> DeadlineIo<I> {
+    /// What a write (or flush) reports, once the send deadline is seen to:
+    /// progress clears it, a wait arms it (if not armed yet) and, past it,
+    /// becomes `TimedOut`.
+    fn after_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<T>>,
+        progress: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match res {
+            Poll::Ready(Ok(v)) => {
+                if progress(&v) {
+                    self.send_deadline = None;
+                }
+                Poll::Ready(Ok(v))
+            }
+            Poll::Pending => {
+                ready!(self.poll_send_deadline(cx));
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took none of the response within the send timeout",
+                )))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Ready once the client has taken nothing for the send timeout.
+    ///
+    /// A write that waits is woken only once a third of the socket's
+    /// buffer is free again (Linux), which for a client reading slowly from
+    /// a buffer grown to megabytes takes minutes; the bytes it acknowledges
+    /// show it reading all the same, so they count as progress too. They
+    /// are looked at only when the deadline is reached: a slow reader costs
+    /// a system call per send timeout, not one per acknowledgement.
+    fn poll_send_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut deadline = match self.send_deadline {
+            Some(deadline) => deadline,
+            None => {
+                let deadline = Instant::now() + self.send_timeout;
+                self.send_deadline = Some(deadline);
+                self.unacknowledged = self.inner.unacknowledged();
+                deadline
+            }
+        };
+        let timer = self
+            .send_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            ready!(timer.as_mut().poll(cx));
+            let now = Instant::now();
+            if now < deadline {
+                timer.as_mut().reset(deadline);
+                continue;
+            }
+            let unacknowledged = self.inner.unacknowledged();
+            match (unacknowledged, self.unacknowledged) {
+                (Some(left), Some(before)) if left < before => {
+                    deadline = now + self.send_timeout;
+                    self.send_deadline = Some(deadline);
+                    self.unacknowledged = unacknowledged;
+                    timer.as_mut().reset(deadline);
+                }
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -172,13 +293,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
+impl<I: AsyncWrite + SendQueue + Unpin> AsyncWrite for DeadlineIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, res, |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -186,7 +309,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, res, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -201,7 +326,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
     /// the same task a read would.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        ready!(this.after_write(cx, res, |()| true))?;
         this.observe();
         if this.phase == Phase::Idle && this.poll_deadline(cx).is_ready() {
             // Already past it: the read that reports it must come.

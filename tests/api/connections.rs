@@ -158,6 +158,140 @@ async fn headers_sent_too_slowly_or_not_at_all_close_the_connection_after_the_he
         .expect("a stalled second request is closed after the header timeout");
 }
 
+/// A connection whose receive buffer is about 1 KB, as a client that
+/// means to hold the server's sockets would make it.
+async fn tiny_window_connection(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1_024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Pipelines `GET path` on `tcp`, reading nothing, until the server stops
+/// reading (a write waits half a second): it is then blocked writing
+/// answers nobody takes. Returns how many requests went out.
+async fn pipeline_until_the_server_stops_reading(tcp: &mut TcpStream, path: &str) -> usize {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    for sent in 0..200_000 {
+        let write = tcp.write_all(req.as_bytes());
+        if tokio::time::timeout(Duration::from_millis(500), write)
+            .await
+            .is_err()
+        {
+            return sent;
+        }
+    }
+    panic!("the server read 200,000 pipelined requests without blocking on its answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_are_dropped_after_the_send_timeout_and_free_their_slots() {
+    const CAP: usize = 3;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.send_timeout_ms = 1_000;
+            c.max_connections = Some(CAP);
+            // Only the send timeout may free the slots.
+            c.header_read_timeout_ms = 60_000;
+            c.keep_alive_idle_ms = 60_000;
+        })
+        .spawn()
+        .await;
+    let addr = addr(&app);
+    let mut hogs = Vec::new();
+    for _ in 0..CAP {
+        let mut tcp = tiny_window_connection(addr).await;
+        let sent = pipeline_until_the_server_stops_reading(&mut tcp, "/").await;
+        eprintln!("a client that never reads blocked the server after {sent} requests");
+        hogs.push(tcp);
+    }
+
+    // Every slot is held by a client that reads nothing; the send timeout
+    // frees them all, so as many new clients, each keeping its connection,
+    // are answered well within the bound.
+    let mut fresh = Vec::new();
+    for _ in 0..CAP {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(GET_LIVEZ).await.unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(15), read_response(&mut tcp))
+            .await
+            .expect("/livez answered within 15 s while clients that never read held the slots")
+            .expect("an answer before the connection closes");
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        fresh.push(tcp);
+    }
+
+    // The hogs were dropped: what they find, once they do read, ends.
+    for mut hog in hogs {
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = tokio::time::timeout(Duration::from_secs(15), async {
+            while hog.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        assert!(end.is_ok(), "a client that never read is still connected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_is_not_cut_by_the_send_timeout() {
+    // 150 answers of about 38 KB: more than the server's socket buffer
+    // can hold (4 MiB at most), so the server waits on this client all
+    // through the slow part.
+    const REQUESTS: usize = 150;
+    let app = TestApp::builder()
+        .config(|c| c.send_timeout_ms = 1_000)
+        .spawn()
+        .await;
+    let mut tcp = tiny_window_connection(addr(&app)).await;
+    let req = b"GET /api/openapi.json HTTP/1.1\r\nHost: test\r\n\r\n".repeat(REQUESTS);
+    tcp.write_all(&req).await.unwrap();
+
+    // 1 KB every 200 ms for four send timeouts.
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1_024];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        match tcp.read(&mut buf).await {
+            Ok(0) => panic!("closed after {} bytes of slow reading", all.len()),
+            Err(e) => panic!("{e} after {} bytes of slow reading", all.len()),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let slow = all.len();
+
+    // Then every answer arrives: a connection cut meanwhile would end (or
+    // be reset) once the kernel's buffers are drained.
+    const HEAD: &[u8] = b"HTTP/1.1 200";
+    let mut answers = 0;
+    let mut scanned = 0;
+    let mut big = vec![0u8; 256 * 1024];
+    let read_all = tokio::time::timeout(Duration::from_secs(60), async {
+        while answers < REQUESTS {
+            let n = tcp.read(&mut big).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            all.extend_from_slice(&big[..n]);
+            answers += all[scanned..]
+                .windows(HEAD.len())
+                .filter(|w| *w == HEAD)
+                .count();
+            scanned = all.len().saturating_sub(HEAD.len() - 1);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    eprintln!(
+        "slow reader: {slow} bytes in 4 s, then {} bytes in {:?}, {answers} of {REQUESTS} answers",
+        all.len() - slow,
+        start.elapsed()
+    );
+    assert!(
+        matches!(read_all, Ok(Ok(()))),
+        "the connection ended early: {read_all:?}, {answers} of {REQUESTS} answers"
+    );
+}
+
 /// A request for `/livez` whose head (request line, headers, blank line)
 /// is exactly `size` bytes.
 fn request_of_size(size: usize) -> Vec<u8> {
