@@ -595,7 +595,7 @@ impl Config {
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
             {
-                Ok(net) => nets.push(net),
+                Ok(net) => nets.push(ipv4_mapped_as_ipv4(net)),
                 Err(_) => bad.push(i + 1),
             }
         }
@@ -1115,6 +1115,21 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(body)
 }
 
+/// Peers are compared in their canonical form (an IPv4 client of a
+/// dual-stack listener is its IPv4 address), so a network written in the
+/// IPv4-mapped form an operator sees in such a listener's logs,
+/// `::ffff:10.0.0.0/104` say, is the IPv4 network it stands for.
+fn ipv4_mapped_as_ipv4(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, ipnet::IpNet::V4),
+        _ => net,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1378,6 +1393,21 @@ mod tests {
                 "HUNTAZE_TRUSTED_PROXIES: entry 4 is not an IP address or CIDR",
             ]
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_trusted_proxies_are_ipv4_networks() {
+        let config = Config {
+            trusted_proxies: "::ffff:127.0.0.1, ::ffff:10.0.0.0/104, 2001:db8::/32".into(),
+            ..Config::default()
+        };
+        let nets: Vec<String> = config
+            .trusted_proxy_nets()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"]);
     }
 
     /// The deployment files and scripts set only names the server knows:

@@ -79,8 +79,12 @@ pub async fn start(
             .into_response()
         };
     }
-    match state.tiktok.begin(&who.user.id).await {
+    match state.tiktok.begin(&who.user.id, &who.token_hash).await {
         Ok(url) => found(&url),
+        Err(ConnectError::SessionEnded) if html => {
+            found("/login?next=%2Fplatforms%2Fconnect%2Ftiktok")
+        }
+        Err(ConnectError::SessionEnded) => AppError::Unauthorized.into_response(),
         Err(e) if html => to_connect_page(e),
         Err(e) => AppError::Unavailable {
             retry_after: std::time::Duration::from_secs(30),
@@ -115,7 +119,12 @@ pub async fn callback(
     };
     match state
         .tiktok
-        .complete(&who.user.id, query.as_deref().unwrap_or(""), &ctx)
+        .complete(
+            &who.user.id,
+            &who.token_hash,
+            query.as_deref().unwrap_or(""),
+            &ctx,
+        )
         .await
     {
         Ok(()) => found(&format!("{CONNECT_PAGE}?status=connected")),

@@ -76,18 +76,18 @@ impl Db {
     /// holds. The user's row is locked first so concurrent starts count one
     /// after another, and `created_at` is made strictly increasing per user
     /// so that "newest" is exact even within one millisecond.
+    /// `false` (nothing written) when the session `session` (its token
+    /// hash) of the state's user no longer exists.
     pub async fn insert_oauth_state(
         &self,
         s: &OAuthStateRow,
         keep: i64,
-    ) -> Result<(), sqlx::Error> {
+        session: &str,
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        // A write, so PostgreSQL holds the row lock and SQLite the write
-        // lock until commit; the value does not change.
-        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
-            .bind(&s.user_id)
-            .execute(&mut *tx)
-            .await?;
+        if !lock_user_with_session(&mut tx, &s.user_id, session).await? {
+            return Ok(false);
+        }
         let newest: Option<i64> =
             sqlx::query_scalar("SELECT MAX(created_at) FROM oauth_states WHERE user_id = $1")
                 .bind(&s.user_id)
@@ -116,7 +116,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Takes a state out of the store: whoever calls this first gets it, and
@@ -174,12 +174,18 @@ impl Db {
 
     /// Creates or replaces a user's connection and records the audit event,
     /// in one transaction.
+    /// `false` (nothing written) when the session `session` (its token
+    /// hash) of the connection's user no longer exists.
     pub async fn upsert_connection(
         &self,
         c: &ConnectionRow,
         audit: &AuditRow,
-    ) -> Result<(), sqlx::Error> {
+        session: &str,
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
+        if !lock_user_with_session(&mut tx, &c.user_id, session).await? {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO platform_connections (id, user_id, platform, status, external_id, display_name, avatar_url, \
                  scopes, access_token_enc, refresh_token_enc, key_id, expires_at, refresh_expires_at, last_error, \
@@ -214,7 +220,7 @@ impl Db {
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
         self.figures_changed().await;
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes a user's connection and records the audit event, in one
@@ -345,4 +351,30 @@ impl Db {
             .await?;
         Ok(())
     }
+}
+
+/// Takes the user's row lock (PostgreSQL; SQLite's write lock) for the rest
+/// of `tx`, then tells whether `session` still exists for that user. The
+/// promotion of an account (`create-admin --promote`) takes the same lock
+/// first and deletes the sessions, pending states and connections under
+/// it, so a write that checks here either runs wholly before it (and is
+/// removed by it) or sees its deletion: the lock comes first so that the
+/// check, a new statement, reads what the promotion committed.
+async fn lock_user_with_session(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    session: &str,
+) -> Result<bool, sqlx::Error> {
+    // A write whose value does not change, for its lock.
+    sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    let live: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = $1 AND user_id = $2")
+            .bind(session)
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(live > 0)
 }

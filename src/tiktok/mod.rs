@@ -78,6 +78,10 @@ pub enum ConnectError {
     NotConfigured,
     ServiceUnavailable,
     RateLimited,
+    /// The session that started or finished the flow no longer exists (it
+    /// was signed out, or its account was taken over by `create-admin
+    /// --promote`) though an instance's cache still knew it.
+    SessionEnded,
     Internal,
 }
 
@@ -92,6 +96,7 @@ impl ConnectError {
             ConnectError::NotConfigured => "NOT_CONFIGURED",
             ConnectError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ConnectError::RateLimited => "RATE_LIMITED",
+            ConnectError::SessionEnded => "SESSION_ENDED",
             ConnectError::Internal => "INTERNAL_ERROR",
         }
     }
@@ -106,6 +111,7 @@ impl ConnectError {
             ConnectError::NotConfigured,
             ConnectError::ServiceUnavailable,
             ConnectError::RateLimited,
+            ConnectError::SessionEnded,
             ConnectError::Internal,
         ]
         .into_iter()
@@ -137,6 +143,9 @@ impl ConnectError {
             }
             ConnectError::RateLimited => {
                 "You started connecting TikTok many times in a short while. Please wait a minute, then try again."
+            }
+            ConnectError::SessionEnded => {
+                "Your session has ended. Please sign in and connect again."
             }
             ConnectError::Internal => "Something went wrong on our side. Please try again.",
         }
@@ -351,9 +360,10 @@ impl TikTok {
         self.client.as_ref().ok_or(ConnectError::NotConfigured)
     }
 
-    /// Starts a flow for `user_id`: stores the state (hashed) with its PKCE
-    /// verifier (sealed) and returns TikTok's authorize URL.
-    pub async fn begin(&self, user_id: &str) -> Result<String, ConnectError> {
+    /// Starts a flow for `user_id`, signed in with the session whose token
+    /// hash is `session`: stores the state (hashed) with its PKCE verifier
+    /// (sealed) and returns TikTok's authorize URL.
+    pub async fn begin(&self, user_id: &str, session: &str) -> Result<String, ConnectError> {
         let client = self.client()?;
         if client.breaker().state() == CircuitState::Open {
             return Err(ConnectError::TikTokUnavailable);
@@ -382,8 +392,11 @@ impl TikTok {
                     expires_at: now + self.state_ttl_ms,
                 },
                 PENDING_STATES_PER_USER,
+                session,
             )
-            .await?;
+            .await?
+            .then_some(())
+            .ok_or(ConnectError::SessionEnded)?;
         let mut url = url::Url::parse(&self.auth_url).map_err(|_| ConnectError::NotConfigured)?;
         url.query_pairs_mut()
             .append_pair("client_key", client.client_key())
@@ -402,10 +415,11 @@ impl TikTok {
     pub async fn complete(
         &self,
         user_id: &str,
+        session: &str,
         raw_query: &str,
         ctx: &RequestContext,
     ) -> Result<(), ConnectError> {
-        let result = self.complete_inner(user_id, raw_query, ctx).await;
+        let result = self.complete_inner(user_id, session, raw_query, ctx).await;
         if let Err(e) = result {
             audit::record(
                 &self.db,
@@ -423,6 +437,7 @@ impl TikTok {
     async fn complete_inner(
         &self,
         user_id: &str,
+        session: &str,
         raw_query: &str,
         ctx: &RequestContext,
     ) -> Result<(), ConnectError> {
@@ -513,7 +528,13 @@ impl TikTok {
             ctx,
             Some(json!({ "scopes": row.scopes })),
         );
-        self.db.upsert_connection(&row, &event).await?;
+        // Written only while the session that finished the flow still
+        // exists: a takeover of the account (`create-admin --promote`)
+        // between the state's check and here must not receive this
+        // connection.
+        if !self.db.upsert_connection(&row, &event, session).await? {
+            return Err(ConnectError::SessionEnded);
+        }
         Ok(())
     }
 

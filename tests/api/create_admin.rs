@@ -182,6 +182,67 @@ both_backends! {
         );
     }
 
+    // Without Redis a running instance may still accept the squatter's
+    // cached session for a while: it must not be able to start a connect
+    // that would leave a state (or a connection) on the admin's account.
+    async fn a_session_still_cached_after_the_promotion_cannot_start_a_connect(backend) {
+        let app = TestApp::builder()
+            .backend(backend)
+            .tiktok_sandbox()
+            .config(|c| c.query_cache_ttl_ms = 120_000)
+            .spawn()
+            .await;
+        let (squatter, _) = squat(&app).await;
+        assert_eq!(status(&squatter, &app, "/api/auth/session").await, 200, "cached");
+
+        let out = create_admin(&app, &[], OPS, PASSWORD, true).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        assert_eq!(status(&squatter, &app, "/api/auth/tiktok").await, 401);
+        let res = squatter
+            .get(app.url("/api/auth/tiktok"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(res.status(), 302);
+        let to = res.headers()["location"].to_str().unwrap_or_default().to_owned();
+        assert!(to.starts_with("/login"), "{to}");
+        assert_eq!(app.count("SELECT COUNT(*) FROM oauth_states").await, 0);
+    }
+
+    // The squatter's callback spent its state before the promotion and
+    // reaches the connection's write after it (TikTok answered slowly):
+    // nothing is connected to the account the operator now holds.
+    async fn a_callback_that_outlives_the_promotion_connects_nothing(backend) {
+        use huntaze::tiktok::sandbox::{Endpoint, Fault};
+        let (app, squatter) = squat_with_tiktok(backend).await;
+        let callback = decide(&start(&app, &squatter).await, "allow").await;
+        app.sandbox
+            .as_ref()
+            .expect("sandbox")
+            .inject(Endpoint::Token, Fault::Slow { ms: 3_000 }, 1);
+        let finishing = tokio::spawn({
+            let squatter = squatter.clone();
+            async move { finish(&squatter, &callback).await }
+        });
+        // The state is spent at once; the exchange then waits at TikTok.
+        let spent = crate::support::eventually(std::time::Duration::from_secs(2), || async {
+            app.count("SELECT COUNT(*) FROM oauth_states").await == 0
+        })
+        .await;
+        assert!(spent, "the callback took its state");
+
+        let out = create_admin(&app, &[], OPS, PASSWORD, true).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        assert_eq!(
+            finishing.await.expect("callback"),
+            "/platforms/connect/tiktok?error=SESSION_ENDED"
+        );
+        assert_eq!(app.count("SELECT COUNT(*) FROM platform_connections").await, 0);
+    }
+
     async fn promotion_drops_the_squatters_tiktok_connection(backend) {
         let (app, squatter) = squat_with_tiktok(backend).await;
         let connected = finish(&squatter, &decide(&start(&app, &squatter).await, "allow").await).await;
