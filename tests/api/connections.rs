@@ -2,16 +2,16 @@
 //! finish, connections left idle, oversized request heads, and more
 //! trickling clients than the process has file descriptors.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::TestApp;
+use crate::support::binary::Running;
 
 fn addr(app: &TestApp) -> SocketAddr {
     app.base
@@ -334,68 +334,6 @@ async fn a_request_head_over_the_limit_gets_431_and_one_at_the_limit_is_served()
     assert_eq!(huntaze::config::Config::default().max_header_bytes, 32_768);
 }
 
-/// The real binary, its stdout collected, killed on drop.
-struct Binary {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn start(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn huntaze");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The address from the "ready to serve" line.
-    async fn ready(&self) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let found = self.lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v.get("message")?.as_str()? == "huntaze ready to serve")
-                    .then(|| v.get("addr")?.as_str()?.parse().ok())?
-            });
-            if let Some(addr) = found {
-                return addr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "not ready after 30 s:\n{}",
-            self.lines.lock().unwrap().join("\n")
-        );
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("process status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The binary with SQLite in `dir`, no inherited `HUNTAZE_*` setting, a
 /// 2 s header timeout and its open-file limit at 1,024.
 fn huntaze_with_1024_files(dir: &std::path::Path) -> Command {
@@ -504,7 +442,7 @@ async fn with_1024_files_and_1100_trickling_clients_a_new_client_is_answered_wit
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(&mut huntaze_with_1024_files(dir.path()));
+    let server = Running::start(&mut huntaze_with_1024_files(dir.path()));
     let addr = server.ready().await;
 
     let connected = Arc::new(tokio::sync::Semaphore::new(0));
@@ -528,7 +466,7 @@ async fn with_1024_files_and_1100_trickling_clients_a_new_client_is_answered_wit
             "GET {path} took {took:?} with {CLIENTS} trickling clients"
         );
     }
-    let logs = server.lines.lock().unwrap().join("\n");
+    let logs = server.lines().join("\n");
     assert!(
         !logs.contains("Too many open files"),
         "the cap keeps the process below its file limit:\n{logs}"
@@ -563,7 +501,7 @@ async fn unfinished_heads(addr: SocketAddr, clients: usize, bytes: usize) -> Vec
 async fn unfinished_headers_hold_no_more_memory_than_the_header_limit_allows() {
     const CLIENTS: usize = 200;
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(
+    let server = Running::start(
         huntaze_with_1024_files(dir.path()).env("HUNTAZE_HEADER_READ_TIMEOUT_MS", "60000"),
     );
     let addr = server.ready().await;
@@ -599,7 +537,7 @@ async fn running_out_of_files_is_logged_once_and_accepting_resumes_when_clients_
     // A cap set just under the limit, so the process runs out of
     // descriptors before the cap holds anyone back.
     let server =
-        Binary::start(huntaze_with_1024_files(dir.path()).env("HUNTAZE_MAX_CONNECTIONS", "1020"));
+        Running::start(huntaze_with_1024_files(dir.path()).env("HUNTAZE_MAX_CONNECTIONS", "1020"));
     let addr = server.ready().await;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
@@ -612,7 +550,7 @@ async fn running_out_of_files_is_logged_once_and_accepting_resumes_when_clients_
     let (status, _) = timed_get(addr, "/livez").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     drop(clients);
-    let logs = server.lines.lock().unwrap().clone();
+    let logs = server.lines();
     let failed = logs
         .iter()
         .filter(|l| l.contains("accepting a connection failed"))

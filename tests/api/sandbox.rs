@@ -7,32 +7,7 @@
 use serde_json::Value;
 
 use crate::support::{TestApp, new_client};
-use crate::tiktok::decide;
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-/// Starts a connect flow as `client`: the embedded sandbox's authorize URL.
-async fn start(app: &TestApp, client: &reqwest::Client) -> String {
-    let res = client
-        .get(app.url("/api/auth/tiktok"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 302);
-    location(&res)
-}
-
-async fn finish(client: &reqwest::Client, callback: &str) -> String {
-    let res = client.get(callback).send().await.unwrap();
-    assert_eq!(res.status(), 302);
-    location(&res)
-}
+use crate::tiktok::{decide, finish, location, start};
 
 fn query_param(url: &str, name: &str) -> String {
     url::Url::parse(url)

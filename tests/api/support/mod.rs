@@ -2,6 +2,7 @@
 //! random port with a fresh database, and a client that keeps cookies and
 //! does not follow redirects.
 
+pub mod binary;
 pub mod cli;
 pub mod cluster;
 pub mod logs;
