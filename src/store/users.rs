@@ -78,25 +78,9 @@ impl Db {
         session: &super::sessions::SessionRow,
     ) -> Result<Inserted, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.password_hash)
-        .bind(&user.role)
-        .bind(user.created_at)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                // the transaction rolls back on drop
-                return Ok(Inserted::EmailTaken);
-            }
-            Err(e) => return Err(e),
+        // On EMAIL_TAKEN the transaction rolls back on drop.
+        if !insert_user(&mut tx, user, &user.role).await? {
+            return Ok(Inserted::EmailTaken);
         }
         super::audit::insert(&mut *tx, audit).await?;
         super::sessions::insert_session(&mut *tx, session).await?;
@@ -114,23 +98,8 @@ impl Db {
         audit: &super::audit::AuditRow,
     ) -> Result<Inserted, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'admin', $5, $5)",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Ok(Inserted::EmailTaken);
-            }
-            Err(e) => return Err(e),
+        if !insert_user(&mut tx, user, "admin").await? {
+            return Ok(Inserted::EmailTaken);
         }
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
@@ -229,4 +198,29 @@ pub struct RemovedConnection {
     pub platform: String,
     /// The account at the platform (TikTok's open id).
     pub external_id: Option<String>,
+}
+
+/// Inserts `user` with `role` in `tx`; `false` when its email is taken.
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: &UserRow,
+    role: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, display_name, password_hash, role, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(&user.display_name)
+    .bind(&user.password_hash)
+    .bind(role)
+    .bind(user.created_at)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
