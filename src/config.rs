@@ -1410,6 +1410,68 @@ mod tests {
         assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"]);
     }
 
+    /// docs/CONFIGURATION.md documents every setting, and names only
+    /// settings (or the other known variables) that exist. A group written
+    /// `HUNTAZE_A` / `_B` counts `_B` as `HUNTAZE_B`.
+    #[test]
+    fn the_configuration_document_names_every_setting_and_only_settings() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md"),
+        )
+        .unwrap();
+        let name = |from: &str| -> String {
+            from.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        };
+        let mut documented = std::collections::BTreeSet::new();
+        for (at, _) in doc.match_indices(ENV_PREFIX) {
+            let found = name(&doc[at..]);
+            // The strictness example shows a misspelled name on purpose.
+            if !doc[at + found.len()..].starts_with(": is not a setting") {
+                documented.insert(found);
+            }
+        }
+        let settings: Vec<String> = config_fields()
+            .iter()
+            .map(|f| format!("{ENV_PREFIX}{}", f.to_ascii_uppercase()))
+            .collect();
+        // `HUNTAZE_DB_MAX_CONNECTIONS` / `_MIN_CONNECTIONS`: the suffix
+        // takes the place of the first name's last word or words; whichever
+        // reading names a setting, else the one-word reading (reported).
+        for line in doc.lines() {
+            for (at, _) in line.match_indices("/ `_") {
+                let suffix = name(&line[at + 3..]);
+                let Some(first) = line[..at].rfind(ENV_PREFIX).map(|i| name(&line[i..])) else {
+                    continue;
+                };
+                let words: Vec<&str> = first.split('_').collect();
+                let readings: Vec<String> = (1..words.len())
+                    .map(|k| format!("{}{suffix}", words[..words.len() - k].join("_")))
+                    .collect();
+                let known = readings.iter().find(|r| settings.contains(r));
+                documented.insert(known.unwrap_or(&readings[0]).clone());
+            }
+        }
+        documented.remove(ENV_PREFIX);
+        let missing: Vec<&String> = settings
+            .iter()
+            .filter(|s| !documented.contains(*s))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in docs/CONFIGURATION.md: {missing:?}"
+        );
+        let unknown: Vec<&String> = documented
+            .iter()
+            .filter(|d| !settings.contains(d) && !OTHER_VARIABLES.contains(&d.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/CONFIGURATION.md names unknown settings: {unknown:?}"
+        );
+    }
+
     /// The deployment files and scripts set only names the server knows:
     /// with unknown names fatal, a stale one would stop the service.
     #[test]
