@@ -47,20 +47,38 @@ async fn apply(fault: &Option<Fault>) -> Option<Response> {
     }
 }
 
-/// The client credentials check of the token and revoke endpoints.
-fn authenticate_client(
-    settings: &SandboxSettings,
-    key: Option<&str>,
-    secret: Option<&str>,
-) -> Option<Response> {
-    (key != Some(settings.client_key.as_str()) || secret != Some(settings.client_secret.as_str()))
-        .then(|| {
-            oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client authentication failed",
-            )
-        })
+/// What the token and revoke endpoints do first: play an injected fault,
+/// read the form-encoded body, check the app's credentials (`credentials`
+/// picks the client key and secret out of the form). The fault comes back
+/// too: some play out after the work (a lost response).
+async fn admit<F>(
+    sb: &Sandbox,
+    endpoint: Endpoint,
+    form: Result<Form<F>, FormRejection>,
+    credentials: impl Fn(&F) -> (Option<&str>, Option<&str>),
+) -> Result<(F, Option<Fault>), Response> {
+    let fault = sb.next_fault(endpoint);
+    if let Some(r) = apply(&fault).await {
+        return Err(r);
+    }
+    let Ok(Form(f)) = form else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body must be form-encoded",
+        ));
+    };
+    let settings = sb.settings();
+    let (key, secret) = credentials(&f);
+    if key != Some(settings.client_key.as_str()) || secret != Some(settings.client_secret.as_str())
+    {
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        ));
+    }
+    Ok((f, fault))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -130,25 +148,15 @@ pub(super) async fn token(
     State(sb): State<Sandbox>,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let fault = sb.next_fault(Endpoint::Token);
-    if let Some(r) = apply(&fault).await {
-        return r;
-    }
-    let Ok(Form(f)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "body must be form-encoded",
-        );
+    let (f, fault) = match admit(&sb, Endpoint::Token, form, |f: &TokenForm| {
+        (f.client_key.as_deref(), f.client_secret.as_deref())
+    })
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let settings = sb.settings();
-    if let Some(refused) = authenticate_client(
-        &settings,
-        f.client_key.as_deref(),
-        f.client_secret.as_deref(),
-    ) {
-        return refused;
-    }
     let body = {
         let mut st = sb.st();
         match f.grant_type.as_deref() {
@@ -267,25 +275,14 @@ pub(super) async fn revoke(
     State(sb): State<Sandbox>,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Response {
-    let fault = sb.next_fault(Endpoint::Revoke);
-    if let Some(r) = apply(&fault).await {
-        return r;
-    }
-    let Ok(Form(f)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "body must be form-encoded",
-        );
+    let (f, fault) = match admit(&sb, Endpoint::Revoke, form, |f: &RevokeForm| {
+        (f.client_key.as_deref(), f.client_secret.as_deref())
+    })
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let settings = sb.settings();
-    if let Some(refused) = authenticate_client(
-        &settings,
-        f.client_key.as_deref(),
-        f.client_secret.as_deref(),
-    ) {
-        return refused;
-    }
     let Some(token) = f.token else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
