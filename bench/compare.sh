@@ -106,7 +106,7 @@ need_pkg jq jq
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg nginx nginx
 NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
 [[ -x "$NGINX" ]] || die "nginx is not installed"
-need_cmd cargo curl gzip
+need_cmd curl gzip
 [[ -r /proc/self/status ]] || die "/proc is needed to read the server's peak RSS"
 
 OHA=""
