@@ -303,26 +303,7 @@ DETAIL_BYTES=$(jq -s '.[] | select(.name=="health-detailed") | .body_bytes' "$CH
 (( DETAIL_BYTES > ANON_BYTES )) || log "warning: detailed /api/health is not larger than the anonymous one; is the token honoured?"
 
 # ---------------------------------------------------------------- load --
-cat >"$WORK/report.lua" <<'LUA'
--- Counts non-2xx answers per thread and prints one machine-readable line.
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0 end
-function response(status, headers, body)
-    if status < 200 or status > 299 then non2xx = non2xx + 1 end
-end
-function done(summary, latency, requests)
-    local n = 0
-    for _, t in ipairs(threads) do n = n + (t:get("non2xx") or 0) end
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
-        summary.requests, secs, summary.requests / secs, summary.bytes,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-        n, e.status, e.connect, e.read, e.write, e.timeout))
-end
-LUA
+wrk_lua "$WORK/report.lua"
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
