@@ -22,24 +22,29 @@
 # them back, prints one table and writes bench/results/all-<UTC>.json
 # holding the summary and the three results whole.
 #
+# It builds once (the server and the examples floor and hash_rate) and runs
+# the three with BENCH_BUILT=1, so all three measure the same binaries.
+# Comparing two commits in one sitting: BENCH_SERVER_BIN (bench/README.md).
+#
 # Settings: BENCH_DURATION and BENCH_ROUNDS are handed to all three (their
 # defaults: 10s; 5 rounds for compare.sh here, 3 for db_read.sh). Anything
-# else each script reads (BENCH_RATE, BENCH_PG_PORT, ...) passes through.
-# Needs what they need (wrk, oha, nginx, jq, curl, psql for the PostgreSQL
-# rows; the scripts install the Debian packages they miss) and python3.
+# else each script reads (BENCH_RATE, BENCH_PG_PORT, BENCH_SERVER_BIN,
+# BENCH_WRITE_BASELINE, ...) passes through. Needs what they need (wrk, oha,
+# nginx, jq, curl, psql for the PostgreSQL rows; the scripts install the
+# Debian packages they miss) and python3.
 set -euo pipefail
 BENCH_NAME=all
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+bench_init
 
 need_pkg python3 python3
-WORK="$(mktemp -d -t huntaze-all.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+build_release floor hash_rate
+export BENCH_BUILT=1
 
 bench_lock
-log "holding the benchmark lock for compare, db_read and login"
 
 # run NAME SCRIPT [ENV...]: runs a script, shows its output, and records
 # the path of the JSON it wrote (its last "results: " line).
@@ -58,9 +63,10 @@ run compare bench/compare.sh "BENCH_ROUNDS=${BENCH_ROUNDS:-5}"
 run db_read bench/db_read.sh "BENCH_ROUNDS=${BENCH_ROUNDS:-3}"
 run login bench/login.sh
 
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="bench/results/all-$STAMP.json"
-python3 - "${RESULT[compare]}" "${RESULT[db_read]}" "${RESULT[login]}" "$OUT" <<'PY'
+bench_unlock
+OUT="$WORK/result.json"
+BENCH_COMMIT="$COMMIT" BENCH_DIRTY="$DIRTY" \
+    python3 - "${RESULT[compare]}" "${RESULT[db_read]}" "${RESULT[login]}" "$OUT" <<'PY'
 import json
 import os
 import sys
@@ -144,9 +150,13 @@ non2xx = {
 for name, n in non2xx.items():
     row("errors", f"non-2xx, {name}", n, "0", n == 0)
 
+commit = os.environ["BENCH_COMMIT"]
+dirty = os.environ["BENCH_DIRTY"] == "true"
+server_bin = os.environ.get("BENCH_SERVER_BIN") or None
 print()
-print(f"Huntaze benchmarks  commit {compare['commit']}{' (dirty)' if compare.get('dirty') else ''}"
-      f"  nproc {compare['nproc']}  {compare['timestamp']}")
+print(f"Huntaze benchmarks  commit {commit}{' (dirty)' if dirty else ''}"
+      + (f"  server {server_bin} (BENCH_SERVER_BIN)" if server_bin else "")
+      + f"  nproc {compare['nproc']}  {compare['timestamp']}")
 print(f"{'area':<12} {'figure':<52} {'value':>22} {'target':>10}  met")
 for x in rows:
     met = "" if x["met"] is None else ("ok" if x["met"] else "MISSED")
@@ -159,17 +169,14 @@ print(f"\ntargets met: {len(targets) - len(missed)} of {len(targets)}"
 summary = {
     "benchmark": "all",
     "timestamp": compare["timestamp"],
-    "commit": compare["commit"],
-    "dirty": compare.get("dirty"),
     "nproc": compare["nproc"],
     "rows": rows,
     "targets_met": len(missed) == 0,
     "sources": {"compare": compare_path, "db_read": db_path, "login": login_path},
     "results": {"compare": compare, "db_read": db, "login": login},
 }
-with open(out_path + ".tmp", "w") as f:
+with open(out_path, "w") as f:
     json.dump(summary, f, indent=2)
     f.write("\n")
-os.replace(out_path + ".tmp", out_path)
-print(f"results: {out_path}")
 PY
+write_result all "$OUT"

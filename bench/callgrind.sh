@@ -16,6 +16,9 @@
 #   huntaze /api/health  the same server, anonymous
 #   floor /              examples/floor.rs serving the same gzip bytes
 # JSON in bench/results/callgrind-<UTC>.json. Needs valgrind and python3.
+# Instruction counts do not depend on other load, so this script takes no
+# lock. The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE): bench/README.md.
 set -euo pipefail
 BENCH_NAME=callgrind
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,26 +31,21 @@ WARMUP="${BENCH_WARMUP:-2000}"
 KEEP="${BENCH_KEEP:-0}"
 TOP="${BENCH_TOP:-25}"
 
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+positive_int BENCH_REQUESTS "$REQUESTS"
+
+bench_init
+PIDS=()
+on_exit() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [[ "$KEEP" == 1 ]] && KEEP_WORK=true
+    return 0
+}
 need_pkg valgrind valgrind
 need_pkg python3 python3
 need_pkg jq jq
-
-WORK="$(mktemp -d -t huntaze-callgrind.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null; done
-    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && wait "$p" 2>/dev/null; done
-    [[ "$KEEP" == 1 ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log "cargo build --release --bin huntaze --example floor"
-cargo build --release --bin huntaze --example floor >&2 || die "release build failed"
-cp target/release/huntaze target/release/examples/floor "$WORK/"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
+build_release floor
 
 # profile NAME PORT PATH [HEADER...]: drives the already started process
 # (last of PIDS) and prints its instructions per request.
@@ -105,9 +103,9 @@ stop_last() { # stops the last started process (one profile per process:
 huntaze() {
     local dir port
     dir="$(mktemp -d "$WORK/huntaze.XXXXXX")"
-    port="$(free_port)" || die "no free port"
+    port="$(free_port)"
     start "$dir" HUNTAZE_LISTEN="127.0.0.1:$port" HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-        HUNTAZE_DATA_DIR="$dir" HUNTAZE_CONFIG="$ROOT/bench/empty.toml" RUST_LOG=warn "$WORK/huntaze" serve
+        HUNTAZE_DATA_DIR="$dir" HUNTAZE_CONFIG="$ROOT/bench/empty.toml" RUST_LOG=warn "$SERVER_BIN" serve
     wait_http "http://127.0.0.1:$port/readyz" 120 || { tail "$dir/log" >&2; die "huntaze not ready"; }
     if [[ ! -s "$WORK/index.html.gz" ]]; then
         curl -sf -H 'Accept-Encoding: identity' -o "$WORK/index.html" "http://127.0.0.1:$port/"
@@ -121,21 +119,18 @@ huntaze "huntaze /" /
 huntaze "huntaze /api/health" /api/health
 
 FL="$(mktemp -d "$WORK/floor.XXXXXX")"
-FL_PORT="$(free_port)" || die "no free port"
-start "$FL" "$WORK/floor" --listen "127.0.0.1:$FL_PORT" --file "$WORK/index.html" --gzip-file "$WORK/index.html.gz"
+FL_PORT="$(free_port)"
+start "$FL" "$WORK/bin/floor" --listen "127.0.0.1:$FL_PORT" --file "$WORK/index.html" --gzip-file "$WORK/index.html.gz"
 wait_http "http://127.0.0.1:$FL_PORT/" 120 || { tail "$FL/log" >&2; die "floor not ready"; }
 profile "floor /" "$FL_PORT" /
 stop_last
 
-mkdir -p bench/results
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="bench/results/callgrind-$STAMP.json"
-jq -Rn --arg commit "$COMMIT" --argjson dirty "$DIRTY" --argjson requests "$REQUESTS" '
-  {commit: $commit, dirty: $dirty, requests: $requests,
+jq -Rn --argjson requests "$REQUESTS" '
+  {benchmark: "callgrind", requests: $requests,
    instructions_per_request: ([inputs | split("\t") | {(.[0]): (.[1] | tonumber)}] | add)}' \
-  <"$WORK/results.tsv" >"$OUT"
+  <"$WORK/results.tsv" >"$WORK/result.json"
 echo
 printf '%-22s %12s\n' target "instr/request"
 while IFS=$'\t' read -r name per; do printf '%-22s %12s\n' "$name" "$per"; done <"$WORK/results.tsv"
-log "wrote $OUT"
-[[ "$KEEP" == 1 ]] && log "callgrind outputs kept in $WORK"
+write_result callgrind "$WORK/result.json"
+if [[ "$KEEP" == 1 ]]; then log "callgrind outputs kept in $WORK"; fi

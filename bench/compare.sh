@@ -45,23 +45,20 @@
 #   BENCH_THREADS      wrk threads (default 2)
 #   BENCH_RATE         offered rate of the fixed-rate runs, req/s (default 10000)
 #   BENCH_STARTS       cold starts for start-to-ready (default 5)
-#   BENCH_LOCK         lock file held (flock) for everything that generates
-#                      load, so benchmarks never overlap (default
-#                      /tmp/huntaze-bench.lock; empty: none, e.g. when the
-#                      caller already runs `flock /tmp/huntaze-bench.lock ...`)
-#   BENCH_LOCK_WAIT_S  longest wait for that lock (default 3600)
 #   BENCH_OHA_INSTALL  1 (default): `cargo install oha --locked` if oha is
 #                      missing (a long compile); 0: skip the fixed-rate part
-#   BENCH_SERVER_BIN  measure this huntaze binary instead of building the
-#                      working tree (a before/after comparison in one
-#                      sitting); its results are marked as such and never
-#                      carry the working tree's commit
+# and the settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 #
-# Builds are not under the lock (cargo serializes them). The built binaries
-# are copied into the temp dir first, so a concurrent rebuild cannot swap
-# them mid-run. Traffic goes to 127.0.0.1 only. Any HUNTAZE_* variable of the
-# caller's environment is ignored; a huntaze.toml is not read.
+# Builds are not under the lock (cargo serializes them). Traffic goes to
+# 127.0.0.1 only. Any HUNTAZE_* variable of the caller's environment is
+# ignored; a huntaze.toml is not read.
 set -euo pipefail
+BENCH_NAME=compare
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 ROUNDS="${BENCH_ROUNDS:-3}"
@@ -69,38 +66,21 @@ CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 RATE="${BENCH_RATE:-10000}"
 STARTS="${BENCH_STARTS:-5}"
-LOCK="${BENCH_LOCK-/tmp/huntaze-bench.lock}"
-LOCK_WAIT_S="${BENCH_LOCK_WAIT_S:-3600}"
 OHA_INSTALL="${BENCH_OHA_INSTALL:-1}"
-READY_DEADLINE_S=60
 ENCODING="gzip"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-log() { printf '[compare] %s\n' "$*" >&2; }
-die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
-
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
-
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
-[[ "$RATE" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RATE must be a positive integer"
+positive_int BENCH_ROUNDS "$ROUNDS"
+positive_int BENCH_RATE "$RATE"
+positive_int BENCH_CONNECTIONS "$CONNECTIONS"
+positive_int BENCH_THREADS "$THREADS"
+positive_int BENCH_STARTS "$STARTS"
+DURATION_S="$(duration_secs "$DURATION")"
 
 # ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-compare.XXXXXX)"
+bench_init
 NGX=""             # nginx prefix (its own dir: nginx workers must read it)
-HZ_PID="" NGX_PID="" FLOOR_PID="" START_PID=""
-POLICY_RC_CREATED=false
+HZ_PID="" NGX_PID="" FLOOR_PID=""
 
-stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL
-    local pid="$1"
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 stop_nginx() {
     [[ -n "$NGX_PID" ]] || return 0
     local workers
@@ -110,54 +90,23 @@ stop_nginx() {
     for w in $workers; do kill -KILL "$w" 2>/dev/null || true; done
     NGX_PID=""
 }
-cleanup() {
-    local rc=$?
-    stop_pid "$START_PID"
+on_exit() {
+    stop_server
     stop_pid "$HZ_PID"
     stop_pid "$FLOOR_PID"
     stop_nginx
-    [[ $POLICY_RC_CREATED == true ]] && rm -f /usr/sbin/policy-rc.d
-    rm -rf "$WORK"
     [[ -n "$NGX" ]] && rm -rf "$NGX"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-APT_UPDATED=false
-apt_install() { # apt_install PKG...: installs, running apt-get update once if needed
-    if ! as_root apt-get install -y "$@" >>"$WORK/apt.log" 2>&1; then
-        if [[ $APT_UPDATED == false ]]; then
-            APT_UPDATED=true
-            as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-            as_root apt-get install -y "$@" >>"$WORK/apt.log" 2>&1 && return 0
-        fi
-        cat "$WORK/apt.log" >&2
-        die "cannot install $*"
-    fi
-}
-command -v wrk >/dev/null 2>&1 || { log "installing wrk"; apt_install wrk; }
-command -v jq >/dev/null 2>&1 || { log "installing jq"; apt_install jq; }
-if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
-    log "installing nginx (the package's service is not started: policy-rc.d)"
-    # Keep the package from starting the system service on :80 where no
-    # policy is in place; the benchmark runs its own master.
-    if [[ ! -e /usr/sbin/policy-rc.d && $EUID -eq 0 ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        POLICY_RC_CREATED=true
-    fi
-    apt_install nginx
-    if [[ $POLICY_RC_CREATED == true ]]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=false; fi
-fi
+need_pkg wrk wrk
+need_pkg jq jq
+# nginx's own master runs on its own port; need_pkg keeps the package from
+# starting the system service.
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkg nginx nginx
 NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
 [[ -x "$NGINX" ]] || die "nginx is not installed"
-command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-command -v curl >/dev/null || die "curl is not installed"
-command -v gzip >/dev/null || die "gzip is not installed"
+need_cmd curl gzip
 [[ -r /proc/self/status ]] || die "/proc is needed to read the server's peak RSS"
 
 OHA=""
@@ -195,126 +144,40 @@ fi
 [[ -n "$OHA_NOTE" ]] && log "fixed-rate part skipped: $OHA_NOTE"
 
 # ---------------------------------------------------------------- build --
-log "cargo build --release --bin huntaze --example floor"
-cargo build --release --bin huntaze --example floor >&2 || die "release build failed"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
-mkdir -p "$WORK/bin"
-if [[ -n "${BENCH_SERVER_BIN:-}" ]]; then
-    COMMIT="prebuilt:$BENCH_SERVER_BIN"
-    cp "$BENCH_SERVER_BIN" "$WORK/bin/huntaze" || die "no binary at $BENCH_SERVER_BIN"
-else
-    cp "$ROOT/target/release/huntaze" "$WORK/bin/huntaze" || die "no binary at target/release/huntaze"
-fi
-cp "$ROOT/target/release/examples/floor" "$WORK/bin/floor" || die "no binary at target/release/examples/floor"
-BIN="$WORK/bin/huntaze"
+build_release floor
 FLOOR_BIN="$WORK/bin/floor"
-
-# ---------------------------------------------------------------- helpers --
-duration_secs() {
-    local d="$1"
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-
-# Listening ports are picked below the kernel's ephemeral range: a client
-# socket's TIME_WAIT on a port (from curl or wrk) would make bind() fail.
-EPHEMERAL_LOW="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-PORT_LOW=20000 PORT_SPAN=10000
-(( EPHEMERAL_LOW > 11024 )) && PORT_LOW=1024 PORT_SPAN=$(( EPHEMERAL_LOW - 1024 ))
-(( EPHEMERAL_LOW > 21024 )) && PORT_LOW=20000 PORT_SPAN=$(( EPHEMERAL_LOW - 20000 ))
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$(( PORT_LOW + RANDOM % PORT_SPAN ))
-        [[ "$USED_PORTS" == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-    done
-    return 1
-}
-
 MONITORING_TOKEN="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 
-# start_huntaze DATA_DIR PORT: the release binary in DATA_DIR (no
-# huntaze.toml found there); prints nothing, sets START_PID.
-start_huntaze() {
-    local dir="$1" port="$2"
-    (
-        cd "$dir"
-        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
-            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-            HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-            HUNTAZE_MONITORING_TOKEN="$MONITORING_TOKEN" \
-            RUST_LOG=warn \
-            "$BIN" serve
-    ) >"$dir/server.log" 2>&1 9>&- &
-    START_PID=$!
-}
+# start_compare_huntaze DATA_DIR PORT: huntaze with the monitoring token the
+# detailed /api/health run sends; sets SERVER_PID.
+start_compare_huntaze() { start_huntaze "$1" "$2" HUNTAZE_MONITORING_TOKEN="$MONITORING_TOKEN"; }
 
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
-
-# wait_200 URL PID LOG: polls every 5 ms until URL answers 200 (bounded).
-wait_200() {
-    local url="$1" pid="$2" logf="$3" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-    while :; do
-        [[ "$(http_code "$url")" == 200 ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logf" >&2 || true
-            die "the process behind $url exited before it was ready"
-        fi
-        if (( $(date +%s) >= deadline )); then
-            tail -n 20 "$logf" >&2 || true
-            die "$url not ready after ${READY_DEADLINE_S}s"
-        fi
-        sleep 0.005
-    done
-}
-
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-
-# ---------------------------------------------------------------- lock --
-if [[ -n "$LOCK" ]]; then
-    exec 9>>"$LOCK"
-    if ! flock -n 9; then
-        log "waiting for $LOCK (another benchmark is running; up to ${LOCK_WAIT_S}s)"
-        flock -w "$LOCK_WAIT_S" 9 || die "could not get $LOCK within ${LOCK_WAIT_S}s"
-    fi
-    log "holding $LOCK for the measurements"
-fi
+bench_lock
 
 # ---------------------------------------------------------------- start-to-ready --
 log "start-to-ready: $STARTS cold starts on a fresh SQLite data dir"
 READY_MS=()
 for i in $(seq 1 "$STARTS"); do
     dir="$(mktemp -d "$WORK/start.XXXXXX")"
-    port="$(free_port)" || die "no free port"
+    port="$(free_port)"
     t0=$(date +%s%N)
-    start_huntaze "$dir" "$port"
-    wait_200 "http://127.0.0.1:$port/readyz" "$START_PID" "$dir/server.log"
+    start_compare_huntaze "$dir" "$port"
+    wait_ready "http://127.0.0.1:$port/readyz" "$SERVER_PID" "$dir/server.log" "huntaze"
     t1=$(date +%s%N)
     ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b-a)/1e6}')
     READY_MS+=("$ms")
     log "  start $i: ${ms} ms"
-    stop_pid "$START_PID"; START_PID=""
+    stop_server
     rm -rf "$dir"
 done
 READY_MEDIAN_MS="$(printf '%s\n' "${READY_MS[@]}" | median)"
 
 # ---------------------------------------------------------------- A: huntaze --
 HZ_DIR="$(mktemp -d "$WORK/huntaze.XXXXXX")"
-HZ_PORT="$(free_port)" || die "no free port"
-start_huntaze "$HZ_DIR" "$HZ_PORT"
-HZ_PID="$START_PID"; START_PID=""
-wait_200 "http://127.0.0.1:$HZ_PORT/readyz" "$HZ_PID" "$HZ_DIR/server.log"
+HZ_PORT="$(free_port)"
+start_compare_huntaze "$HZ_DIR" "$HZ_PORT"
+HZ_PID="$SERVER_PID"; SERVER_PID=""
+wait_ready "http://127.0.0.1:$HZ_PORT/readyz" "$HZ_PID" "$HZ_DIR/server.log" "huntaze"
 log "A huntaze on 127.0.0.1:$HZ_PORT (pid $HZ_PID)"
 
 # The page bytes every target serves.
@@ -351,15 +214,17 @@ while IFS= read -r line; do
         content-security-policy|x-content-type-options|referrer-policy|cross-origin-opener-policy|permissions-policy|strict-transport-security) ;;
         *) continue ;;
     esac
+    # shellcheck disable=SC1003 # a literal backslash, which nginx would read as an escape
     [[ "$value" == *'"'* || "$value" == *'$'* || "$value" == *'\'* ]] && die "cannot quote $name for nginx"
     printf 'add_header %s "%s" always;\n' "$name" "$value" >>"$NGX/headers.conf"
 done < <(tr -d '\r' <"$PAGE/gz.headers")
 grep -qi '^add_header content-security-policy ' "$NGX/headers.conf" \
     || die "huntaze's answer carried no Content-Security-Policy to copy"
+# shellcheck disable=SC2016 # $request_id is nginx's variable
 echo 'add_header X-Request-Id $request_id always;' >>"$NGX/headers.conf"
-for attempt in 1 2 3; do
-    NGX_PORT="$(free_port)" || die "no free port"
-    NGX_BARE_PORT="$(free_port)" || die "no free port"
+for _ in 1 2 3; do
+    NGX_PORT="$(free_port "$HZ_PORT")"
+    NGX_BARE_PORT="$(free_port "$HZ_PORT" "$NGX_PORT")"
     sed -e "s|@WORKERS@|$NPROC|g" -e "s|@PORT@|$NGX_PORT|g" -e "s|@BARE_PORT@|$NGX_BARE_PORT|g" -e "s|@PREFIX@|$NGX|g" \
         -e "s|@CACHE_CONTROL@|$CACHE_CONTROL|g" \
         "$ROOT/bench/nginx/nginx.conf.in" >"$NGX/nginx.conf"
@@ -383,16 +248,16 @@ for attempt in 1 2 3; do
     log "nginx: port $NGX_PORT or $NGX_BARE_PORT taken, trying others"
 done
 [[ -n "$NGX_PID" ]] || die "nginx could not bind a port"
-wait_200 "http://127.0.0.1:$NGX_PORT/" "$NGX_PID" "$NGX/error.log"
+wait_ready "http://127.0.0.1:$NGX_PORT/" "$NGX_PID" "$NGX/error.log" "nginx"
 NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')"
 log "B nginx $NGINX_VERSION on 127.0.0.1:$NGX_PORT, B' (bare) on 127.0.0.1:$NGX_BARE_PORT (master pid $NGX_PID, $NPROC workers)"
 
 # ---------------------------------------------------------------- C: floor --
-FLOOR_PORT="$(free_port)" || die "no free port"
+FLOOR_PORT="$(free_port "$HZ_PORT" "$NGX_PORT" "$NGX_BARE_PORT")"
 "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_PORT" --file "$PAGE/index.html" --gzip-file "$PAGE/index.html.gz" \
     >"$WORK/floor.log" 2>&1 9>&- &
 FLOOR_PID=$!
-wait_200 "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "$WORK/floor.log"
+wait_ready "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "$WORK/floor.log" "the floor server"
 log "C floor on 127.0.0.1:$FLOOR_PORT (pid $FLOOR_PID)"
 
 # ---------------------------------------------------------------- checks --
@@ -438,26 +303,7 @@ DETAIL_BYTES=$(jq -s '.[] | select(.name=="health-detailed") | .body_bytes' "$CH
 (( DETAIL_BYTES > ANON_BYTES )) || log "warning: detailed /api/health is not larger than the anonymous one; is the token honoured?"
 
 # ---------------------------------------------------------------- load --
-cat >"$WORK/report.lua" <<'LUA'
--- Counts non-2xx answers per thread and prints one machine-readable line.
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0 end
-function response(status, headers, body)
-    if status < 200 or status > 299 then non2xx = non2xx + 1 end
-end
-function done(summary, latency, requests)
-    local n = 0
-    for _, t in ipairs(threads) do n = n + (t:get("non2xx") or 0) end
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
-        summary.requests, secs, summary.requests / secs, summary.bytes,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-        n, e.status, e.connect, e.read, e.write, e.timeout))
-end
-LUA
+wrk_lua "$WORK/report.lua"
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
@@ -468,7 +314,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 # server_pids NAME: the processes serving a run (nginx: master and workers).
 server_pids() {
     case "$1" in
-        *nginx|nginx-bare) echo "$NGX_PID" $(pgrep -P "$NGX_PID" 2>/dev/null || true) ;;
+        *nginx|nginx-bare) echo "$NGX_PID" "$(pgrep -P "$NGX_PID" 2>/dev/null | paste -sd' ' - || true)" ;;
         *floor) echo "$FLOOR_PID" ;;
         *) echo "$HZ_PID" ;;
     esac
@@ -569,22 +415,21 @@ done
 kill -0 "$HZ_PID" 2>/dev/null || die "huntaze died during the load runs"
 kill -0 "$NGX_PID" 2>/dev/null || die "nginx died during the load runs"
 kill -0 "$FLOOR_PID" 2>/dev/null || die "the floor server died during the load runs"
-PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$HZ_PID/status")"
+PEAK_RSS_KB="$(peak_rss_kb "$HZ_PID")"
 stop_pid "$HZ_PID"; HZ_PID=""
 stop_nginx
 stop_pid "$FLOOR_PID"; FLOOR_PID=""
-[[ -n "$LOCK" ]] && flock -u 9
+bench_unlock
 
 # ---------------------------------------------------------------- report --
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
-OHA_VERSION="$([[ -n "$OHA" ]] && "$OHA" --version 2>&1 | head -n1 | awk '{print $NF}' || true)"
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/compare-$STAMP.json"
+OHA_VERSION=""
+if [[ -n "$OHA" ]]; then OHA_VERSION="$("$OHA" --version 2>&1 | head -n1 | awk '{print $NF}' || true)"; fi
+OUT="$WORK/result.json"
 
 jq -s \
-    --arg now "$NOW" --arg commit "$COMMIT" --argjson dirty "$DIRTY" --argjson nproc "$NPROC" \
+    --arg now "$NOW" --argjson nproc "$NPROC" \
     --arg nginx "$NGINX_VERSION" --arg wrk "$WRK_VERSION" --arg oha "$OHA_VERSION" --arg oha_note "$OHA_NOTE" \
     --argjson threads "$THREADS" --argjson conns "$CONNECTIONS" --arg duration "$DURATION" \
     --argjson rounds "$ROUNDS" --argjson rate "$RATE" --arg enc "$ENCODING" \
@@ -621,7 +466,7 @@ jq -s \
                  | map({(.[0].key): (map(.value) | add)}) | add // {}),
              rounds: ($r | map(del(.tool, .name)))}
           end;
-    {benchmark: "compare", timestamp: $now, commit: $commit, dirty: $dirty, nproc: $nproc,
+    {benchmark: "compare", timestamp: $now, nproc: $nproc,
      nginx_version: $nginx,
      wrk: {version: $wrk, threads: $threads, connections: $conns, duration: $duration,
            accept_encoding: $enc},
@@ -668,8 +513,7 @@ jq -s \
         "health_detailed_over_landing>=0.8": atleast(.ratios.health_detailed_over_landing; 0.8),
         "fixed_rate_p99_huntaze<=nginx": (if .ratios.fixed_rate_p99_huntaze_over_nginx == null then null
             else .ratios.fixed_rate_p99_huntaze_over_nginx <= 1.0 end)}
-    ' "$RUNS" >"$OUT.tmp" || die "could not assemble the JSON report"
-mv "$OUT.tmp" "$OUT"
+    ' "$RUNS" >"$OUT" || die "could not assemble the JSON report"
 
 echo
 printf 'Huntaze vs nginx vs floor  commit %s%s  nproc %s  nginx %s  wrk -t%s -c%s -d%s x %s rounds, Accept-Encoding: %s (loopback)\n' \
@@ -711,4 +555,4 @@ jq -r '
     "huntaze peak RSS after its runs (VmHWM): \(.huntaze.peak_rss_kb / 1024 * 10 | round / 10) MB (\(.huntaze.peak_rss_kb) kB)",
     "page: identity \(.page.identity_bytes) B, gzip \(.page.gzip_bytes) B (same gzip bytes from all four, checked by sha256)"
 ' "$OUT"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+write_result compare "$OUT"

@@ -46,7 +46,15 @@
 # environment is ignored so runs are comparable; a huntaze.toml is not read.
 # wrk shares the CPU with the server (and PostgreSQL): compare ratios between
 # runs of this script, not absolutes across machines.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
+BENCH_NAME=db_read
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 ROUNDS="${BENCH_ROUNDS:-3}"
@@ -55,158 +63,31 @@ THREADS="${BENCH_THREADS:-2}"
 PG_PORT="${BENCH_PG_PORT:-5432}"
 PG_USER="${BENCH_PG_USER:-postgres}"
 PG_HOST=127.0.0.1
-READY_DEADLINE_S=60
 CACHE_TTL_ON_MS=30000 # the server's default
 HIGH_LIMIT=100000000
 BENCH_EMAIL="bench@example.com"
 BENCH_PASSWORD="correct horse battery"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
-[[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer"
-[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
+positive_int BENCH_ROUNDS "$ROUNDS"
+positive_int BENCH_CONNECTIONS "$CONNECTIONS"
+positive_int BENCH_THREADS "$THREADS"
 [[ "$PG_PORT" =~ ^[0-9]+$ ]] || die "BENCH_PG_PORT must be a port number"
 [[ "$PG_USER" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "BENCH_PG_USER must be a plain role name"
+DURATION_S="$(duration_secs "$DURATION")"
 
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
-
-# ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-bench.XXXXXX)"
-SERVER_PID=""
+bench_init
 PG_DBS=() # databases created by this script and not yet dropped
 PG_OK=false
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+on_exit() {
+    stop_server
+    local db
     for db in "${PG_DBS[@]}"; do
-        pg_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 \
-            || printf '[bench] warning: could not drop database %s\n' "$db" >&2
+        pg_drop "$db" 2>/dev/null || log "warning: could not drop database $db"
     done
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# pg_admin SQL: runs one statement against the maintenance database (bounded).
-pg_admin() {
-    PGCONNECT_TIMEOUT=5 timeout --kill-after=5 60 \
-        psql -X -q -v ON_ERROR_STOP=1 -At -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c "$1"
-}
-
-# ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-need_pkg() { # need_pkg COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2"
-    if ! as_root apt-get install -y "$2" >"$WORK/apt.log" 2>&1; then
-        log "apt-get install failed; running apt-get update first"
-        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-        as_root apt-get install -y "$2" >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install $2"; }
-    fi
-    command -v "$1" >/dev/null || die "$1 is not installed"
 }
 need_pkg wrk wrk
 need_pkg jq jq
-command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-command -v curl >/dev/null || die "curl is not installed"
-
-# ---------------------------------------------------------------- helpers --
-# Seconds of a wrk-style duration (10, 10s, 2m, 1h); used to bound wrk itself.
-duration_secs() {
-    local d="$1"
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-
-# A loopback port nobody listens on (connect is refused).
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        # Below Linux's default ephemeral range (32768-60999): a port in use as
-        # some client's source port passes the connect probe but cannot be bound.
-        p=$(( 20000 + RANDOM % 12000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-
-# start_server DATA_DIR PORT TTL_MS [DATABASE_URL]: starts the release binary
-# in DATA_DIR (so no huntaze.toml is found), sets SERVER_PID. Without a
-# DATABASE_URL the server uses its default SQLite file in DATA_DIR.
-start_server() {
-    local dir="$1" port="$2" ttl="$3" url="${4:-}"
-    local db_env=()
-    [[ -n "$url" ]] && db_env=("HUNTAZE_DATABASE_URL=$url")
-    (
-        cd "$dir"
-        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
-            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-            HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-            HUNTAZE_QUERY_CACHE_TTL_MS="$ttl" \
-            HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
-            "${db_env[@]}" \
-            RUST_LOG=warn \
-            "$BIN" serve
-    ) >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-}
-
-stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
-
-# wait_ready PORT LOG: polls /readyz every 5 ms until 200 (bounded).
-wait_ready() {
-    local port="$1" logf="$2" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-    while :; do
-        [[ "$(http_code "http://127.0.0.1:$port/readyz")" == 200 ]] && return 0
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 20 "$logf" >&2 || true
-            die "server exited before it was ready"
-        fi
-        if (( $(date +%s) >= deadline )); then
-            tail -n 20 "$logf" >&2 || true
-            die "server not ready after ${READY_DEADLINE_S}s"
-        fi
-        sleep 0.005
-    done
-}
-
-median() { sort -g | awk '{a[NR]=$1 ""} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b != "" && b+0 > 0) printf "%.2f", a/b; else print "null"}'; }
-
-# Committed transactions of one database so far (pg_stat_database).
-pg_xacts() { pg_admin "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '$1'" 2>/dev/null || echo ""; }
+need_cmd curl
 
 # ---------------------------------------------------------------- PostgreSQL --
 PG_NOTE=""
@@ -224,44 +105,10 @@ else
     log "$PG_NOTE: running the SQLite rows only"
 fi
 
-# ---------------------------------------------------------------- build --
-log "cargo build --release --bin huntaze"
-cargo build --release --bin huntaze >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
+build_release
+bench_lock
 
-# ---------------------------------------------------------------- wrk script --
-cat >"$WORK/report.lua" <<'LUA'
--- Counts non-2xx answers per thread and prints one machine-readable line.
-local threads = {}
-
-function setup(thread)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    non2xx = 0
-end
-
-function response(status, headers, body)
-    if status < 200 or status > 299 then
-        non2xx = non2xx + 1
-    end
-end
-
-function done(summary, latency, requests)
-    local n = 0
-    for _, t in ipairs(threads) do
-        n = n + (t:get("non2xx") or 0)
-    end
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
-        summary.requests, secs, summary.requests / secs, summary.bytes,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-        n, e.status, e.connect, e.read, e.write, e.timeout))
-end
-LUA
+wrk_lua "$WORK/report.lua"
 
 # ---------------------------------------------------------------- runs --
 # name|backend|cache|ttl_ms
@@ -285,7 +132,7 @@ run_one() {
     local round="$1" name="$2" backend="$3" cache="$4" ttl="$5"
     local dir port base url="" db="" x0="" x1="" code token out line
     dir="$(mktemp -d "$WORK/run.XXXXXX")"
-    port="$(free_port)" || die "no free port"
+    port="$(free_port)"
     base="http://127.0.0.1:$port"
     if [[ $backend == postgres ]]; then
         db="huntaze_bench_$$_${round}_${RANDOM}"
@@ -293,8 +140,11 @@ run_one() {
         pg_admin "CREATE DATABASE \"$db\"" >/dev/null || die "cannot create database $db"
         url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
     fi
-    start_server "$dir" "$port" "$ttl" "$url"
-    wait_ready "$port" "$dir/server.log"
+    local db_env=()
+    [[ -n "$url" ]] && db_env=("HUNTAZE_DATABASE_URL=$url")
+    start_huntaze "$dir" "$port" HUNTAZE_QUERY_CACHE_TTL_MS="$ttl" \
+        HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" "${db_env[@]}"
+    wait_ready "$base/readyz" "$SERVER_PID" "$dir/server.log" "the server"
 
     code="$(curl -s -o "$dir/register.json" -w '%{http_code}' --max-time 30 -c "$dir/cookies" \
         -H 'content-type: application/json' --data "$REGISTER_BODY" "$base/api/auth/register" || true)"
@@ -317,31 +167,28 @@ run_one() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/report.lua" \
         -H "Cookie: huntaze_session=$token" "$base/api/auth/session" >"$out" 2>&1 \
         || { cat "$out" >&2; die "wrk failed for $name"; }
-    line="$(grep '^BENCH_RESULT ' "$out" | tail -n 1)"
-    [[ -n "$line" ]] || { cat "$out" >&2; die "no result line from wrk for $name"; }
+    line="$(wrk_result "$out" "$name")"
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$dir/server.log" >&2; die "$name: the server died during the run"; }
     # Idle pool connections report their statistics within about a second.
     if [[ $backend == postgres ]]; then sleep 1.5; x1="$(pg_xacts "$db")"; fi
     local rss
-    rss="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)"
+    rss="$(peak_rss_kb "$SERVER_PID")"
     stop_server
 
     if [[ -n "$db" ]]; then
-        pg_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || die "cannot drop database $db"
+        pg_drop "$db" || die "cannot drop database $db"
         local keep=() d
         for d in "${PG_DBS[@]}"; do [[ "$d" == "$db" ]] || keep+=("$d"); done
         PG_DBS=("${keep[@]}")
     fi
-    if grep -qiE '\b(ERROR|panicked)\b' "$dir/server.log"; then
-        log "  $name: the server logged errors:"; grep -iE '\b(ERROR|panicked)\b' "$dir/server.log" | head -n 5 >&2
-    fi
+    server_errors "$dir/server.log" "$name"
 
     local requests rps p50 p90 p99 max non2xx sock xpr="null"
     requests=$(field requests "$line"); rps=$(field rps "$line")
     p50=$(us_to_ms "$(field p50_us "$line")"); p90=$(us_to_ms "$(field p90_us "$line")")
     p99=$(us_to_ms "$(field p99_us "$line")"); max=$(us_to_ms "$(field max_us "$line")")
     non2xx=$(field non2xx "$line")
-    sock=$(( $(field connect_errors "$line") + $(field read_errors "$line") + $(field write_errors "$line") + $(field timeouts "$line") ))
+    sock=$(socket_errors "$line")
     if [[ -n "$x0" && -n "$x1" ]]; then
         xpr="$(awk -v a="$x0" -v b="$x1" -v n="$requests" 'BEGIN {if (n > 0) printf "%.3f", (b-a)/n; else print "null"}')"
     fi
@@ -365,18 +212,13 @@ for round in $(seq 1 "$ROUNDS"); do
         run_one "$round" "$name" "$backend" "$cache" "$ttl"
     done
 done
+bench_unlock
 
 # ---------------------------------------------------------------- report --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
 
-# col CONFIG KEY: that key of every run of CONFIG, one per line.
-col() { jq -r --arg c "$1" "select(.config == \$c) | .$2 // empty" "$RUNS_FILE"; }
 
 declare -A MED_RPS MED_P99
 echo
@@ -422,10 +264,8 @@ else
     printf 'PostgreSQL rows skipped: %s\n' "$PG_NOTE"
 fi
 
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/db_read-$STAMP.json"
 jq -n \
-    --arg now "$NOW" --arg commit "$COMMIT" --argjson dirty "$DIRTY" --argjson nproc "$NPROC" \
+    --arg now "$NOW" --argjson nproc "$NPROC" \
     --arg wrkv "$WRK_VERSION" --argjson threads "$THREADS" --argjson conns "$CONNECTIONS" \
     --arg duration "$DURATION" --argjson rounds "$ROUNDS" \
     --argjson pg_ok "$PG_OK" --arg pg_note "$PG_NOTE" --arg pg_version "${PG_VERSION:-}" \
@@ -436,7 +276,7 @@ jq -n \
     '{
       benchmark: "db_read",
       request: "GET /api/auth/session (Cookie: huntaze_session)",
-      timestamp: $now, commit: $commit, dirty: $dirty, nproc: $nproc,
+      timestamp: $now, nproc: $nproc,
       wrk: {version: $wrkv, threads: $threads, connections: $conns, duration: $duration},
       rounds: $rounds, order: "interleaved: every configuration once per round",
       server: {profile: "release", rust_log: "warn", fresh_server_per_run: true,
@@ -452,6 +292,5 @@ jq -n \
         rps_postgres_over_sqlite: {cache_on: $r_on, cache_off: $r_off}
       },
       runs: $runs
-    }' >"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+    }' >"$WORK/result.json"
+write_result db_read "$WORK/result.json"

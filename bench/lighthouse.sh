@@ -26,71 +26,50 @@
 #   BENCH_KEEP_REPORTS    1: keep the full JSON reports (path printed at the end)
 #   BENCH_ATTEMPTS        Lighthouse runs per page before giving up (default 3;
 #                         a runtime error such as NO_NAVSTART is retried)
-#   BENCH_LOCK_WAIT       seconds to wait for /tmp/huntaze-bench.lock (default 1800)
 #   CHROME_PATH           browser binary (default /usr/bin/chromium)
 #
-# Each Lighthouse run holds flock(/tmp/huntaze-bench.lock) so it never
-# overlaps another benchmark. Traffic goes to 127.0.0.1 only. Any HUNTAZE_*
+# Each Lighthouse run holds the benchmark lock (BENCH_LOCK, see
+# bench/README.md) so it never overlaps another benchmark. Traffic goes to 127.0.0.1 only. Any HUNTAZE_*
 # variable of the caller's environment is ignored; a huntaze.toml is not read.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
-
-LH_VERSION=12.2.3
+BENCH_NAME=lighthouse
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+LH_VERSION=12.2.3
 LH_DIR="${BENCH_LIGHTHOUSE_DIR:-$ROOT/bench/.lighthouse}"
 KEEP_REPORTS="${BENCH_KEEP_REPORTS:-0}"
-LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
 ATTEMPTS="${BENCH_ATTEMPTS:-3}"
-LOCK_FILE=/tmp/huntaze-bench.lock
-READY_DEADLINE_S=60
 LH_TIMEOUT_S=300
 export CHROME_PATH="${CHROME_PATH:-/usr/bin/chromium}"
 CHROME_FLAGS="--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking --disable-component-update --disable-sync --no-first-run"
 CATEGORIES=performance,accessibility,best-practices,seo
-
-log() { printf '[lighthouse] %s\n' "$*" >&2; }
-die() { printf '[lighthouse] error: %s\n' "$*" >&2; exit 1; }
-
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+positive_int BENCH_ATTEMPTS "$ATTEMPTS"
 
 # ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-lighthouse.XXXXXX)"
+bench_init
 REPORTS="$WORK/reports"
 mkdir -p "$REPORTS"
-SERVER_PID=""
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+on_exit() {
+    stop_server
     if [[ "$KEEP_REPORTS" == 1 ]]; then
-        rm -rf "$WORK/data"
+        KEEP_WORK=true
+        rm -rf "${WORK:?}/data" "${WORK:?}/bin"
         log "full Lighthouse reports kept in $REPORTS"
-    else
-        rm -rf "$WORK"
     fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 if [[ ! -x "$CHROME_PATH" ]]; then
     [[ "$CHROME_PATH" == /usr/bin/chromium ]] || die "CHROME_PATH=$CHROME_PATH is not executable"
-    log "installing Debian's chromium"
-    if ! as_root apt-get install -y chromium >"$WORK/apt.log" 2>&1; then
-        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-        as_root apt-get install -y chromium >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install chromium"; }
-    fi
+    need_pkg chromium chromium
 fi
-for t in cargo curl node npm flock timeout; do command -v "$t" >/dev/null || die "$t is not installed"; done
+need_cmd curl node npm flock timeout
 
 LH="$LH_DIR/node_modules/.bin/lighthouse"
 if [[ ! -x "$LH" ]] || [[ "$("$LH" --version 2>/dev/null)" != "$LH_VERSION" ]]; then
@@ -103,46 +82,16 @@ fi
 CHROME_VERSION="$("$CHROME_PATH" --version 2>/dev/null | head -n 1 || true)"
 
 # ---------------------------------------------------------------- build --
-log "cargo build --release"
-cargo build --release >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
+build_release
 
 # ---------------------------------------------------------------- server --
-# A loopback port nobody listens on, below the ephemeral range (the storms'
-# client sockets take ephemeral ports; a listener there could collide).
-free_port() {
-    local p lo
-    lo="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-    (( lo > 11000 )) || lo=32768
-    for _ in $(seq 1 100); do
-        p=$(( 10000 + RANDOM % (lo - 10000) ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null || true; }
-
 DATA="$WORK/data"
 mkdir -p "$DATA"
-PORT="$(free_port)" || die "no free port"
+PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 log "starting the release server on $BASE"
-(
-    cd "$DATA"
-    exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
-        HUNTAZE_PUBLIC_URL="$BASE" \
-        HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-        RUST_LOG=warn \
-        "$BIN" serve
-) >"$DATA/server.log" 2>&1 &
-SERVER_PID=$!
-deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-until [[ "$(http_code "$BASE/readyz")" == 200 ]]; do
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "server exited before it was ready"; }
-    (( $(date +%s) < deadline )) || { tail -n 20 "$DATA/server.log" >&2; die "server not ready after ${READY_DEADLINE_S}s"; }
-    sleep 0.05
-done
+start_huntaze "$DATA" "$PORT"
+wait_ready "$BASE/readyz" "$SERVER_PID" "$DATA/server.log" "the server"
 
 # ---------------------------------------------------------------- session --
 log "registering lh@example.com"
@@ -155,7 +104,7 @@ SESSION="$(tr -d '\r' <"$WORK/register.hdr" \
     | sed -n 's/^[Ss]et-[Cc]ookie: *huntaze_session=\([^;]*\).*/\1/p' | head -n 1)"
 [[ -n "$SESSION" ]] || die "no huntaze_session cookie in the register answer"
 COOKIE_HEADERS="$(printf '{"Cookie":"huntaze_session=%s"}' "$SESSION")"
-code="$(http_code -H "Cookie: huntaze_session=$SESSION" "$BASE/platforms/connect/tiktok")"
+code="$(http_code --max-time 2 -H "Cookie: huntaze_session=$SESSION" "$BASE/platforms/connect/tiktok")"
 [[ "$code" == 200 ]] || die "/platforms/connect/tiktok answered $code with the session cookie"
 
 # ---------------------------------------------------------------- lighthouse --
@@ -175,14 +124,15 @@ for p in "${PAGES[@]}"; do
         log "lighthouse $path$([[ $auth == 1 ]] && echo ' (signed in)')$( (( attempt > 1 )) && echo " (attempt $attempt)")"
         rm -f "$REPORTS/$name.json"
         rc=0
-        flock -w "$LOCK_WAIT" "$LOCK_FILE" \
-            timeout --kill-after=10 "$LH_TIMEOUT_S" \
+        bench_lock
+        timeout --kill-after=10 "$LH_TIMEOUT_S" \
             "$LH" "$BASE$path" \
                 --output=json --output-path="$REPORTS/$name.json" \
                 --only-categories="$CATEGORIES" \
                 --chrome-flags="$CHROME_FLAGS" \
                 "${extra[@]}" \
-                --quiet >"$WORK/lh-$name.log" 2>&1 || rc=$?
+                --quiet >"$WORK/lh-$name.log" 2>&1 9>&- || rc=$?
+        bench_unlock
         if (( rc == 0 )) && [[ -s "$REPORTS/$name.json" ]]; then ok=true; break; fi
         # Lighthouse exits 1 on a runtime error such as NO_NAVSTART (a trace
         # recording flake); such runs are retried.
@@ -197,14 +147,9 @@ done
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the Lighthouse runs"
 
 # ---------------------------------------------------------------- report --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/lighthouse-$STAMP.json"
+OUT="$WORK/result.json"
 
 cat >"$WORK/summary.js" <<'JS'
 // Reads the Lighthouse reports, prints the table, writes the results JSON.
@@ -281,4 +226,4 @@ META="$(printf '{"benchmark":"lighthouse","timestamp":"%s","commit":"%s","dirty"
     "$NOW" "$COMMIT" "$DIRTY" "$NPROC" "$CHROME_VERSION" "$CHROME_FLAGS" "$CATEGORIES" "${ATTEMPTS_USED[*]}")"
 SPEC="$(IFS=';'; echo "${PAGES[*]}")"
 node "$WORK/summary.js" "$REPORTS" "$OUT" "$META" "$SPEC" || die "could not summarize the reports"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+write_result lighthouse "$OUT"

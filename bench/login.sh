@@ -36,7 +36,15 @@
 # Argon2 parameters and runs are comparable); a huntaze.toml is not read.
 # On a 2-core machine wrk shares the CPU with the server: compare ratios
 # between runs of this script, not absolutes.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
+BENCH_NAME=login
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 THREADS="${BENCH_THREADS:-2}"
@@ -44,7 +52,6 @@ LOGIN_CONNECTIONS="${BENCH_LOGIN_CONNECTIONS:-16}"
 LANDING_CONNECTIONS="${BENCH_LANDING_CONNECTIONS:-16}"
 FLOOD_CONNECTIONS="${BENCH_FLOOD_CONNECTIONS:-64}"
 HASH_SECONDS="${BENCH_HASH_SECONDS:-5}"
-READY_DEADLINE_S=60
 WRK_TIMEOUT=10s # above the 3 s hash-queue wait, so slow logins are measured, not dropped
 
 # Raised so that they never trigger during the runs.
@@ -52,140 +59,29 @@ HIGH_LIMIT=100000000
 BENCH_EMAIL="bench-login@example.com"
 BENCH_PASSWORD="bench-login-Password-1"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
-HASH_RATE="$ROOT/target/release/examples/hash_rate"
+positive_int BENCH_THREADS "$THREADS"
+positive_int BENCH_LOGIN_CONNECTIONS "$LOGIN_CONNECTIONS"
+positive_int BENCH_LANDING_CONNECTIONS "$LANDING_CONNECTIONS"
+positive_int BENCH_FLOOD_CONNECTIONS "$FLOOD_CONNECTIONS"
+DURATION_S="$(duration_secs "$DURATION")"
+[[ "$HASH_SECONDS" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_HASH_SECONDS must be a number of seconds"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
-
-# ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-bench.XXXXXX)"
-SERVER_PID=""
+bench_init
 WRK_PIDS=()
-cleanup() {
-    local rc=$?
+on_exit() {
+    local p
     for p in "${WRK_PIDS[@]}"; do
         kill -TERM "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-need_pkg() { # need_pkg COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2"
-    if ! as_root apt-get install -y "$2" >"$WORK/apt.log" 2>&1; then
-        log "apt-get install failed; running apt-get update first"
-        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-        as_root apt-get install -y "$2" >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install $2"; }
-    fi
-    command -v "$1" >/dev/null || die "$1 is not installed"
 }
 need_pkg wrk wrk
 need_pkg jq jq
-command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-command -v curl >/dev/null || die "curl is not installed"
+need_cmd curl
 [[ -r /proc/self/status ]] || die "/proc is needed to read the server's peak RSS"
-
-# ---------------------------------------------------------------- helpers --
-# Seconds of a wrk-style duration (10, 10s, 2m, 1h); used to bound wrk itself.
-duration_secs() {
-    local d="$1"
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-[[ "$HASH_SECONDS" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_HASH_SECONDS must be a number of seconds"
-
-# ---------------------------------------------------------------- build --
-log "cargo build --release --bin huntaze --example hash_rate"
-cargo build --release --bin huntaze --example hash_rate >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
-[[ -x "$HASH_RATE" ]] || die "no example binary at $HASH_RATE"
-
-# A loopback port nobody listens on (connect is refused).
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        # Below Linux's default ephemeral range (32768-60999): a port in use as
-        # some client's source port passes the connect probe but cannot be bound.
-        p=$(( 20000 + RANDOM % 12000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-
-# start_server DATA_DIR PORT: starts the release binary in DATA_DIR (so no
-# huntaze.toml is found), sets SERVER_PID.
-start_server() {
-    local dir="$1" port="$2"
-    (
-        cd "$dir"
-        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
-            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-            HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-            HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
-            HUNTAZE_LOGIN_PER_ACCOUNT_PER_MINUTE="$HIGH_LIMIT" \
-            HUNTAZE_LOGIN_MAX_FAILURES="$HIGH_LIMIT" \
-            RUST_LOG=warn \
-            "$BIN" serve
-    ) >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-}
-
-stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
-
-# wait_ready PORT LOG: polls /readyz every 5 ms until 200 (bounded).
-wait_ready() {
-    local port="$1" logf="$2" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-    while :; do
-        [[ "$(http_code "http://127.0.0.1:$port/readyz")" == 200 ]] && return 0
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 20 "$logf" >&2 || true
-            die "server exited before it was ready"
-        fi
-        if (( $(date +%s) >= deadline )); then
-            tail -n 20 "$logf" >&2 || true
-            die "server not ready after ${READY_DEADLINE_S}s"
-        fi
-        sleep 0.005
-    done
-}
-
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
+build_release hash_rate
+HASH_RATE="$WORK/bin/hash_rate"
+bench_lock
 
 # ---------------------------------------------------------------- raw Argon2id --
 # The machine may be shared (other builds): sample how busy the CPUs are for
@@ -207,58 +103,12 @@ H_P=$(jq -r .parallelism <<<"$HASH_JSON")
 H_HASH_MS=$(jq -r '.hash_ms.median' <<<"$HASH_JSON")
 H_VERIFY_MS=$(jq -r '.verify_ms.median' <<<"$HASH_JSON")
 H_LIB_VERIFY_MS=$(jq -r '.library_verify_ms.median' <<<"$HASH_JSON")
-H_SINGLE_RATE=$(jq -r '.single_thread_verifies_per_s' <<<"$HASH_JSON")
 H_THREADS=$(jq -r '.parallel.threads' <<<"$HASH_JSON")
 H_PAR_RATE=$(jq -r '.parallel.verifies_per_s' <<<"$HASH_JSON")
 log "  verify ${H_VERIFY_MS} ms (1 thread, median); ${H_PAR_RATE} verifies/s with ${H_THREADS} threads"
 
 # ---------------------------------------------------------------- wrk scripts --
-cat >"$WORK/report.lua" <<'LUA'
--- Counts non-2xx answers (401/429/503/504 broken out) per thread and prints
--- one machine-readable line.
-local threads = {}
-
-function setup(thread)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    non2xx = 0
-    s401 = 0
-    s429 = 0
-    s503 = 0
-    s504 = 0
-end
-
-function response(status, headers, body)
-    if status < 200 or status > 299 then
-        non2xx = non2xx + 1
-        if status == 401 then s401 = s401 + 1
-        elseif status == 429 then s429 = s429 + 1
-        elseif status == 503 then s503 = s503 + 1
-        elseif status == 504 then s504 = s504 + 1
-        end
-    end
-end
-
-function done(summary, latency, requests)
-    local n, a, b, c, d = 0, 0, 0, 0, 0
-    for _, t in ipairs(threads) do
-        n = n + (t:get("non2xx") or 0)
-        a = a + (t:get("s401") or 0)
-        b = b + (t:get("s429") or 0)
-        c = c + (t:get("s503") or 0)
-        d = d + (t:get("s504") or 0)
-    end
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d s401=%d s429=%d s503=%d s504=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
-        summary.requests, secs, summary.requests / secs, summary.bytes,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-        n, a, b, c, d, e.status, e.connect, e.read, e.write, e.timeout))
-end
-LUA
+wrk_lua "$WORK/report.lua"
 
 LOGIN_BODY="{\"email\":\"$BENCH_EMAIL\",\"password\":\"$BENCH_PASSWORD\"}"
 {
@@ -284,18 +134,20 @@ wrk_start() {
 wrk_wait() {
     local name="$1" pid="$2" var="$3" line
     wait "$pid" || { cat "$WORK/wrk-$name.txt" >&2; die "wrk failed for $name"; }
-    line="$(grep '^BENCH_RESULT ' "$WORK/wrk-$name.txt" | tail -n 1)"
-    [[ -n "$line" ]] || { cat "$WORK/wrk-$name.txt" >&2; die "no result line from wrk for $name"; }
+    line="$(wrk_result "$WORK/wrk-$name.txt" "$name")"
     printf -v "$var" '%s' "$line"
 }
 
 # ---------------------------------------------------------------- server --
 DATA="$(mktemp -d "$WORK/load.XXXXXX")"
-PORT="$(free_port)" || die "no free port"
+PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 log "starting the server on $BASE (login limits and lockout raised to $HIGH_LIMIT)"
-start_server "$DATA" "$PORT"
-wait_ready "$PORT" "$DATA/server.log"
+start_huntaze "$DATA" "$PORT" \
+    HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
+    HUNTAZE_LOGIN_PER_ACCOUNT_PER_MINUTE="$HIGH_LIMIT" \
+    HUNTAZE_LOGIN_MAX_FAILURES="$HIGH_LIMIT"
+wait_ready "$BASE/readyz" "$SERVER_PID" "$DATA/server.log" "the server"
 
 code="$(curl -s -o "$WORK/register.json" -w '%{http_code}' --max-time 30 \
     -H 'Content-Type: application/json' \
@@ -334,25 +186,22 @@ wrk_wait flood "$FLOOD_PID" R_FLOOD
 WRK_PIDS=()
 
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died during the load runs"
-PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
+PEAK_RSS_KB="$(peak_rss_kb "$SERVER_PID")"
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop_server
+bench_unlock
 
 # ---------------------------------------------------------------- report --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
-PEAK_RSS_MB="$(awk -v k="$PEAK_RSS_KB" 'BEGIN {printf "%.1f", k/1024}')"
+PEAK_RSS_MB="$(kb_to_mb "$PEAK_RSS_KB")"
 
 LOGIN_RPS="$(field rps "$R_LOGIN")"
-RATIO="$(awk -v a="$LOGIN_RPS" -v b="$H_PAR_RATE" 'BEGIN {if (b > 0) printf "%.3f", a/b; else print "null"}')"
+RATIO="$(ratio "$LOGIN_RPS" "$H_PAR_RATE" 3)"
 ALONE_P99="$(us_to_ms "$(field p99_us "$R_ALONE")")"
 DURING_P99="$(us_to_ms "$(field p99_us "$R_DURING")")"
-P99_FACTOR="$(awk -v a="$DURING_P99" -v b="$ALONE_P99" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "null"}')"
+P99_FACTOR="$(ratio "$DURING_P99" "$ALONE_P99")"
 
 # name|method path|connections|result line
 RUNS=(
@@ -377,7 +226,7 @@ for r in "${RUNS[@]}"; do
     non2xx=$(field non2xx "$line"); status_err=$(field status_errors "$line")
     s401=$(field s401 "$line"); s429=$(field s429 "$line"); s503=$(field s503 "$line"); s504=$(field s504 "$line")
     timeouts=$(field timeouts "$line")
-    sock=$(( $(field connect_errors "$line") + $(field read_errors "$line") + $(field write_errors "$line") + timeouts ))
+    sock=$(socket_errors "$line")
     printf '%-24s %-21s %5s %10s %9s %9s %9s %8s %-22s %8s\n' "$name" "$req" "$conns" "$rps" "$p50ms" "$p99ms" "$maxms" \
         "$non2xx" "($s401/$s429/$s503/$s504)" "$sock"
     [[ -n "$RUNS_JSON" ]] && RUNS_JSON+=","
@@ -391,14 +240,10 @@ printf 'peak RSS of the server (VmHWM): %s MB (%s kB)\n' "$PEAK_RSS_MB" "$PEAK_R
 printf 'CPU busy before the runs: %s%% (steal %s%%); load average %s before, %s after\n' \
     "$CPU_BUSY_PCT" "$CPU_STEAL_PCT" "$LOAD_START" "$LOAD_END"
 
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/login-$STAMP.json"
-cat >"$OUT.tmp" <<JSON
+cat >"$WORK/result.json" <<JSON
 {
   "benchmark": "login",
   "timestamp": "$NOW",
-  "commit": "$COMMIT",
-  "dirty": $DIRTY,
   "nproc": $NPROC,
   "wrk": {"version": "$WRK_VERSION", "threads": $THREADS, "duration": "$DURATION", "timeout": "$WRK_TIMEOUT"},
   "server": {"profile": "release", "rust_log": "warn", "database": "sqlite",
@@ -416,6 +261,4 @@ cat >"$OUT.tmp" <<JSON
   ]
 }
 JSON
-jq -e . "$OUT.tmp" >/dev/null || { rm -f "$OUT.tmp"; die "the results JSON is invalid"; }
-mv "$OUT.tmp" "$OUT"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+write_result login "$WORK/result.json"

@@ -34,139 +34,32 @@
 # Before and after each run the script looks for other load (wrk, huntaze,
 # cargo or rustc processes not its own) and flags disturbed runs in the log,
 # the table footer and the JSON (other_load); it does not wait for them.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
+BENCH_NAME=metrics_cost
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
-READY_DEADLINE_S=60
 BENCH_PATH="/"
 BENCH_ENCODING="br"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
+positive_int BENCH_ROUNDS "$ROUNDS"
+positive_int BENCH_CONNECTIONS "$CONNECTIONS"
+positive_int BENCH_THREADS "$THREADS"
+DURATION_S="$(duration_secs "$DURATION")"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
-[[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer"
-[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer"
-
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
-
-# ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-bench.XXXXXX)"
-SERVER_PID=""
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-need_pkg() { # need_pkg COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2"
-    if ! as_root apt-get install -y "$2" >"$WORK/apt.log" 2>&1; then
-        log "apt-get install failed; running apt-get update first"
-        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-        as_root apt-get install -y "$2" >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install $2"; }
-    fi
-    command -v "$1" >/dev/null || die "$1 is not installed"
-}
+bench_init
 need_pkg wrk wrk
 need_pkg jq jq
-command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-command -v curl >/dev/null || die "curl is not installed"
-
-# ---------------------------------------------------------------- helpers --
-# Seconds of a wrk-style duration (10, 10s, 2m, 1h); used to bound wrk itself.
-duration_secs() {
-    local d="$1"
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-
-# A loopback port nobody listens on (connect is refused), below the kernel's
-# ephemeral range when there is room (wrk's client ports come from there).
-PORT_LO=20000
-PORT_SPAN=40000
-if read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && (( eph_lo > PORT_LO + 1000 )); then
-    PORT_SPAN=$(( eph_lo - PORT_LO ))
-fi
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$(( PORT_LO + RANDOM % PORT_SPAN ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-
-# start_server DATA_DIR PORT METRICS_ENABLED: starts the release binary in
-# DATA_DIR (so no huntaze.toml is found), sets SERVER_PID.
-start_server() {
-    local dir="$1" port="$2" metrics="$3"
-    (
-        cd "$dir"
-        exec env HUNTAZE_LISTEN="127.0.0.1:$port" \
-            HUNTAZE_PUBLIC_URL="http://127.0.0.1:$port" \
-            HUNTAZE_DATA_DIR="$dir" \
-            HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-            HUNTAZE_METRICS_ENABLED="$metrics" \
-            RUST_LOG=warn \
-            "$BIN" serve
-    ) >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-}
-
-stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
-
-# wait_ready PORT LOG: polls /readyz every 5 ms until 200 (bounded).
-wait_ready() {
-    local port="$1" logf="$2" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-    while :; do
-        [[ "$(http_code "http://127.0.0.1:$port/readyz")" == 200 ]] && return 0
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 20 "$logf" >&2 || true
-            die "server exited before it was ready"
-        fi
-        if (( $(date +%s) >= deadline )); then
-            tail -n 20 "$logf" >&2 || true
-            die "server not ready after ${READY_DEADLINE_S}s"
-        fi
-        sleep 0.005
-    done
-}
+need_cmd curl
 
 # Requests recorded under http_route="/" so far (sum over methods and status
 # codes of the duration histogram's _count), from /metrics; empty if unreadable.
@@ -176,53 +69,15 @@ recorded_root() {
     awk '/^http_server_request_duration_seconds_count\{/ && /http_route="\/"/ {s += $NF} END {printf "%d\n", s}' <<<"$body"
 }
 
-median() { sort -g | awk '{a[NR]=$1 ""} END {if (NR==0) exit 1; if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 # Other load on the machine (other benchmarks' servers or wrk, a build):
 # names of such processes running now, comma-separated (empty: none). Called
 # only while this script's own server and wrk are not running.
 others_busy() { pgrep -x 'wrk|huntaze|rustc|cargo' -l 2>/dev/null | awk '{print $2}' | sort -u | paste -sd, - || true; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "" && b != "" && b+0 > 0) printf "%.3f", a/b; else print "null"}'; }
 
 # ---------------------------------------------------------------- build --
-log "cargo build --release --bin huntaze"
-cargo build --release --bin huntaze >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
-
-# ---------------------------------------------------------------- wrk script --
-cat >"$WORK/report.lua" <<'LUA'
--- Counts non-2xx answers per thread and prints one machine-readable line.
-local threads = {}
-
-function setup(thread)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    non2xx = 0
-end
-
-function response(status, headers, body)
-    if status < 200 or status > 299 then
-        non2xx = non2xx + 1
-    end
-end
-
-function done(summary, latency, requests)
-    local n = 0
-    for _, t in ipairs(threads) do
-        n = n + (t:get("non2xx") or 0)
-    end
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "BENCH_RESULT requests=%d duration_s=%.3f rps=%.1f bytes=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d status_errors=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
-        summary.requests, secs, summary.requests / secs, summary.bytes,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-        n, e.status, e.connect, e.read, e.write, e.timeout))
-end
-LUA
+build_release
+wrk_lua "$WORK/report.lua"
+bench_lock
 
 # ---------------------------------------------------------------- runs --
 # name|HUNTAZE_METRICS_ENABLED
@@ -239,10 +94,9 @@ run_one() {
     local dir port base code ce out line rec0 rec1 recorded="null" rpr="null" busy0 busy1 busy
     busy0="$(others_busy)"
     dir="$(mktemp -d "$WORK/run.XXXXXX")"
-    local attempt
-    for attempt in 1 2 3; do # another process may take the port first
-        port="$(free_port)" || die "no free port"
-        start_server "$dir" "$port" "$metrics"
+    for _ in 1 2 3; do # another process may take the port first
+        port="$(free_port)"
+        start_huntaze "$dir" "$port" HUNTAZE_METRICS_ENABLED="$metrics"
         sleep 0.05
         if ! kill -0 "$SERVER_PID" 2>/dev/null && grep -q 'Address already in use' "$dir/server.log"; then
             wait "$SERVER_PID" 2>/dev/null || true
@@ -253,7 +107,7 @@ run_one() {
         break
     done
     base="http://127.0.0.1:$port"
-    wait_ready "$port" "$dir/server.log"
+    wait_ready "$base/readyz" "$SERVER_PID" "$dir/server.log" "the server"
 
     code="$(curl -s -o /dev/null -D "$dir/headers" -w '%{http_code}' --max-time 5 \
         -H "Accept-Encoding: $BENCH_ENCODING" "$base$BENCH_PATH" || true)"
@@ -269,8 +123,7 @@ run_one() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/report.lua" \
         -H "Accept-Encoding: $BENCH_ENCODING" "$base$BENCH_PATH" >"$out" 2>&1 \
         || { cat "$out" >&2; die "wrk failed for $name"; }
-    line="$(grep '^BENCH_RESULT ' "$out" | tail -n 1)"
-    [[ -n "$line" ]] || { cat "$out" >&2; die "no result line from wrk for $name"; }
+    line="$(wrk_result "$out" "$name")"
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$dir/server.log" >&2; die "$name: the server died during the run"; }
     sleep 0.2 # requests wrk abandoned at the deadline finish
     rec1="$(recorded_root "$base")"
@@ -279,16 +132,14 @@ run_one() {
     busy="$(printf '%s,%s' "$busy0" "$busy1" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
     [[ -z "$busy" ]] || log "  $name: warning: other processes ran around this run ($busy); its figures may be disturbed"
 
-    if grep -qiE '\b(ERROR|panicked)\b' "$dir/server.log"; then
-        log "  $name: the server logged errors:"; grep -iE '\b(ERROR|panicked)\b' "$dir/server.log" | head -n 5 >&2
-    fi
+    server_errors "$dir/server.log" "$name"
 
     local requests rps p50 p90 p99 max non2xx sock
     requests=$(field requests "$line"); rps=$(field rps "$line")
     p50=$(us_to_ms "$(field p50_us "$line")"); p90=$(us_to_ms "$(field p90_us "$line")")
     p99=$(us_to_ms "$(field p99_us "$line")"); max=$(us_to_ms "$(field max_us "$line")")
     non2xx=$(field non2xx "$line")
-    sock=$(( $(field connect_errors "$line") + $(field read_errors "$line") + $(field write_errors "$line") + $(field timeouts "$line") ))
+    sock=$(socket_errors "$line")
     if [[ -n "$rec0" && -n "$rec1" ]]; then
         recorded=$(( rec1 - rec0 ))
         rpr="$(awk -v r="$recorded" -v n="$requests" 'BEGIN {if (n > 0) printf "%.3f", r/n; else print "null"}')"
@@ -319,18 +170,13 @@ for round in $(seq 1 "$ROUNDS"); do
         run_one "$round" "$name" "$metrics"
     done
 done
+bench_unlock
 
 # ---------------------------------------------------------------- report --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
 
-# col CONFIG KEY: that key of every run of CONFIG, one per line.
-col() { jq -r --arg c "$1" "select(.config == \$c) | .$2 // empty" "$RUNS_FILE"; }
 
 declare -A MED_RPS MED_P99
 echo
@@ -355,8 +201,8 @@ for c in "${CONFIGS[@]}"; do
                non_2xx_total: $non2xx, socket_errors_total: $sock, median_recorded_per_request: $rpr}]' <<<"$CONFIGS_JSON")"
 done
 
-R_RPS="$(ratio "${MED_RPS[metrics-on]}" "${MED_RPS[metrics-off]}")"
-R_P99="$(ratio "${MED_P99[metrics-on]}" "${MED_P99[metrics-off]}")"
+R_RPS="$(ratio "${MED_RPS[metrics-on]}" "${MED_RPS[metrics-off]}" 3)"
+R_P99="$(ratio "${MED_P99[metrics-on]}" "${MED_P99[metrics-off]}" 3)"
 COST_PCT="$(awk -v r="$R_RPS" 'BEGIN {if (r == "null") print "null"; else printf "%.1f", (1-r)*100}')"
 echo
 printf 'req/s ratio metrics on / off: %s  (metrics cost %s %% of req/s)\n' "$R_RPS" "$COST_PCT"
@@ -367,10 +213,8 @@ if (( DISTURBED > 0 )); then
     printf 'warning: %s of %s runs had other benchmarks or builds running around them (see other_load in the JSON); rerun on a quiet machine\n' "$DISTURBED" "$TOTAL_RUNS"
 fi
 
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/metrics_cost-$STAMP.json"
 jq -n \
-    --arg now "$NOW" --arg commit "$COMMIT" --argjson dirty "$DIRTY" --argjson nproc "$NPROC" \
+    --arg now "$NOW" --argjson nproc "$NPROC" \
     --arg wrkv "$WRK_VERSION" --argjson threads "$THREADS" --argjson conns "$CONNECTIONS" \
     --arg duration "$DURATION" --argjson rounds "$ROUNDS" \
     --argjson configs "$CONFIGS_JSON" --slurpfile runs "$RUNS_FILE" \
@@ -379,7 +223,7 @@ jq -n \
     '{
       benchmark: "metrics_cost",
       request: "GET / (Accept-Encoding: br)",
-      timestamp: $now, commit: $commit, dirty: $dirty, nproc: $nproc,
+      timestamp: $now, nproc: $nproc,
       wrk: {version: $wrkv, threads: $threads, connections: $conns, duration: $duration},
       rounds: $rounds, order: "interleaved: metrics-on, metrics-off, once each per round",
       server: {profile: "release", rust_log: "warn", fresh_server_per_run: true,
@@ -389,6 +233,5 @@ jq -n \
       ratios: {rps_on_over_off: $r_rps, p99_on_over_off: $r_p99, rps_cost_percent: $cost},
       runs_with_other_load: $disturbed,
       runs: $runs
-    }' >"$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+    }' >"$WORK/result.json"
+write_result metrics_cost "$WORK/result.json"

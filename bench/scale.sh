@@ -20,13 +20,15 @@
 #
 # Environment: BENCH_DURATION (10s), BENCH_ROUNDS (3), BENCH_CONNECTIONS (64),
 # BENCH_THREADS (2), BENCH_REDIS_URL (redis://127.0.0.1:6379),
-# BENCH_PG_PORT (5432), BENCH_PG_USER (postgres), BENCH_LOCK (see lib.sh).
+# BENCH_PG_PORT (5432), BENCH_PG_USER (postgres), and the settings every
+# script reads (BENCH_SERVER_BIN, BENCH_BUILT, BENCH_WRITE_BASELINE,
+# BENCH_LOCK): bench/README.md.
 set -euo pipefail
 BENCH_NAME=scale
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 ROUNDS="${BENCH_ROUNDS:-3}"
@@ -37,56 +39,52 @@ PG_PORT="${BENCH_PG_PORT:-5432}"
 PG_USER="${BENCH_PG_USER:-postgres}"
 SECRET="MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
 PASSWORD="correct horse battery"
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+PG_HOST=127.0.0.1
+positive_int BENCH_ROUNDS "$ROUNDS"
+positive_int BENCH_CONNECTIONS "$CONNECTIONS"
+positive_int BENCH_THREADS "$THREADS"
+duration_secs "$DURATION" >/dev/null
 
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+bench_init
+chmod 755 "$WORK" # nginx workers run as an unprivileged user
+DB="huntaze_bench_scale_$RANDOM$RANDOM"
+DB_CREATED=false
+PIDS=()
+NGX_PID=""
+on_exit() {
+    local p
+    stop_pid "$NGX_PID"
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ $DB_CREATED == true ]]; then pg_drop "$DB" 2>/dev/null || log "warning: could not drop database $DB"; fi
+}
 need_pkg wrk wrk
 need_pkg jq jq
 need_pkg psql postgresql-client
 [[ -x /usr/sbin/nginx ]] || need_pkg nginx nginx
 NGINX=/usr/sbin/nginx
 
-log "building the release binary"
-cargo build --release --quiet
-WORK="$(mktemp -d -t huntaze-scale.XXXXXX)"
-chmod 755 "$WORK"
-cp target/release/huntaze "$WORK/huntaze"
-DB="huntaze_bench_scale_$RANDOM$RANDOM"
-PIDS=()
-NGX_PID=""
-cleanup() {
-    local rc=$?
-    [[ -n "$NGX_PID" ]] && kill "$NGX_PID" 2>/dev/null && wait "$NGX_PID" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    pg_admin "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+build_release
 
-PG_HOST=127.0.0.1
-pg_admin "CREATE DATABASE \"$DB\"" >/dev/null
+pg_admin "CREATE DATABASE \"$DB\"" >/dev/null || die "cannot create database $DB"
+DB_CREATED=true
 NGX_PORT="$(free_port)"
-PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
+PORTS=()
+for i in 0 1 2; do PORTS+=("$(free_port "$NGX_PORT" "${PORTS[@]}")"); done
 PREFIX="huntaze-bench-$RANDOM$RANDOM"
 for i in 0 1 2; do
     mkdir -p "$WORK/i$i"
-    env HUNTAZE_LISTEN="127.0.0.1:${PORTS[$i]}" \
+    start_huntaze "$WORK/i$i" "${PORTS[$i]}" \
         HUNTAZE_PUBLIC_URL="http://127.0.0.1:$NGX_PORT" \
-        HUNTAZE_DATA_DIR="$WORK/i$i" \
-        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
         HUNTAZE_DATABASE_URL="postgres://$PG_USER@127.0.0.1:$PG_PORT/$DB" \
         HUNTAZE_REDIS_URL="$REDIS_URL" HUNTAZE_REDIS_PREFIX="$PREFIX" \
         HUNTAZE_SECRET_KEY="$SECRET" HUNTAZE_ENCRYPTION_KEY="$SECRET" \
-        HUNTAZE_TRUSTED_PROXIES=127.0.0.1 HUNTAZE_INSTANCE_ID="bench-$i" \
-        RUST_LOG=warn "$WORK/huntaze" serve >"$WORK/i$i/server.log" 2>&1 &
-    PIDS+=("$!")
+        HUNTAZE_TRUSTED_PROXIES=127.0.0.1 HUNTAZE_INSTANCE_ID="bench-$i"
+    PIDS+=("$SERVER_PID")
+    SERVER_PID=""
 done
 for i in 0 1 2; do
-    wait_http "http://127.0.0.1:${PORTS[$i]}/readyz" 60 || { tail "$WORK/i$i/server.log" >&2; die "instance $i not ready"; }
+    wait_ready "http://127.0.0.1:${PORTS[$i]}/readyz" "${PIDS[$i]}" "$WORK/i$i/server.log" "instance $i"
 done
 COOKIE="$(curl -s -D - -o /dev/null -H 'content-type: application/json' \
     -d "{\"email\":\"scale@example.com\",\"password\":\"$PASSWORD\"}" \
@@ -95,7 +93,7 @@ COOKIE="$(curl -s -D - -o /dev/null -H 'content-type: application/json' \
 [[ -n "$COOKIE" ]] || die "registration gave no session cookie"
 
 nginx_with() { # nginx_with N: (re)start nginx in front of the first N instances
-    [[ -n "$NGX_PID" ]] && { kill "$NGX_PID"; wait "$NGX_PID" 2>/dev/null || true; NGX_PID=""; }
+    stop_pid "$NGX_PID"; NGX_PID=""
     local servers="" i
     for (( i = 0; i < $1; i++ )); do
         servers+="        server 127.0.0.1:${PORTS[$i]} max_fails=3 fail_timeout=10s;"$'\n'
@@ -128,7 +126,7 @@ $servers        keepalive 64;
     }
 }
 CONF
-    "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" &
+    "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" 9>&- &
     NGX_PID=$!
     wait_http "http://127.0.0.1:$NGX_PORT/livez" 20 || die "nginx did not answer"
 }
@@ -166,10 +164,10 @@ for path in / /api/auth/session; do
         '. + [{path: $p, direct_rps: $d, nginx_1_rps: $a, nginx_2_rps: $b, nginx_3_rps: $c, failures: $f}]' <<<"$JSON")
     (( fails == 0 )) || log "warning: $fails failed responses on $path"
 done
-mkdir -p bench/results
-OUT="bench/results/scale-$(date -u +%Y%m%dT%H%M%SZ).json"
-jq -n --argjson rows "$JSON" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+bench_unlock
+jq -n --argjson rows "$JSON" \
     --arg duration "$DURATION" --argjson rounds "$ROUNDS" --argjson connections "$CONNECTIONS" \
     --arg cpus "$(nproc)" \
-    '{benchmark: "scale", commit: $commit, duration: $duration, rounds: $rounds, connections: $connections, cpus: $cpus, rows: $rows}' >"$OUT"
-log "wrote $OUT"
+    '{benchmark: "scale", duration: $duration, rounds: $rounds, connections: $connections, cpus: $cpus, rows: $rows}' \
+    >"$WORK/result.json"
+write_result scale "$WORK/result.json"

@@ -32,15 +32,23 @@
 #                        with every request to BENCH_PATH (for signed-in routes)
 #   BENCH_SERVER_ENV     extra server settings, space-separated NAME=VALUE
 #                        (HUNTAZE_* names only), e.g. HUNTAZE_QUERY_CACHE_TTL_MS=0
-#   BENCH_LOCK_WAIT      seconds to wait for /tmp/huntaze-bench.lock (default 1800)
 #   BENCH_SETTLE_S       seconds at rest after the last storm before the final
 #                        RSS reading (default 25: the server returns freed
 #                        heap to the OS when quiet, checking every 10 s)
 #
-# Every storm runs under flock(/tmp/huntaze-bench.lock) so it never overlaps
-# another benchmark. Traffic goes to 127.0.0.1 only. Any HUNTAZE_* variable
-# of the caller's environment is ignored; a huntaze.toml is not read.
+# Every storm runs under the benchmark lock (BENCH_LOCK, see bench/README.md)
+# so it never overlaps another benchmark. Traffic goes to 127.0.0.1 only.
+# Any HUNTAZE_* variable of the caller's environment is ignored; a
+# huntaze.toml is not read.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
+BENCH_NAME=stress
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION="${BENCH_DURATION:-10s}"
 STEPS="${BENCH_STEPS:-64 256 1024 2048 4096}"
@@ -50,22 +58,10 @@ TARGET_PATH="${BENCH_PATH:-/api/health}"
 THREADS="${BENCH_THREADS:-2}"
 USE_SESSION="${BENCH_SESSION:-0}"
 read -r -a SERVER_ENV <<<"${BENCH_SERVER_ENV:-}"
-LOCK_WAIT="${BENCH_LOCK_WAIT:-1800}"
 SETTLE_S="${BENCH_SETTLE_S:-25}"
-LOCK_FILE=/tmp/huntaze-bench.lock
-READY_DEADLINE_S=60
 RECOVERY_DEADLINE_S=30
 WANT_NOFILE=65536
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
-
-log() { printf '[stress] %s\n' "$*" >&2; }
-die() { printf '[stress] error: %s\n' "$*" >&2; exit 1; }
-
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+DURATION_S="$(duration_secs "$DURATION")"
 
 [[ "$MAX_IN_FLIGHT" =~ ^[1-9][0-9]*$ ]] || die "BENCH_MAX_IN_FLIGHT must be a positive integer"
 [[ "$REPEATS" =~ ^[0-9]+$ ]] || die "BENCH_REPEATS must be a non-negative integer"
@@ -82,35 +78,16 @@ for c in "${STEP_LIST[@]}"; do
 done
 
 # ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-stress.XXXXXX)"
-SERVER_PID=""
+bench_init
 BG_PIDS=()
-cleanup() {
-    local rc=$?
+on_exit() {
+    local p
     for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools --
-as_root() { if [[ $EUID -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    if ! as_root apt-get install -y wrk >"$WORK/apt.log" 2>&1; then
-        as_root apt-get update >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
-        as_root apt-get install -y wrk >>"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "cannot install wrk"; }
-    fi
-fi
-for t in wrk cargo curl flock timeout; do command -v "$t" >/dev/null || die "$t is not installed"; done
+need_pkg wrk wrk
+need_cmd curl flock timeout
 [[ -r /proc/self/status ]] || die "/proc is needed to read the server's RSS"
 
 # File descriptors: wrk and the server each hold one socket per connection.
@@ -127,86 +104,29 @@ fi
 log "ulimit -n $NOFILE (wanted $WANT_NOFILE, hard limit $HARD_NOFILE)"
 
 # ---------------------------------------------------------------- build --
-log "cargo build --release"
-cargo build --release >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
+build_release
 
 # ---------------------------------------------------------------- helpers --
-duration_secs() {
-    local d="$1"
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-
-# A loopback port nobody listens on, below the ephemeral range (the storms'
-# client sockets take ephemeral ports; a listener there could collide).
-free_port() {
-    local p lo
-    lo="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-    (( lo > 11000 )) || lo=32768
-    for _ in $(seq 1 100); do
-        p=$(( 10000 + RANDOM % (lo - 10000) ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-
 now_ns() { date +%s%N; }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (b-a)/1e6}'; }
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
-hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status"; }
 server_fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 # Kernel accept-queue overflows (system-wide TcpExt counter; loopback here).
 listen_overflows() {
     awk '/^TcpExt:/ {if (!h) {for (i=1;i<=NF;i++) n[i]=$i; h=1} else {for (i=1;i<=NF;i++) if (n[i]=="ListenOverflows") print $i}}' /proc/net/netstat 2>/dev/null || true
 }
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 shed_total() {
     curl -s --max-time 2 "$BASE/metrics" 2>/dev/null \
         | awk '/^http_server_requests_shed_total[ {]/ {print $NF; found=1} END {if (!found) print "null"}'
 }
 
-# The benchmark lock, held for each storm only (fd form of flock(1), same lock).
-LOCK_FD=""
-lock() {
-    exec {LOCK_FD}>>"$LOCK_FILE"
-    local t0; t0=$(date +%s)
-    flock -w "$LOCK_WAIT" "$LOCK_FD" || die "could not take $LOCK_FILE within ${LOCK_WAIT}s"
-    local waited=$(( $(date +%s) - t0 ))
-    if (( waited > 0 )); then log "  waited ${waited}s for $LOCK_FILE"; fi
-}
-unlock() { flock -u "$LOCK_FD"; exec {LOCK_FD}>&-; LOCK_FD=""; }
-
 # ---------------------------------------------------------------- server --
 DATA="$(mktemp -d "$WORK/data.XXXXXX")"
-PORT="$(free_port)" || die "no free port"
+PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 log "starting the release server on $BASE (HUNTAZE_MAX_IN_FLIGHT=$MAX_IN_FLIGHT)"
-(
-    cd "$DATA"
-    exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
-        HUNTAZE_PUBLIC_URL="$BASE" \
-        HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-        HUNTAZE_MAX_IN_FLIGHT="$MAX_IN_FLIGHT" \
-        RUST_LOG=warn \
-        "${SERVER_ENV[@]}" \
-        "$BIN" serve
-) >"$DATA/server.log" 2>&1 &
-SERVER_PID=$!
-deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-until [[ "$(http_code "$BASE/readyz")" == 200 ]]; do
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "server exited before it was ready"; }
-    (( $(date +%s) < deadline )) || { tail -n 20 "$DATA/server.log" >&2; die "server not ready after ${READY_DEADLINE_S}s"; }
-    sleep 0.01
-done
+start_huntaze "$DATA" "$PORT" HUNTAZE_MAX_IN_FLIGHT="$MAX_IN_FLIGHT" "${SERVER_ENV[@]}"
+wait_ready "$BASE/readyz" "$SERVER_PID" "$DATA/server.log" "the server"
 SERVER_NOFILE="$(awk '/^Max open files/ {print $4}' "/proc/$SERVER_PID/limits")"
 
 # Optional session: every request to the target carries its cookie.
@@ -319,7 +239,7 @@ run_storm() {
     local out="$WORK/wrk-$tag.txt" lz="$WORK/livez-$tag.txt" stop="$WORK/stop-$tag"
     local sample="$WORK/sample-$tag.txt"
     : >"$lz"
-    lock
+    bench_lock
     local shed0; shed0="$(shed_total)"
     local lo0; lo0="$(listen_overflows)"
     log "storm $label: GET $TARGET_PATH, wrk -t$THREADS -c$conns -d$DURATION --timeout 5s"
@@ -345,11 +265,10 @@ run_storm() {
     BG_PIDS=()
     local shed1; shed1="$(shed_total)"
     local lo1; lo1="$(listen_overflows)"
-    unlock
+    bench_unlock
     (( wrk_rc == 0 )) || { cat "$out" >&2; die "wrk failed (exit $wrk_rc) at $label"; }
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "the server died during storm $label"; }
-    local line; line="$(grep '^BENCH_RESULT ' "$out" | tail -n 1)"
-    [[ -n "$line" ]] || { cat "$out" >&2; die "no result line from wrk at $label"; }
+    local line; line="$(wrk_result "$out" "$label")"
 
     local lz_n lz_fail lz_p50 lz_max
     lz_n=$(wc -l <"$lz")
@@ -375,21 +294,16 @@ run_storm() {
 for c in "${STEP_LIST[@]}"; do run_storm "c$c" "$c"; done
 for r in $(seq 1 "$REPEATS"); do run_storm "c$MAX_STEP-r$r" "$MAX_STEP"; done
 
-PEAK_RSS_KB="$(hwm_kb)"
+PEAK_RSS_KB="$(peak_rss_kb "$SERVER_PID")"
 kill -0 "$SERVER_PID" 2>/dev/null || die "the server died"
 log "at rest for ${SETTLE_S}s before the last RSS reading"
 sleep "$SETTLE_S"
 RSS_REST_KB="$(rss_kb)"
 
 # ---------------------------------------------------------------- report --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 WRK_VERSION="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)"
-us_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1000}'; }
 jnum() { [[ "$1" == null || -z "$1" ]] && echo null || echo "$1"; }
 
 echo
@@ -404,8 +318,8 @@ RSS_LIST=()
 for row in "${ROWS[@]}"; do
     IFS='|' read -r label conns line lz_n lz_fail lz_p50 lz_max sampled ra rec_ms rss fds shed_delta rec_tries lo_delta <<<"$row"
     requests=$(field requests "$line"); rps=$(field rps "$line")
-    p50=$(us_ms "$(field p50_us "$line")"); p90=$(us_ms "$(field p90_us "$line")")
-    p99=$(us_ms "$(field p99_us "$line")"); mx=$(us_ms "$(field max_us "$line")")
+    p50=$(us_to_ms "$(field p50_us "$line")"); p90=$(us_to_ms "$(field p90_us "$line")")
+    p99=$(us_to_ms "$(field p99_us "$line")"); mx=$(us_to_ms "$(field max_us "$line")")
     non2xx=$(field non2xx "$line"); ra_n=$(field s503_retry_after "$line"); nora_n=$(field s503_no_retry_after "$line")
     s503=$(( ra_n + nora_n )); other=$(( non2xx - s503 ))
     ce=$(field connect_errors "$line"); re=$(field read_errors "$line"); we=$(field write_errors "$line"); to=$(field timeouts "$line")
@@ -436,14 +350,10 @@ printf '         curl 503 = Retry-After of a 503 sampled with curl mid-storm (- 
 printf '         livez max/fail = /livez probes every 100 ms during the storm; recov = ms from storm end to the first 200;\n'
 printf '         acc ovfl = kernel ListenOverflows during the storm (SYNs dropped: the client retries after 1 s, 3 s, ...)\n'
 
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/stress-$STAMP.json"
-cat >"$OUT.tmp" <<JSON
+cat >"$WORK/result.json" <<JSON
 {
   "benchmark": "stress",
   "timestamp": "$NOW",
-  "commit": "$COMMIT",
-  "dirty": $DIRTY,
   "nproc": $NPROC,
   "path": "$TARGET_PATH",
   "wrk": {"version": "$WRK_VERSION", "threads": $THREADS, "duration": "$DURATION", "timeout": "5s"},
@@ -456,5 +366,4 @@ cat >"$OUT.tmp" <<JSON
   ]
 }
 JSON
-mv "$OUT.tmp" "$OUT"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+write_result stress "$WORK/result.json"

@@ -39,124 +39,58 @@
 # environment is ignored so runs are comparable; a huntaze.toml is not read.
 # The load generator (Python), the server and the sandbox share the CPU:
 # compare between runs of this script, not across machines.
+#
+# The settings every script reads (BENCH_SERVER_BIN, BENCH_BUILT,
+# BENCH_WRITE_BASELINE, BENCH_LOCK, BENCH_LOCK_WAIT_S): bench/README.md.
 set -euo pipefail
+BENCH_NAME=tiktok_flow
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 FLOWS="${BENCH_FLOWS:-200}"
 WARMUP="${BENCH_WARMUP:-10}"
 WORKERS="${BENCH_WORKERS:-16}"
 DURATION="${BENCH_DURATION:-10s}"
-READY_DEADLINE_S=60
 HIGH_LIMIT=100000000
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="$ROOT/target/release/huntaze"
 DRIVER="$ROOT/bench/tiktok_flow.py"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
-[[ "$FLOWS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_FLOWS must be a positive integer"
+positive_int BENCH_FLOWS "$FLOWS"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a non-negative integer"
-[[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_WORKERS must be a positive integer"
+positive_int BENCH_WORKERS "$WORKERS"
 (( WORKERS <= 256 )) || die "BENCH_WORKERS is capped at 256"
-
-# Seconds of a duration (10, 10s, 2m, 1h).
-duration_secs() {
-    local d="$1"
-    [[ "$d" =~ ^[0-9]+[smh]?$ ]] || return 1
-    case "$d" in
-        *h) echo $(( ${d%h} * 3600 )) ;;
-        *m) echo $(( ${d%m} * 60 )) ;;
-        *s) echo $(( ${d%s} )) ;;
-        *)  echo $(( d )) ;;
-    esac
-}
-DURATION_S="$(duration_secs "$DURATION")" || die "BENCH_DURATION must look like 10s, 2m or 1h"
-(( DURATION_S > 0 )) || die "BENCH_DURATION must be positive"
-
-# Ignore the caller's server configuration.
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^HUNTAZE_' || true)
+DURATION_S="$(duration_secs "$DURATION")"
 
 # ---------------------------------------------------------------- cleanup --
-WORK="$(mktemp -d -t huntaze-bench.XXXXXX)"
-SERVER_PID=""
+bench_init
 SANDBOX_PID=""
 DRIVER_PID=""
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid="$1"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local rc=$?
+on_exit() {
     # The driver's worker processes are in its process group (set -m below).
     if [[ -n "$DRIVER_PID" ]] && kill -0 "$DRIVER_PID" 2>/dev/null; then
         kill -TERM -- "-$DRIVER_PID" 2>/dev/null || kill -TERM "$DRIVER_PID" 2>/dev/null || true
         wait "$DRIVER_PID" 2>/dev/null || true
     fi
-    stop_pid "$SERVER_PID"
+    stop_server
     stop_pid "$SANDBOX_PID"
-    rm -rf "$WORK"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools --
-command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
-command -v curl >/dev/null || die "curl is not installed"
-command -v python3 >/dev/null || die "python3 is not installed"
+need_cmd curl python3
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' \
     || die "python3 >= 3.8 is needed"
 [[ -r /proc/self/stat ]] || die "/proc is needed to read CPU times"
+need_pkg jq jq
 
 # ---------------------------------------------------------------- build --
-log "cargo build --release --bin huntaze"
-cargo build --release --bin huntaze >&2 || die "release build failed"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
-
-# ---------------------------------------------------------------- helpers --
-# A loopback port nobody listens on (connect is refused).
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        # Below Linux's default ephemeral range (32768-60999): a port in use as
-        # some client's source port passes the connect probe but cannot be bound.
-        p=$(( 20000 + RANDOM % 12000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" 2>/dev/null || true; }
-
-# wait_ready PID URL LOG NAME: polls URL every 5 ms until 200 (bounded).
-wait_ready() {
-    local pid="$1" url="$2" logf="$3" name="$4" deadline=$(( $(date +%s) + READY_DEADLINE_S ))
-    while :; do
-        [[ "$(http_code "$url")" == 200 ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logf" >&2 || true
-            die "$name exited before it was ready"
-        fi
-        if (( $(date +%s) >= deadline )); then
-            tail -n 20 "$logf" >&2 || true
-            die "$name not ready after ${READY_DEADLINE_S}s"
-        fi
-        sleep 0.005
-    done
-}
+build_release
+bench_lock
 
 # ---------------------------------------------------------------- start --
 DATA="$(mktemp -d "$WORK/data.XXXXXX")"
-SBPORT="$(free_port)" || die "no free port"
-PORT="$(free_port)" || die "no free port"
-[[ "$PORT" != "$SBPORT" ]] || PORT="$(free_port)" || die "no free port"
+SBPORT="$(free_port)"
+PORT="$(free_port "$SBPORT")"
 BASE="http://127.0.0.1:$PORT"
 SANDBOX="http://127.0.0.1:$SBPORT"
 
@@ -164,44 +98,30 @@ log "starting the TikTok sandbox on $SANDBOX"
 (
     cd "$DATA"
     exec env HUNTAZE_CONFIG="$ROOT/bench/empty.toml" RUST_LOG=warn \
-        "$BIN" tiktok-sandbox --listen "127.0.0.1:$SBPORT" \
+        "$SERVER_BIN" tiktok-sandbox --listen "127.0.0.1:$SBPORT" \
             --redirect-uri "$BASE/api/auth/tiktok/callback"
-) >"$WORK/sandbox.log" 2>&1 &
+) >"$WORK/sandbox.log" 2>&1 9>&- &
 SANDBOX_PID=$!
-wait_ready "$SANDBOX_PID" "$SANDBOX/sandbox/avatar.png" "$WORK/sandbox.log" "the sandbox"
+wait_ready "$SANDBOX/sandbox/avatar.png" "$SANDBOX_PID" "$WORK/sandbox.log" "the sandbox"
 
 log "starting the server on $BASE (TikTok: the sandbox)"
-(
-    cd "$DATA"
-    exec env HUNTAZE_LISTEN="127.0.0.1:$PORT" \
-        HUNTAZE_PUBLIC_URL="$BASE" \
-        HUNTAZE_DATA_DIR="$DATA" \
-        HUNTAZE_CONFIG="$ROOT/bench/empty.toml" \
-        HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
-        HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
-        HUNTAZE_TIKTOK_CLIENT_KEY=sandbox-client-key \
-        HUNTAZE_TIKTOK_CLIENT_SECRET=sandbox-client-secret \
-        HUNTAZE_TIKTOK_AUTH_URL="$SANDBOX/v2/auth/authorize/" \
-        HUNTAZE_TIKTOK_API_URL="$SANDBOX" \
-        RUST_LOG=warn \
-        "$BIN" serve
-) >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-wait_ready "$SERVER_PID" "$BASE/readyz" "$WORK/server.log" "the server"
+start_huntaze "$DATA" "$PORT" \
+    HUNTAZE_REGISTER_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
+    HUNTAZE_LOGIN_PER_IP_PER_MINUTE="$HIGH_LIMIT" \
+    HUNTAZE_TIKTOK_CLIENT_KEY=sandbox-client-key \
+    HUNTAZE_TIKTOK_CLIENT_SECRET=sandbox-client-secret \
+    HUNTAZE_TIKTOK_AUTH_URL="$SANDBOX/v2/auth/authorize/" \
+    HUNTAZE_TIKTOK_API_URL="$SANDBOX"
+wait_ready "$BASE/readyz" "$SERVER_PID" "$DATA/server.log" "the server"
 
 # ---------------------------------------------------------------- run --
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=false
-[[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null || true)" ]] && DIRTY=true
 NPROC="$(nproc)"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 PYV="$(python3 -c 'import platform; print(platform.python_version())')"
 META="$(printf '{"benchmark": "tiktok_flow", "timestamp": "%s", "commit": "%s", "dirty": %s, "nproc": %s, "python": "%s", "server": {"profile": "release", "rust_log": "warn", "database": "sqlite (fresh data dir)", "tiktok": "standalone sandbox (huntaze tiktok-sandbox), loopback", "register_and_login_limits": %s, "other_settings": "default"}}' \
     "$NOW" "$COMMIT" "$DIRTY" "$NPROC" "$PYV" "$HIGH_LIMIT")"
 
-mkdir -p "$ROOT/bench/results"
-OUT="$ROOT/bench/results/tiktok_flow-$STAMP.json"
+OUT="$WORK/result.json"
 # Bounded: registration + latency flows + the window, with a generous margin.
 LIMIT_S=$(( 300 + FLOWS + WARMUP + DURATION_S + WORKERS * 5 ))
 set -m # the driver and its worker processes get their own process group
@@ -216,15 +136,14 @@ rc=0
 wait "$DRIVER_PID" || rc=$?
 DRIVER_PID=""
 if (( rc != 0 )); then
-    tail -n 20 "$WORK/server.log" >&2 || true
+    tail -n 20 "$DATA/server.log" >&2 || true
     die "the load generator failed (exit $rc)"
 fi
 
-kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$WORK/server.log" >&2; die "the server died during the run"; }
+kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$DATA/server.log" >&2; die "the server died during the run"; }
 kill -0 "$SANDBOX_PID" 2>/dev/null || { tail -n 20 "$WORK/sandbox.log" >&2; die "the sandbox died during the run"; }
-if grep -qiE '\b(ERROR|panicked)\b' "$WORK/server.log"; then
-    log "the server logged errors:"; grep -iE '\b(ERROR|panicked)\b' "$WORK/server.log" | head -n 5 >&2
-fi
-WARNINGS="$(grep -ciE '\bWARN\b' "$WORK/server.log" || true)"
-(( WARNINGS > 0 )) && log "the server logged $WARNINGS warning line(s), e.g.: $(grep -iE '\bWARN\b' "$WORK/server.log" | head -n 1)"
-printf 'results: %s\n' "${OUT#"$ROOT"/}"
+server_errors "$DATA/server.log" "the server"
+WARNINGS="$(grep -ciE '\bWARN\b' "$DATA/server.log" || true)"
+(( WARNINGS > 0 )) && log "the server logged $WARNINGS warning line(s), e.g.: $(grep -iE '\bWARN\b' "$DATA/server.log" | head -n 1)"
+bench_unlock
+write_result tiktok_flow "$OUT"
