@@ -222,7 +222,13 @@ impl AppBuilder {
             stop_rx.clone(),
         );
 
-        crate::monitoring::spawn(state.clone(), stop_rx.clone());
+        let tiktok = Arc::clone(&state.tiktok);
+        crate::monitoring::spawn(
+            Arc::clone(&state.monitor),
+            Arc::clone(&state.health),
+            move || tiktok.circuit_state(),
+            stop_rx.clone(),
+        );
         let metrics = Arc::clone(&state.metrics);
         crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
         spawn_session_sweep(
