@@ -211,10 +211,9 @@ impl AppBuilder {
             trusted_proxies,
             draining: Default::default(),
         }));
-        let router = crate::middleware::apply(
-            crate::routes::router(state.clone(), self.extra_routes),
-            &state,
-        );
+        let routes = crate::routes::router(state.clone(), self.extra_routes);
+        let critical_routes = crate::routes::monitoring::critical_routes(&routes.labels);
+        let router = crate::middleware::apply(routes, &state);
 
         Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
         Arc::clone(&state.landing).spawn_refresh(
@@ -227,6 +226,7 @@ impl AppBuilder {
             Arc::clone(&state.monitor),
             Arc::clone(&state.health),
             move || tiktok.circuit_state(),
+            critical_routes,
             stop_rx.clone(),
         );
         let metrics = Arc::clone(&state.metrics);

@@ -2,7 +2,7 @@
 //! instance, the lease holder, evaluates for all), on this instance's own
 //! history when it does not; and the alert views.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use super::alerts::{self, AlertState, Notification, Severity};
@@ -17,7 +17,11 @@ impl Monitor {
     /// holding the lease evaluates) when it answers within the budget; on
     /// this instance's own history otherwise, so that an outage of the
     /// database is itself reported.
-    pub async fn evaluate_alerts(&self, circuits_open: &[&str]) -> usize {
+    pub async fn evaluate_alerts(
+        &self,
+        circuits_open: &[&str],
+        critical: &HashSet<String>,
+    ) -> usize {
         let _evaluating = self.evaluation.lock().await;
         let now = now_ms();
         let was_local = self.evaluating_locally.load(Ordering::Relaxed);
@@ -25,11 +29,13 @@ impl Monitor {
         if was_local {
             // Report first: finding out whether the database is back may
             // take the whole budget.
-            sent += self.evaluate_locally(now, circuits_open).await;
+            sent += self.evaluate_locally(now, circuits_open, critical).await;
         }
-        let shared =
-            tokio::time::timeout(self.shared_budget, self.evaluate_shared(now, circuits_open))
-                .await;
+        let shared = tokio::time::timeout(
+            self.shared_budget,
+            self.evaluate_shared(now, circuits_open, critical),
+        )
+        .await;
         match shared {
             Ok(Ok(n)) => {
                 if was_local {
@@ -49,7 +55,7 @@ impl Monitor {
                         error = %why,
                         "alert evaluation cannot use the database: evaluating on this instance's own history"
                     );
-                    sent += self.evaluate_locally(now, circuits_open).await;
+                    sent += self.evaluate_locally(now, circuits_open, critical).await;
                 }
                 sent
             }
@@ -60,6 +66,7 @@ impl Monitor {
         &self,
         now: i64,
         circuits_open: &[&str],
+        critical: &HashSet<String>,
     ) -> Result<usize, sqlx::Error> {
         let lease_for = (self.thresholds.window_ms).clamp(30_000, 120_000);
         let holder = self
@@ -73,16 +80,35 @@ impl Monitor {
         let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
         let rollups = self.rollups_since(minute_of(from)).await?;
         let health = self.samples_since(from).await?;
-        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
+        let holding = alerts::evaluate(
+            &self.thresholds,
+            &rollups,
+            &health,
+            circuits_open,
+            critical,
+            now,
+        );
         let notes = alerts::advance(&self.db, &self.thresholds, &holding, now).await?;
         Ok(self.notify(notes, now).await)
     }
 
-    async fn evaluate_locally(&self, now: i64, circuits_open: &[&str]) -> usize {
+    async fn evaluate_locally(
+        &self,
+        now: i64,
+        circuits_open: &[&str],
+        critical: &HashSet<String>,
+    ) -> usize {
         self.collect();
         let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
         let (rollups, health) = self.history().recent_since(from);
-        let holding = alerts::evaluate(&self.thresholds, &rollups, &health, circuits_open, now);
+        let holding = alerts::evaluate(
+            &self.thresholds,
+            &rollups,
+            &health,
+            circuits_open,
+            critical,
+            now,
+        );
         match alerts::advance(&self.local_alerts, &self.thresholds, &holding, now).await {
             Ok(notes) => self.notify(notes, now).await,
             Err(e) => {

@@ -27,6 +27,7 @@ pub use views::{
     Scaling, Series,
 };
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::time::Duration;
@@ -183,11 +184,13 @@ const ALERT_LEASE: &str = "alert-evaluator";
 /// evaluation and pruning. Flushing and evaluation are separate tasks: a
 /// flush waiting on an unreachable database must not hold back the alert
 /// that reports it. `tiktok_circuit` reads the TikTok circuit breaker's
-/// state at each evaluation (None without a TikTok client).
+/// state at each evaluation (None without a TikTok client);
+/// `critical_routes` are the route templates whose 5xx rate pages someone.
 pub fn spawn(
     monitor: Arc<Monitor>,
     health: Arc<HealthSampler>,
     tiktok_circuit: impl Fn() -> Option<CircuitState> + Send + Sync + 'static,
+    critical_routes: HashSet<String>,
     stop: watch::Receiver<bool>,
 ) {
     // Waits on the sampler's rounds, not on a clock: every round is kept.
@@ -242,12 +245,14 @@ pub fn spawn(
 
     let m = Arc::clone(&monitor);
     let tiktok_circuit = Arc::new(tiktok_circuit);
+    let critical_routes = Arc::new(critical_routes);
     spawn_periodic(monitor.evaluate_every, FirstRound::Now, stop, move || {
         let (m, tiktok_circuit) = (Arc::clone(&m), Arc::clone(&tiktok_circuit));
+        let critical_routes = Arc::clone(&critical_routes);
         async move {
             let open = tiktok_circuit() == Some(CircuitState::Open);
             let circuits: &[&str] = if open { &["tiktok"] } else { &[] };
-            m.evaluate_alerts(circuits).await;
+            m.evaluate_alerts(circuits, &critical_routes).await;
         }
     });
 }

@@ -1,6 +1,8 @@
 //! `/metrics`, `/api/monitoring/*` and the `/admin/monitoring` dashboard.
 //! Machines use the monitoring bearer token; people need an admin session.
 
+use std::collections::HashSet;
+
 use askama::Template;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
@@ -20,6 +22,7 @@ use crate::monitoring::metrics::{
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
 use crate::routes::account_pages::page;
 use crate::routes::health::{COMPONENTS, has_monitoring_token};
+use crate::routes::labels::RouteLabels;
 use crate::state::AppState;
 use crate::views::Chrome;
 
@@ -64,6 +67,21 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Resp
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// Route templates whose failures page someone (the `route_5xx` alert):
+/// the landing page, sign-in and registration, the TikTok callback, health.
+pub fn critical_routes(labels: &RouteLabels) -> HashSet<String> {
+    labels
+        .templates()
+        .filter(|path| {
+            *path == "/"
+                || path.starts_with("/api/auth/")
+                || path.starts_with("/api/health")
+                || *path == "/readyz"
+        })
+        .map(String::from)
+        .collect()
 }
 
 /// What `/metrics` shows beside the request metrics, read from this

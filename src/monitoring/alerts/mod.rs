@@ -15,7 +15,7 @@
 mod book;
 mod notifier;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub use book::{AlertBook, AlertState, LocalAlerts, Notification, NotificationStatus, advance};
 pub use notifier::{Notifier, payload, signature};
@@ -110,14 +110,12 @@ impl Thresholds {
     }
 }
 
-/// Routes whose failures page someone: the landing page, sign-in and
-/// registration, the TikTok callback, health.
-pub fn is_critical_route(route_key: &str) -> bool {
+/// Whether a rollup's route (`METHOD template`) is one whose failures page
+/// someone: its template is in `critical`, the set the edge, which knows
+/// the routes, hands over.
+pub fn is_critical_route(route_key: &str, critical: &HashSet<String>) -> bool {
     let path = route_key.split_once(' ').map_or(route_key, |(_, p)| p);
-    path == "/"
-        || path.starts_with("/api/auth/")
-        || path.starts_with("/api/health")
-        || path == "/readyz"
+    critical.contains(path)
 }
 
 /// Evaluates every rule over the history; returns the conditions that hold now.
@@ -126,6 +124,7 @@ pub fn evaluate(
     rollups: &[(i64, String, Agg)],
     health: &[(i64, String, String, String, i64)],
     circuit_open: &[&str],
+    critical: &HashSet<String>,
     now: i64,
 ) -> Vec<Condition> {
     let mut out = Vec::new();
@@ -142,7 +141,7 @@ pub fn evaluate(
             continue;
         }
         let rate = agg.errors as f64 / agg.requests as f64;
-        if is_critical_route(route) && rate >= t.error_rate {
+        if is_critical_route(route, critical) && rate >= t.error_rate {
             out.push(Condition {
                 rule: Rule::Route5xx,
                 key: format!("route_5xx:{route}"),
@@ -246,6 +245,10 @@ mod tests {
         }
     }
 
+    fn critical() -> HashSet<String> {
+        ["/", "/api/auth/login"].map(String::from).into()
+    }
+
     fn agg(ok: u64, err: u64, ms: f64) -> Agg {
         let mut a = Agg::default();
         for _ in 0..ok {
@@ -261,14 +264,14 @@ mod tests {
     fn a_critical_routes_5xx_rate_fires_but_not_below_the_traffic_floor() {
         let now = 600_000;
         let r = vec![(540_000, "POST /api/auth/login".to_owned(), agg(90, 10, 5.0))];
-        let c = evaluate(&t(), &r, &[], &[], now);
+        let c = evaluate(&t(), &r, &[], &[], &critical(), now);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].rule, c[0].severity), (Rule::Route5xx, Severity::High));
         let r = vec![(540_000, "POST /api/auth/login".to_owned(), agg(5, 4, 5.0))];
-        assert!(evaluate(&t(), &r, &[], &[], now).is_empty());
+        assert!(evaluate(&t(), &r, &[], &[], &critical(), now).is_empty());
         let r = vec![(540_000, "GET /platforms".to_owned(), agg(50, 50, 5.0))];
         assert!(
-            evaluate(&t(), &r, &[], &[], now).is_empty(),
+            evaluate(&t(), &r, &[], &[], &critical(), now).is_empty(),
             "not a critical route"
         );
     }
@@ -288,7 +291,7 @@ mod tests {
                 )
             })
             .collect();
-        let c = evaluate(&t(), &r, &h, &["tiktok"], now);
+        let c = evaluate(&t(), &r, &h, &["tiktok"], &critical(), now);
         let rules: Vec<_> = c.iter().map(|c| c.rule).collect();
         assert_eq!(
             rules,
@@ -315,7 +318,7 @@ mod tests {
                 )
             })
             .collect();
-        let c = evaluate(&t(), &[], &h, &[], now);
+        let c = evaluate(&t(), &[], &h, &[], &critical(), now);
         assert_eq!(c.len(), 1);
         assert_eq!(
             (c[0].rule, c[0].severity),
