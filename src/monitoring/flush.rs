@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::history::{Pending, RollupRow, SampleRow, merge_rollups};
+use super::history::{ComponentSample, Pending, RollupRow, SampleRow, merge_rollups};
 use super::{ALERT_LEASE, Monitor};
 use crate::health::HealthSampler;
 use crate::time_fmt::now_ms;
@@ -52,12 +52,10 @@ impl Monitor {
         let samples: Vec<_> = snap
             .components
             .iter()
-            .map(|(c, _)| {
-                (
-                    c.name.clone(),
-                    c.status.as_str().to_owned(),
-                    c.response_time as i64,
-                )
+            .map(|(c, _)| ComponentSample {
+                component: c.name.clone(),
+                status: c.status.as_str().to_owned(),
+                response_ms: c.response_time as i64,
             })
             .collect();
         self.history().add_samples(snap.taken_at_ms, &samples);
