@@ -211,10 +211,9 @@ impl AppBuilder {
             trusted_proxies,
             draining: Default::default(),
         }));
-        let router = crate::middleware::apply(
-            crate::routes::router(state.clone(), self.extra_routes),
-            &state,
-        );
+        let routes = crate::routes::router(state.clone(), self.extra_routes);
+        let critical_routes = crate::routes::monitoring::critical_routes(&routes.labels);
+        let router = crate::middleware::apply(routes, &state);
 
         Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
         Arc::clone(&state.landing).spawn_refresh(
@@ -222,7 +221,14 @@ impl AppBuilder {
             stop_rx.clone(),
         );
 
-        crate::monitoring::spawn(state.clone(), stop_rx.clone());
+        let tiktok = Arc::clone(&state.tiktok);
+        crate::monitoring::spawn(
+            Arc::clone(&state.monitor),
+            Arc::clone(&state.health),
+            move || tiktok.circuit_state(),
+            critical_routes,
+            stop_rx.clone(),
+        );
         let metrics = Arc::clone(&state.metrics);
         crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
         spawn_session_sweep(

@@ -9,7 +9,7 @@
 //! servers in one process never mix their figures).
 //!
 //! Small and our own: the crates for this are young or quiet, and we need the
-//! state to be observable (CRATES.md).
+//! state to be observable.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -208,7 +208,7 @@ where
             }
         } else {
             Stage::Answered {
-                res: Some(shed::shed_response()),
+                res: Some(shed::shed_response(&finish.conn.pipeline.state.metrics)),
             }
         };
         PipelineFuture {

@@ -10,16 +10,14 @@
 //! permit back, the semaphore's waiter mutex — four atomic operations on
 //! lines both workers share, where this takes two.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use crossbeam_utils::CachePadded;
 
 use crate::error::AppError;
-
-/// Requests shed since start (for metrics).
-pub static SHED_TOTAL: AtomicU64 = AtomicU64::new(0);
+use crate::monitoring::metrics::HttpMetrics;
 
 pub struct LoadShedder {
     /// On a cache line of its own: every request writes it twice, and the
@@ -67,7 +65,7 @@ impl LoadShedder {
     }
 }
 
-/// The 503 for a shed request. Counted, not logged one by one: under a
+/// The 503 for a shed request. Counted (in this server's `metrics`), not logged one by one: under a
 /// storm a log line per shed request would cost more than the request (the
 /// stress benchmark saw 110k ERROR lines in 4 s). The boundary logs a 503
 /// without a cause at DEBUG.
@@ -80,8 +78,8 @@ impl LoadShedder {
 /// the admitted requests queued behind thousands of connections' 503s
 /// while holding their pooled connections; with the close it served about
 /// ten times more during the same storm (`bench/stress.sh`).
-pub fn shed_response() -> Response {
-    SHED_TOTAL.fetch_add(1, Ordering::Relaxed);
+pub fn shed_response(metrics: &HttpMetrics) -> Response {
+    metrics.count_shed();
     let mut report = AppError::Unavailable {
         retry_after: Duration::from_secs(1),
         source: anyhow::anyhow!("shed"),

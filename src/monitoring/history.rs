@@ -28,6 +28,15 @@ pub const MAX_PENDING_SAMPLES: usize = 20_000;
 /// sampling interval.
 const MAX_RECENT_SAMPLES: usize = 20_000;
 
+/// One component's result in a sampling round.
+#[derive(Clone, Debug)]
+pub struct ComponentSample {
+    pub component: String,
+    /// As stored: `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    pub response_ms: i64,
+}
+
 #[derive(Debug)]
 pub struct LocalHistory {
     instance: String,
@@ -87,15 +96,15 @@ impl LocalHistory {
         }
     }
 
-    /// Adds one sampling round: (component, status, response ms).
-    pub fn add_samples(&mut self, at: i64, samples: &[(String, String, i64)]) {
-        for (component, status, rt) in samples {
+    /// Adds one sampling round.
+    pub fn add_samples(&mut self, at: i64, samples: &[ComponentSample]) {
+        for sample in samples {
             let row = (
                 at,
                 self.instance.clone(),
-                component.clone(),
-                status.clone(),
-                *rt,
+                sample.component.clone(),
+                sample.status.clone(),
+                sample.response_ms,
             );
             self.recent_samples.push_back(row.clone());
             self.pending_samples.push_back(row);
@@ -228,6 +237,14 @@ pub fn merge_rollups(a: Vec<RollupRow>, b: Vec<RollupRow>) -> Vec<RollupRow> {
 mod tests {
     use super::*;
 
+    fn sample(status: &str) -> ComponentSample {
+        ComponentSample {
+            component: "database".into(),
+            status: status.into(),
+            response_ms: 1,
+        }
+    }
+
     fn agg(n: u64) -> Agg {
         let mut a = Agg::default();
         for _ in 0..n {
@@ -289,14 +306,14 @@ mod tests {
     fn the_outage_buffer_is_bounded_and_keeps_the_newest_samples() {
         let mut h = LocalHistory::new("i".into(), 600_000);
         for i in 0..(MAX_PENDING_SAMPLES as i64 + 10) {
-            h.add_samples(i, &[("database".into(), "unhealthy".into(), 1)]);
+            h.add_samples(i, &[sample("unhealthy")]);
         }
         let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
         assert_eq!(p.samples[0].0, 10, "the oldest went first");
         assert_eq!(h.take_dropped(), 10);
         h.restore(p);
-        h.add_samples(1_000_000, &[("database".into(), "healthy".into(), 1)]);
+        h.add_samples(1_000_000, &[sample("healthy")]);
         let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
         assert_eq!(p.samples.last().map(|s| s.0), Some(1_000_000));
@@ -305,8 +322,8 @@ mod tests {
     #[test]
     fn recent_history_reaches_back_only_as_far_as_alerts_look() {
         let mut h = LocalHistory::new("i".into(), 120_000);
-        h.add_samples(0, &[("database".into(), "healthy".into(), 1)]);
-        h.add_samples(500_000, &[("database".into(), "unhealthy".into(), 1)]);
+        h.add_samples(0, &[sample("healthy")]);
+        h.add_samples(500_000, &[sample("unhealthy")]);
         let (_, samples) = h.recent_since(0);
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].3, "unhealthy");

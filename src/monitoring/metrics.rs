@@ -9,15 +9,20 @@
 //! objects this server owns, so they cannot drift (nothing here goes through
 //! the `metrics` macros, whose global recorder two servers would share).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::PerThread;
+use super::alerts::Severity;
 use super::histogram::Histograms;
 use super::rollup::ShardedRollups;
-use crate::state::AppState;
+use crate::cache::CacheStats;
+use crate::circuit::CircuitState;
+use crate::health::Status;
+use crate::redis_tier::TierStatus;
+use crate::store::PoolStats;
 
 /// Label for requests that matched no route (never the raw path: that would
 /// let any client create series).
@@ -56,6 +61,58 @@ pub struct HttpMetrics {
     in_flight: PerThread<AtomicI64>,
     histograms: Histograms,
     pub rollups: ShardedRollups,
+    /// Requests refused by the in-flight limit since start.
+    shed: AtomicU64,
+}
+
+/// What `/metrics` shows beside the request metrics: read by the edge from
+/// the live objects at scrape time, so the figures cannot drift from them.
+pub struct MetricsInputs {
+    /// The database system (`db_system` label).
+    pub db_system: &'static str,
+    pub pool: PoolStats,
+    pub retries: Vec<OperationRetries>,
+    /// The query cache's figures, when it is on.
+    pub query_cache: Option<CacheStats>,
+    /// Each dependency behind a circuit breaker.
+    pub circuits: Vec<CircuitFigures>,
+    /// The latest health sample of each component.
+    pub components: Vec<ComponentStatus>,
+    pub alerts_firing: Vec<FiringCount>,
+    /// Instances the forecast rate needs in the next 15 minutes, when the
+    /// forecast could be made.
+    pub predicted_instances: Option<f64>,
+    /// The Redis tier, when configured.
+    pub redis: Option<TierStatus>,
+}
+
+/// Retries of one operation since start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationRetries {
+    pub operation: &'static str,
+    pub count: u64,
+}
+
+/// One circuit breaker's state and transitions into each state since start.
+#[derive(Clone, Debug)]
+pub struct CircuitFigures {
+    pub name: &'static str,
+    pub state: CircuitState,
+    pub transitions: [(CircuitState, u64); 3],
+}
+
+/// One component's latest health.
+#[derive(Clone, Debug)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub status: Status,
+}
+
+/// Alerts firing at one severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FiringCount {
+    pub severity: Severity,
+    pub count: u64,
 }
 
 impl Default for HttpMetrics {
@@ -76,7 +133,18 @@ impl HttpMetrics {
             in_flight: PerThread::new(SHARDS),
             histograms: Histograms::new(SHARDS),
             rollups: ShardedRollups::new(SHARDS),
+            shed: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one request refused by the in-flight limit.
+    pub fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests refused by the in-flight limit since start.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     fn describe(&self) {
@@ -179,25 +247,16 @@ impl HttpMetrics {
     }
 
     /// Prometheus text exposition, with the scrape-time gauges refreshed.
-    pub fn render(
-        &self,
-        state: &AppState,
-        alerts_firing: &[(String, u64)],
-        predicted_instances: Option<f64>,
-    ) -> String {
+    pub fn render(&self, inputs: &MetricsInputs) -> String {
         self.describe();
         self.gauge(
             "http_server_active_requests",
             &[],
             self.in_flight().max(0) as f64,
         );
-        self.counter(
-            "http_server_requests_shed_total",
-            &[],
-            crate::middleware::shed::SHED_TOTAL.load(Ordering::Relaxed),
-        );
-        let pool = state.db.stats();
-        let backend = state.db.backend().name().to_owned();
+        self.counter("http_server_requests_shed_total", &[], self.shed_total());
+        let pool = &inputs.pool;
+        let backend = inputs.db_system.to_owned();
         self.gauge(
             "db_client_connections_usage",
             &[("state", "idle".into()), ("db_system", backend.clone())],
@@ -218,10 +277,14 @@ impl HttpMetrics {
             &[("db_system", backend)],
             pool.waiting as f64,
         );
-        for (operation, n) in state.db.retries().by_operation() {
-            self.counter("retries_total", &[("operation", operation.into())], n);
+        for r in &inputs.retries {
+            self.counter(
+                "retries_total",
+                &[("operation", r.operation.into())],
+                r.count,
+            );
         }
-        if let Some(c) = state.db.query_cache_stats() {
+        if let Some(c) = &inputs.query_cache {
             let cache = || ("cache", "sessions".to_owned());
             self.counter(
                 "cache_requests_total",
@@ -241,25 +304,27 @@ impl HttpMetrics {
             self.counter("cache_evictions_total", &[cache()], c.evictions);
             self.gauge("cache_entries", &[cache()], c.entries as f64);
         }
-        if let Some(circuit) = state.tiktok.circuit_state() {
+        for circuit in &inputs.circuits {
             self.gauge(
                 "circuit_breaker_state",
-                &[("circuit", "tiktok".into())],
-                circuit.as_gauge(),
+                &[("circuit", circuit.name.into())],
+                circuit.state.as_gauge(),
             );
         }
-        for (to, n) in state.tiktok.circuit_transitions().into_iter().flatten() {
-            self.counter(
-                "circuit_breaker_transitions_total",
-                &[("circuit", "tiktok".into()), ("to", to.as_str().into())],
-                n,
-            );
+        for circuit in &inputs.circuits {
+            for (to, n) in circuit.transitions {
+                self.counter(
+                    "circuit_breaker_transitions_total",
+                    &[("circuit", circuit.name.into()), ("to", to.as_str().into())],
+                    n,
+                );
+            }
         }
-        for (c, _) in &state.health.snapshot().components {
+        for c in &inputs.components {
             let v = match c.status {
-                crate::health::Status::Healthy => 0.0,
-                crate::health::Status::Degraded => 1.0,
-                crate::health::Status::Unhealthy => 2.0,
+                Status::Healthy => 0.0,
+                Status::Degraded => 1.0,
+                Status::Unhealthy => 2.0,
             };
             self.gauge(
                 "health_component_status",
@@ -267,18 +332,22 @@ impl HttpMetrics {
                 v,
             );
         }
-        for severity in ["low", "medium", "high"] {
-            let n = alerts_firing
+        for severity in Severity::ALL {
+            let n = inputs
+                .alerts_firing
                 .iter()
-                .find(|(s, _)| s == severity)
-                .map_or(0, |(_, n)| *n);
-            self.gauge("alerts_firing", &[("severity", severity.into())], n as f64);
+                .find(|f| f.severity == severity)
+                .map_or(0, |f| f.count);
+            self.gauge(
+                "alerts_firing",
+                &[("severity", severity.as_str().into())],
+                n as f64,
+            );
         }
-        if let Some(p) = predicted_instances {
+        if let Some(p) = inputs.predicted_instances {
             self.gauge("huntaze_predicted_instances", &[], p);
         }
-        if let Some(tier) = state.db.shared() {
-            let t = tier.status();
+        if let Some(t) = &inputs.redis {
             self.gauge("huntaze_redis_shared_mode", &[], f64::from(u8::from(t.up)));
             self.counter("huntaze_redis_fallbacks_total", &[], t.fallbacks);
         }
@@ -317,11 +386,9 @@ mod tests {
     use super::*;
     use crate::time_fmt::now_ms;
 
-    /// metrics-exporter-prometheus' histogram kept every sample raw until
-    /// drained: with nobody scraping `/metrics`, memory grew by ~15 bytes
-    /// per request (bench/compare.sh: 39 MB at start, 137 MB after its
-    /// runs). The histogram now adds to fixed buckets: what a scrape shows
-    /// is every request, held in one entry per series.
+    /// Requests are added to fixed buckets, not kept as samples: memory
+    /// must not grow with traffic while nobody scrapes `/metrics`, and a
+    /// scrape still shows every request, one entry per series.
     #[test]
     fn requests_are_counted_in_their_series_not_kept() {
         let m = HttpMetrics::new();
@@ -343,6 +410,62 @@ mod tests {
         assert!(text.contains(
             "http_server_request_duration_seconds_count{http_route=\"/\",http_request_method=\"GET\",http_response_status_code=\"404\"} 21429"
         ));
+    }
+
+    fn inputs() -> MetricsInputs {
+        MetricsInputs {
+            db_system: "sqlite",
+            pool: PoolStats {
+                size: 1,
+                idle: 1,
+                in_use: 0,
+                waiting: 0,
+                max: 4,
+            },
+            retries: Vec::new(),
+            query_cache: None,
+            circuits: Vec::new(),
+            components: Vec::new(),
+            alerts_firing: vec![FiringCount {
+                severity: Severity::High,
+                count: 2,
+            }],
+            predicted_instances: None,
+            redis: None,
+        }
+    }
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(series))
+    }
+
+    #[test]
+    fn two_servers_in_one_process_never_mix_their_figures() {
+        let (a, b) = (HttpMetrics::new(), HttpMetrics::new());
+        a.count_shed();
+        a.count_shed();
+        a.enter();
+        let (ra, rb) = (a.render(&inputs()), b.render(&inputs()));
+        assert_eq!(
+            line(&ra, "http_server_requests_shed_total "),
+            Some("http_server_requests_shed_total 2")
+        );
+        assert_eq!(
+            line(&rb, "http_server_requests_shed_total "),
+            Some("http_server_requests_shed_total 0")
+        );
+        assert_eq!(
+            line(&rb, "http_server_active_requests "),
+            Some("http_server_active_requests 0")
+        );
+        assert_eq!(
+            line(&ra, "alerts_firing{severity=\"high\"}"),
+            Some("alerts_firing{severity=\"high\"} 2")
+        );
+        assert_eq!(
+            line(&ra, "alerts_firing{severity=\"low\"}"),
+            Some("alerts_firing{severity=\"low\"} 0")
+        );
     }
 
     #[test]

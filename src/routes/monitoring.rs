@@ -1,6 +1,8 @@
 //! `/metrics`, `/api/monitoring/*` and the `/admin/monitoring` dashboard.
 //! Machines use the monitoring bearer token; people need an admin session.
 
+use std::collections::HashSet;
+
 use askama::Template;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
@@ -14,9 +16,13 @@ use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
 use crate::middleware::extract::ApiQuery;
 use crate::middleware::request_id::RequestContext;
+use crate::monitoring::metrics::{
+    CircuitFigures, ComponentStatus, MetricsInputs, OperationRetries,
+};
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
 use crate::routes::account_pages::page;
 use crate::routes::health::{COMPONENTS, has_monitoring_token};
+use crate::routes::labels::RouteLabels;
 use crate::state::AppState;
 use crate::views::Chrome;
 
@@ -52,14 +58,7 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Resp
     if state.config.monitoring_token.is_some() && !has_monitoring_token(&state, &parts.headers) {
         return Err(AppError::Unauthorized);
     }
-    let firing = state.monitor.firing_by_severity().await;
-    let predicted = state
-        .monitor
-        .scaling()
-        .await
-        .ok()
-        .map(|s| s.instances_15m as f64);
-    let body = state.metrics.render(&state, &firing, predicted);
+    let body = state.metrics.render(&metrics_inputs(&state).await);
     let mut res = body.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -68,6 +67,70 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Resp
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// Route templates whose failures page someone (the `route_5xx` alert):
+/// the landing page, sign-in and registration, the TikTok callback, health.
+pub fn critical_routes(labels: &RouteLabels) -> HashSet<String> {
+    labels
+        .templates()
+        .filter(|path| {
+            *path == "/"
+                || path.starts_with("/api/auth/")
+                || path.starts_with("/api/health")
+                || *path == "/readyz"
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// What `/metrics` shows beside the request metrics, read from this
+/// server's live objects.
+async fn metrics_inputs(state: &AppState) -> MetricsInputs {
+    let alerts_firing = state.monitor.firing_by_severity().await;
+    let predicted_instances = state
+        .monitor
+        .scaling()
+        .await
+        .ok()
+        .map(|s| s.instances_15m as f64);
+    let circuits = match (
+        state.tiktok.circuit_state(),
+        state.tiktok.circuit_transitions(),
+    ) {
+        (Some(state), Some(transitions)) => vec![CircuitFigures {
+            name: "tiktok",
+            state,
+            transitions,
+        }],
+        _ => Vec::new(),
+    };
+    MetricsInputs {
+        db_system: state.db.backend().name(),
+        pool: state.db.stats(),
+        retries: state
+            .db
+            .retries()
+            .by_operation()
+            .into_iter()
+            .map(|(operation, count)| OperationRetries { operation, count })
+            .collect(),
+        query_cache: state.db.query_cache_stats(),
+        circuits,
+        components: state
+            .health
+            .snapshot()
+            .components
+            .iter()
+            .map(|(c, _)| ComponentStatus {
+                name: c.name.clone(),
+                status: c.status,
+            })
+            .collect(),
+        alerts_firing,
+        predicted_instances,
+        redis: state.db.shared().map(|tier| tier.status()),
+    }
 }
 
 const DEFAULT_RANGE: Range = Range::H1;

@@ -1,0 +1,264 @@
+//! The alert lifecycle (pending → firing → resolved, or cancelled when a
+//! condition stops holding before it fired), kept in the database or, while
+//! the database is unreachable, in this instance's memory.
+
+use std::collections::HashMap;
+
+use super::{Condition, Thresholds};
+use crate::store::Db;
+use crate::store::monitoring::AlertRow;
+
+/// Where an alert is in its lifecycle; stored as [`as_str`](Self::as_str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertState {
+    /// Its condition holds, not yet for the `for` duration.
+    Pending,
+    Firing,
+    Resolved,
+    /// Its condition stopped holding before it fired.
+    Cancelled,
+}
+
+impl AlertState {
+    pub const ALL: [AlertState; 4] = [
+        AlertState::Pending,
+        AlertState::Firing,
+        AlertState::Resolved,
+        AlertState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The state of a stored alert.
+    pub fn of(a: &AlertRow) -> Option<Self> {
+        Self::parse(&a.state)
+    }
+
+    /// Pending or firing.
+    pub fn is_open(self) -> bool {
+        matches!(self, AlertState::Pending | AlertState::Firing)
+    }
+}
+
+/// What a notification announces; sent as [`as_str`](Self::as_str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationStatus {
+    Firing,
+    Resolved,
+}
+
+impl NotificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Firing => "firing",
+            NotificationStatus::Resolved => "resolved",
+        }
+    }
+}
+
+fn set_state(a: &mut AlertRow, state: AlertState) {
+    a.state = state.as_str().into();
+}
+
+/// Where the alert lifecycle is kept: the database normally, this
+/// instance's memory while the database is unreachable.
+#[async_trait::async_trait]
+pub trait AlertBook: Send + Sync {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error>;
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
+}
+
+#[async_trait::async_trait]
+impl AlertBook for Db {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error> {
+        Db::open_alerts(self).await
+    }
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        Db::insert_alert(self, a).await
+    }
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        Db::update_alert(self, a).await
+    }
+}
+
+/// Alerts this instance raised on its own while the database was
+/// unreachable; handed to the database when it returns. Finished ones are
+/// kept (bounded) so that the history shows them afterwards.
+#[derive(Default)]
+pub struct LocalAlerts {
+    rows: std::sync::Mutex<Vec<AlertRow>>,
+}
+
+/// Finished local alerts kept for the history beyond this are dropped.
+const MAX_LOCAL_ALERTS: usize = 1_000;
+
+impl LocalAlerts {
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<AlertRow>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every alert, to hand over to the database.
+    pub fn all(&self) -> Vec<AlertRow> {
+        self.rows().clone()
+    }
+
+    /// Forgets one the database has taken.
+    pub fn remove(&self, id: &str) {
+        self.rows().retain(|r| r.id != id);
+    }
+
+    /// Pending and firing ones.
+    pub fn open(&self) -> Vec<AlertRow> {
+        self.rows()
+            .iter()
+            .filter(|a| AlertState::of(a).is_some_and(AlertState::is_open))
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows().is_empty()
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertBook for LocalAlerts {
+    async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error> {
+        Ok(self.open())
+    }
+    async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        self.rows().push(a.clone());
+        Ok(())
+    }
+    async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error> {
+        let mut rows = self.rows();
+        if let Some(row) = rows.iter_mut().find(|r| r.id == a.id) {
+            *row = a.clone();
+        }
+        // Cancelled ones never fired: nothing to keep.
+        rows.retain(|r| AlertState::of(r) != Some(AlertState::Cancelled));
+        let resolved = |r: &AlertRow| AlertState::of(r) == Some(AlertState::Resolved);
+        let finished = rows.iter().filter(|r| resolved(r)).count();
+        if finished > MAX_LOCAL_ALERTS {
+            let mut drop = finished - MAX_LOCAL_ALERTS;
+            rows.retain(|r| {
+                let old = resolved(r) && drop > 0;
+                drop -= usize::from(old);
+                !old
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A notification about one alert.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub status: NotificationStatus,
+    pub alert: AlertRow,
+}
+
+/// Moves every alert one step given the conditions that hold now; returns
+/// the notifications to send.
+pub async fn advance(
+    db: &dyn AlertBook,
+    t: &Thresholds,
+    holding: &[Condition],
+    now: i64,
+) -> Result<Vec<Notification>, sqlx::Error> {
+    let mut notes = Vec::new();
+    let open = db.open_alerts().await?;
+    let mut open_by_key: HashMap<String, AlertRow> =
+        open.into_iter().map(|a| (a.alert_key.clone(), a)).collect();
+    for c in holding {
+        match open_by_key.remove(&c.key) {
+            None => {
+                let a = AlertRow {
+                    id: uuid::Uuid::now_v7().simple().to_string(),
+                    rule: c.rule.as_str().into(),
+                    alert_key: c.key.clone(),
+                    severity: c.severity.as_str().into(),
+                    state: AlertState::Pending.as_str().into(),
+                    summary: c.summary.clone(),
+                    started_at: now,
+                    fired_at: None,
+                    resolved_at: None,
+                    last_notified_at: None,
+                    notifications: 0,
+                };
+                db.insert_alert(&a).await?;
+                if t.for_ms == 0 {
+                    fire(db, a, now, &mut notes).await?;
+                }
+            }
+            Some(mut a) => {
+                a.summary = c.summary.clone();
+                let state = AlertState::of(&a);
+                if state == Some(AlertState::Pending) && now - a.started_at >= t.for_ms {
+                    fire(db, a, now, &mut notes).await?;
+                } else if state == Some(AlertState::Firing)
+                    && a.last_notified_at.is_some_and(|l| now - l >= t.repeat_ms)
+                {
+                    a.last_notified_at = Some(now);
+                    a.notifications += 1;
+                    db.update_alert(&a).await?;
+                    notes.push(Notification {
+                        status: NotificationStatus::Firing,
+                        alert: a,
+                    });
+                } else {
+                    db.update_alert(&a).await?;
+                }
+            }
+        }
+    }
+    // Whatever is still open no longer holds.
+    for (_, mut a) in open_by_key {
+        if AlertState::of(&a) == Some(AlertState::Firing) {
+            set_state(&mut a, AlertState::Resolved);
+            a.resolved_at = Some(now);
+            a.last_notified_at = Some(now);
+            a.notifications += 1;
+            db.update_alert(&a).await?;
+            notes.push(Notification {
+                status: NotificationStatus::Resolved,
+                alert: a,
+            });
+        } else {
+            set_state(&mut a, AlertState::Cancelled);
+            a.resolved_at = Some(now);
+            db.update_alert(&a).await?;
+        }
+    }
+    Ok(notes)
+}
+
+async fn fire(
+    db: &dyn AlertBook,
+    mut a: AlertRow,
+    now: i64,
+    notes: &mut Vec<Notification>,
+) -> Result<(), sqlx::Error> {
+    set_state(&mut a, AlertState::Firing);
+    a.fired_at = Some(now);
+    a.last_notified_at = Some(now);
+    a.notifications += 1;
+    db.update_alert(&a).await?;
+    notes.push(Notification {
+        status: NotificationStatus::Firing,
+        alert: a,
+    });
+    Ok(())
+}
