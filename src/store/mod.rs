@@ -293,7 +293,7 @@ impl Db {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
-        self.inner.retry.run(operation, op).await
+        self.inner.retry.run_when(operation, is_transient, op).await
     }
 
     /// This server's retries by operation: the database's reads, and the
