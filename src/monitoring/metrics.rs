@@ -221,7 +221,7 @@ impl HttpMetrics {
         for (operation, n) in state.db.retries().by_operation() {
             self.counter("retries_total", &[("operation", operation.into())], n);
         }
-        if let Some(c) = state.db.query_cache_stats() {
+        if let Some(c) = state.sessions.query_cache_stats() {
             let cache = || ("cache", "sessions".to_owned());
             self.counter(
                 "cache_requests_total",
@@ -277,7 +277,7 @@ impl HttpMetrics {
         if let Some(p) = predicted_instances {
             self.gauge("huntaze_predicted_instances", &[], p);
         }
-        if let Some(tier) = state.db.shared() {
+        if let Some(tier) = state.sessions.shared() {
             let t = tier.status();
             self.gauge("huntaze_redis_shared_mode", &[], f64::from(u8::from(t.up)));
             self.counter("huntaze_redis_fallbacks_total", &[], t.fallbacks);

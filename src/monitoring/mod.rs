@@ -752,6 +752,7 @@ impl Monitor {
         range: Range,
         health: crate::health::HealthStatus,
         db: &Db,
+        cache: Option<crate::cache::CacheStats>,
     ) -> Result<DashboardData, sqlx::Error> {
         let now = now_ms();
         let from = minute_of(now - range.millis());
@@ -791,7 +792,6 @@ impl Monitor {
             .map(|(r, a)| route_stats(r, &a, seconds))
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.requests));
-        let cache = db.query_cache_stats();
         Ok(DashboardData {
             range: range.as_str().into(),
             generated_at: rfc3339_from_ms(now),

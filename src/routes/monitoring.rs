@@ -129,7 +129,10 @@ pub async fn dashboard(
     let range = parse_range(q.range.as_deref())?;
     let health = state.health.overall(true);
     Ok(Json(
-        state.monitor.dashboard(range, health, &state.db).await?,
+        state
+            .monitor
+            .dashboard(range, health, &state.db, state.sessions.query_cache_stats())
+            .await?,
     ))
 }
 
