@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::rollup::Agg;
 use crate::config::Config;
 use crate::store::Db;
-use crate::store::monitoring::AlertRow;
+use crate::store::monitoring::{AlertRow, AlertState};
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,7 +225,7 @@ impl LocalAlerts {
     pub fn open(&self) -> Vec<AlertRow> {
         self.rows()
             .iter()
-            .filter(|a| matches!(a.state.as_str(), "pending" | "firing"))
+            .filter(|a| a.state.is_open())
             .cloned()
             .collect()
     }
@@ -250,12 +250,15 @@ impl AlertBook for LocalAlerts {
             *row = a.clone();
         }
         // Cancelled ones never fired: nothing to keep.
-        rows.retain(|r| r.state != "cancelled");
-        let finished = rows.iter().filter(|r| r.state == "resolved").count();
+        rows.retain(|r| r.state != AlertState::Cancelled);
+        let finished = rows
+            .iter()
+            .filter(|r| r.state == AlertState::Resolved)
+            .count();
         if finished > MAX_LOCAL_ALERTS {
             let mut drop = finished - MAX_LOCAL_ALERTS;
             rows.retain(|r| {
-                let old = r.state == "resolved" && drop > 0;
+                let old = r.state == AlertState::Resolved && drop > 0;
                 drop -= usize::from(old);
                 !old
             });
@@ -291,7 +294,7 @@ pub async fn advance(
                     rule: c.rule.into(),
                     alert_key: c.key.clone(),
                     severity: c.severity.into(),
-                    state: "pending".into(),
+                    state: AlertState::Pending,
                     summary: c.summary.clone(),
                     started_at: now,
                     fired_at: None,
@@ -306,9 +309,9 @@ pub async fn advance(
             }
             Some(mut a) => {
                 a.summary = c.summary.clone();
-                if a.state == "pending" && now - a.started_at >= t.for_ms {
+                if a.state == AlertState::Pending && now - a.started_at >= t.for_ms {
                     fire(db, a, now, &mut notes).await?;
-                } else if a.state == "firing"
+                } else if a.state == AlertState::Firing
                     && a.last_notified_at.is_some_and(|l| now - l >= t.repeat_ms)
                 {
                     a.last_notified_at = Some(now);
@@ -326,8 +329,8 @@ pub async fn advance(
     }
     // Whatever is still open no longer holds.
     for (_, mut a) in open_by_key {
-        if a.state == "firing" {
-            a.state = "resolved".into();
+        if a.state == AlertState::Firing {
+            a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
             a.last_notified_at = Some(now);
             a.notifications += 1;
@@ -337,7 +340,7 @@ pub async fn advance(
                 alert: a,
             });
         } else {
-            a.state = "cancelled".into();
+            a.state = AlertState::Cancelled;
             a.resolved_at = Some(now);
             db.update_alert(&a).await?;
         }
@@ -351,7 +354,7 @@ async fn fire(
     now: i64,
     notes: &mut Vec<Notification>,
 ) -> Result<(), sqlx::Error> {
-    a.state = "firing".into();
+    a.state = AlertState::Firing;
     a.fired_at = Some(now);
     a.last_notified_at = Some(now);
     a.notifications += 1;

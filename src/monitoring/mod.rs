@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::health::HealthSampler;
 use crate::store::Db;
-use crate::store::monitoring::AlertRow;
+use crate::store::monitoring::{AlertRow, AlertState, InstanceTotals};
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 use alerts::{LocalAlerts, Notification, Notifier, Thresholds};
 use history::{LocalHistory, RollupRow, SampleRow, merge_rollups};
@@ -192,7 +192,7 @@ impl From<AlertRow> for AlertView {
             rule: a.rule,
             key: a.alert_key,
             severity: a.severity,
-            state: a.state,
+            state: a.state.as_str().to_owned(),
             summary: a.summary,
             started_at: rfc3339_from_ms(a.started_at),
             fired_at: a.fired_at.map(rfc3339_from_ms),
@@ -648,7 +648,7 @@ impl Monitor {
             Err(_) => self.local_alerts.open(),
         };
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        for a in open.into_iter().filter(|a| a.state == "firing") {
+        for a in open.into_iter().filter(|a| a.state == AlertState::Firing) {
             *out.entry(a.severity).or_default() += 1;
         }
         out.into_iter().collect()
@@ -723,23 +723,25 @@ impl Monitor {
 
     /// Requests, errors and the latest minute per instance, this instance's
     /// unwritten share included.
-    async fn instance_totals_since(
-        &self,
-        from: i64,
-    ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+    async fn instance_totals_since(&self, from: i64) -> Result<Vec<InstanceTotals>, sqlx::Error> {
         self.collect();
         let _gate = self.flush_gate.read().await;
         let mut totals = self.db.instance_totals_since(from).await?;
         if let Some((req, err, last)) = self.history().pending_totals_since(from) {
-            match totals.iter_mut().find(|t| t.0 == self.instance) {
+            match totals.iter_mut().find(|t| t.instance == self.instance) {
                 Some(t) => {
-                    t.1 += req;
-                    t.2 += err;
-                    t.3 = t.3.max(last);
+                    t.requests += req;
+                    t.errors += err;
+                    t.last_minute = t.last_minute.max(last);
                 }
                 None => {
-                    totals.push((self.instance.clone(), req, err, last));
-                    totals.sort_by(|a, b| a.0.cmp(&b.0));
+                    totals.push(InstanceTotals {
+                        instance: self.instance.clone(),
+                        requests: req,
+                        errors: err,
+                        last_minute: last,
+                    });
+                    totals.sort_by(|a, b| a.instance.cmp(&b.instance));
                 }
             }
         }
@@ -814,11 +816,11 @@ impl Monitor {
                 .instance_totals_since(from)
                 .await?
                 .into_iter()
-                .map(|(instance, requests, errors, last)| InstanceStats {
-                    instance,
-                    requests,
-                    errors,
-                    last_seen: rfc3339_from_ms(last),
+                .map(|t| InstanceStats {
+                    instance: t.instance,
+                    requests: t.requests,
+                    errors: t.errors,
+                    last_seen: rfc3339_from_ms(t.last_minute),
                 })
                 .collect(),
         })

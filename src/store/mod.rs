@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod connections;
 pub mod monitoring;
+pub mod rollup;
 pub mod sessions;
 mod sqlite_deadline;
 pub mod stats;
