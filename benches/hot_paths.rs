@@ -2,8 +2,6 @@
 //! ETag check, error rendering, metrics recording, session lookup.
 //! `cargo bench --bench hot_paths`. Numbers, never assertions.
 
-use std::sync::Arc;
-
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use huntaze::error::{AppError, ErrorBody, ErrorResponse};
@@ -116,6 +114,6 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
             .unwrap();
         db
     });
-    let db = Arc::new(db);
-    bencher.bench_local(|| rt.block_on(db.session_with_user("h")).unwrap());
+    let sessions = huntaze::sessions::SessionStore::new(db, &config, None);
+    bencher.bench_local(|| rt.block_on(sessions.session_with_user("h")).unwrap());
 }

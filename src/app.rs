@@ -99,11 +99,12 @@ impl AppBuilder {
             &config,
             config.instance_id.as_deref().unwrap_or_default(),
         )?;
-        if let Some(tier) = &redis {
-            db.attach_shared(Arc::clone(tier));
-            Arc::clone(tier).spawn(stop_rx.clone());
-            spawn_invalidation_listener(tier, db.clone(), stop_rx.clone());
-        }
+        let sessions = crate::sessions::SessionStore::start(
+            db.clone(),
+            &config,
+            redis.clone(),
+            stop_rx.clone(),
+        );
         let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
         match tokio::time::timeout(migrate_deadline, db.migrate()).await {
             Ok(Ok(())) => {}
@@ -127,7 +128,7 @@ impl AppBuilder {
         let assets = Arc::new(Assets::load());
         let landing = Arc::new(
             LandingPage::new(
-                db.clone(),
+                Arc::clone(&sessions),
                 Arc::clone(&assets),
                 migrate_deadline.min(Duration::from_secs(2)),
             )
@@ -143,14 +144,21 @@ impl AppBuilder {
         let tiktok = Arc::new(TikTok::new(
             &config,
             db.clone(),
+            Arc::clone(&sessions),
             cipher,
             &format!("http://{local_addr}"),
         )?);
         let tiktok_mode = tiktok.mode().as_str();
-        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
+        let accounts = Arc::new(Accounts::new(
+            db.clone(),
+            Arc::clone(&sessions),
+            &config,
+            keys.secret.clone(),
+        )?);
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
             Arc::new(DatabaseCheck {
                 db: db.clone(),
+                sessions: Arc::clone(&sessions),
                 slow: Duration::from_millis(config.health_db_slow_ms),
             }),
             Arc::new(ConfigCheck {
@@ -200,6 +208,7 @@ impl AppBuilder {
             config,
             keys,
             db,
+            sessions,
             accounts,
             tiktok,
             metrics,
@@ -280,30 +289,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
-}
-
-/// Applies other instances' invalidations (and `All` after missed
-/// messages) to this instance's caches.
-fn spawn_invalidation_listener(
-    tier: &crate::redis_tier::RedisTier,
-    db: Db,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut rx = tier.local_invalidations();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Ok(what) => db.apply_invalidation(&what).await,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        db.apply_invalidation(&crate::redis_tier::Invalidation::All).await;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = crate::lifecycle::stopped(&mut stop) => return,
-            }
-        }
-    });
 }
 
 /// Retries migrations with backoff until they apply. `last_error` is the

@@ -7,8 +7,7 @@
 //!   shadow; when a reload fails with a transient database error, the stale
 //!   value is served instead of an error (the "cached reads keep working
 //!   during an outage" fallback).
-//! - **Accounting**: hit/miss/stale/eviction counts, and per entry its
-//!   `createdAt` and `accessCount` (the contract's `CacheEntry`).
+//! - **Accounting**: hit/miss/stale/eviction counts.
 //! - **Invalidation**: writes call [`QueryCache::invalidate`] for what they
 //!   change (and, through the Redis tier, every other instance does too).
 
@@ -20,16 +19,6 @@ use std::time::Duration;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use serde::Serialize;
-
-use crate::time_fmt::now_ms;
-
-/// One cached value with its bookkeeping.
-#[derive(Debug)]
-pub struct Entry<V> {
-    pub value: V,
-    pub created_at_ms: i64,
-    pub access_count: AtomicU64,
-}
 
 #[derive(Default, Debug)]
 struct Counters {
@@ -52,17 +41,6 @@ pub struct CacheStats {
     pub entries: u64,
 }
 
-/// `CacheEntry` of the API contract (without the data, which may be sensitive).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CacheEntryInfo {
-    pub key: String,
-    /// Fresh lifetime in milliseconds.
-    pub ttl: u64,
-    pub created_at: String,
-    pub access_count: u64,
-}
-
 /// What a loader may fail with: whether a stale value may stand in.
 pub trait Transient {
     fn is_transient(&self) -> bool;
@@ -70,15 +48,14 @@ pub trait Transient {
 
 pub struct QueryCache<K, V> {
     name: &'static str,
-    fresh: Cache<K, Arc<Entry<V>>>,
-    stale: Cache<K, Arc<Entry<V>>>,
-    ttl: Duration,
+    fresh: Cache<K, Arc<V>>,
+    stale: Cache<K, Arc<V>>,
     counters: Arc<Counters>,
 }
 
 impl<K, V> QueryCache<K, V>
 where
-    K: Hash + Eq + Clone + Send + Sync + std::fmt::Display + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     /// `ttl`: how long a value is served without asking the database;
@@ -111,7 +88,6 @@ where
             name,
             fresh,
             stale,
-            ttl,
             counters,
         }
     }
@@ -125,33 +101,25 @@ where
     {
         if let Some(entry) = self.fresh.get(&key).await {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
-            entry.access_count.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry.value.clone());
+            return Ok(V::clone(&entry));
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let loaded = self
             .fresh
             .try_get_with(key.clone(), async {
-                loader.await.map(|value| {
-                    Arc::new(Entry {
-                        value,
-                        created_at_ms: now_ms(),
-                        access_count: AtomicU64::new(1),
-                    })
-                })
+                loader.await.map(|value| Arc::new(value))
             })
             .await;
         match loaded {
             Ok(entry) => {
                 self.stale.insert(key, Arc::clone(&entry)).await;
-                Ok(entry.value.clone())
+                Ok(V::clone(&entry))
             }
             Err(e) if e.is_transient() => match self.stale.get(&key).await {
                 Some(entry) => {
                     self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
-                    entry.access_count.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(cache = self.name, "serving a stale value: reload failed");
-                    Ok(entry.value.clone())
+                    Ok(V::clone(&entry))
                 }
                 None => Err(e),
             },
@@ -178,25 +146,6 @@ where
             expirations: self.counters.expirations.load(Ordering::Relaxed),
             entries: self.fresh.entry_count(),
         }
-    }
-
-    /// The fresh entries' bookkeeping (keys only; values may be sensitive).
-    pub fn entries(&self) -> Vec<CacheEntryInfo> {
-        self.fresh
-            .iter()
-            .map(|(k, e)| CacheEntryInfo {
-                key: k.to_string(),
-                ttl: self.ttl.as_millis() as u64,
-                created_at: crate::time_fmt::rfc3339_from_ms(e.created_at_ms),
-                access_count: e.access_count.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
-    /// Applies pending maintenance (tests and stats want exact counts).
-    pub async fn sync(&self) {
-        self.fresh.run_pending_tasks().await;
-        self.stale.run_pending_tasks().await;
     }
 }
 
@@ -248,7 +197,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hits_misses_access_counts_and_invalidation() {
+    async fn hits_misses_and_invalidation() {
         let c = cache();
         let load = |v| async move { Ok::<_, Fail>(v) };
         assert_eq!(c.get_or_load("a".into(), load(1)).await.unwrap(), 1);
@@ -258,11 +207,8 @@ mod tests {
             "cached"
         );
         assert_eq!(c.get_or_load("a".into(), load(3)).await.unwrap(), 1);
-        c.sync().await;
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.entries), (2, 1, 1));
-        let e = &c.entries()[0];
-        assert_eq!((e.key.as_str(), e.access_count), ("a", 3));
+        assert_eq!((s.hits, s.misses), (2, 1));
         c.invalidate(&"a".to_owned()).await;
         assert_eq!(
             c.get_or_load("a".into(), load(4)).await.unwrap(),

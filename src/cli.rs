@@ -199,12 +199,15 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
     // with Redis configured, they hear of it through its invalidation bus.
     let instance = format!("create-admin-{}", uuid::Uuid::new_v4().simple());
     let redis = crate::redis_tier::RedisTier::from_config(&config, &instance)?;
-    if let Some(tier) = &redis {
-        db.attach_shared(std::sync::Arc::clone(tier));
-    }
+    let sessions = crate::sessions::SessionStore::new(db.clone(), &config, redis);
     db.migrate().await?;
     let keys = config.keys()?;
-    let accounts = crate::accounts::Accounts::new(db.clone(), &config, keys.secret)?;
+    let accounts = crate::accounts::Accounts::new(
+        db.clone(),
+        std::sync::Arc::clone(&sessions),
+        &config,
+        keys.secret,
+    )?;
     let hash = accounts
         .hasher()
         .hash(&password)
@@ -229,6 +232,7 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
     );
     let code = match db.create_admin(&user, &created).await? {
         Inserted::Created => {
+            sessions.figures_changed().await;
             eprintln!("{} is an admin (new account)", email.as_str());
             ExitCode::SUCCESS
         }
@@ -238,7 +242,15 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("{} vanished while it was read", email.as_str()))?;
             if promote {
-                promote_existing(&db, &config, &existing, &user.password_hash, &ctx).await?
+                promote_existing(
+                    &db,
+                    &sessions,
+                    &config,
+                    &existing,
+                    &user.password_hash,
+                    &ctx,
+                )
+                .await?
             } else {
                 let registered = crate::time_fmt::rfc3339_from_ms(existing.created_at);
                 eprintln!(
@@ -270,6 +282,7 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
 /// hang in the middle of taking the account over.
 async fn promote_existing(
     db: &crate::store::Db,
+    sessions: &crate::sessions::SessionStore,
     config: &Config,
     existing: &crate::store::users::UserRow,
     password_hash: &str,
@@ -304,6 +317,12 @@ async fn promote_existing(
     else {
         anyhow::bail!("{} vanished while it was promoted", existing.email);
     };
+    sessions
+        .forget_sessions(promotion.ended_sessions.clone())
+        .await;
+    if !promotion.connections.is_empty() {
+        sessions.figures_changed().await;
+    }
     let ended = promotion.sessions_ended;
     let mut removed = Vec::new();
     for c in &promotion.connections {
@@ -333,7 +352,7 @@ async fn promote_existing(
     );
     let cache_secs = config.query_cache_ttl_ms.div_ceil(1000);
     if ended > 0 && config.query_cache_ttl_ms > 0 {
-        match db.shared() {
+        match sessions.shared() {
             Some(tier) if tier.status().pending_invalidations > 0 => eprintln!(
                 "warning: Redis could not be reached: running instances may still accept \
                  those sessions (with their old role) for up to {cache_secs} s \

@@ -26,6 +26,7 @@ pub mod redis_tier;
 pub mod retry;
 pub mod routes;
 pub mod serve;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -8,14 +8,18 @@
 //! and so that every retry is counted in one place: a [`Retry`] adds its
 //! retries to the [`RetryCounts`] of the server it belongs to (its
 //! `/metrics`), never to a process global two servers would share.
+//!
+//! The caller says which failures are worth another attempt (the
+//! `retryable` classifier): the store classifies database errors, the
+//! TikTok client HTTP ones. Knowing neither keeps this module a foundation
+//! both can use, rather than a part of the store the TikTok client would
+//! have to reach into.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-
-use crate::store::is_transient;
 
 /// Retries performed since start, by operation.
 #[derive(Debug, Default)]
@@ -51,16 +55,8 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Runs a database operation, retrying transient failures.
-    pub async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-    {
-        self.run_when(operation, is_transient, op).await
-    }
-
-    /// [`RetryPolicy::run_when`], counting each retry.
+    /// Runs `op`, retrying the failures `retryable` accepts as the policy
+    /// allows, and counts each retry.
     pub async fn run_when<T, E, F, Fut>(
         &self,
         operation: &'static str,
@@ -149,6 +145,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// The tests' classifier: a pool timeout is worth another attempt,
+    /// anything else is not.
+    fn is_transient(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::PoolTimedOut)
+    }
+
     fn fast() -> Retry {
         Retry {
             policy: RetryPolicy {
@@ -166,7 +168,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let retry = fast();
         let r = retry
-            .run("test", || async {
+            .run_when("test", is_transient, || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(sqlx::Error::PoolTimedOut)
                 } else {
@@ -183,7 +185,7 @@ mod tests {
     async fn attempts_are_bounded() {
         let calls = AtomicU32::new(0);
         let r: Result<(), _> = fast()
-            .run("test", || async {
+            .run_when("test", is_transient, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(sqlx::Error::PoolTimedOut)
             })
@@ -196,7 +198,7 @@ mod tests {
     async fn permanent_failures_are_not_retried() {
         let calls = AtomicU32::new(0);
         let r: Result<(), _> = fast()
-            .run("test", || async {
+            .run_when("test", is_transient, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(sqlx::Error::RowNotFound)
             })

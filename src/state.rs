@@ -17,6 +17,9 @@ pub struct App {
     pub config: Config,
     pub keys: Keys,
     pub db: Db,
+    /// Session lookups and writes through the caches, and the invalidation
+    /// bus (Redis) when configured.
+    pub sessions: Arc<crate::sessions::SessionStore>,
     pub accounts: Arc<Accounts>,
     pub tiktok: Arc<TikTok>,
     pub metrics: Arc<crate::monitoring::metrics::HttpMetrics>,

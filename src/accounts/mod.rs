@@ -18,8 +18,9 @@ use crate::audit::{self, AuditEvent};
 use crate::config::Config;
 use crate::error::{AppError, FieldError};
 use crate::middleware::request_id::RequestContext;
+use crate::sessions::SessionStore;
 use crate::store::Db;
-use crate::store::sessions::SessionRow;
+use crate::store::sessions::{SessionRow, SessionWithUser};
 use crate::store::users::{Inserted, SessionUser, UserRow};
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 use password::PasswordHasher;
@@ -82,6 +83,7 @@ pub struct NewSession {
 
 pub struct Accounts {
     db: Db,
+    sessions: std::sync::Arc<SessionStore>,
     hasher: PasswordHasher,
     limits: std::sync::Arc<AuthRateLimits>,
     secret: Vec<u8>,
@@ -97,10 +99,16 @@ pub struct RegisterInput<'a> {
 }
 
 impl Accounts {
-    pub fn new(db: Db, config: &Config, secret: Vec<u8>) -> anyhow::Result<Self> {
-        let limits = std::sync::Arc::new(AuthRateLimits::new(config, db.shared().cloned()));
+    pub fn new(
+        db: Db,
+        sessions: std::sync::Arc<SessionStore>,
+        config: &Config,
+        secret: Vec<u8>,
+    ) -> anyhow::Result<Self> {
+        let limits = std::sync::Arc::new(AuthRateLimits::new(config, sessions.shared().cloned()));
         Ok(Self {
             db,
+            sessions,
             hasher: PasswordHasher::new(
                 config.argon2_memory_kib,
                 config.argon2_iterations,
@@ -175,7 +183,10 @@ impl Accounts {
         let (token, row) = self.session_row(&user, ctx);
         match self.db.create_account(&user, &event, &row).await? {
             Inserted::EmailTaken => Err(AppError::EmailTaken),
-            Inserted::Created => Ok(self.signed_in(token, &row, user)),
+            Inserted::Created => {
+                self.sessions.figures_changed().await;
+                Ok(self.signed_in(token, &row, user))
+            }
         }
     }
 
@@ -254,7 +265,9 @@ impl Accounts {
         let (token, row) = self.session_row(&user, ctx);
         let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);
         let previous: Vec<String> = previous.iter().map(|t| session::hash_token(t)).collect();
-        self.db.rotate_session(&previous, &row, &event).await?;
+        self.sessions
+            .rotate_session(&previous, &row, &event)
+            .await?;
         Ok(self.signed_in(token, &row, user))
     }
 
@@ -303,17 +316,19 @@ impl Accounts {
     /// sessions (idle or absolute) are deleted on sight.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, AppError> {
         let token_hash = session::hash_token(token);
-        let Some((s, user)) = self.db.session_with_user(&token_hash).await? else {
+        let Some(SessionWithUser { session: s, user }) =
+            self.sessions.session_with_user(&token_hash).await?
+        else {
             return Ok(None);
         };
         let now = now_ms();
         if s.expires_at <= now || s.last_seen_at + self.idle_ms <= now {
-            self.db.delete_session(&token_hash).await?;
+            self.sessions.delete_session(&token_hash).await?;
             return Ok(None);
         }
         if now - s.last_seen_at >= TOUCH_EVERY_MS {
             // Best effort: a failed touch only shortens the idle window.
-            if let Err(e) = self.db.touch_session(&token_hash, now).await {
+            if let Err(e) = self.sessions.touch_session(&token_hash, now).await {
                 tracing::warn!(error = %e, "session touch failed");
             }
         }
@@ -340,7 +355,7 @@ impl Accounts {
     }
 
     pub async fn logout(&self, who: &Authenticated, ctx: &RequestContext) -> Result<(), AppError> {
-        self.db.delete_session(&who.token_hash).await?;
+        self.sessions.delete_session(&who.token_hash).await?;
         audit::record(
             &self.db,
             AuditEvent::Logout,
@@ -355,7 +370,7 @@ impl Accounts {
 
     /// Ends every session of a user (all devices).
     pub async fn revoke_all(&self, user_id: &str, ctx: &RequestContext) -> Result<u64, AppError> {
-        let n = self.db.delete_user_sessions(user_id).await?;
+        let n = self.sessions.delete_user_sessions(user_id).await?;
         audit::record(
             &self.db,
             AuditEvent::SessionsRevoked,

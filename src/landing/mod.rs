@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::assets::Assets;
 use crate::middleware::security_headers::SecurityHeaders;
 use crate::precompressed::Precompressed;
-use crate::store::Db;
+use crate::sessions::SessionStore;
 use crate::store::stats::SiteFigures;
 use crate::time_fmt::now_ms;
 use crate::views::{Chrome, LandingView, thousands};
@@ -41,7 +41,7 @@ pub struct Rendered {
 
 pub struct LandingPage {
     current: ArcSwap<Rendered>,
-    db: Db,
+    sessions: Arc<SessionStore>,
     assets: Arc<Assets>,
     query_timeout: Duration,
 }
@@ -49,12 +49,16 @@ pub struct LandingPage {
 impl LandingPage {
     /// Renders once (figures from the database if it answers within
     /// `query_timeout`, else unknown) so `/` is servable from the first request.
-    pub async fn new(db: Db, assets: Arc<Assets>, query_timeout: Duration) -> anyhow::Result<Self> {
-        let figures = fetch_figures(&db, query_timeout).await;
+    pub async fn new(
+        sessions: Arc<SessionStore>,
+        assets: Arc<Assets>,
+        query_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let figures = fetch_figures(&sessions, query_timeout).await;
         let first = render(Arc::clone(&assets), figures).await?;
         Ok(Self {
             current: ArcSwap::from_pointee(first),
-            db,
+            sessions,
             assets,
             query_timeout,
         })
@@ -72,7 +76,7 @@ impl LandingPage {
     /// Re-renders now. On a database failure keeps the last render that had
     /// figures and reports the error.
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        match fetch_figures(&self.db, self.query_timeout).await {
+        match fetch_figures(&self.sessions, self.query_timeout).await {
             Some(figures) => {
                 if self.current().figures == Some(figures) {
                     return Ok(()); // nothing changed: keep the ETag stable
@@ -96,7 +100,7 @@ impl LandingPage {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = self.db.figures_stale().notified() => {
+                    _ = self.sessions.figures_stale().notified() => {
                         // Coalesce a burst of writes into one render.
                         tokio::time::sleep(FIGURES_SETTLE).await;
                     }
@@ -110,8 +114,8 @@ impl LandingPage {
     }
 }
 
-async fn fetch_figures(db: &Db, timeout: Duration) -> Option<SiteFigures> {
-    match tokio::time::timeout(timeout, db.site_figures()).await {
+async fn fetch_figures(sessions: &SessionStore, timeout: Duration) -> Option<SiteFigures> {
+    match tokio::time::timeout(timeout, sessions.site_figures()).await {
         Ok(Ok(f)) => Some(f),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "landing figures query failed");

@@ -10,16 +10,8 @@ use super::views::{
     CacheView, DashboardData, HealthTrend, InstanceStats, Range, RouteStats, Scaling, Series,
 };
 use crate::store::Db;
+use crate::store::monitoring::InstanceTotals;
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
-
-/// One instance's requests and errors over a range, and the start of the
-/// latest minute it reported.
-struct InstanceTotals {
-    instance: String,
-    requests: i64,
-    errors: i64,
-    last_minute: i64,
-}
 
 fn route_stats(route: String, agg: &Agg, seconds: f64) -> RouteStats {
     RouteStats {
@@ -110,18 +102,7 @@ impl Monitor {
     async fn instance_totals_since(&self, from: i64) -> Result<Vec<InstanceTotals>, sqlx::Error> {
         self.collect();
         let _gate = self.flush_gate.read().await;
-        let mut totals: Vec<InstanceTotals> = self
-            .db
-            .instance_totals_since(from)
-            .await?
-            .into_iter()
-            .map(|(instance, requests, errors, last_minute)| InstanceTotals {
-                instance,
-                requests,
-                errors,
-                last_minute,
-            })
-            .collect();
+        let mut totals = self.db.instance_totals_since(from).await?;
         if let Some((req, err, last)) = self.history().pending_totals_since(from) {
             match totals.iter_mut().find(|t| t.instance == self.instance) {
                 Some(t) => {
@@ -149,6 +130,7 @@ impl Monitor {
         range: Range,
         health: crate::health::HealthStatus,
         db: &Db,
+        cache: Option<crate::cache::CacheStats>,
     ) -> Result<DashboardData, sqlx::Error> {
         let now = now_ms();
         let from = minute_of(now - range.millis());
@@ -188,7 +170,6 @@ impl Monitor {
             .map(|(r, a)| route_stats(r, &a, seconds))
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.requests));
-        let cache = db.query_cache_stats();
         Ok(DashboardData {
             range: range.as_str().into(),
             generated_at: rfc3339_from_ms(now),

@@ -194,10 +194,7 @@ impl Monitor {
             Err(_) => self.local_alerts.open(),
         };
         let mut out: BTreeMap<Severity, u64> = BTreeMap::new();
-        for a in open
-            .iter()
-            .filter(|a| AlertState::of(a) == Some(AlertState::Firing))
-        {
+        for a in open.iter().filter(|a| a.state == AlertState::Firing) {
             // A severity this version does not know has no series.
             if let Some(severity) = Severity::parse(&a.severity) {
                 *out.entry(severity).or_default() += 1;

@@ -109,7 +109,7 @@ impl From<AlertRow> for AlertView {
             rule: a.rule,
             key: a.alert_key,
             severity: a.severity,
-            state: a.state,
+            state: a.state.as_str().to_owned(),
             summary: a.summary,
             started_at: rfc3339_from_ms(a.started_at),
             fired_at: a.fired_at.map(rfc3339_from_ms),

@@ -115,7 +115,7 @@ async fn metrics_inputs(state: &AppState) -> MetricsInputs {
             .into_iter()
             .map(|(operation, count)| OperationRetries { operation, count })
             .collect(),
-        query_cache: state.db.query_cache_stats(),
+        query_cache: state.sessions.query_cache_stats(),
         circuits,
         components: state
             .health
@@ -129,7 +129,7 @@ async fn metrics_inputs(state: &AppState) -> MetricsInputs {
             .collect(),
         alerts_firing,
         predicted_instances,
-        redis: state.db.shared().map(|tier| tier.status()),
+        redis: state.sessions.shared().map(|tier| tier.status()),
     }
 }
 
@@ -192,7 +192,10 @@ pub async fn dashboard(
     let range = parse_range(q.range.as_deref())?;
     let health = state.health.overall(true);
     Ok(Json(
-        state.monitor.dashboard(range, health, &state.db).await?,
+        state
+            .monitor
+            .dashboard(range, health, &state.db, state.sessions.query_cache_stats())
+            .await?,
     ))
 }
 

@@ -219,7 +219,6 @@ impl Db {
         .await?;
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
-        self.figures_changed().await;
         Ok(true)
     }
 
@@ -241,9 +240,6 @@ impl Db {
                 .rows_affected();
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
-        if n > 0 {
-            self.figures_changed().await;
-        }
         Ok(n > 0)
     }
 
@@ -333,9 +329,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         super::audit::insert(&mut *tx, audit).await?;
-        tx.commit().await?;
-        self.figures_changed().await;
-        Ok(())
+        tx.commit().await
     }
 
     /// Releases a lease after a failed attempt that should be retried later.

@@ -7,11 +7,13 @@
 //! backend and live in `migrations/sqlite` and `migrations/postgres`; they are
 //! kept in step (the test suite runs on both).
 //!
-//! This module owns SQL and connection management only; no HTTP types.
+//! This module owns SQL and connection management only: no HTTP types, no
+//! caches (the session store, `crate::sessions`, keeps those).
 
 pub mod audit;
 pub mod connections;
 pub mod monitoring;
+pub mod rollup;
 pub mod sessions;
 mod sqlite_deadline;
 pub mod stats;
@@ -75,13 +77,6 @@ struct DbInner {
     pool: AnyPool,
     backend: Backend,
     retry: crate::retry::Retry,
-    /// Session lookups by token hash (the read every signed-in request makes).
-    sessions: Option<crate::cache::QueryCache<String, sessions::SessionWithUser>>,
-    /// Shared cache layer and invalidation bus, when Redis is configured.
-    shared: std::sync::OnceLock<Arc<crate::redis_tier::RedisTier>>,
-    /// Signalled when the landing page's figures changed (here or, through
-    /// Redis, on another instance).
-    figures_stale: tokio::sync::Notify,
     max_connections: u32,
     migrated: AtomicBool,
     waiting: AtomicUsize,
@@ -247,19 +242,10 @@ impl Db {
             })
             .connect_lazy(&url)
             .context("parsing HUNTAZE_DATABASE_URL")?;
-        let sessions = (config.query_cache_ttl_ms > 0).then(|| {
-            crate::cache::QueryCache::new(
-                "sessions",
-                config.query_cache_capacity,
-                Duration::from_millis(config.query_cache_ttl_ms),
-                Duration::from_millis(config.query_cache_stale_ms),
-            )
-        });
         Ok(Self {
             inner: Arc::new(DbInner {
                 pool,
                 backend,
-                sessions,
                 retry: crate::retry::Retry {
                     policy: crate::retry::RetryPolicy {
                         attempts: config.db_retry_attempts.max(1),
@@ -269,8 +255,6 @@ impl Db {
                     },
                     counts: Arc::default(),
                 },
-                shared: std::sync::OnceLock::new(),
-                figures_stale: tokio::sync::Notify::new(),
                 max_connections: config.db_max_connections,
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
@@ -293,77 +277,13 @@ impl Db {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
-        self.inner.retry.run(operation, op).await
+        self.inner.retry.run_when(operation, is_transient, op).await
     }
 
     /// This server's retries by operation: the database's reads, and the
     /// TikTok client's calls, which count here too.
     pub fn retries(&self) -> &Arc<crate::retry::RetryCounts> {
         &self.inner.retry.counts
-    }
-
-    /// The session cache's counts (None when the cache is off).
-    pub fn query_cache_stats(&self) -> Option<crate::cache::CacheStats> {
-        self.inner.sessions.as_ref().map(|c| c.stats())
-    }
-
-    /// Puts the Redis tier under the session cache (second layer) and
-    /// broadcasts this instance's session invalidations through it.
-    pub fn attach_shared(&self, tier: Arc<crate::redis_tier::RedisTier>) {
-        let _ = self.inner.shared.set(tier);
-    }
-
-    /// True when Redis is configured and in use (not in local fallback).
-    pub fn redis_up(&self) -> bool {
-        self.shared().is_some_and(|t| t.is_up())
-    }
-
-    pub(crate) fn shared(&self) -> Option<&Arc<crate::redis_tier::RedisTier>> {
-        self.inner.shared.get()
-    }
-
-    /// A write made `what` stale: drop it here, and (through Redis) on every
-    /// other instance. The one path writes take, so the local and remote
-    /// effects of an invalidation cannot drift apart. Redis first: dropped
-    /// locally first, a request in between would miss here, find the old
-    /// entry in Redis and cache it here again for the whole TTL.
-    pub(crate) async fn invalidate(&self, what: crate::redis_tier::Invalidation) {
-        if let Some(tier) = self.shared() {
-            tier.invalidate(what.clone()).await;
-        }
-        self.apply_invalidation(&what).await;
-    }
-
-    /// Applies an invalidation that another instance made (or `All`, when
-    /// messages may have been missed) to this instance's caches.
-    pub async fn apply_invalidation(&self, what: &crate::redis_tier::Invalidation) {
-        use crate::redis_tier::Invalidation;
-        if matches!(what, Invalidation::Landing | Invalidation::All) {
-            self.figures_stale().notify_one();
-        }
-        let Some(cache) = self.session_cache() else {
-            return;
-        };
-        match what {
-            Invalidation::Sessions { keys } => {
-                for k in keys {
-                    cache.invalidate(k).await;
-                }
-            }
-            Invalidation::All => cache.invalidate_all(),
-            Invalidation::Landing => {}
-        }
-    }
-
-    /// Wakes the landing page's refresher (see [`Db::figures_changed`]).
-    pub fn figures_stale(&self) -> &tokio::sync::Notify {
-        &self.inner.figures_stale
-    }
-
-    pub(crate) fn session_cache(
-        &self,
-    ) -> Option<&crate::cache::QueryCache<String, sessions::SessionWithUser>> {
-        self.inner.sessions.as_ref()
     }
 
     /// Applies pending migrations (idempotent).

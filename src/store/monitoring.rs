@@ -3,7 +3,57 @@
 use sqlx::Row;
 
 use super::Db;
-use crate::monitoring::rollup::Agg;
+use super::rollup::Agg;
+
+/// Where an alert is in its life. Stored as its [`as_str`](Self::as_str)
+/// text, which the API shows as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition holds, not yet for as long as the rule asks.
+    Pending,
+    Firing,
+    /// Fired, and the condition has cleared.
+    Resolved,
+    /// Cleared before it fired.
+    Cancelled,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+            AlertState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => AlertState::Pending,
+            "firing" => AlertState::Firing,
+            "resolved" => AlertState::Resolved,
+            "cancelled" => AlertState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Pending or firing: at most one such alert per key.
+    pub fn is_open(self) -> bool {
+        matches!(self, AlertState::Pending | AlertState::Firing)
+    }
+}
+
+/// One instance's share of the dashboard's totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceTotals {
+    pub instance: String,
+    pub requests: i64,
+    pub errors: i64,
+    /// The latest minute it wrote (epoch ms).
+    pub last_minute: i64,
+}
 
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -13,7 +63,7 @@ pub struct AlertRow {
     #[serde(rename = "key")]
     pub alert_key: String,
     pub severity: String,
-    pub state: String,
+    pub state: AlertState,
     pub summary: String,
     #[serde(skip)]
     pub started_at: i64,
@@ -32,7 +82,12 @@ fn alert_from(r: &sqlx::any::AnyRow) -> Result<AlertRow, sqlx::Error> {
         rule: r.try_get("rule")?,
         alert_key: r.try_get("alert_key")?,
         severity: r.try_get("severity")?,
-        state: r.try_get("state")?,
+        state: {
+            let state: String = r.try_get("state")?;
+            AlertState::parse(&state).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown alert state {state:?}").into())
+            })?
+        },
         summary: r.try_get("summary")?,
         started_at: r.try_get("started_at")?,
         fired_at: r.try_get("fired_at")?,
@@ -51,7 +106,7 @@ fn bind_alert<'q>(
         .bind(&a.rule)
         .bind(&a.alert_key)
         .bind(&a.severity)
-        .bind(&a.state)
+        .bind(a.state.as_str())
         .bind(&a.summary)
         .bind(a.started_at)
         .bind(a.fired_at)
@@ -163,7 +218,7 @@ impl Db {
     pub async fn instance_totals_since(
         &self,
         from: i64,
-    ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+    ) -> Result<Vec<InstanceTotals>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT instance, CAST(SUM(requests) AS BIGINT) AS requests, \
                     CAST(SUM(errors) AS BIGINT) AS errors, MAX(minute) AS last_minute \
@@ -174,12 +229,12 @@ impl Db {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("instance")?,
-                    r.try_get("requests")?,
-                    r.try_get("errors")?,
-                    r.try_get("last_minute")?,
-                ))
+                Ok(InstanceTotals {
+                    instance: r.try_get("instance")?,
+                    requests: r.try_get("requests")?,
+                    errors: r.try_get("errors")?,
+                    last_minute: r.try_get("last_minute")?,
+                })
             })
             .collect()
     }
@@ -303,7 +358,7 @@ impl Db {
     /// key is open already (another instance may have handed over the same
     /// condition), a finished one as history. True when it was written.
     pub async fn adopt_alert(&self, a: &AlertRow) -> Result<bool, sqlx::Error> {
-        let open = matches!(a.state.as_str(), "pending" | "firing");
+        let open = a.state.is_open();
         let sql = if open {
             "INSERT INTO alerts (id, rule, alert_key, severity, state, summary, started_at, fired_at, \
              resolved_at, last_notified_at, notifications) \
@@ -326,7 +381,7 @@ impl Db {
             "UPDATE alerts SET state = $1, summary = $2, fired_at = $3, resolved_at = $4, last_notified_at = $5, \
              notifications = $6 WHERE id = $7",
         )
-        .bind(&a.state)
+        .bind(a.state.as_str())
         .bind(&a.summary)
         .bind(a.fired_at)
         .bind(a.resolved_at)

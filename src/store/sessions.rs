@@ -1,36 +1,29 @@
 //! Sessions: SQL only. Rows are keyed by the SHA-256 of the token; the token
 //! itself is never stored.
 
-use std::sync::Arc;
-
 use sqlx::Row;
 
 use super::Db;
 use super::users::SessionUser;
 
-/// A live session row and its user.
-pub type SessionWithUser = (SessionRow, SessionUser);
-
-/// Why a cached lookup produced no value.
-#[derive(Debug)]
-enum Lookup {
-    Missing,
-    Db(sqlx::Error),
+/// A live session row and its user. Shared through Redis as the pair
+/// `[session, user]`, the form every running instance reads.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(from = "(SessionRow, SessionUser)", into = "(SessionRow, SessionUser)")]
+pub struct SessionWithUser {
+    pub session: SessionRow,
+    pub user: SessionUser,
 }
 
-impl crate::cache::Transient for Lookup {
-    fn is_transient(&self) -> bool {
-        matches!(self, Lookup::Db(e) if crate::cache::Transient::is_transient(e))
+impl From<(SessionRow, SessionUser)> for SessionWithUser {
+    fn from((session, user): (SessionRow, SessionUser)) -> Self {
+        Self { session, user }
     }
 }
 
-/// Several callers may share one failed load; each gets an error of the
-/// same class (sqlx errors cannot be cloned).
-fn shared_error(e: &sqlx::Error) -> sqlx::Error {
-    match super::classify(e) {
-        super::Fault::Permanent => sqlx::Error::Configuration(e.to_string().into()),
-        super::Fault::Unavailable => sqlx::Error::PoolClosed,
-        super::Fault::Transient => sqlx::Error::Protocol(e.to_string()),
+impl From<SessionWithUser> for (SessionRow, SessionUser) {
+    fn from(s: SessionWithUser) -> Self {
+        (s.session, s.user)
     }
 }
 
@@ -44,8 +37,6 @@ pub struct SessionRow {
     pub ip: String,
     pub user_agent: String,
 }
-
-impl Db {}
 
 pub(crate) async fn insert_session<'e, E>(executor: E, s: &SessionRow) -> Result<(), sqlx::Error>
 where
@@ -68,52 +59,13 @@ where
 }
 
 impl Db {
-    /// The session and its user, if the session exists: through the query
-    /// cache (single flight, stale on outage) when it is on, with retries.
+    /// The session and its user, if the session exists, with retries.
     pub async fn session_with_user(
         &self,
         token_hash: &str,
     ) -> Result<Option<SessionWithUser>, sqlx::Error> {
-        let Some(cache) = self.session_cache() else {
-            return self
-                .read("session_lookup", || self.load_session(token_hash))
-                .await;
-        };
-        let loaded = cache
-            .get_or_load(token_hash.to_owned(), async {
-                // Second layer: the entry another instance loaded.
-                let shared = self.shared();
-                if let Some(tier) = shared
-                    && let Some(v) = tier.session_get::<SessionWithUser>(token_hash).await
-                {
-                    return Ok(v);
-                }
-                match self
-                    .read("session_lookup", || self.load_session(token_hash))
-                    .await
-                {
-                    Ok(Some(v)) => {
-                        if let Some(tier) = shared {
-                            tier.session_fill(token_hash, &v).await;
-                        }
-                        Ok(v)
-                    }
-                    Ok(None) => Err(Lookup::Missing),
-                    Err(e) => Err(Lookup::Db(e)),
-                }
-            })
-            .await;
-        match loaded {
-            Ok(v) => Ok(Some(v)),
-            Err(e) => match Arc::try_unwrap(e) {
-                Ok(Lookup::Missing) => Ok(None),
-                Ok(Lookup::Db(e)) => Err(e),
-                Err(shared) => match &*shared {
-                    Lookup::Missing => Ok(None),
-                    Lookup::Db(e) => Err(shared_error(e)),
-                },
-            },
-        }
+        self.read("session_lookup", || self.load_session(token_hash))
+            .await
     }
 
     async fn load_session(&self, token_hash: &str) -> Result<Option<SessionWithUser>, sqlx::Error> {
@@ -127,8 +79,8 @@ impl Db {
         .fetch_optional(self.pool())
         .await?;
         let Some(r) = row else { return Ok(None) };
-        Ok(Some((
-            SessionRow {
+        Ok(Some(SessionWithUser {
+            session: SessionRow {
                 token_hash: r.try_get("token_hash")?,
                 user_id: r.try_get("user_id")?,
                 created_at: r.try_get("s_created")?,
@@ -137,14 +89,14 @@ impl Db {
                 ip: r.try_get("ip")?,
                 user_agent: r.try_get("user_agent")?,
             },
-            SessionUser {
+            user: SessionUser {
                 id: r.try_get("id")?,
                 email: r.try_get("email")?,
                 display_name: r.try_get("display_name")?,
                 role: r.try_get("role")?,
                 created_at: r.try_get("u_created")?,
             },
-        )))
+        }))
     }
 
     pub async fn touch_session(&self, token_hash: &str, now: i64) -> Result<(), sqlx::Error> {
@@ -153,31 +105,7 @@ impl Db {
             .bind(token_hash)
             .execute(self.pool())
             .await?;
-        // Only `last_seen_at` changed: drop this instance's copy and the
-        // shared one (or they would keep asking for a touch), but no
-        // tombstone and no broadcast. A tombstone would keep the session out
-        // of the shared cache for its TTL after every touch; another
-        // instance's stale copy costs at most one more touch there.
-        if let Some(tier) = self.shared() {
-            tier.session_drop(token_hash).await;
-        }
-        if let Some(cache) = self.session_cache() {
-            cache.invalidate(&token_hash.to_owned()).await;
-        }
         Ok(())
-    }
-
-    /// Drops cached copies of these sessions here, in Redis, and (through
-    /// pub/sub) on every other instance.
-    pub(super) async fn forget_sessions(&self, token_hashes: Vec<String>) {
-        if !token_hashes.is_empty() {
-            self.invalidate(crate::redis_tier::Invalidation::Sessions { keys: token_hashes })
-                .await;
-        }
-    }
-
-    async fn forget_session(&self, token_hash: &str) {
-        self.forget_sessions(vec![token_hash.to_owned()]).await;
     }
 
     /// Deletes one session; true if it existed.
@@ -186,22 +114,19 @@ impl Db {
             .bind(token_hash)
             .execute(self.pool())
             .await?;
-        self.forget_session(token_hash).await;
         Ok(r.rows_affected() > 0)
     }
 
-    /// Revokes every session of a user; returns how many.
-    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, sqlx::Error> {
-        // RETURNING names the sessions, so exactly those are invalidated on
-        // every instance (other instances cannot search their caches by user).
+    /// Revokes every session of a user; returns their token hashes.
+    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+        // RETURNING names the sessions, so exactly those can be invalidated
+        // on every instance (which cannot search their caches by user).
         let gone: Vec<String> =
             sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING token_hash")
                 .bind(user_id)
                 .fetch_all(self.pool())
                 .await?;
-        let n = gone.len() as u64;
-        self.forget_sessions(gone).await;
-        Ok(n)
+        Ok(gone)
     }
 
     /// Replaces the `previous` sessions (token hashes, often none) with
@@ -222,9 +147,7 @@ impl Db {
         }
         insert_session(&mut *tx, new).await?;
         super::audit::insert(&mut *tx, audit).await?;
-        tx.commit().await?;
-        self.forget_sessions(previous.to_vec()).await;
-        Ok(())
+        tx.commit().await
     }
 
     pub async fn delete_expired_sessions(

@@ -10,28 +10,9 @@ pub struct SiteFigures {
 }
 
 impl Db {
-    /// The figures: from Redis when another instance loaded them recently
-    /// (so every instance shows the same), else from the database.
+    /// The figures, with retries.
     pub async fn site_figures(&self) -> Result<SiteFigures, sqlx::Error> {
-        if let Some(tier) = self.shared()
-            && let Some(f) = tier.landing_get::<SiteFigures>().await
-        {
-            return Ok(f);
-        }
-        let f = self
-            .read("site_figures", || self.load_site_figures())
-            .await?;
-        if let Some(tier) = self.shared() {
-            tier.landing_fill(&f).await;
-        }
-        Ok(f)
-    }
-
-    /// A write changed what the figures count: this instance's landing page
-    /// re-renders soon, and so does every other's (through Redis).
-    pub async fn figures_changed(&self) {
-        self.invalidate(crate::redis_tier::Invalidation::Landing)
-            .await;
+        self.read("site_figures", || self.load_site_figures()).await
     }
 
     async fn load_site_figures(&self) -> Result<SiteFigures, sqlx::Error> {

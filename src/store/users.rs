@@ -85,7 +85,6 @@ impl Db {
         super::audit::insert(&mut *tx, audit).await?;
         super::sessions::insert_session(&mut *tx, session).await?;
         tx.commit().await?;
-        self.figures_changed().await;
         Ok(Inserted::Created)
     }
 
@@ -103,7 +102,6 @@ impl Db {
         }
         super::audit::insert(&mut *tx, audit).await?;
         tx.commit().await?;
-        self.figures_changed().await;
         Ok(Inserted::Created)
     }
 
@@ -115,8 +113,9 @@ impl Db {
     /// callback URL would otherwise complete in the new holder's session and
     /// attach the previous holder's platform account), and their display
     /// name. The audit event is built from what was removed and written in
-    /// the same transaction. The ended sessions are then dropped from every
-    /// instance's cache. `None` when the user does not exist.
+    /// the same transaction. The caller drops the ended sessions
+    /// ([`Promotion::ended_sessions`]) from every instance's cache. `None`
+    /// when the user does not exist.
     pub async fn promote_to_admin(
         &self,
         user_id: &str,
@@ -163,6 +162,7 @@ impl Db {
             .rows_affected();
         let promotion = Promotion {
             sessions_ended: ended.len() as u64,
+            ended_sessions: ended,
             connections: connections
                 .into_iter()
                 .map(|(platform, external_id)| RemovedConnection {
@@ -175,10 +175,6 @@ impl Db {
         };
         super::audit::insert(&mut *tx, &audit(&promotion)).await?;
         tx.commit().await?;
-        self.forget_sessions(ended).await;
-        if !promotion.connections.is_empty() {
-            self.figures_changed().await;
-        }
         Ok(Some(promotion))
     }
 }
@@ -187,6 +183,8 @@ impl Db {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promotion {
     pub sessions_ended: u64,
+    /// The ended sessions' token hashes.
+    pub ended_sessions: Vec<String>,
     pub connections: Vec<RemovedConnection>,
     /// OAuth flows started and not yet finished.
     pub pending_connects: u64,

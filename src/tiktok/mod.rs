@@ -207,6 +207,9 @@ pub struct TikTok {
     pkce_hex: bool,
     cipher: Arc<TokenCipher>,
     db: Db,
+    /// Told when a connection appears, goes or breaks: the landing page
+    /// counts connected platforms.
+    sessions: Arc<crate::sessions::SessionStore>,
     state_ttl_ms: i64,
     refresh_ahead_ms: i64,
     avatars: avatar::AvatarFetcher,
@@ -230,6 +233,7 @@ impl TikTok {
     pub fn new(
         config: &Config,
         db: Db,
+        sessions: Arc<crate::sessions::SessionStore>,
         cipher: Arc<TokenCipher>,
         local_base: &str,
     ) -> anyhow::Result<Self> {
@@ -323,6 +327,7 @@ impl TikTok {
             pkce_hex: config.tiktok_pkce_encoding == "hex",
             cipher,
             db,
+            sessions,
             state_ttl_ms: config.oauth_state_ttl_ms as i64,
             refresh_ahead_ms: config.tiktok_refresh_ahead_ms as i64,
             avatars,
@@ -535,6 +540,7 @@ impl TikTok {
         if !self.db.upsert_connection(&row, &event, session).await? {
             return Err(ConnectError::SessionEnded);
         }
+        self.sessions.figures_changed().await;
         Ok(())
     }
 
@@ -603,7 +609,9 @@ impl TikTok {
             ctx,
             Some(json!({ "revoked": revoked })),
         );
-        self.db.delete_connection(user_id, PLATFORM, &event).await?;
+        if self.db.delete_connection(user_id, PLATFORM, &event).await? {
+            self.sessions.figures_changed().await;
+        }
         Ok(Disconnected {
             existed: true,
             revoked,
@@ -712,7 +720,9 @@ impl TikTok {
         tracing::warn!(user_id = %conn.user_id, reason, "TikTok connection needs reconnecting");
         self.db
             .mark_reconnect_needed(&conn.id, reason, now_ms(), &event)
-            .await
+            .await?;
+        self.sessions.figures_changed().await;
+        Ok(())
     }
 
     /// The connected account's avatar, fetched server-side so the page's

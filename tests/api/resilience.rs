@@ -152,7 +152,7 @@ async fn during_an_outage_pages_and_cached_reads_work_writes_get_503_and_it_all_
         .register_with(&new_client(), "after@example.com", PASSWORD)
         .await;
     assert_eq!(status, 201, "{body}");
-    let cache = app.state.db.query_cache_stats().unwrap();
+    let cache = app.state.sessions.query_cache_stats().unwrap();
     assert!(cache.stale_served >= 1, "{cache:?}");
 }
 

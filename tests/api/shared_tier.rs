@@ -407,7 +407,12 @@ async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
     // A logout while Redis is down is replayed when it returns: B stops
     // honouring the session long before its two-minute cache TTL.
     proxy.set(Mode::Refuse);
-    assert!(eventually(Duration::from_secs(3), || async { !a.state.db.redis_up() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            !a.state.sessions.redis_up()
+        })
+        .await
+    );
     let status = signed_write(
         &a,
         reqwest::Method::POST,

@@ -8,48 +8,7 @@ use super::{Condition, Thresholds};
 use crate::store::Db;
 use crate::store::monitoring::AlertRow;
 
-/// Where an alert is in its lifecycle; stored as [`as_str`](Self::as_str).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlertState {
-    /// Its condition holds, not yet for the `for` duration.
-    Pending,
-    Firing,
-    Resolved,
-    /// Its condition stopped holding before it fired.
-    Cancelled,
-}
-
-impl AlertState {
-    pub const ALL: [AlertState; 4] = [
-        AlertState::Pending,
-        AlertState::Firing,
-        AlertState::Resolved,
-        AlertState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Pending => "pending",
-            AlertState::Firing => "firing",
-            AlertState::Resolved => "resolved",
-            AlertState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// The state of a stored alert.
-    pub fn of(a: &AlertRow) -> Option<Self> {
-        Self::parse(&a.state)
-    }
-
-    /// Pending or firing.
-    pub fn is_open(self) -> bool {
-        matches!(self, AlertState::Pending | AlertState::Firing)
-    }
-}
+pub use crate::store::monitoring::AlertState;
 
 /// What a notification announces; sent as [`as_str`](Self::as_str).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +27,7 @@ impl NotificationStatus {
 }
 
 fn set_state(a: &mut AlertRow, state: AlertState) {
-    a.state = state.as_str().into();
+    a.state = state;
 }
 
 /// Where the alert lifecycle is kept: the database normally, this
@@ -123,7 +82,7 @@ impl LocalAlerts {
     pub fn open(&self) -> Vec<AlertRow> {
         self.rows()
             .iter()
-            .filter(|a| AlertState::of(a).is_some_and(AlertState::is_open))
+            .filter(|a| a.state.is_open())
             .cloned()
             .collect()
     }
@@ -148,8 +107,8 @@ impl AlertBook for LocalAlerts {
             *row = a.clone();
         }
         // Cancelled ones never fired: nothing to keep.
-        rows.retain(|r| AlertState::of(r) != Some(AlertState::Cancelled));
-        let resolved = |r: &AlertRow| AlertState::of(r) == Some(AlertState::Resolved);
+        rows.retain(|r| r.state != AlertState::Cancelled);
+        let resolved = |r: &AlertRow| r.state == AlertState::Resolved;
         let finished = rows.iter().filter(|r| resolved(r)).count();
         if finished > MAX_LOCAL_ALERTS {
             let mut drop = finished - MAX_LOCAL_ALERTS;
@@ -190,7 +149,7 @@ pub async fn advance(
                     rule: c.rule.as_str().into(),
                     alert_key: c.key.clone(),
                     severity: c.severity.as_str().into(),
-                    state: AlertState::Pending.as_str().into(),
+                    state: AlertState::Pending,
                     summary: c.summary.clone(),
                     started_at: now,
                     fired_at: None,
@@ -205,10 +164,10 @@ pub async fn advance(
             }
             Some(mut a) => {
                 a.summary = c.summary.clone();
-                let state = AlertState::of(&a);
-                if state == Some(AlertState::Pending) && now - a.started_at >= t.for_ms {
+                let state = a.state;
+                if state == AlertState::Pending && now - a.started_at >= t.for_ms {
                     fire(db, a, now, &mut notes).await?;
-                } else if state == Some(AlertState::Firing)
+                } else if state == AlertState::Firing
                     && a.last_notified_at.is_some_and(|l| now - l >= t.repeat_ms)
                 {
                     a.last_notified_at = Some(now);
@@ -226,7 +185,7 @@ pub async fn advance(
     }
     // Whatever is still open no longer holds.
     for (_, mut a) in open_by_key {
-        if AlertState::of(&a) == Some(AlertState::Firing) {
+        if a.state == AlertState::Firing {
             set_state(&mut a, AlertState::Resolved);
             a.resolved_at = Some(now);
             a.last_notified_at = Some(now);

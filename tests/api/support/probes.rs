@@ -50,7 +50,7 @@ async fn sleep(ApiQuery(q): ApiQuery<Sleep>) -> &'static str {
 }
 
 async fn db_read(State(state): State<AppState>) -> Result<String, AppError> {
-    let f = state.db.site_figures().await?;
+    let f = state.sessions.site_figures().await?;
     Ok(f.creators.to_string())
 }
 
