@@ -182,12 +182,14 @@ impl AppBuilder {
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
         health.sample_now().await;
 
+        let routes = crate::routes::router(self.extra_routes);
         let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
         let monitor = Arc::new(crate::monitoring::Monitor::new(
             &config,
             db.clone(),
             Arc::clone(&metrics),
             redis,
+            routes.labels.critical_templates(),
         )?);
         let trusted_proxies = crate::middleware::request_id::TrustedProxies(
             config.trusted_proxy_nets().unwrap_or_default().into(),
@@ -211,10 +213,7 @@ impl AppBuilder {
             trusted_proxies,
             draining: Default::default(),
         }));
-        let router = crate::middleware::apply(
-            crate::routes::router(state.clone(), self.extra_routes),
-            &state,
-        );
+        let router = crate::middleware::apply(routes, &state);
 
         Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
         Arc::clone(&state.landing).spawn_refresh(

@@ -3,7 +3,6 @@
 //! The logic lives here, free of HTTP: routes parse requests into the
 //! validated types of [`validate`] and call [`Accounts`]; the store does SQL.
 
-pub mod extract;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

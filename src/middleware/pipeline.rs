@@ -30,10 +30,10 @@ use tower::{Layer, Service};
 
 use super::error_boundary;
 use super::request_id::{self, RequestMeta};
+use super::route_policy::{ErrorFormat, RouteId, RouteLabels};
 use super::shed::{self, LoadShedder};
 use super::trace;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
-use crate::routes::labels::{RouteId, RouteLabels};
 use crate::state::AppState;
 
 /// What the pipeline needs, built once.
@@ -42,7 +42,8 @@ pub struct Pipeline {
     pub shed: LoadShedder,
     /// Past this, the request is abandoned with 504.
     pub deadline: Duration,
-    /// Route templates, for the metrics.
+    /// Route templates and policies: the metrics' labels, the error
+    /// format, shedding.
     pub labels: RouteLabels,
     /// The development TikTok sandbox, served under its prefix around the
     /// pipeline rather than through it: it plays another service, whose
@@ -174,16 +175,19 @@ where
         // One clock read at each end serves the deadline, the metrics and
         // the completion log.
         let started = Instant::now();
+        let path = req.uri().path();
+        let matched = p.labels.label(path);
+        let policy = p.labels.policy(matched, path);
         let route = p
             .state
             .config
             .metrics_enabled
-            .then(|| (p.labels.label(req.uri().path()), method_label(req.method())));
-        let json = error_boundary::is_machine_path(req.uri().path());
+            .then(|| (matched, method_label(req.method())));
+        let json = policy.errors == ErrorFormat::Json;
         // Counted in flight even with metrics off: the heap trim
         // (`memory.rs`) waits for a moment with none.
         p.state.metrics.enter();
-        let exempt = shed::is_exempt(req.uri().path());
+        let exempt = policy.shed_exempt;
         let slot = !exempt && p.shed.try_acquire();
         let deadline = tokio::time::Instant::from_std(started) + p.deadline;
         let finish = Finish {

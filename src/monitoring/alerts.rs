@@ -12,7 +12,7 @@
 //! - `component_degraded` (low): not healthy for the whole degraded window;
 //! - `circuit_open` (medium): a dependency's circuit breaker is open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,10 +46,12 @@ pub struct Thresholds {
     pub degraded_ms: i64,
     pub for_ms: i64,
     pub repeat_ms: i64,
+    /// Route templates whose 5xx rate pages someone, as the routes declare.
+    pub critical_routes: HashSet<String>,
 }
 
 impl Thresholds {
-    pub fn from_config(c: &Config) -> Self {
+    pub fn from_config(c: &Config, critical_routes: HashSet<String>) -> Self {
         Self {
             window_ms: c.alert_window_ms as i64,
             min_requests: c.alert_min_requests,
@@ -59,18 +61,9 @@ impl Thresholds {
             degraded_ms: c.alert_degraded_ms as i64,
             for_ms: c.alert_for_ms as i64,
             repeat_ms: c.alert_repeat_ms as i64,
+            critical_routes,
         }
     }
-}
-
-/// Routes whose failures page someone: the landing page, sign-in and
-/// registration, the TikTok callback, health.
-pub fn is_critical_route(route_key: &str) -> bool {
-    let path = route_key.split_once(' ').map_or(route_key, |(_, p)| p);
-    path == "/"
-        || path.starts_with("/api/auth/")
-        || path.starts_with("/api/health")
-        || path == "/readyz"
 }
 
 /// Evaluates every rule over the history; returns the conditions that hold now.
@@ -95,7 +88,9 @@ pub fn evaluate(
             continue;
         }
         let rate = agg.errors as f64 / agg.requests as f64;
-        if is_critical_route(route) && rate >= t.error_rate {
+        // A route is keyed `METHOD template`.
+        let template = route.split_once(' ').map_or(route, |(_, p)| p);
+        if t.critical_routes.contains(template) && rate >= t.error_rate {
             out.push(Condition {
                 rule: "route_5xx",
                 key: format!("route_5xx:{route}"),
@@ -521,6 +516,7 @@ mod tests {
             degraded_ms: 600_000,
             for_ms: 0,
             repeat_ms: 1000,
+            critical_routes: HashSet::from(["/api/auth/login".to_owned()]),
         }
     }
 

@@ -325,12 +325,13 @@ impl Monitor {
         db: Db,
         metrics: Arc<HttpMetrics>,
         dedup: Option<Arc<crate::redis_tier::RedisTier>>,
+        critical_routes: std::collections::HashSet<String>,
     ) -> anyhow::Result<Self> {
         let instance = config
             .instance_id
             .clone()
             .unwrap_or_else(Config::default_instance_id);
-        let thresholds = Thresholds::from_config(config);
+        let thresholds = Thresholds::from_config(config, critical_routes);
         // Local evaluation looks back as far as any rule does.
         let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
         Ok(Self {
