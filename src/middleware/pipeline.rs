@@ -4,10 +4,10 @@
 //!
 //! Not a stack of `from_fn` layers: each clones everything beneath it,
 //! boxes a service and boxes a future on every request, which at the
-//! landing page's rates costs more than axum itself. Here each step is a plain function over the request or the response,
-//! called in the order the layers had, inside one hand-written tower
-//! service and future (nothing boxed per request; each `from_fn` boxes a
-//! service and a future), so what every step sees is unchanged:
+//! landing page's rates costs more than axum itself. Here each step is a
+//! plain function over the request or the response, called in the order
+//! above, inside one hand-written tower service and future (nothing boxed
+//! per request), so each step sees what it would as a layer:
 //! the boundary renders what the deadline and the shedder answer, the
 //! security headers and the request id land on the boundary's output, and
 //! metrics record the final status.
@@ -58,7 +58,7 @@ pub struct Pipeline {
 /// `OriginalUri` and url parameters). Cloning it keeps its capacity: one
 /// allocation per request, where a map grown from `Extensions::new()`
 /// costs its first allocation and then, at the fourth insert, a second one
-/// and a rehash (~300 instructions of the landing page's).
+/// and a rehash.
 static EXTENSIONS: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(|| {
     #[derive(Clone)]
     struct Slot<const N: usize>;
@@ -249,8 +249,9 @@ pin_project_lite::pin_project! {
     /// response's finishing steps, polled inside the request span.
     ///
     /// Written out rather than as an `async` block, which has no name and
-    /// so had to be boxed: one allocation, copy and free of the whole
-    /// future per request (a few percent of the landing page's cost). hyper keeps this one inside its connection task.
+    /// so would have to be boxed: one allocation, copy and free of the
+    /// whole future per request. hyper keeps this one inside its
+    /// connection task.
     pub struct PipelineFuture<F> {
         #[pin]
         stage: Stage<F>,
@@ -260,7 +261,7 @@ pin_project_lite::pin_project! {
     }
 
     // An unfinished inner call (its client went away) is dropped inside
-    // the request span, as tracing's `Instrumented` did, so what it logs
+    // the request span, as tracing's `Instrumented` does, so what it logs
     // on the way out (a rolled-back transaction, say) keeps the request id.
     impl<F> PinnedDrop for PipelineFuture<F> {
         fn drop(this: Pin<&mut Self>) {

@@ -121,7 +121,7 @@ pub struct SessionBody {
 }
 
 /// The session answer with its cookie.
-pub fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) -> Response {
+fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) -> Response {
     let body = SessionBody {
         user: PublicUser::from(&s.user),
         csrf_token: s.csrf_token.clone(),
