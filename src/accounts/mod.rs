@@ -284,8 +284,8 @@ impl Accounts {
     }
 
     /// The caller behind the first of `tokens` that names a live session
-    /// (several cookies may carry the session's name; see
-    /// [`session::tokens_from`]).
+    /// (several cookies may carry the session's name: one may be planted by
+    /// a sibling subdomain, and must not shadow ours).
     pub async fn authenticate_any(
         &self,
         tokens: &[String],
