@@ -190,6 +190,7 @@ impl AppBuilder {
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
         health.sample_now().await;
 
+        let routes = crate::routes::router(self.extra_routes);
         let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
         let monitor = Arc::new(crate::monitoring::Monitor::new(
             &config,
@@ -220,8 +221,7 @@ impl AppBuilder {
             trusted_proxies,
             draining: Default::default(),
         }));
-        let routes = crate::routes::router(state.clone(), self.extra_routes);
-        let critical_routes = crate::routes::monitoring::critical_routes(&routes.labels);
+        let critical_routes = routes.labels.critical_templates();
         let router = crate::middleware::apply(routes, &state);
 
         Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());

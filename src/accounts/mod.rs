@@ -3,7 +3,6 @@
 //! The logic lives here, free of HTTP: routes parse requests into the
 //! validated types of [`validate`] and call [`Accounts`]; the store does SQL.
 
-pub mod extract;
 pub mod password;
 pub mod rate_limit;
 pub mod session;
@@ -298,8 +297,8 @@ impl Accounts {
     }
 
     /// The caller behind the first of `tokens` that names a live session
-    /// (several cookies may carry the session's name; see
-    /// [`session::tokens_from`]).
+    /// (several cookies may carry the session's name: one may be planted by
+    /// a sibling subdomain, and must not shadow ours).
     pub async fn authenticate_any(
         &self,
         tokens: &[String],

@@ -1,41 +1,17 @@
-//! Session tokens, their cookie, and the CSRF token bound to them.
+//! Session tokens and the CSRF token bound to them.
 //!
-//! The token is 256 random bits, sent only in an `HttpOnly`, `SameSite=Lax`
-//! cookie; the database keeps its SHA-256. The CSRF token is an HMAC of the
-//! session's hash under the server secret: stateless to verify, different
-//! per session, useless without the cookie (there is no CSRF cookie).
-//!
-//! Over HTTPS the cookie is `__Host-huntaze_session`: browsers accept a
-//! `__Host-` cookie only when it is `Secure`, has `Path=/` and no `Domain`,
-//! and comes from the host itself, so a sibling subdomain cannot plant one
-//! (it can plant `huntaze_session; Domain=.example.com`, which is then
-//! ignored). Over plain HTTP the prefix is unavailable; there, a planted
-//! cookie of the same name arrives next to ours, so every well-formed value
-//! is tried and a valid one wins.
+//! The token is 256 random bits; the database keeps its SHA-256. The CSRF
+//! token is an HMAC of the session's hash under the server secret:
+//! stateless to verify, different per session, useless without the session
+//! cookie (there is no CSRF cookie). How the token travels (the cookie) is
+//! the edge's business: `middleware::session_cookie`.
 
-use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-/// The session cookie's name over plain HTTP.
-pub const COOKIE: &str = "huntaze_session";
-/// The session cookie's name over HTTPS.
-pub const HOST_COOKIE: &str = "__Host-huntaze_session";
-
-/// Session tokens looked up for one request at most: enough for a planted
-/// cookie or two beside the real one, without letting one request with a
-/// long `Cookie` header cost hundreds of session lookups.
-const MAX_CANDIDATES: usize = 4;
-
-/// The session cookie's name for a public URL that is HTTPS (`secure`) or
-/// not.
-pub fn cookie_name(secure: bool) -> &'static str {
-    if secure { HOST_COOKIE } else { COOKIE }
-}
 
 /// 32 random bytes, base64url (43 characters).
 pub fn new_token() -> String {
@@ -61,64 +37,6 @@ pub fn verify_csrf(secret: &[u8], token_hash: &str, presented: &str) -> bool {
     !presented.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
-/// The session tokens the `Cookie` header offers under the scheme's cookie
-/// name, in the order sent, without duplicates, at most [`MAX_CANDIDATES`].
-/// A forged or truncated value is skipped (treated as absent, never as an
-/// error). The caller uses the first that names a live session: a browser
-/// sends every cookie whose domain and path match, so one planted by
-/// another subdomain may come first, and it must not shadow ours.
-///
-/// The header is split on `;` as bytes: other cookies on the domain may
-/// hold bytes that are not visible ASCII (a UTF-8 preference, say), which
-/// makes the header as a whole fail `to_str`; only those pairs are skipped,
-/// so someone else's cookie cannot sign the user out.
-pub fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
-    let name = cookie_name(secure);
-    let mut tokens: Vec<String> = Vec::new();
-    let offered = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(n, _)| *n == name)
-        .map(|(_, value)| value)
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    for value in offered {
-        if tokens.len() == MAX_CANDIDATES {
-            break;
-        }
-        if !tokens.iter().any(|t| t == value) {
-            tokens.push(value.to_owned());
-        }
-    }
-    tokens
-}
-
-/// `Path=/` and no `Domain` in both schemes (a host-only cookie); over
-/// HTTPS also `Secure` and the `__Host-` name, which requires exactly that.
-pub fn set_cookie(token: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
-    let name = cookie_name(secure);
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-pub fn clear_cookie(secure: bool) -> HeaderValue {
-    let name = cookie_name(secure);
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,83 +56,5 @@ mod tests {
         assert!(!verify_csrf(&secret, "abd", &t));
         assert!(!verify_csrf(&secret, "abc", ""));
         assert!(!verify_csrf(&[8u8; 32], "abc", &t));
-    }
-
-    fn cookies(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
-        h
-    }
-
-    #[test]
-    fn malformed_cookies_are_ignored() {
-        assert!(tokens_from(&cookies("huntaze_session=short; other=1"), false).is_empty());
-        let good = new_token();
-        assert_eq!(
-            tokens_from(&cookies(&format!("x=1; huntaze_session={good}")), false),
-            [good]
-        );
-    }
-
-    #[test]
-    fn one_cookie_that_is_not_ascii_does_not_hide_the_others() {
-        let good = new_token();
-        let mut h = HeaderMap::new();
-        let raw = format!("pref=caf\u{e9}; huntaze_session={good}; lang=fr");
-        let mut bytes = raw.into_bytes();
-        // a lone 0xff byte is not UTF-8 either: both kinds are skipped
-        bytes.extend_from_slice(b"; x=\xff; \xfe=1");
-        h.insert(header::COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
-        assert!(h.get(header::COOKIE).unwrap().to_str().is_err());
-        assert_eq!(tokens_from(&h, false), std::slice::from_ref(&good));
-        // a session cookie whose own value is not ASCII is not ours
-        let mut h = HeaderMap::new();
-        let mut bytes = b"huntaze_session=".to_vec();
-        bytes.extend_from_slice(&[0xc3; 43]);
-        bytes.extend_from_slice(format!("; huntaze_session={good}").as_bytes());
-        h.insert(header::COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
-        assert_eq!(tokens_from(&h, false), [good]);
-    }
-
-    #[test]
-    fn every_well_formed_value_is_offered_in_order_once() {
-        let (planted, ours) = (new_token(), new_token());
-        let h = cookies(&format!(
-            "huntaze_session=junk; huntaze_session={planted}; huntaze_session={ours}; huntaze_session={planted}"
-        ));
-        assert_eq!(tokens_from(&h, false), [planted, ours]);
-        let many: Vec<String> = (0..10).map(|_| new_token()).collect();
-        let h = cookies(
-            &many
-                .iter()
-                .map(|t| format!("huntaze_session={t}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
-        assert_eq!(tokens_from(&h, false), many[..MAX_CANDIDATES]);
-    }
-
-    #[test]
-    fn over_https_only_the_host_prefixed_name_counts() {
-        let (plain, host) = (new_token(), new_token());
-        let h = cookies(&format!(
-            "huntaze_session={plain}; __Host-huntaze_session={host}"
-        ));
-        assert_eq!(tokens_from(&h, true), std::slice::from_ref(&host));
-        assert_eq!(tokens_from(&h, false), [plain]);
-        let set = set_cookie(&host, true, 60);
-        let set = set.to_str().unwrap();
-        assert!(set.starts_with("__Host-huntaze_session="), "{set}");
-        assert!(
-            set.contains("; Secure") && set.contains("; Path=/"),
-            "{set}"
-        );
-        assert!(!set.to_ascii_lowercase().contains("domain"), "{set}");
-        assert!(
-            clear_cookie(true)
-                .to_str()
-                .unwrap()
-                .starts_with("__Host-huntaze_session=;")
-        );
     }
 }

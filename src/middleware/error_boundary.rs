@@ -4,8 +4,8 @@
 //! returned an [`AppError`](crate::error::AppError), its [`ErrorReport`] is in
 //! the response extensions; otherwise (router 404/405, body limit 413,
 //! deadline 504, caught panic 500) a report is derived from the status. The
-//! body becomes `ErrorResponse` JSON for `/api/*` and the probe endpoints, or
-//! a friendly HTML page elsewhere; both carry the request id. The full cause
+//! body becomes `ErrorResponse` JSON or a friendly HTML page, as the route's
+//! policy says ([`ErrorFormat`](super::route_policy::ErrorFormat)); both carry the request id. The full cause
 //! chain is logged once, inside the request span, and never sent: server
 //! errors at ERROR, client errors and shed requests at DEBUG.
 
@@ -20,11 +20,6 @@ use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody};
 use crate::state::AppState;
 use crate::time_fmt::now_rfc3339;
 use crate::views::{Chrome, ErrorView};
-
-/// Paths answered in JSON rather than HTML.
-pub fn is_machine_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/") || matches!(path, "/livez" | "/readyz" | "/metrics")
-}
 
 /// Renders `res` in the error format when it is a 4xx/5xx that no handler
 /// marked final; `json` picks JSON over HTML, `request_id` goes in the body.

@@ -8,9 +8,9 @@
 //!
 //! The pipeline wraps the whole router once: layered onto each route, it
 //! would cost every request one more boxed service clone and boxed future
-//! (axum's per-route layering). It labels metrics from
-//! [`RouteLabels`](crate::routes::labels::RouteLabels), since `MatchedPath`
-//! only exists inside the router. The error boundary sits outside the
+//! (axum's per-route layering). It labels metrics and reads each route's
+//! policy from [`RouteLabels`](route_policy::RouteLabels), since
+//! `MatchedPath` only exists inside the router. The error boundary sits outside the
 //! deadline, shedding and panic handling so that what they answer is
 //! rendered in the error format like any handler error. Error pages are
 //! rendered after compression and so leave uncompressed (a few KB, rare).
@@ -19,17 +19,19 @@
 //! pipeline hands its paths straight to it): it stands in for TikTok, so
 //! its answers must leave as it wrote them.
 //!
-//! The light routes (`/`, `/assets/{name}`, the health probes) take the
-//! pipeline alone: they are GET-only, read no body and answer bytes
-//! compressed ahead of time or a few hundred bytes, so compression, the
-//! cross-origin guard and the body limits could only cost them time (about
-//! a fifth of the landing page's instructions).
+//! The light routes (declared [`Stack::Light`](route_policy::Stack) where
+//! they are registered) take the pipeline alone: they are GET-only, read no
+//! body and answer bytes compressed ahead of time or a few hundred bytes, so
+//! compression, the cross-origin guard and the body limits could only cost
+//! them time.
 
 pub mod error_boundary;
 pub mod extract;
 pub mod pipeline;
 pub mod request_id;
+pub mod route_policy;
 pub mod security_headers;
+pub mod session_cookie;
 pub mod shed;
 pub mod trace;
 
@@ -64,10 +66,19 @@ fn cross_origin_guard(public_url: &str) -> tower_http::csrf::CsrfLayer {
     }
 }
 
+/// The server's routes, grouped by the middleware stack their policy
+/// declares, and the table of their templates and policies.
+pub struct Routes {
+    pub light: Router<AppState>,
+    /// With the fallback (404).
+    pub full: Router<AppState>,
+    pub labels: route_policy::RouteLabels,
+}
+
 /// The served service: the pipeline around the whole router.
 pub type HttpService = pipeline::PipelineService<Router<()>>;
 
-pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
+pub fn apply(routes: Routes, state: &AppState) -> HttpService {
     let pipeline = Arc::new(pipeline::Pipeline {
         state: state.clone(),
         shed: shed::LoadShedder::new(state.config.max_in_flight),
@@ -88,7 +99,10 @@ pub fn apply(routes: crate::routes::Routes, state: &AppState) -> HttpService {
         .layer(cross_origin_guard(&state.config.public_url))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
-    let router = routes.light.merge(routes.rest.layer(rest));
+    let router = routes
+        .light
+        .merge(routes.full.layer(rest))
+        .with_state(state.clone());
     pipeline::PipelineLayer(pipeline).layer(router)
 }
 

@@ -4,10 +4,10 @@
 //!
 //! Not a stack of `from_fn` layers: each clones everything beneath it,
 //! boxes a service and boxes a future on every request, which at the
-//! landing page's rates costs more than axum itself. Here each step is a plain function over the request or the response,
-//! called in the order the layers had, inside one hand-written tower
-//! service and future (nothing boxed per request; each `from_fn` boxes a
-//! service and a future), so what every step sees is unchanged:
+//! landing page's rates costs more than axum itself. Here each step is a
+//! plain function over the request or the response, called in the order
+//! above, inside one hand-written tower service and future (nothing boxed
+//! per request), so each step sees what it would as a layer:
 //! the boundary renders what the deadline and the shedder answer, the
 //! security headers and the request id land on the boundary's output, and
 //! metrics record the final status.
@@ -30,10 +30,10 @@ use tower::{Layer, Service};
 
 use super::error_boundary;
 use super::request_id::{self, RequestMeta};
+use super::route_policy::{ErrorFormat, RouteId, RouteLabels};
 use super::shed::{self, LoadShedder};
 use super::trace;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
-use crate::routes::labels::{RouteId, RouteLabels};
 use crate::state::AppState;
 
 /// What the pipeline needs, built once.
@@ -42,7 +42,8 @@ pub struct Pipeline {
     pub shed: LoadShedder,
     /// Past this, the request is abandoned with 504.
     pub deadline: Duration,
-    /// Route templates, for the metrics.
+    /// Route templates and policies: the metrics' labels, the error
+    /// format, shedding.
     pub labels: RouteLabels,
     /// The development TikTok sandbox, served under its prefix around the
     /// pipeline rather than through it: it plays another service, whose
@@ -57,7 +58,7 @@ pub struct Pipeline {
 /// `OriginalUri` and url parameters). Cloning it keeps its capacity: one
 /// allocation per request, where a map grown from `Extensions::new()`
 /// costs its first allocation and then, at the fourth insert, a second one
-/// and a rehash (~300 instructions of the landing page's).
+/// and a rehash.
 static EXTENSIONS: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(|| {
     #[derive(Clone)]
     struct Slot<const N: usize>;
@@ -174,16 +175,19 @@ where
         // One clock read at each end serves the deadline, the metrics and
         // the completion log.
         let started = Instant::now();
+        let path = req.uri().path();
+        let matched = p.labels.label(path);
+        let policy = p.labels.policy(matched, path);
         let route = p
             .state
             .config
             .metrics_enabled
-            .then(|| (p.labels.label(req.uri().path()), method_label(req.method())));
-        let json = error_boundary::is_machine_path(req.uri().path());
+            .then(|| (matched, method_label(req.method())));
+        let json = policy.errors == ErrorFormat::Json;
         // Counted in flight even with metrics off: the heap trim
         // (`memory.rs`) waits for a moment with none.
         p.state.metrics.enter();
-        let exempt = shed::is_exempt(req.uri().path());
+        let exempt = policy.shed_exempt;
         let slot = !exempt && p.shed.try_acquire();
         let deadline = tokio::time::Instant::from_std(started) + p.deadline;
         let finish = Finish {
@@ -245,8 +249,9 @@ pin_project_lite::pin_project! {
     /// response's finishing steps, polled inside the request span.
     ///
     /// Written out rather than as an `async` block, which has no name and
-    /// so had to be boxed: one allocation, copy and free of the whole
-    /// future per request (a few percent of the landing page's cost). hyper keeps this one inside its connection task.
+    /// so would have to be boxed: one allocation, copy and free of the
+    /// whole future per request. hyper keeps this one inside its
+    /// connection task.
     pub struct PipelineFuture<F> {
         #[pin]
         stage: Stage<F>,
@@ -256,7 +261,7 @@ pin_project_lite::pin_project! {
     }
 
     // An unfinished inner call (its client went away) is dropped inside
-    // the request span, as tracing's `Instrumented` did, so what it logs
+    // the request span, as tracing's `Instrumented` does, so what it logs
     // on the way out (a rolled-back transaction, say) keeps the request id.
     impl<F> PinnedDrop for PipelineFuture<F> {
         fn drop(this: Pin<&mut Self>) {

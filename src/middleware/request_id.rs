@@ -6,9 +6,9 @@
 //! so the landing page and the probes do not pay for its strings.
 //!
 //! The id is not written into the request's headers: hyper sizes that map
-//! to the headers it parsed, so one more header reallocated it on every
-//! request (~700 instructions of the landing page's ~23k). The
-//! extension replaces axum's `ConnectInfo`, which cost an insert of its own.
+//! to the headers it parsed, so one more header would reallocate it on
+//! every request. The extension stands in for axum's `ConnectInfo`, which
+//! would cost an insert of its own.
 //!
 //! Written here rather than with tower-http's `SetRequestId`, which keeps any
 //! incoming value unvalidated; an unvalidated id would flow into logs.

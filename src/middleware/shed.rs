@@ -1,7 +1,7 @@
 //! Global in-flight limit: past `max_in_flight` concurrent requests, new ones
 //! get a fast 503 with `Retry-After` instead of queueing without bound.
-//! Probes and metrics (`/livez`, `/readyz`, `/metrics`) are exempt so an
-//! overloaded instance is not also killed by its orchestrator.
+//! Routes whose policy says so (the probes and the metrics scrape) are
+//! exempt, so an overloaded instance is not also killed by its orchestrator.
 //!
 //! Hand-written because tower's `LoadShed` + `GlobalConcurrencyLimit`
 //! cannot exempt paths. A bare atomic count rather than tokio's
@@ -24,10 +24,6 @@ pub struct LoadShedder {
     /// pipeline's fields beside it are read by every request.
     in_flight: CachePadded<AtomicUsize>,
     max: usize,
-}
-
-pub fn is_exempt(path: &str) -> bool {
-    matches!(path, "/livez" | "/readyz" | "/metrics")
 }
 
 impl LoadShedder {

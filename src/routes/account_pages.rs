@@ -2,44 +2,22 @@
 //! whose forms work without JavaScript. Form posts are checked by the
 //! cross-origin layer; `/logout` also needs the session's CSRF token.
 
-use askama::Template;
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::accounts::extract::{MaybeUser, PageUser};
+use super::respond::{clearing_session_cookie, page, sign_in_redirect};
+use crate::accounts::RegisterInput;
 use crate::accounts::validate::safe_next;
-use crate::accounts::{NewSession, RegisterInput, session};
-use crate::error::{AppError, FinalBody};
+use crate::error::AppError;
+use crate::middleware::extract::{MaybeUser, PageUser};
 use crate::middleware::request_id::RequestContext;
+use crate::middleware::session_cookie;
 use crate::state::AppState;
 use crate::views::{Chrome, LoginView, PlatformsView, RegisterView};
-
-/// An HTML page with its own status; the error boundary leaves it as is.
-pub fn page(status: StatusCode, view: impl Template) -> Response {
-    match view.render() {
-        Ok(html) => {
-            let mut res = (status, Html(html)).into_response();
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res.extensions_mut().insert(FinalBody);
-            res
-        }
-        Err(e) => AppError::internal(e).into_response(),
-    }
-}
-
-fn redirect_with_session(state: &AppState, to: &str, s: &NewSession) -> Response {
-    let mut res = Redirect::to(to).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session::set_cookie(&s.token, state.config.cookies_secure(), s.max_age_secs),
-    );
-    res
-}
 
 #[derive(Deserialize)]
 pub struct NextQuery {
@@ -87,13 +65,13 @@ pub async fn login_submit(
         return AppError::BadRequest("The form could not be read.".into()).into_response();
     };
     let next = safe_next(form.next.as_deref());
-    let previous = session::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session_cookie::tokens_from(&headers, state.config.cookies_secure());
     match state
         .accounts
         .login(&form.email, &form.password, &previous, &ctx)
         .await
     {
-        Ok(s) => redirect_with_session(&state, &next, &s),
+        Ok(s) => sign_in_redirect(&state, &next, &s),
         Err(e) => {
             let mut view = LoginView {
                 chrome: Chrome::new(&state.assets, false),
@@ -173,7 +151,7 @@ pub async fn register_submit(
         display_name: Some(form.display_name.as_str()),
     };
     match state.accounts.register(input, &ctx).await {
-        Ok(s) => redirect_with_session(&state, "/platforms", &s),
+        Ok(s) => sign_in_redirect(&state, "/platforms", &s),
         Err(e) => {
             let mut view = RegisterView {
                 chrome: Chrome::new(&state.assets, false),
@@ -223,12 +201,10 @@ pub async fn logout_submit(
         return Err(AppError::CsrfFailed);
     }
     state.accounts.logout(&who, &ctx).await?;
-    let mut res = Redirect::to("/").into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
-    );
-    Ok(res)
+    Ok(clearing_session_cookie(
+        &state,
+        Redirect::to("/").into_response(),
+    ))
 }
 
 pub async fn platforms_page(

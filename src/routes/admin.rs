@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::extract::Admin;
 use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
-use crate::middleware::extract::ApiQuery;
+use crate::middleware::extract::{Admin, ApiQuery};
 use crate::middleware::request_id::RequestContext;
 use crate::state::AppState;
 use crate::store::audit::AuditRow;

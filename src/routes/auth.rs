@@ -2,18 +2,19 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::extract::{CsrfUser, CurrentUser};
+use super::respond::{clearing_session_cookie, no_store, no_store_json, with_session_cookie};
 use crate::accounts::validate::{
     DISPLAY_NAME_MAX, EMAIL_MAX, LOGIN_PASSWORD_MAX, PASSWORD_MAX, PASSWORD_MIN,
 };
-use crate::accounts::{NewSession, PublicUser, RegisterInput, session};
+use crate::accounts::{NewSession, PublicUser, RegisterInput};
 use crate::error::AppError;
-use crate::middleware::extract::ApiJson;
+use crate::middleware::extract::{ApiJson, CsrfUser, CurrentUser};
 use crate::middleware::request_id::RequestContext;
+use crate::middleware::session_cookie;
 use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -120,19 +121,17 @@ pub struct SessionBody {
 }
 
 /// The session answer with its cookie.
-pub fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) -> Response {
+fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) -> Response {
     let body = SessionBody {
         user: PublicUser::from(&s.user),
         csrf_token: s.csrf_token.clone(),
     };
-    let mut res = (status, Json(body)).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session::set_cookie(&s.token, state.config.cookies_secure(), s.max_age_secs),
-    );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    // The cookie before `Cache-Control`: the headers' order on the wire.
+    no_store(with_session_cookie(
+        state,
+        (status, Json(body)).into_response(),
+        s,
+    ))
 }
 
 /// Creates an account and signs it in.
@@ -184,7 +183,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AppError> {
-    let previous = session::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session_cookie::tokens_from(&headers, state.config.cookies_secure());
     let s = state
         .accounts
         .login(&body.email, &body.password, &previous, &ctx)
@@ -206,12 +205,10 @@ pub async fn logout(
     CsrfUser(who): CsrfUser,
 ) -> Result<Response, AppError> {
     state.accounts.logout(&who, &ctx).await?;
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
-    );
-    Ok(res)
+    Ok(clearing_session_cookie(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
 }
 
 /// The signed-in user and the session's CSRF token.
@@ -222,14 +219,13 @@ pub async fn logout(
         (status = 401, description = "UNAUTHORIZED: no or expired session", body = crate::error::ErrorResponse),
     ))]
 pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
-    let mut res = Json(SessionBody {
-        user: PublicUser::from(&who.user),
-        csrf_token: who.csrf_token.clone(),
-    })
-    .into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    no_store_json(
+        StatusCode::OK,
+        SessionBody {
+            user: PublicUser::from(&who.user),
+            csrf_token: who.csrf_token.clone(),
+        },
+    )
 }
 
 /// Ends every session of the signed-in user (all devices).
@@ -246,10 +242,8 @@ pub async fn revoke_all_sessions(
     CsrfUser(who): CsrfUser,
 ) -> Result<Response, AppError> {
     state.accounts.revoke_all(&who.user.id, &ctx).await?;
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
-    );
-    Ok(res)
+    Ok(clearing_session_cookie(
+        &state,
+        StatusCode::NO_CONTENT.into_response(),
+    ))
 }

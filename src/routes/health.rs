@@ -2,49 +2,18 @@
 //! `/livez`, `/readyz`. They read the background sampler's latest results;
 //! nothing here touches a dependency.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
+use axum::response::Response;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
+use super::access::is_detailed_caller;
+use super::respond::no_store_json;
 use crate::error::{AppError, FinalBody};
 use crate::health::{ComponentHealth, HealthStatus, Status};
 use crate::state::AppState;
 
 pub const COMPONENTS: [&str; 4] = ["auth", "database", "config", "external"];
-
-/// True when the caller may see messages and details: the monitoring token
-/// or an admin session.
-pub async fn is_detailed_caller(state: &AppState, parts: &mut axum::http::request::Parts) -> bool {
-    if has_monitoring_token(state, &parts.headers) {
-        return true;
-    }
-    use axum::extract::FromRequestParts;
-    crate::accounts::extract::MaybeUser::from_request_parts(parts, state)
-        .await
-        .is_ok_and(|u| u.0.is_some_and(|w| w.is_admin()))
-}
-
-/// True when the caller presented the monitoring bearer token.
-pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &state.config.monitoring_token else {
-        return false;
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    !presented.is_empty()
-        && bool::from(
-            presented
-                .as_bytes()
-                .ct_eq(expected.expose_secret().as_bytes()),
-        )
-}
 
 // `COMPONENTS` as a type, for the document (a test keeps the two equal;
 // the handler takes any string, so an unknown name is a 404).
@@ -59,9 +28,7 @@ enum ComponentName {
 }
 
 fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
-    let mut res = (status_code(status), Json(body)).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut res = no_store_json(status_code(status), body);
     res.extensions_mut().insert(FinalBody);
     res
 }
@@ -129,10 +96,7 @@ pub async fn component(
 
 /// Liveness: the process can serve. Checks no dependency.
 pub async fn livez() -> Response {
-    let mut res = Json(json!({ "status": "ok" })).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    no_store_json(StatusCode::OK, json!({ "status": "ok" }))
 }
 
 /// Readiness: migrations applied, database reachable at the latest sample,
@@ -155,9 +119,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut res = (code, Json(body)).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut res = no_store_json(code, body);
     res.extensions_mut().insert(FinalBody);
     res
 }

@@ -2,55 +2,55 @@
 //! `pages` (`/`, `/assets`), `health` (`/api/health*`, `/livez`, `/readyz`),
 //! `openapi` (`/api/openapi.json`), `auth` (`/api/auth/*`), `admin`
 //! (`/api/admin/*`), `account_pages` (`/login`, `/register`, `/logout`,
-//! `/platforms`).
+//! `/platforms`), `tiktok` (the TikTok connection, API and pages),
+//! `monitoring` (`/api/monitoring/*`, `/admin/monitoring`, `/metrics`).
+//! What several of them share lives in `respond` (how answers are written)
+//! and `access` (who is calling).
+//!
+//! Every route is registered here with its [`RoutePolicy`]: its error
+//! format, whether load shedding may refuse it, whether its failures page
+//! someone, and its middleware stack. Paths no route matches follow the
+//! prefix rule of [`RoutePolicy::unmatched`].
 //!
 //! `/api` routes are registered through utoipa's `OpenApiRouter`, so the
 //! OpenAPI document is generated from the same declarations that route.
 
+pub mod access;
 pub mod account_pages;
 pub mod admin;
 pub mod auth;
 pub mod health;
-pub mod labels;
 pub mod monitoring;
 pub mod openapi;
 pub mod pages;
+pub mod respond;
 pub mod tiktok;
 
-use axum::Router;
 use axum::routing::{MethodRouter, get, post};
-use utoipa_axum::router::OpenApiRouter;
+use axum::{Extension, Router};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use crate::error::AppError;
+pub use crate::middleware::Routes;
+pub use crate::middleware::route_policy::RoutePolicy;
+use crate::middleware::route_policy::{RouteLabels, Stack};
 use crate::state::AppState;
-use labels::RouteLabels;
 
-/// The server's routes in two groups, because they take different
-/// middleware stacks (see [`crate::middleware::apply`]), and the templates
-/// of both for the metrics labels.
-pub struct Routes {
-    /// `GET` routes that read no body and answer bytes compressed ahead of
-    /// time (`/`, `/assets/{name}`) or a few hundred bytes (the health
-    /// probes, `/api/health*`, `/livez`, `/readyz`): nothing worth
-    /// compressing, no body to read or limit, nothing that changes state.
-    pub light: Router<()>,
-    /// Everything else, with the fallback (404).
-    pub rest: Router<()>,
-    pub labels: RouteLabels,
-}
-
-/// A router that records each route's template as it registers it, so the
-/// labels cannot drift from the routing.
+/// A router that records each route's template and policy as it registers
+/// it, so the labels and policies cannot drift from the routing, and that
+/// puts the route behind the middleware stack its policy names.
 pub struct RouteTable {
-    router: Router<AppState>,
+    light: Router<AppState>,
+    full: Router<AppState>,
     labels: RouteLabels,
 }
 
 impl Default for RouteTable {
     fn default() -> Self {
         Self {
-            router: Router::new(),
+            light: Router::new(),
+            full: Router::new(),
             labels: RouteLabels::default(),
         }
     }
@@ -61,93 +61,136 @@ impl RouteTable {
         Self::default()
     }
 
-    /// `Router::route`, recording `path`.
-    pub fn route(mut self, path: &str, method_router: MethodRouter<AppState>) -> Self {
-        self.labels.add(path);
-        self.router = self.router.route(path, method_router);
+    /// `Router::route`, recording `path` with its policy.
+    pub fn route(
+        mut self,
+        path: &str,
+        policy: RoutePolicy,
+        method_router: MethodRouter<AppState>,
+    ) -> Self {
+        self.labels.add(path, policy);
+        match policy.stack {
+            Stack::Light => self.light = self.light.route(path, method_router),
+            Stack::Full => self.full = self.full.route(path, method_router),
+        }
         self
     }
 
-    /// `Router::merge`, with the other table's templates.
+    /// `Router::merge`, with the other table's templates and policies.
     fn merge(mut self, other: RouteTable) -> Self {
         self.labels.extend(&other.labels);
-        self.router = self.router.merge(other.router);
+        self.light = self.light.merge(other.light);
+        self.full = self.full.merge(other.full);
+        self
+    }
+}
+
+/// The `/api` routes, one `OpenApiRouter` per middleware stack (the
+/// document declares what each stack can answer), recording each route's
+/// templates and policy as [`RouteTable`] does.
+struct ApiTable {
+    light: OpenApiRouter<AppState>,
+    full: OpenApiRouter<AppState>,
+    labels: RouteLabels,
+}
+
+impl ApiTable {
+    fn routes(mut self, policy: RoutePolicy, route: UtoipaMethodRouter<AppState>) -> Self {
+        for template in route.1.paths.keys() {
+            self.labels.add(template, policy);
+        }
+        match policy.stack {
+            Stack::Light => self.light = self.light.routes(route),
+            Stack::Full => self.full = self.full.routes(route),
+        }
         self
     }
 }
 
 /// Every route of the server; `extra` lets tests mount probes (a handler that
-/// panics or sleeps) behind the very same middleware.
-pub fn router(state: AppState, extra: Option<RouteTable>) -> Routes {
-    let (api, mut doc) = OpenApiRouter::with_openapi(openapi::base_document())
-        .routes(routes!(auth::register))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::current_session))
-        .routes(routes!(auth::revoke_all_sessions))
-        .routes(routes!(admin::audit_log))
-        .routes(routes!(tiktok::start))
-        .routes(routes!(tiktok::callback))
-        .routes(routes!(tiktok::status, tiktok::disconnect))
-        .routes(routes!(monitoring::dashboard))
-        .routes(routes!(monitoring::health_trends))
-        .routes(routes!(monitoring::alerts))
-        .routes(routes!(monitoring::scaling))
-        .routes(routes!(openapi::document))
-        .split_for_parts();
-    let (probe_api, mut probe_doc) = OpenApiRouter::new()
-        .routes(routes!(health::overall))
-        .routes(routes!(health::component))
-        .split_for_parts();
-    openapi::declare_middleware_responses(&mut doc, openapi::Stack::Full);
-    openapi::declare_middleware_responses(&mut probe_doc, openapi::Stack::Light);
-    doc.merge(probe_doc);
-    // Every API route's template is a path of the generated document.
-    let mut labels = RouteLabels::default();
-    for template in doc.paths.paths.keys() {
-        labels.add(template);
+/// panics or sleeps) behind the very same middleware. The routers take the
+/// state in [`crate::middleware::apply`].
+pub fn router(extra: Option<RouteTable>) -> Routes {
+    use RoutePolicy as P;
+    const PROBE: RoutePolicy = P::API.shed_exempt().light();
+    // This server's own document, which its route serves once built: per
+    // server, so that two servers in one process cannot mix theirs.
+    let document = openapi::Document::default();
+    let (schemas, paths, serve_document) = routes!(openapi::document);
+    let serve_document = serve_document.layer(Extension(document.clone()));
+    let api = ApiTable {
+        light: OpenApiRouter::new(),
+        full: OpenApiRouter::with_openapi(openapi::base_document()),
+        labels: RouteLabels::default(),
     }
-    openapi::publish(doc);
+    .routes(P::API.critical(), routes!(auth::register))
+    .routes(P::API.critical(), routes!(auth::login))
+    .routes(P::API.critical(), routes!(auth::logout))
+    .routes(P::API.critical(), routes!(auth::current_session))
+    .routes(P::API.critical(), routes!(auth::revoke_all_sessions))
+    .routes(P::API, routes!(admin::audit_log))
+    .routes(P::API.critical(), routes!(tiktok::start))
+    .routes(P::API.critical(), routes!(tiktok::callback))
+    .routes(P::API, routes!(tiktok::status, tiktok::disconnect))
+    .routes(P::API, routes!(monitoring::dashboard))
+    .routes(P::API, routes!(monitoring::health_trends))
+    .routes(P::API, routes!(monitoring::alerts))
+    .routes(P::API, routes!(monitoring::scaling))
+    .routes(P::API, (schemas, paths, serve_document))
+    .routes(P::API.critical().light(), routes!(health::overall))
+    .routes(P::API.critical().light(), routes!(health::component));
+    let (full_api, mut doc) = api.full.split_for_parts();
+    let (light_api, mut light_doc) = api.light.split_for_parts();
+    openapi::declare_middleware_responses(&mut doc, Stack::Full);
+    openapi::declare_middleware_responses(&mut light_doc, Stack::Light);
+    doc.merge(light_doc);
+    document.publish(&doc);
 
     let mut table = RouteTable {
-        router: Router::new().merge(api),
-        labels,
+        light: Router::new().merge(light_api),
+        full: Router::new().merge(full_api),
+        labels: api.labels,
     }
     .route(
         "/login",
+        P::PAGE,
         get(account_pages::login_page).post(account_pages::login_submit),
     )
     .route(
         "/register",
+        P::PAGE,
         get(account_pages::register_page).post(account_pages::register_submit),
     )
-    .route("/logout", post(account_pages::logout_submit))
-    .route("/platforms", get(account_pages::platforms_page))
-    .route("/platforms/connect/tiktok", get(tiktok::connect_page))
+    .route("/logout", P::PAGE, post(account_pages::logout_submit))
+    .route("/platforms", P::PAGE, get(account_pages::platforms_page))
+    .route(
+        "/platforms/connect/tiktok",
+        P::PAGE,
+        get(tiktok::connect_page),
+    )
     .route(
         "/platforms/connect/tiktok/disconnect",
+        P::PAGE,
         post(tiktok::disconnect_submit),
     )
-    .route("/platforms/connect/tiktok/avatar", get(tiktok::avatar))
-    .route("/admin/monitoring", get(monitoring::page_view))
-    .route("/metrics", get(monitoring::metrics));
+    .route(
+        "/platforms/connect/tiktok/avatar",
+        P::PAGE,
+        get(tiktok::avatar),
+    )
+    .route("/admin/monitoring", P::PAGE, get(monitoring::page_view))
+    .route("/metrics", P::API.shed_exempt(), get(monitoring::metrics))
+    .route("/", P::PAGE.critical().light(), get(pages::landing))
+    .route("/assets/{name}", P::PAGE.light(), get(pages::asset))
+    .route("/livez", PROBE, get(health::livez))
+    .route("/readyz", PROBE.critical(), get(health::readyz));
     if let Some(extra) = extra {
         table = table.merge(extra);
     }
-    let light = RouteTable {
-        router: Router::new().merge(probe_api),
-        labels: RouteLabels::default(),
-    }
-    .route("/", get(pages::landing))
-    .route("/assets/{name}", get(pages::asset))
-    .route("/livez", get(health::livez))
-    .route("/readyz", get(health::readyz));
-    let mut labels = table.labels;
-    labels.extend(&light.labels);
     Routes {
-        light: light.router.with_state(state.clone()),
-        rest: table.router.fallback(not_found).with_state(state),
-        labels,
+        light: table.light,
+        full: table.full.fallback(not_found),
+        labels: table.labels,
     }
 }
 

@@ -1,51 +1,27 @@
 //! `/metrics`, `/api/monitoring/*` and the `/admin/monitoring` dashboard.
 //! Machines use the monitoring bearer token; people need an admin session.
 
-use std::collections::HashSet;
-
 use askama::Template;
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::accounts::extract::MaybeUser;
+use super::access::{MonitoringCaller, has_monitoring_token};
+use super::health::COMPONENTS;
+use super::respond::{no_store, page};
 use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
-use crate::middleware::extract::ApiQuery;
+use crate::middleware::extract::{ApiQuery, MaybeUser};
 use crate::middleware::request_id::RequestContext;
 use crate::monitoring::metrics::{
     CircuitFigures, ComponentStatus, MetricsInputs, OperationRetries,
 };
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
-use crate::routes::account_pages::page;
-use crate::routes::health::{COMPONENTS, has_monitoring_token};
-use crate::routes::labels::RouteLabels;
 use crate::state::AppState;
 use crate::views::Chrome;
-
-/// The monitoring token or an admin session: 401 for anonymous callers,
-/// 403 for signed-in non-admins.
-pub struct MonitoringCaller;
-
-impl FromRequestParts<AppState> for MonitoringCaller {
-    type Rejection = AppError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if has_monitoring_token(state, &parts.headers) {
-            return Ok(Self);
-        }
-        let MaybeUser(who) = MaybeUser::from_request_parts(parts, state)
-            .await
-            .unwrap_or(MaybeUser(None));
-        match who {
-            Some(w) if w.is_admin() => Ok(Self),
-            Some(_) => Err(AppError::Forbidden),
-            None => Err(AppError::Unauthorized),
-        }
-    }
-}
 
 /// Prometheus text exposition, guarded by the monitoring token when one is
 /// set. In production without a token it does not exist (404): an open
@@ -64,24 +40,7 @@ pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Resp
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
-}
-
-/// Route templates whose failures page someone (the `route_5xx` alert):
-/// the landing page, sign-in and registration, the TikTok callback, health.
-pub fn critical_routes(labels: &RouteLabels) -> HashSet<String> {
-    labels
-        .templates()
-        .filter(|path| {
-            *path == "/"
-                || path.starts_with("/api/auth/")
-                || path.starts_with("/api/health")
-                || *path == "/readyz"
-        })
-        .map(String::from)
-        .collect()
+    Ok(no_store(res))
 }
 
 /// What `/metrics` shows beside the request metrics, read from this

@@ -7,8 +7,9 @@
 //! by [`declare_middleware_responses`], once per middleware stack, so the
 //! document follows the stack a route is registered behind.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use axum::Extension;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorResponse;
 use crate::health::{ComponentHealth, HealthStatus, Status};
+use crate::middleware::route_policy::Stack;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,7 +59,7 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             SESSION_COOKIE,
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::accounts::session::COOKIE,
+                crate::middleware::session_cookie::COOKIE,
                 "Session cookie set by register and login (`__Host-huntaze_session` over HTTPS).",
             ))),
         );
@@ -78,16 +80,6 @@ impl Modify for SecuritySchemes {
 
 pub fn base_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
-}
-
-/// The middleware a group of routes is registered behind (see
-/// `middleware::apply`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Stack {
-    /// The pipeline alone: shedding, deadline, caught panics.
-    Light,
-    /// The pipeline plus the cross-origin guard and the body limits.
-    Full,
 }
 
 /// Adds to every operation of `doc` the statuses the middleware of `stack`
@@ -215,18 +207,26 @@ fn add_error(op: &mut Operation, status: &str, description: &str) {
     }
 }
 
-static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+/// One server's document, serialized once its router is built; the
+/// document route holds it (the document is generated from the routes, so
+/// it exists only after that route is registered).
+#[derive(Clone, Default)]
+pub struct Document(Arc<OnceLock<Bytes>>);
 
-/// Stores the finished document (identical for every build of the router).
-pub fn publish(doc: utoipa::openapi::OpenApi) {
-    DOCUMENT.get_or_init(|| Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".into())));
+impl Document {
+    /// Stores the finished document.
+    pub fn publish(&self, doc: &utoipa::openapi::OpenApi) {
+        self.0
+            .get_or_init(|| Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".into())));
+    }
 }
 
 /// The OpenAPI document of every `/api` route.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn document() -> Response {
-    let body = DOCUMENT
+pub async fn document(Extension(document): Extension<Document>) -> Response {
+    let body = document
+        .0
         .get()
         .cloned()
         .unwrap_or_else(|| Bytes::from_static(b"{}"));

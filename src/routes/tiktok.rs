@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::accounts::extract::{CsrfUser, CurrentUser, MaybeUser, PageUser};
+use super::respond::{no_store, page};
 use crate::circuit::CircuitState;
 use crate::error::AppError;
+use crate::middleware::extract::{CsrfUser, CurrentUser, MaybeUser, PageUser};
 use crate::middleware::request_id::RequestContext;
-use crate::routes::account_pages::page;
 use crate::state::AppState;
 use crate::tiktok::{ConnectError, Mode, TikTokStatus};
 use crate::views::{Chrome, ConnectTikTokView};
@@ -27,9 +27,7 @@ fn found(location: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    no_store(res)
 }
 
 fn to_connect_page(e: ConnectError) -> Response {

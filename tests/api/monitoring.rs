@@ -621,14 +621,15 @@ async fn every_route_label_is_the_template_axum_routes_the_path_to() {
     use tower::ServiceExt;
 
     let app = TestApp::spawn().await;
-    let routes = huntaze::routes::router(app.state.clone(), None);
+    let routes = huntaze::routes::router(None);
     let templates: Vec<String> = routes.labels.templates().map(str::to_owned).collect();
     assert!(templates.len() > 20, "{templates:?}");
     let seen = Arc::new(std::sync::Mutex::new(None::<String>));
     let record = Arc::clone(&seen);
     let router = routes
         .light
-        .merge(routes.rest)
+        .merge(routes.full)
+        .with_state(app.state.clone())
         .layer(from_fn(move |req: Request, next: Next| {
             let record = Arc::clone(&record);
             async move {

@@ -9,19 +9,19 @@ use axum::routing::{get, post};
 use huntaze::AppState;
 use huntaze::error::AppError;
 use huntaze::middleware::extract::{ApiJson, ApiQuery};
-use huntaze::routes::RouteTable;
+use huntaze::routes::{RoutePolicy, RouteTable};
 use serde::Deserialize;
 
 pub fn routes() -> RouteTable {
     RouteTable::new()
-        .route("/api/test/echo", post(echo))
-        .route("/test/echo", post(echo))
-        .route("/api/test/panic", get(panic))
-        .route("/test/panic", get(panic))
-        .route("/api/test/sleep", get(sleep))
-        .route("/test/sleep", get(sleep))
-        .route("/api/test/db", get(db_read))
-        .route("/api/test/db-sleep", get(db_sleep))
+        .route("/api/test/echo", RoutePolicy::API, post(echo))
+        .route("/test/echo", RoutePolicy::PAGE, post(echo))
+        .route("/api/test/panic", RoutePolicy::API, get(panic))
+        .route("/test/panic", RoutePolicy::PAGE, get(panic))
+        .route("/api/test/sleep", RoutePolicy::API, get(sleep))
+        .route("/test/sleep", RoutePolicy::PAGE, get(sleep))
+        .route("/api/test/db", RoutePolicy::API, get(db_read))
+        .route("/api/test/db-sleep", RoutePolicy::API, get(db_sleep))
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
