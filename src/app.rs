@@ -11,15 +11,24 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use axum::http::HeaderMap;
+
 use crate::accounts::Accounts;
 use crate::assets::Assets;
-use crate::config::Config;
+use crate::config::{Config, ConfigProblem, Keys};
 use crate::crypto::TokenCipher;
 use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
 use crate::health::{HealthCheck, HealthSampler};
 use crate::landing::LandingPage;
+use crate::lifecycle::{FirstRound, spawn_periodic};
+use crate::middleware::request_id::TrustedProxies;
+use crate::middleware::security_headers::SecurityHeaders;
+use crate::monitoring::Monitor;
+use crate::monitoring::metrics::HttpMetrics;
+use crate::precompressed::PipelineHeaders;
+use crate::redis_tier::RedisTier;
 use crate::serve::{ConnectionLimits, ReadDeadlines};
-use crate::state::{App, AppState};
+use crate::state::{AppState, Services};
 use crate::store::Db;
 use crate::tiktok::TikTok;
 
@@ -62,195 +71,41 @@ impl AppBuilder {
         self
     }
 
+    /// Assembles the server, step by step; each step is a function below.
     pub async fn build(self) -> anyhow::Result<Application> {
         let started = Instant::now();
-        let mut config = self.config;
-        // One name for this instance, shared by monitoring history and the
-        // Redis invalidation bus (which skips an instance's own messages).
-        if config.instance_id.is_none() {
-            config.instance_id = Some(Config::default_instance_id());
-        }
-        let problems = config.problems();
-        let fatal: Vec<String> = problems
-            .iter()
-            .filter(|p| p.fatal)
-            .map(|p| p.to_string())
-            .collect();
-        anyhow::ensure!(
-            fatal.is_empty(),
-            "invalid configuration: {}",
-            fatal.join("; ")
-        );
-        for advice in config.advisories() {
-            tracing::warn!(setting = %advice.setting, advice = %advice.message, "configuration advice");
-        }
+        let (config, problems) = validated_config(self.config)?;
         let keys = config.keys()?;
-        let listener = match self.listener {
-            Some(l) => l,
-            None => {
-                let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
-                bind(addr).with_context(|| format!("binding {addr}"))?
-            }
-        };
+        let listener = listener_for(self.listener, &config)?;
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
 
         let db = Db::connect_lazy(&config)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let redis = crate::redis_tier::RedisTier::from_config(
-            &config,
-            config.instance_id.as_deref().unwrap_or_default(),
-        )?;
-        if let Some(tier) = &redis {
-            db.attach_shared(Arc::clone(tier));
-            Arc::clone(tier).spawn(stop_rx.clone());
-            spawn_invalidation_listener(tier, db.clone(), stop_rx.clone());
-        }
-        let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
-        match tokio::time::timeout(migrate_deadline, db.migrate()).await {
-            Ok(Ok(())) => {}
-            // A database that is down or damaged may come back; one that
-            // cannot be opened at all (path, permissions) will not, and a
-            // server that looks alive without it only hides the mistake.
-            Ok(Err(e)) if e.is::<crate::store::CannotOpen>() => return Err(e),
-            Ok(Err(e)) => {
-                let error = format!("{e:#}");
-                tracing::error!(error = %error, "migrations failed; retrying in the background");
-                spawn_migration_retry(db.clone(), error, stop_rx.clone());
-            }
-            Err(_) => {
-                tracing::error!(
-                    "database did not answer in time; retrying migrations in the background"
-                );
-                spawn_migration_retry(db.clone(), String::new(), stop_rx.clone());
-            }
-        }
+        let redis = start_redis_tier(&config, &db, &stop_rx)?;
+        migrate_or_retry_later(&db, &config, &stop_rx).await?;
 
-        let assets = Arc::new(Assets::load());
-        let landing = Arc::new(
-            LandingPage::new(
-                db.clone(),
-                Arc::clone(&assets),
-                migrate_deadline.min(Duration::from_secs(2)),
-            )
-            .await?,
+        let domain = domain_services(&config, &keys, &db, local_addr).await?;
+        let checks = with_overrides(
+            health_checks(&config, problems, &keys, &db, &domain, &redis),
+            self.health_overrides,
         );
-
-        let local_addr = listener.local_addr()?;
-        let cipher = Arc::new(TokenCipher::new(
-            &keys.encryption_key_id,
-            &keys.encryption,
-            &keys.previous_encryption,
-        ));
-        let tiktok = Arc::new(TikTok::new(
-            &config,
-            db.clone(),
-            cipher,
-            &format!("http://{local_addr}"),
-        )?);
-        let tiktok_mode = tiktok.mode().as_str();
-        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
-        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
-            Arc::new(DatabaseCheck {
-                db: db.clone(),
-                slow: Duration::from_millis(config.health_db_slow_ms),
-            }),
-            Arc::new(ConfigCheck {
-                problems,
-                tiktok_mode,
-                environment: if config.is_production() {
-                    "production"
-                } else {
-                    "development"
-                },
-            }),
-            Arc::new(AuthCheck {
-                keys: keys.clone(),
-                db: db.clone(),
-                accounts: Arc::clone(&accounts),
-            }),
-            Arc::new(ExternalCheck {
-                tiktok: Arc::clone(&tiktok),
-                redis: redis.clone(),
-                webhook_configured: config.alert_webhook_url.is_some(),
-            }),
-        ];
-        for over in self.health_overrides {
-            match checks.iter().position(|c| c.name() == over.name()) {
-                Some(i) => checks[i] = over,
-                None => checks.push(over),
-            }
-        }
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
         health.sample_now().await;
-
-        let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
-        let monitor = Arc::new(crate::monitoring::Monitor::new(
+        let metrics = Arc::new(HttpMetrics::new());
+        let monitor = Arc::new(Monitor::new(
             &config,
             db.clone(),
             Arc::clone(&metrics),
             redis,
         )?);
-        let trusted_proxies = crate::middleware::request_id::TrustedProxies(
-            config.trusted_proxy_nets().unwrap_or_default().into(),
-        );
-        let security_headers = Arc::new(crate::middleware::security_headers::SecurityHeaders::new(
-            assets.critical_css_csp(),
-            config.cookies_secure(),
-        ));
-        let state = AppState(Arc::new(App {
-            config,
-            keys,
-            db,
-            accounts,
-            tiktok,
-            metrics,
-            monitor,
-            assets,
-            landing,
-            health,
-            security_headers,
-            trusted_proxies,
-            draining: Default::default(),
-        }));
+
+        let state = app_state(config, keys, db, domain, health, metrics, monitor);
         let router = crate::middleware::apply(
             crate::routes::router(state.clone(), self.extra_routes),
             &state,
         );
-
-        Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
-        Arc::clone(&state.landing).spawn_refresh(
-            Duration::from_millis(state.config.landing_refresh_ms),
-            stop_rx.clone(),
-        );
-
-        crate::monitoring::spawn(state.clone(), stop_rx.clone());
-        let metrics = Arc::clone(&state.metrics);
-        crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
-        spawn_session_sweep(
-            Arc::clone(&state.accounts),
-            state.db.clone(),
-            stop_rx.clone(),
-        );
-        spawn_tiktok_refresh(
-            Arc::clone(&state.tiktok),
-            Duration::from_millis(state.config.tiktok_refresh_interval_ms),
-            stop_rx.clone(),
-        );
-
-        if state.db.is_migrated() {
-            tracing::info!(
-                addr = %local_addr,
-                backend = state.db.backend().name(),
-                build_ms = started.elapsed().as_millis() as u64,
-                "huntaze ready to serve"
-            );
-        } else {
-            tracing::warn!(
-                addr = %local_addr,
-                backend = state.db.backend().name(),
-                build_ms = started.elapsed().as_millis() as u64,
-                "huntaze serving, not ready: the database is not usable yet (readyz answers 503 until it is)"
-            );
-        }
+        spawn_background_tasks(&state, &stop_rx);
+        log_ready(&state, local_addr, started);
         Ok(Application {
             listener,
             router,
@@ -259,6 +114,266 @@ impl AppBuilder {
             stop_tx,
             shutdown: ShutdownHandle::new(),
         })
+    }
+}
+
+/// Names this instance (shared by monitoring history and the Redis
+/// invalidation bus, which skips an instance's own messages), refuses a
+/// configuration with fatal problems and logs the advice. Returns every
+/// problem found, for the configuration health check.
+fn validated_config(mut config: Config) -> anyhow::Result<(Config, Vec<ConfigProblem>)> {
+    if config.instance_id.is_none() {
+        config.instance_id = Some(Config::default_instance_id());
+    }
+    let problems = config.problems();
+    let fatal: Vec<String> = problems
+        .iter()
+        .filter(|p| p.fatal)
+        .map(|p| p.to_string())
+        .collect();
+    anyhow::ensure!(
+        fatal.is_empty(),
+        "invalid configuration: {}",
+        fatal.join("; ")
+    );
+    for advice in config.advisories() {
+        tracing::warn!(setting = %advice.setting, advice = %advice.message, "configuration advice");
+    }
+    Ok((config, problems))
+}
+
+/// The listener the caller gave, else one bound to `HUNTAZE_LISTEN`.
+fn listener_for(given: Option<TcpListener>, config: &Config) -> anyhow::Result<TcpListener> {
+    match given {
+        Some(l) => Ok(l),
+        None => {
+            let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
+            bind(addr).with_context(|| format!("binding {addr}"))
+        }
+    }
+}
+
+/// Connects the Redis tier when configured: the store shares its caches
+/// through it, and this instance applies other instances' invalidations.
+fn start_redis_tier(
+    config: &Config,
+    db: &Db,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<RedisTier>>> {
+    let redis = RedisTier::from_config(config, config.instance_id.as_deref().unwrap_or_default())?;
+    if let Some(tier) = &redis {
+        db.attach_shared(Arc::clone(tier));
+        Arc::clone(tier).spawn(stop_rx.clone());
+        spawn_invalidation_listener(tier, db.clone(), stop_rx.clone());
+    }
+    Ok(redis)
+}
+
+/// How long start-up waits for the database before carrying on without it.
+fn database_wait(config: &Config) -> Duration {
+    Duration::from_millis(config.db_acquire_timeout_ms)
+}
+
+/// Applies the migrations, or leaves them to a background retry when the
+/// database is down or slow: the server starts (and says it is not ready)
+/// rather than failing.
+async fn migrate_or_retry_later(
+    db: &Db,
+    config: &Config,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(database_wait(config), db.migrate()).await {
+        Ok(Ok(())) => {}
+        // A database that is down or damaged may come back; one that
+        // cannot be opened at all (path, permissions) will not, and a
+        // server that looks alive without it only hides the mistake.
+        Ok(Err(e)) if e.is::<crate::store::CannotOpen>() => return Err(e),
+        Ok(Err(e)) => {
+            let error = format!("{e:#}");
+            tracing::error!(error = %error, "migrations failed; retrying in the background");
+            spawn_migration_retry(db.clone(), error, stop_rx.clone());
+        }
+        Err(_) => {
+            tracing::error!(
+                "database did not answer in time; retrying migrations in the background"
+            );
+            spawn_migration_retry(db.clone(), String::new(), stop_rx.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The services the routes call.
+struct DomainServices {
+    assets: Arc<Assets>,
+    landing: Arc<LandingPage>,
+    tiktok: Arc<TikTok>,
+    accounts: Arc<Accounts>,
+}
+
+async fn domain_services(
+    config: &Config,
+    keys: &Keys,
+    db: &Db,
+    local_addr: SocketAddr,
+) -> anyhow::Result<DomainServices> {
+    let assets = Arc::new(Assets::load());
+    let landing = Arc::new(
+        LandingPage::new(
+            db.clone(),
+            Arc::clone(&assets),
+            database_wait(config).min(Duration::from_secs(2)),
+        )
+        .await?,
+    );
+    let cipher = Arc::new(TokenCipher::new(
+        &keys.encryption_key_id,
+        &keys.encryption,
+        &keys.previous_encryption,
+    ));
+    let tiktok = Arc::new(TikTok::new(
+        config,
+        db.clone(),
+        cipher,
+        &format!("http://{local_addr}"),
+    )?);
+    let accounts = Arc::new(Accounts::new(db.clone(), config, keys.secret.clone())?);
+    Ok(DomainServices {
+        assets,
+        landing,
+        tiktok,
+        accounts,
+    })
+}
+
+/// Production's health checks.
+fn health_checks(
+    config: &Config,
+    problems: Vec<ConfigProblem>,
+    keys: &Keys,
+    db: &Db,
+    domain: &DomainServices,
+    redis: &Option<Arc<RedisTier>>,
+) -> Vec<Arc<dyn HealthCheck>> {
+    vec![
+        Arc::new(DatabaseCheck {
+            db: db.clone(),
+            slow: Duration::from_millis(config.health_db_slow_ms),
+        }),
+        Arc::new(ConfigCheck {
+            problems,
+            tiktok_mode: domain.tiktok.mode().as_str(),
+            environment: if config.is_production() {
+                "production"
+            } else {
+                "development"
+            },
+        }),
+        Arc::new(AuthCheck {
+            keys: keys.clone(),
+            db: db.clone(),
+            accounts: Arc::clone(&domain.accounts),
+        }),
+        Arc::new(ExternalCheck {
+            tiktok: Arc::clone(&domain.tiktok),
+            redis: redis.clone(),
+            webhook_configured: config.alert_webhook_url.is_some(),
+        }),
+    ]
+}
+
+/// Each override replaces the check of the same name, or joins the list.
+fn with_overrides(
+    mut checks: Vec<Arc<dyn HealthCheck>>,
+    overrides: Vec<Arc<dyn HealthCheck>>,
+) -> Vec<Arc<dyn HealthCheck>> {
+    for over in overrides {
+        match checks.iter().position(|c| c.name() == over.name()) {
+            Some(i) => checks[i] = over,
+            None => checks.push(over),
+        }
+    }
+    checks
+}
+
+/// What the handlers and the middleware reach: the services plus the
+/// edge's own settings (trusted proxies, the headers of every response).
+fn app_state(
+    config: Config,
+    keys: Keys,
+    db: Db,
+    domain: DomainServices,
+    health: Arc<HealthSampler>,
+    metrics: Arc<HttpMetrics>,
+    monitor: Arc<Monitor>,
+) -> AppState {
+    let trusted_proxies = TrustedProxies(config.trusted_proxy_nets().unwrap_or_default().into());
+    let security_headers = Arc::new(SecurityHeaders::new(
+        domain.assets.critical_css_csp(),
+        config.cookies_secure(),
+    ));
+    let pipeline_headers = Arc::new(pipeline_headers(&security_headers));
+    AppState(Arc::new(Services {
+        config,
+        keys,
+        db,
+        accounts: domain.accounts,
+        tiktok: domain.tiktok,
+        metrics,
+        monitor,
+        assets: domain.assets,
+        landing: domain.landing,
+        health,
+        security_headers,
+        pipeline_headers,
+        trusted_proxies,
+        draining: Default::default(),
+    }))
+}
+
+/// The headers the pipeline would add to a response, in its order: the
+/// security headers, then the request id's slot.
+fn pipeline_headers(security: &SecurityHeaders) -> PipelineHeaders {
+    let mut headers = HeaderMap::new();
+    security.apply(&mut headers);
+    crate::middleware::request_id::reserve_slot(&mut headers);
+    PipelineHeaders::new(headers)
+}
+
+/// The tasks that run beside the server until `stop_rx` turns true.
+fn spawn_background_tasks(state: &AppState, stop_rx: &watch::Receiver<bool>) {
+    Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
+    Arc::clone(&state.landing).spawn_refresh(
+        Duration::from_millis(state.config.landing_refresh_ms),
+        stop_rx.clone(),
+    );
+    crate::monitoring::spawn(state.clone(), stop_rx.clone());
+    let metrics = Arc::clone(&state.metrics);
+    crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
+    spawn_session_sweep(
+        Arc::clone(&state.accounts),
+        state.db.clone(),
+        stop_rx.clone(),
+    );
+    spawn_tiktok_refresh(
+        Arc::clone(&state.tiktok),
+        Duration::from_millis(state.config.tiktok_refresh_interval_ms),
+        stop_rx.clone(),
+    );
+}
+
+fn log_ready(state: &AppState, addr: SocketAddr, started: Instant) {
+    let backend = state.db.backend().name();
+    let build_ms = started.elapsed().as_millis() as u64;
+    if state.db.is_migrated() {
+        tracing::info!(addr = %addr, backend, build_ms, "huntaze ready to serve");
+    } else {
+        tracing::warn!(
+            addr = %addr,
+            backend,
+            build_ms,
+            "huntaze serving, not ready: the database is not usable yet (readyz answers 503 until it is)"
+        );
     }
 }
 
@@ -278,11 +393,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Applies other instances' invalidations (and `All` after missed
 /// messages) to this instance's caches.
-fn spawn_invalidation_listener(
-    tier: &crate::redis_tier::RedisTier,
-    db: Db,
-    mut stop: watch::Receiver<bool>,
-) {
+fn spawn_invalidation_listener(tier: &RedisTier, db: Db, mut stop: watch::Receiver<bool>) {
     let mut rx = tier.local_invalidations();
     tokio::spawn(async move {
         loop {
@@ -331,44 +442,39 @@ fn spawn_migration_retry(db: Db, mut last_error: String, mut stop: watch::Receiv
     });
 }
 
-fn spawn_session_sweep(accounts: Arc<Accounts>, db: Db, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    match accounts.sweep().await {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "session sweep failed"),
-                    }
-                    if let Err(e) = db.delete_expired_oauth_states(crate::time_fmt::now_ms()).await {
-                        tracing::warn!(error = %e, "oauth state sweep failed");
-                    }
-                }
-                _ = crate::lifecycle::stopped(&mut stop) => return,
+/// Every ten minutes: deletes expired sessions and OAuth states.
+fn spawn_session_sweep(accounts: Arc<Accounts>, db: Db, stop: watch::Receiver<bool>) {
+    spawn_periodic(Duration::from_secs(600), FirstRound::Now, stop, move || {
+        let (accounts, db) = (Arc::clone(&accounts), db.clone());
+        async move {
+            match accounts.sweep().await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+            }
+            if let Err(e) = db
+                .delete_expired_oauth_states(crate::time_fmt::now_ms())
+                .await
+            {
+                tracing::warn!(error = %e, "oauth state sweep failed");
             }
         }
     });
 }
 
-fn spawn_tiktok_refresh(tiktok: Arc<TikTok>, every: Duration, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    match tiktok.refresh_due().await {
-                        Ok(r) if r != Default::default() => tracing::info!(
-                            refreshed = r.refreshed, deferred = r.deferred,
-                            reconnect_needed = r.reconnect_needed, "TikTok token refresh round"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "TikTok token refresh round failed"),
-                    }
-                }
-                _ = crate::lifecycle::stopped(&mut stop) => return,
+fn spawn_tiktok_refresh(tiktok: Arc<TikTok>, every: Duration, stop: watch::Receiver<bool>) {
+    spawn_periodic(every, FirstRound::Now, stop, move || {
+        let tiktok = Arc::clone(&tiktok);
+        async move {
+            match tiktok.refresh_due().await {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    refreshed = r.refreshed,
+                    deferred = r.deferred,
+                    reconnect_needed = r.reconnect_needed,
+                    "TikTok token refresh round"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "TikTok token refresh round failed"),
             }
         }
     });

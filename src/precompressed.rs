@@ -14,10 +14,30 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::compress;
-use crate::middleware::security_headers::SecurityHeaders;
 
 /// Headers a served response ends up with, middleware included.
 const RESPONSE_HEADERS: usize = 16;
+
+/// The headers the response pipeline adds to every response (security
+/// headers, the request id's slot), handed in by the edge once so that a
+/// precompressed 200 carries them ready-made and the pipeline finds nothing
+/// left to add. Kept in the order given, which is their order on the wire.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineHeaders(HeaderMap);
+
+impl PipelineHeaders {
+    pub fn new(headers: HeaderMap) -> Self {
+        Self(headers)
+    }
+
+    /// Adds each header `h` has not set itself.
+    fn add_to(&self, h: &mut HeaderMap) {
+        h.reserve(self.0.len());
+        for (name, value) in &self.0 {
+            h.entry(name).or_insert_with(|| value.clone());
+        }
+    }
+}
 
 /// A body's compressed forms (`None`: that encoder failed).
 pub struct Encoded {
@@ -132,9 +152,9 @@ impl Precompressed {
     }
     /// The response for these request headers: 304 when `If-None-Match`
     /// names any variant, else the negotiated variant. A 200 carries
-    /// `security`'s headers already (the pipeline then leaves them); one
-    /// `Precompressed` serves one app, whose security headers never change.
-    pub fn respond(&self, request: &HeaderMap, security: &SecurityHeaders) -> Response {
+    /// `pipeline`'s headers already (the pipeline then leaves them); one
+    /// `Precompressed` serves one app, whose pipeline headers never change.
+    pub fn respond(&self, request: &HeaderMap, pipeline: &PipelineHeaders) -> Response {
         let chosen = self.negotiate(request);
         if self.matches_if_none_match(request) {
             let mut r = Response::new(Body::empty());
@@ -160,8 +180,7 @@ impl Precompressed {
             h.insert(header::ETAG, chosen.etag.clone());
             h.insert(header::CACHE_CONTROL, self.cache_control.clone());
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-            security.apply(&mut h);
-            crate::middleware::request_id::reserve_slot(&mut h);
+            pipeline.add_to(&mut h);
             h
         });
         let mut r = Response::new(Body::from(chosen.body.clone()));
@@ -273,8 +292,15 @@ mod tests {
         )
     }
 
-    fn security() -> SecurityHeaders {
-        SecurityHeaders::new("'sha256-test'", false)
+    /// What the edge hands in: a security policy and the request id's slot.
+    fn security() -> PipelineHeaders {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("-"));
+        PipelineHeaders::new(h)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
