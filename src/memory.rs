@@ -115,11 +115,11 @@ mod tests {
     const MB: u64 = 1024 * 1024;
 
     /// `bench/stress.sh`: a quiet moment between two storms, with 4,096
-    /// idle keep-alive connections still holding their buffers, made a
-    /// trim that released little; the policy then took that high RSS as its
-    /// baseline, so once the connections closed and their memory went back
-    /// to malloc, RSS stayed at 150 MB at rest (against 37 MB at start)
-    /// because it had not grown since that trim.
+    /// idle keep-alive connections still holding their buffers, makes a
+    /// trim that releases little. A policy that took that high RSS as its
+    /// baseline would, once the connections close and their memory goes
+    /// back to malloc, leave RSS at 150 MB at rest (against 37 MB at start)
+    /// because it has not grown since that trim.
     #[test]
     fn memory_freed_after_a_trim_that_released_little_is_trimmed_later() {
         let mut policy = TrimPolicy::new(37 * MB);

@@ -70,9 +70,9 @@ struct Variant {
     encoding: Encoding,
     body: Bytes,
     etag: HeaderValue,
-    /// Every header of a 200 for this variant, security headers included,
-    /// built on first use: a clone of a finished map costs a fraction of a
-    /// dozen inserts (~3k instructions per `/`).
+    /// Every header of a 200 for this variant, the pipeline's included,
+    /// built on first use: cloning a finished map costs a fraction of a
+    /// dozen inserts, on the busiest response there is.
     headers: OnceLock<HeaderMap>,
 }
 
@@ -253,8 +253,8 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
 /// malformed q-values count as 1 (lenient like common servers), absurd ones
 /// are clamped; at most 32 entries per header line are read.
 ///
-/// Split as bytes: `str::split` and `trim` cost the landing page ~450
-/// instructions for a one-token header. A token with bytes
+/// Split as bytes: `str::split` and `trim` would cost more than the rest
+/// of the landing page's lookup for a one-token header. A token with bytes
 /// outside ASCII matches no encoding; the rest of its line still counts.
 fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], f32)> {
     headers
