@@ -74,7 +74,7 @@ impl Authenticated {
 /// What an account may do. Stored as text (`creator`, `admin`); read here,
 /// where rows come in from the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Creator,
     Admin,
 }
