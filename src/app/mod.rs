@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod background;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,7 +22,6 @@ use crate::crypto::TokenCipher;
 use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
 use crate::health::{HealthCheck, HealthSampler};
 use crate::landing::LandingPage;
-use crate::lifecycle::{FirstRound, spawn_periodic};
 use crate::middleware::request_id::TrustedProxies;
 use crate::middleware::security_headers::SecurityHeaders;
 use crate::monitoring::Monitor;
@@ -31,6 +32,9 @@ use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::state::{AppState, Services};
 use crate::store::Db;
 use crate::tiktok::TikTok;
+use background::{
+    spawn_invalidation_listener, spawn_migration_retry, spawn_session_sweep, spawn_tiktok_refresh,
+};
 
 /// Builds the server. Tests may add routes and replace health checks; the
 /// rest is exactly production's assembly.
@@ -389,95 +393,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
-}
-
-/// Applies other instances' invalidations (and `All` after missed
-/// messages) to this instance's caches.
-fn spawn_invalidation_listener(tier: &RedisTier, db: Db, mut stop: watch::Receiver<bool>) {
-    let mut rx = tier.local_invalidations();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Ok(what) => db.apply_invalidation(&what).await,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        db.apply_invalidation(&crate::redis_tier::Invalidation::All).await;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = crate::lifecycle::stopped(&mut stop) => return,
-            }
-        }
-    });
-}
-
-/// Retries migrations with backoff until they apply. `last_error` is the
-/// failure already logged: a retry that fails the same way says nothing, so
-/// an outage is one line when it starts and one when it ends.
-fn spawn_migration_retry(db: Db, mut last_error: String, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut delay = Duration::from_millis(250);
-        let mut attempts = 0u32;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::lifecycle::stopped(&mut stop) => return,
-            }
-            attempts += 1;
-            match db.migrate().await {
-                Ok(()) => {
-                    tracing::info!(attempts, "migrations applied after retry");
-                    return;
-                }
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    if error != last_error {
-                        tracing::warn!(error = %error, attempts, "migration retry failed; retrying with backoff");
-                        last_error = error;
-                    }
-                }
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    });
-}
-
-/// Every ten minutes: deletes expired sessions and OAuth states.
-fn spawn_session_sweep(accounts: Arc<Accounts>, db: Db, stop: watch::Receiver<bool>) {
-    spawn_periodic(Duration::from_secs(600), FirstRound::Now, stop, move || {
-        let (accounts, db) = (Arc::clone(&accounts), db.clone());
-        async move {
-            match accounts.sweep().await {
-                Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions swept"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "session sweep failed"),
-            }
-            if let Err(e) = db
-                .delete_expired_oauth_states(crate::time_fmt::now_ms())
-                .await
-            {
-                tracing::warn!(error = %e, "oauth state sweep failed");
-            }
-        }
-    });
-}
-
-fn spawn_tiktok_refresh(tiktok: Arc<TikTok>, every: Duration, stop: watch::Receiver<bool>) {
-    spawn_periodic(every, FirstRound::Now, stop, move || {
-        let tiktok = Arc::clone(&tiktok);
-        async move {
-            match tiktok.refresh_due().await {
-                Ok(r) if r != Default::default() => tracing::info!(
-                    refreshed = r.refreshed,
-                    deferred = r.deferred,
-                    reconnect_needed = r.reconnect_needed,
-                    "TikTok token refresh round"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "TikTok token refresh round failed"),
-            }
-        }
-    });
 }
 
 /// Triggers a graceful shutdown from code (tests, or the signal handler).
