@@ -7,7 +7,7 @@ use bytes::Bytes;
 use huntaze::error::{AppError, ErrorBody, ErrorResponse};
 use huntaze::middleware::security_headers::SecurityHeaders;
 use huntaze::monitoring::metrics::HttpMetrics;
-use huntaze::precompressed::Precompressed;
+use huntaze::precompressed::{PipelineHeaders, Precompressed};
 
 fn main() {
     divan::main();
@@ -24,10 +24,18 @@ fn page() -> Precompressed {
     )
 }
 
+/// The headers the server bakes into precompressed responses.
+fn pipeline_headers() -> PipelineHeaders {
+    let mut h = HeaderMap::new();
+    SecurityHeaders::new("'sha256-bench'", false).apply(&mut h);
+    huntaze::middleware::request_id::reserve_slot(&mut h);
+    PipelineHeaders::new(h)
+}
+
 #[divan::bench]
 fn landing_lookup_br(bencher: divan::Bencher) {
     let p = page();
-    let security = SecurityHeaders::new("'sha256-bench'", false);
+    let security = pipeline_headers();
     let mut h = HeaderMap::new();
     h.insert(
         header::ACCEPT_ENCODING,
@@ -39,7 +47,7 @@ fn landing_lookup_br(bencher: divan::Bencher) {
 #[divan::bench]
 fn landing_etag_304(bencher: divan::Bencher) {
     let p = page();
-    let security = SecurityHeaders::new("'sha256-bench'", false);
+    let security = pipeline_headers();
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br"));
     let etag = p.respond(&h, &security).headers()[header::ETAG].clone();

@@ -174,7 +174,7 @@ mod tests {
                 )]
                 .into_iter()
                 .collect(),
-                &crate::middleware::security_headers::SecurityHeaders::new("'none'", false),
+                &crate::precompressed::PipelineHeaders::default(),
             );
         assert_eq!(served.headers()["content-encoding"], "br");
     }

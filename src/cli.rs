@@ -186,7 +186,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Result<ExitCode> {
     use crate::accounts::validate::{Email, Password};
-    use crate::audit::AuditEvent;
+    use crate::audit::{AuditEvent, Origin, Record, Subject};
     use crate::store::users::Inserted;
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
@@ -214,22 +214,22 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = crate::time_fmt::now_ms();
-    let ctx = cli_context();
+    let origin = Origin::command_line();
     let user = crate::store::users::UserRow {
         id: uuid::Uuid::now_v7().simple().to_string(),
         email: email.as_str().to_owned(),
         display_name: None,
         password_hash: hash,
-        role: "admin".into(),
+        role: crate::accounts::Role::Admin.as_str().into(),
         created_at: now,
     };
-    let created = crate::audit::row(
-        AuditEvent::AdminCreated,
-        Some(&user.id),
-        Some(&user.email),
-        &ctx,
-        None,
-    );
+    let created = crate::audit::row(Record {
+        event: AuditEvent::AdminCreated,
+        user_id: Some(&user.id),
+        subject: Some(Subject::Email(&user.email)),
+        origin: &origin,
+        details: None,
+    });
     let code = match db.create_admin(&user, &created).await? {
         Inserted::Created => {
             sessions.figures_changed().await;
@@ -248,7 +248,7 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
                     &config,
                     &existing,
                     &user.password_hash,
-                    &ctx,
+                    &origin,
                 )
                 .await?
             } else {
@@ -286,7 +286,7 @@ async fn promote_existing(
     config: &Config,
     existing: &crate::store::users::UserRow,
     password_hash: &str,
-    ctx: &crate::middleware::request_id::RequestContext,
+    origin: &crate::audit::Origin,
 ) -> anyhow::Result<ExitCode> {
     let registered = crate::time_fmt::rfc3339_from_ms(existing.created_at);
     let now = crate::time_fmt::now_ms();
@@ -296,12 +296,12 @@ async fn promote_existing(
             .iter()
             .map(|c| serde_json::json!({ "platform": c.platform, "externalId": c.external_id }))
             .collect();
-        crate::audit::row(
-            crate::audit::AuditEvent::AdminPromoted,
-            Some(&existing.id),
-            Some(&existing.email),
-            ctx,
-            Some(serde_json::json!({
+        crate::audit::row(crate::audit::Record {
+            event: crate::audit::AuditEvent::AdminPromoted,
+            user_id: Some(&existing.id),
+            subject: Some(crate::audit::Subject::Email(&existing.email)),
+            origin,
+            details: Some(serde_json::json!({
                 "registeredAt": registered,
                 "previousRole": existing.role,
                 "sessionsEnded": p.sessions_ended,
@@ -309,7 +309,7 @@ async fn promote_existing(
                 "pendingConnects": p.pending_connects,
                 "displayNameCleared": p.display_name_cleared,
             })),
-        )
+        })
     };
     let Some(promotion) = db
         .promote_to_admin(&existing.id, password_hash, now, audit)
@@ -367,18 +367,6 @@ async fn promote_existing(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Who the audit log names for changes made from the command line.
-fn cli_context() -> crate::middleware::request_id::RequestContext {
-    crate::middleware::request_id::RequestContext {
-        request_id: format!("cli-{}", uuid::Uuid::now_v7().simple()),
-        user_id: None,
-        path: "cli:create-admin".into(),
-        method: "-".into(),
-        user_agent: "huntaze".into(),
-        ip: "-".into(),
-    }
 }
 
 async fn tiktok_sandbox(

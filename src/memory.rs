@@ -10,9 +10,12 @@
 //! size at rest ([`TrimPolicy`]). No crate wraps it (the `libc` crate
 //! would, for one symbol), hence the declaration below.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::lifecycle::FirstRound;
 
 /// How often the task looks.
 const EVERY: Duration = Duration::from_secs(10);
@@ -79,25 +82,30 @@ impl TrimPolicy {
 
 /// Every [`EVERY`], trims when `quiet()` says no request is in flight and
 /// [`TrimPolicy`] says RSS is worth a trim.
-pub fn spawn_trim(quiet: impl Fn() -> bool + Send + 'static, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut policy = TrimPolicy::new(rss_bytes().unwrap_or(0));
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = crate::lifecycle::stopped(&mut stop) => return,
-            }
+pub fn spawn_trim(quiet: impl Fn() -> bool + Send + Sync + 'static, stop: watch::Receiver<bool>) {
+    // Without an RSS reading (not Linux) there is nothing to go by.
+    let Some(at_start) = rss_bytes() else { return };
+    let policy = Arc::new(Mutex::new(TrimPolicy::new(at_start)));
+    let quiet = Arc::new(quiet);
+    crate::lifecycle::spawn_periodic(EVERY, FirstRound::Now, stop, move || {
+        let (policy, quiet) = (Arc::clone(&policy), Arc::clone(&quiet));
+        async move {
             let Some(rss) = rss_bytes() else { return };
-            if policy.should_trim(rss, quiet()) {
+            let worth_it = lock(&policy).should_trim(rss, quiet());
+            if worth_it {
                 let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
                 let after = rss_bytes().unwrap_or(rss);
                 tracing::debug!(before = rss, after, released, "heap trimmed");
-                policy.trimmed(after);
+                lock(&policy).trimmed(after);
             }
         }
     });
+}
+
+/// The policy is only ever held between two awaits, so a poisoned lock
+/// still holds a sound reading.
+fn lock(policy: &Mutex<TrimPolicy>) -> std::sync::MutexGuard<'_, TrimPolicy> {
+    policy.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -107,11 +115,11 @@ mod tests {
     const MB: u64 = 1024 * 1024;
 
     /// `bench/stress.sh`: a quiet moment between two storms, with 4,096
-    /// idle keep-alive connections still holding their buffers, made a
-    /// trim that released little; the policy then took that high RSS as its
-    /// baseline, so once the connections closed and their memory went back
-    /// to malloc, RSS stayed at 150 MB at rest (against 37 MB at start)
-    /// because it had not grown since that trim.
+    /// idle keep-alive connections still holding their buffers, makes a
+    /// trim that releases little. A policy that took that high RSS as its
+    /// baseline would, once the connections close and their memory goes
+    /// back to malloc, leave RSS at 150 MB at rest (against 37 MB at start)
+    /// because it has not grown since that trim.
     #[test]
     fn memory_freed_after_a_trim_that_released_little_is_trimmed_later() {
         let mut policy = TrimPolicy::new(37 * MB);

@@ -14,10 +14,30 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::compress;
-use crate::middleware::security_headers::SecurityHeaders;
 
 /// Headers a served response ends up with, middleware included.
 const RESPONSE_HEADERS: usize = 16;
+
+/// The headers the response pipeline adds to every response (security
+/// headers, the request id's slot), handed in by the edge once so that a
+/// precompressed 200 carries them ready-made and the pipeline finds nothing
+/// left to add. Kept in the order given, which is their order on the wire.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineHeaders(HeaderMap);
+
+impl PipelineHeaders {
+    pub fn new(headers: HeaderMap) -> Self {
+        Self(headers)
+    }
+
+    /// Adds each header `h` has not set itself.
+    fn add_to(&self, h: &mut HeaderMap) {
+        h.reserve(self.0.len());
+        for (name, value) in &self.0 {
+            h.entry(name).or_insert_with(|| value.clone());
+        }
+    }
+}
 
 /// A body's compressed forms (`None`: that encoder failed).
 pub struct Encoded {
@@ -50,9 +70,9 @@ struct Variant {
     encoding: Encoding,
     body: Bytes,
     etag: HeaderValue,
-    /// Every header of a 200 for this variant, security headers included,
-    /// built on first use: a clone of a finished map costs a fraction of a
-    /// dozen inserts (~3k instructions per `/`).
+    /// Every header of a 200 for this variant, the pipeline's included,
+    /// built on first use: cloning a finished map costs a fraction of a
+    /// dozen inserts, on the busiest response there is.
     headers: OnceLock<HeaderMap>,
 }
 
@@ -132,9 +152,9 @@ impl Precompressed {
     }
     /// The response for these request headers: 304 when `If-None-Match`
     /// names any variant, else the negotiated variant. A 200 carries
-    /// `security`'s headers already (the pipeline then leaves them); one
-    /// `Precompressed` serves one app, whose security headers never change.
-    pub fn respond(&self, request: &HeaderMap, security: &SecurityHeaders) -> Response {
+    /// `pipeline`'s headers already (the pipeline then leaves them); one
+    /// `Precompressed` serves one app, whose pipeline headers never change.
+    pub fn respond(&self, request: &HeaderMap, pipeline: &PipelineHeaders) -> Response {
         let chosen = self.negotiate(request);
         if self.matches_if_none_match(request) {
             let mut r = Response::new(Body::empty());
@@ -160,8 +180,7 @@ impl Precompressed {
             h.insert(header::ETAG, chosen.etag.clone());
             h.insert(header::CACHE_CONTROL, self.cache_control.clone());
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-            security.apply(&mut h);
-            crate::middleware::request_id::reserve_slot(&mut h);
+            pipeline.add_to(&mut h);
             h
         });
         let mut r = Response::new(Body::from(chosen.body.clone()));
@@ -234,8 +253,8 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
 /// malformed q-values count as 1 (lenient like common servers), absurd ones
 /// are clamped; at most 32 entries per header line are read.
 ///
-/// Split as bytes: `str::split` and `trim` cost the landing page ~450
-/// instructions for a one-token header. A token with bytes
+/// Split as bytes: `str::split` and `trim` would cost more than the rest
+/// of the landing page's lookup for a one-token header. A token with bytes
 /// outside ASCII matches no encoding; the rest of its line still counts.
 fn accept_encoding(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], f32)> {
     headers
@@ -273,8 +292,15 @@ mod tests {
         )
     }
 
-    fn security() -> SecurityHeaders {
-        SecurityHeaders::new("'sha256-test'", false)
+    /// What the edge hands in: a security policy and the request id's slot.
+    fn security() -> PipelineHeaders {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("-"));
+        PipelineHeaders::new(h)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

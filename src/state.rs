@@ -1,5 +1,5 @@
-//! [`AppState`]: everything a handler may reach, built once by
-//! [`crate::app::AppBuilder`] and shared by reference count.
+//! [`AppState`]: everything a handler may reach ([`Services`]), built once
+//! at start-up by the application's builder and shared by reference count.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use crate::landing::LandingPage;
 use crate::store::Db;
 use crate::tiktok::TikTok;
 
-pub struct App {
+/// The services and settings behind [`AppState`].
+pub struct Services {
     pub config: Config,
     pub keys: Keys,
     pub db: Db,
@@ -29,24 +30,27 @@ pub struct App {
     pub health: Arc<HealthSampler>,
     /// The headers every response carries.
     pub security_headers: Arc<crate::middleware::security_headers::SecurityHeaders>,
+    /// The headers the pipeline adds, for the responses built ahead of time
+    /// (landing page, assets) to carry ready-made.
+    pub pipeline_headers: Arc<crate::precompressed::PipelineHeaders>,
     /// Whose `X-Forwarded-For` names the client (`HUNTAZE_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::middleware::request_id::TrustedProxies,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
 }
 
-impl App {
+impl Services {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 }
 
 #[derive(Clone)]
-pub struct AppState(pub Arc<App>);
+pub struct AppState(pub Arc<Services>);
 
 impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
+    type Target = Services;
+    fn deref(&self) -> &Services {
         &self.0
     }
 }

@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, Origin, Subject};
 use crate::config::Config;
 use crate::error::{AppError, FieldError};
-use crate::middleware::request_id::RequestContext;
 use crate::sessions::SessionStore;
 use crate::store::Db;
 use crate::store::sessions::{SessionRow, SessionWithUser};
@@ -68,7 +67,34 @@ pub struct Authenticated {
 
 impl Authenticated {
     pub fn is_admin(&self) -> bool {
-        self.user.role == "admin"
+        Role::from_stored(&self.user.role) == Role::Admin
+    }
+}
+
+/// What an account may do. Stored as text (`creator`, `admin`); read here,
+/// where rows come in from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Creator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Creator => "creator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role a stored value names; anything but `admin` grants no more
+    /// than a creator's rights.
+    pub fn from_stored(role: &str) -> Self {
+        if role == Role::Admin.as_str() {
+            Role::Admin
+        } else {
+            Role::Creator
+        }
     }
 }
 
@@ -153,10 +179,11 @@ impl Accounts {
     pub async fn register(
         &self,
         input: RegisterInput<'_>,
-        ctx: &RequestContext,
+        origin: impl Into<Origin>,
     ) -> Result<NewSession, AppError> {
+        let origin = origin.into();
         self.limits
-            .register_attempt(&ctx.ip)
+            .register_attempt(origin.ip())
             .await
             .map_err(|l| AppError::RateLimited {
                 retry_after: l.retry_after,
@@ -169,17 +196,17 @@ impl Accounts {
             email: email.as_str().to_owned(),
             display_name: display.map(|d| d.as_str().to_owned()),
             password_hash: hash,
-            role: "creator".into(),
+            role: Role::Creator.as_str().into(),
             created_at: now,
         };
-        let event = audit::row(
-            AuditEvent::Register,
-            Some(&user.id),
-            Some(&user.email),
-            ctx,
-            None,
-        );
-        let (token, row) = self.session_row(&user, ctx);
+        let event = audit::row(audit::Record {
+            event: AuditEvent::Register,
+            user_id: Some(&user.id),
+            subject: Some(Subject::Email(&user.email)),
+            origin: &origin,
+            details: None,
+        });
+        let (token, row) = self.session_row(&user, &origin);
         match self.db.create_account(&user, &event, &row).await? {
             Inserted::EmailTaken => Err(AppError::EmailTaken),
             Inserted::Created => {
@@ -197,11 +224,12 @@ impl Accounts {
         email: &str,
         password: &str,
         previous: &[String],
-        ctx: &RequestContext,
+        origin: impl Into<Origin>,
     ) -> Result<NewSession, AppError> {
+        let origin = origin.into();
         let email_key = email.trim().to_lowercase();
         self.limits
-            .login_attempt(&ctx.ip, &email_key)
+            .login_attempt(origin.ip(), &email_key)
             .await
             .map_err(|l| AppError::RateLimited {
                 retry_after: l.retry_after,
@@ -238,21 +266,27 @@ impl Accounts {
                 let uid = user.as_ref().map(|u| u.id.as_str());
                 audit::record(
                     &self.db,
-                    AuditEvent::LoginFailure,
-                    uid,
-                    Some(email.as_str()),
-                    ctx,
-                    None,
+                    audit::Record {
+                        event: AuditEvent::LoginFailure,
+                        user_id: uid,
+                        subject: Some(Subject::Email(email.as_str())),
+                        origin: &origin,
+                        details: None,
+                    },
                 )
                 .await;
                 if check.failed().await {
                     audit::record(
                         &self.db,
-                        AuditEvent::Lockout,
-                        uid,
-                        Some(email.as_str()),
-                        ctx,
-                        Some(json!({ "retryAfterSecs": self.limits.lockout().as_secs() })),
+                        audit::Record {
+                            event: AuditEvent::Lockout,
+                            user_id: uid,
+                            subject: Some(Subject::Email(email.as_str())),
+                            origin: &origin,
+                            details: Some(
+                                json!({ "retryAfterSecs": self.limits.lockout().as_secs() }),
+                            ),
+                        },
                     )
                     .await;
                 }
@@ -261,8 +295,14 @@ impl Accounts {
         };
         check.succeeded();
         self.limits.clear_failures(&email_key).await;
-        let (token, row) = self.session_row(&user, ctx);
-        let event = audit::row(AuditEvent::LoginSuccess, Some(&user.id), None, ctx, None);
+        let (token, row) = self.session_row(&user, &origin);
+        let event = audit::row(audit::Record {
+            event: AuditEvent::LoginSuccess,
+            user_id: Some(&user.id),
+            subject: None,
+            origin: &origin,
+            details: None,
+        });
         let previous: Vec<String> = previous.iter().map(|t| session::hash_token(t)).collect();
         self.sessions
             .rotate_session(&previous, &row, &event)
@@ -272,7 +312,7 @@ impl Accounts {
 
     /// A fresh session for `user`: the raw token (for the cookie) and the row
     /// to store (with the token's hash only).
-    fn session_row(&self, user: &UserRow, ctx: &RequestContext) -> (String, SessionRow) {
+    fn session_row(&self, user: &UserRow, origin: &Origin) -> (String, SessionRow) {
         let token = session::new_token();
         let now = now_ms();
         let row = SessionRow {
@@ -281,8 +321,8 @@ impl Accounts {
             created_at: now,
             last_seen_at: now,
             expires_at: now + self.absolute_ms,
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
+            ip: origin.ip().to_owned(),
+            user_agent: origin.user_agent().to_owned(),
         };
         (token, row)
     }
@@ -353,30 +393,42 @@ impl Accounts {
         session::verify_csrf(&self.secret, token_hash, presented)
     }
 
-    pub async fn logout(&self, who: &Authenticated, ctx: &RequestContext) -> Result<(), AppError> {
+    pub async fn logout(
+        &self,
+        who: &Authenticated,
+        origin: impl Into<Origin>,
+    ) -> Result<(), AppError> {
         self.sessions.delete_session(&who.token_hash).await?;
         audit::record(
             &self.db,
-            AuditEvent::Logout,
-            Some(&who.user.id),
-            None,
-            ctx,
-            None,
+            audit::Record {
+                event: AuditEvent::Logout,
+                user_id: Some(&who.user.id),
+                subject: None,
+                origin: &origin.into(),
+                details: None,
+            },
         )
         .await;
         Ok(())
     }
 
     /// Ends every session of a user (all devices).
-    pub async fn revoke_all(&self, user_id: &str, ctx: &RequestContext) -> Result<u64, AppError> {
+    pub async fn revoke_all(
+        &self,
+        user_id: &str,
+        origin: impl Into<Origin>,
+    ) -> Result<u64, AppError> {
         let n = self.sessions.delete_user_sessions(user_id).await?;
         audit::record(
             &self.db,
-            AuditEvent::SessionsRevoked,
-            Some(user_id),
-            None,
-            ctx,
-            Some(json!({ "count": n })),
+            audit::Record {
+                event: AuditEvent::SessionsRevoked,
+                user_id: Some(user_id),
+                subject: None,
+                origin: &origin.into(),
+                details: Some(json!({ "count": n })),
+            },
         )
         .await;
         Ok(n)

@@ -158,19 +158,20 @@ impl HealthSampler {
         self.latest.load_full()
     }
 
-    /// Samples every `interval` until `stop` turns true.
-    pub fn spawn(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // the first tick is immediate; the build sampled already
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { self.sample_now().await; }
-                    _ = crate::lifecycle::stopped(&mut stop) => break,
+    /// Samples every `interval` until `stop` turns true. The first round
+    /// waits a period: the build sampled already.
+    pub fn spawn(self: Arc<Self>, interval: Duration, stop: watch::Receiver<bool>) {
+        crate::lifecycle::spawn_periodic(
+            interval,
+            crate::lifecycle::FirstRound::AfterOnePeriod,
+            stop,
+            move || {
+                let sampler = Arc::clone(&self);
+                async move {
+                    sampler.sample_now().await;
                 }
-            }
-        });
+            },
+        );
     }
 
     /// The overall status; `detailed` keeps messages and details.

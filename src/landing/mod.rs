@@ -18,8 +18,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::assets::Assets;
-use crate::middleware::security_headers::SecurityHeaders;
-use crate::precompressed::Precompressed;
+use crate::precompressed::{PipelineHeaders, Precompressed};
 use crate::sessions::SessionStore;
 use crate::store::stats::SiteFigures;
 use crate::time_fmt::now_ms;
@@ -69,8 +68,8 @@ impl LandingPage {
     }
 
     /// Serves the current render for these request headers.
-    pub fn respond(&self, headers: &HeaderMap, security: &SecurityHeaders) -> Response {
-        self.current.load().body.respond(headers, security)
+    pub fn respond(&self, headers: &HeaderMap, pipeline: &PipelineHeaders) -> Response {
+        self.current.load().body.respond(headers, pipeline)
     }
 
     /// Re-renders now. On a database failure keeps the last render that had

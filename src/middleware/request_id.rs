@@ -57,6 +57,17 @@ pub struct RequestContext {
     pub ip: String,
 }
 
+/// The request as the audit log records it.
+impl From<&RequestContext> for crate::audit::Origin {
+    fn from(ctx: &RequestContext) -> Self {
+        crate::audit::Origin::Request {
+            request_id: ctx.request_id.clone(),
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+        }
+    }
+}
+
 pub fn is_valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128

@@ -106,11 +106,13 @@ pub async fn audit_log(
     }
     audit::record(
         &state.db,
-        AuditEvent::AdminAccess,
-        Some(&who.user.id),
-        Some("/api/admin/audit"),
-        &ctx,
-        None,
+        audit::Record {
+            event: AuditEvent::AdminAccess,
+            user_id: Some(&who.user.id),
+            subject: Some(audit::Subject::AdminResource("/api/admin/audit")),
+            origin: &(&ctx).into(),
+            details: None,
+        },
     )
     .await;
     let rows = state.db.audit_page(q.before.as_deref(), limit).await?;

@@ -260,11 +260,13 @@ pub async fn page_view(
     }
     audit::record(
         &state.db,
-        AuditEvent::AdminAccess,
-        Some(&who.user.id),
-        Some("/admin/monitoring"),
-        &ctx,
-        None,
+        audit::Record {
+            event: AuditEvent::AdminAccess,
+            user_id: Some(&who.user.id),
+            subject: Some(audit::Subject::AdminResource("/admin/monitoring")),
+            origin: &(&ctx).into(),
+            details: None,
+        },
     )
     .await;
     page(

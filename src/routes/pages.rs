@@ -11,7 +11,7 @@ use crate::state::AppState;
 pub async fn landing(State(state): State<AppState>, req: Request) -> Response {
     state
         .landing
-        .respond(req.headers(), &state.security_headers)
+        .respond(req.headers(), &state.pipeline_headers)
 }
 
 pub async fn asset(
@@ -22,6 +22,6 @@ pub async fn asset(
     state
         .assets
         .get(&name)
-        .map(|a| a.respond(req.headers(), &state.security_headers))
+        .map(|a| a.respond(req.headers(), &state.pipeline_headers))
         .ok_or(AppError::NotFound)
 }

@@ -9,11 +9,8 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, OriginalUri, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{
     AVATAR_PATH, ChallengeEncoding, Endpoint, Fault, Sandbox, SandboxSettings, SandboxState,
@@ -101,11 +98,7 @@ pub(super) struct TokenForm {
 }
 
 pub(super) fn challenge_of(verifier: &str, encoding: ChallengeEncoding) -> String {
-    let digest = Sha256::digest(verifier.as_bytes());
-    match encoding {
-        ChallengeEncoding::Base64Url => B64URL.encode(digest),
-        ChallengeEncoding::Hex => hex::encode(digest),
-    }
+    encoding.challenge(verifier)
 }
 
 fn issue(

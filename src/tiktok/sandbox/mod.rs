@@ -64,11 +64,8 @@ pub enum Fault {
     InvalidToken,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChallengeEncoding {
-    Base64Url,
-    Hex,
-}
+/// The sandbox checks challenges the way the flow makes them.
+pub use super::ChallengeEncoding;
 
 #[derive(Clone, Debug)]
 pub struct SandboxSettings {

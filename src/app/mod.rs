@@ -1,0 +1,574 @@
+//! Assembly: [`AppBuilder`] turns a [`Config`] into a running
+//! [`Application`] — state, router, middleware, background tasks, listener.
+//! The binary and every test go through it, so tests run what ships.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+mod background;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use axum::http::HeaderMap;
+
+use crate::accounts::Accounts;
+use crate::assets::Assets;
+use crate::config::{Config, ConfigProblem, Keys};
+use crate::crypto::TokenCipher;
+use crate::health::checks::{AuthCheck, ConfigCheck, DatabaseCheck, ExternalCheck};
+use crate::health::{HealthCheck, HealthSampler};
+use crate::landing::LandingPage;
+use crate::middleware::request_id::TrustedProxies;
+use crate::middleware::security_headers::SecurityHeaders;
+use crate::monitoring::Monitor;
+use crate::monitoring::metrics::HttpMetrics;
+use crate::precompressed::PipelineHeaders;
+use crate::redis_tier::RedisTier;
+use crate::serve::{ConnectionLimits, ReadDeadlines};
+use crate::sessions::SessionStore;
+use crate::state::{AppState, Services};
+use crate::store::Db;
+use crate::tiktok::TikTok;
+use background::{spawn_migration_retry, spawn_session_sweep, spawn_tiktok_refresh};
+
+/// Builds the server. Tests may add routes and replace health checks; the
+/// rest is exactly production's assembly.
+pub struct AppBuilder {
+    config: Config,
+    extra_routes: Option<crate::routes::RouteTable>,
+    health_overrides: Vec<Arc<dyn HealthCheck>>,
+    listener: Option<TcpListener>,
+}
+
+impl AppBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            extra_routes: None,
+            health_overrides: Vec::new(),
+            listener: None,
+        }
+    }
+
+    /// Serves on an already bound listener instead of binding
+    /// `HUNTAZE_LISTEN` (so a caller can know the port, and the public URL,
+    /// before the build).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Mounts additional routes behind the full middleware stack.
+    pub fn extra_routes(mut self, routes: crate::routes::RouteTable) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+
+    /// Replaces the health check of the same name, or adds it.
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.health_overrides.push(check);
+        self
+    }
+
+    /// Assembles the server, step by step; each step is a function below.
+    pub async fn build(self) -> anyhow::Result<Application> {
+        let started = Instant::now();
+        let (config, problems) = validated_config(self.config)?;
+        let keys = config.keys()?;
+        let listener = listener_for(self.listener, &config)?;
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let db = Db::connect_lazy(&config)?;
+        let redis = start_redis_tier(&config, &stop_rx)?;
+        let sessions = SessionStore::start(db.clone(), &config, redis.clone(), stop_rx.clone());
+        migrate_or_retry_later(&db, &config, &stop_rx).await?;
+
+        let domain = domain_services(&config, &keys, &db, &sessions, local_addr).await?;
+        let checks = with_overrides(
+            health_checks(&config, problems, &keys, &db, &sessions, &domain, &redis),
+            self.health_overrides,
+        );
+        let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
+        health.sample_now().await;
+        let metrics = Arc::new(HttpMetrics::new());
+        let monitor = Arc::new(Monitor::new(
+            &config,
+            db.clone(),
+            Arc::clone(&metrics),
+            redis,
+        )?);
+
+        let routes = crate::routes::router(self.extra_routes);
+        let critical_routes = routes.labels.critical_templates();
+        let state = app_state(config, keys, db, sessions, domain, health, metrics, monitor);
+        let router = crate::middleware::apply(routes, &state);
+        spawn_background_tasks(&state, critical_routes, &stop_rx);
+        log_ready(&state, local_addr, started);
+        Ok(Application {
+            listener,
+            router,
+            state,
+            local_addr,
+            stop_tx,
+            shutdown: ShutdownHandle::new(),
+        })
+    }
+}
+
+/// Names this instance (shared by monitoring history and the Redis
+/// invalidation bus, which skips an instance's own messages), refuses a
+/// configuration with fatal problems and logs the advice. Returns every
+/// problem found, for the configuration health check.
+fn validated_config(mut config: Config) -> anyhow::Result<(Config, Vec<ConfigProblem>)> {
+    if config.instance_id.is_none() {
+        config.instance_id = Some(Config::default_instance_id());
+    }
+    let problems = config.problems();
+    let fatal: Vec<String> = problems
+        .iter()
+        .filter(|p| p.fatal)
+        .map(|p| p.to_string())
+        .collect();
+    anyhow::ensure!(
+        fatal.is_empty(),
+        "invalid configuration: {}",
+        fatal.join("; ")
+    );
+    for advice in config.advisories() {
+        tracing::warn!(setting = %advice.setting, advice = %advice.message, "configuration advice");
+    }
+    Ok((config, problems))
+}
+
+/// The listener the caller gave, else one bound to `HUNTAZE_LISTEN`.
+fn listener_for(given: Option<TcpListener>, config: &Config) -> anyhow::Result<TcpListener> {
+    match given {
+        Some(l) => Ok(l),
+        None => {
+            let addr = config.listen_addr().map_err(|p| anyhow::anyhow!("{p}"))?;
+            bind(addr).with_context(|| format!("binding {addr}"))
+        }
+    }
+}
+
+/// Connects the Redis tier when configured (the session store shares its
+/// caches through it; limits and alert notifications are shared too).
+fn start_redis_tier(
+    config: &Config,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<RedisTier>>> {
+    let redis = RedisTier::from_config(config, config.instance_id.as_deref().unwrap_or_default())?;
+    if let Some(tier) = &redis {
+        Arc::clone(tier).spawn(stop_rx.clone());
+    }
+    Ok(redis)
+}
+
+/// How long start-up waits for the database before carrying on without it.
+fn database_wait(config: &Config) -> Duration {
+    Duration::from_millis(config.db_acquire_timeout_ms)
+}
+
+/// Applies the migrations, or leaves them to a background retry when the
+/// database is down or slow: the server starts (and says it is not ready)
+/// rather than failing.
+async fn migrate_or_retry_later(
+    db: &Db,
+    config: &Config,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(database_wait(config), db.migrate()).await {
+        Ok(Ok(())) => {}
+        // A database that is down or damaged may come back; one that
+        // cannot be opened at all (path, permissions) will not, and a
+        // server that looks alive without it only hides the mistake.
+        Ok(Err(e)) if e.is::<crate::store::CannotOpen>() => return Err(e),
+        Ok(Err(e)) => {
+            let error = format!("{e:#}");
+            tracing::error!(error = %error, "migrations failed; retrying in the background");
+            spawn_migration_retry(db.clone(), error, stop_rx.clone());
+        }
+        Err(_) => {
+            tracing::error!(
+                "database did not answer in time; retrying migrations in the background"
+            );
+            spawn_migration_retry(db.clone(), String::new(), stop_rx.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The services the routes call.
+struct DomainServices {
+    assets: Arc<Assets>,
+    landing: Arc<LandingPage>,
+    tiktok: Arc<TikTok>,
+    accounts: Arc<Accounts>,
+}
+
+async fn domain_services(
+    config: &Config,
+    keys: &Keys,
+    db: &Db,
+    sessions: &Arc<SessionStore>,
+    local_addr: SocketAddr,
+) -> anyhow::Result<DomainServices> {
+    let assets = Arc::new(Assets::load());
+    let landing = Arc::new(
+        LandingPage::new(
+            Arc::clone(sessions),
+            Arc::clone(&assets),
+            database_wait(config).min(Duration::from_secs(2)),
+        )
+        .await?,
+    );
+    let cipher = Arc::new(TokenCipher::new(
+        &keys.encryption_key_id,
+        &keys.encryption,
+        &keys.previous_encryption,
+    ));
+    let tiktok = Arc::new(TikTok::new(
+        config,
+        db.clone(),
+        Arc::clone(sessions),
+        cipher,
+        &format!("http://{local_addr}"),
+    )?);
+    let accounts = Arc::new(Accounts::new(
+        db.clone(),
+        Arc::clone(sessions),
+        config,
+        keys.secret.clone(),
+    )?);
+    Ok(DomainServices {
+        assets,
+        landing,
+        tiktok,
+        accounts,
+    })
+}
+
+/// Production's health checks.
+fn health_checks(
+    config: &Config,
+    problems: Vec<ConfigProblem>,
+    keys: &Keys,
+    db: &Db,
+    sessions: &Arc<SessionStore>,
+    domain: &DomainServices,
+    redis: &Option<Arc<RedisTier>>,
+) -> Vec<Arc<dyn HealthCheck>> {
+    vec![
+        Arc::new(DatabaseCheck {
+            db: db.clone(),
+            sessions: Arc::clone(sessions),
+            slow: Duration::from_millis(config.health_db_slow_ms),
+        }),
+        Arc::new(ConfigCheck {
+            problems,
+            tiktok_mode: domain.tiktok.mode().as_str(),
+            environment: if config.is_production() {
+                "production"
+            } else {
+                "development"
+            },
+        }),
+        Arc::new(AuthCheck {
+            keys: keys.clone(),
+            db: db.clone(),
+            accounts: Arc::clone(&domain.accounts),
+        }),
+        Arc::new(ExternalCheck {
+            tiktok: Arc::clone(&domain.tiktok),
+            redis: redis.clone(),
+            webhook_configured: config.alert_webhook_url.is_some(),
+        }),
+    ]
+}
+
+/// Each override replaces the check of the same name, or joins the list.
+fn with_overrides(
+    mut checks: Vec<Arc<dyn HealthCheck>>,
+    overrides: Vec<Arc<dyn HealthCheck>>,
+) -> Vec<Arc<dyn HealthCheck>> {
+    for over in overrides {
+        match checks.iter().position(|c| c.name() == over.name()) {
+            Some(i) => checks[i] = over,
+            None => checks.push(over),
+        }
+    }
+    checks
+}
+
+/// What the handlers and the middleware reach: the services plus the
+/// edge's own settings (trusted proxies, the headers of every response).
+fn app_state(
+    config: Config,
+    keys: Keys,
+    db: Db,
+    sessions: Arc<SessionStore>,
+    domain: DomainServices,
+    health: Arc<HealthSampler>,
+    metrics: Arc<HttpMetrics>,
+    monitor: Arc<Monitor>,
+) -> AppState {
+    let trusted_proxies = TrustedProxies(config.trusted_proxy_nets().unwrap_or_default().into());
+    let security_headers = Arc::new(SecurityHeaders::new(
+        domain.assets.critical_css_csp(),
+        config.cookies_secure(),
+    ));
+    let pipeline_headers = Arc::new(pipeline_headers(&security_headers));
+    AppState(Arc::new(Services {
+        config,
+        keys,
+        db,
+        sessions,
+        accounts: domain.accounts,
+        tiktok: domain.tiktok,
+        metrics,
+        monitor,
+        assets: domain.assets,
+        landing: domain.landing,
+        health,
+        security_headers,
+        pipeline_headers,
+        trusted_proxies,
+        draining: Default::default(),
+    }))
+}
+
+/// The headers the pipeline would add to a response, in its order: the
+/// security headers, then the request id's slot.
+fn pipeline_headers(security: &SecurityHeaders) -> PipelineHeaders {
+    let mut headers = HeaderMap::new();
+    security.apply(&mut headers);
+    crate::middleware::request_id::reserve_slot(&mut headers);
+    PipelineHeaders::new(headers)
+}
+
+/// The tasks that run beside the server until `stop_rx` turns true.
+fn spawn_background_tasks(
+    state: &AppState,
+    critical_routes: HashSet<String>,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
+    Arc::clone(&state.landing).spawn_refresh(
+        Duration::from_millis(state.config.landing_refresh_ms),
+        stop_rx.clone(),
+    );
+    let tiktok = Arc::clone(&state.tiktok);
+    crate::monitoring::spawn(
+        Arc::clone(&state.monitor),
+        Arc::clone(&state.health),
+        move || tiktok.circuit_state(),
+        critical_routes,
+        stop_rx.clone(),
+    );
+    let metrics = Arc::clone(&state.metrics);
+    crate::memory::spawn_trim(move || metrics.in_flight() == 0, stop_rx.clone());
+    spawn_session_sweep(
+        Arc::clone(&state.accounts),
+        state.db.clone(),
+        stop_rx.clone(),
+    );
+    spawn_tiktok_refresh(
+        Arc::clone(&state.tiktok),
+        Duration::from_millis(state.config.tiktok_refresh_interval_ms),
+        stop_rx.clone(),
+    );
+}
+
+fn log_ready(state: &AppState, addr: SocketAddr, started: Instant) {
+    let backend = state.db.backend().name();
+    let build_ms = started.elapsed().as_millis() as u64;
+    if state.db.is_migrated() {
+        tracing::info!(addr = %addr, backend, build_ms, "huntaze ready to serve");
+    } else {
+        tracing::warn!(
+            addr = %addr,
+            backend,
+            build_ms,
+            "huntaze serving, not ready: the database is not usable yet (readyz answers 503 until it is)"
+        );
+    }
+}
+
+/// Binds with a listen backlog of 4096 (tokio's `bind` uses 1024): under a
+/// connection storm a full backlog drops SYNs, and then even `/livez`
+/// probes wait for the client's one-second retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Triggers a graceful shutdown from code (tests, or the signal handler).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: crate::middleware::HttpService,
+    state: AppState,
+    local_addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    shutdown: ShutdownHandle,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        AppBuilder::new(config).build().await
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown handle fires (or SIGTERM/SIGINT when
+    /// `handle_signals`). Shutdown: `/readyz` turns 503 and answers say
+    /// `Connection: close` at once, new connections are accepted for
+    /// `shutdown_drain_ms` more (so a load balancer notices), then the
+    /// listener closes, idle connections are closed and in-flight requests
+    /// get up to `shutdown_grace_ms` to finish ([`crate::serve`]).
+    pub async fn run(self, handle_signals: bool) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+            stop_tx,
+            shutdown,
+            ..
+        } = self;
+        if handle_signals {
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown signal received");
+                trigger.trigger();
+            });
+        }
+        let limits = connection_limits(&state.config)?;
+        let drain = Duration::from_millis(state.config.shutdown_drain_ms);
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let drain_state = state.clone();
+        let wait_shutdown = shutdown.clone();
+        let begin_drain = async move {
+            wait_shutdown.wait().await;
+            drain_state.draining.store(true, Ordering::Release);
+            tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
+        };
+        let server = crate::serve::serve(
+            listener,
+            crate::middleware::pipeline::PerConnection(router),
+            limits,
+            begin_drain,
+            drain,
+        );
+        let deadline = async {
+            shutdown.wait().await;
+            tokio::time::sleep(drain + grace).await;
+        };
+        tokio::select! {
+            () = server => {}
+            _ = deadline => tracing::warn!("grace period over; abandoning in-flight requests"),
+        }
+        stop_tx.send_replace(true);
+        // What monitoring has not written yet goes out before the pool
+        // closes, and the alert lease is given up so that another instance
+        // takes over at once. Both bounded: a stuck database must not keep
+        // the process from exiting.
+        let last_words =
+            Duration::from_millis(state.config.db_acquire_timeout_ms.clamp(500, 5_000));
+        if let Err(e) = state.monitor.shut_down(last_words).await {
+            tracing::warn!(error = %e, "monitoring history not written at shutdown");
+        }
+        if tokio::time::timeout(last_words, state.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close in time; leaving them");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
+    let max_connections = config
+        .max_connections()
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    Ok(ConnectionLimits {
+        deadlines: ReadDeadlines {
+            header_read: Duration::from_millis(config.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(config.keep_alive_idle_ms),
+        },
+        max_header_bytes: config.max_header_bytes,
+        send_timeout: Duration::from_millis(config.send_timeout_ms),
+        max_connections,
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
