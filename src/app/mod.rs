@@ -91,7 +91,7 @@ impl AppBuilder {
 
         let domain = domain_services(&config, &keys, &db, &sessions, local_addr).await?;
         let checks = with_overrides(
-            health_checks(&config, problems, &keys, &db, &sessions, &domain, &redis),
+            health_checks(&config, problems, &keys, &db, &domain, &redis),
             self.health_overrides,
         );
         let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
@@ -106,7 +106,7 @@ impl AppBuilder {
 
         let routes = crate::routes::router(self.extra_routes);
         let critical_routes = routes.labels.critical_templates();
-        let state = app_state(config, keys, db, sessions, domain, health, metrics, monitor);
+        let state = app_state(config, keys, db, domain, health, metrics, monitor);
         let router = crate::middleware::apply(routes, &state);
         spawn_background_tasks(&state, critical_routes, &stop_rx);
         log_ready(&state, local_addr, started);
@@ -206,6 +206,7 @@ async fn migrate_or_retry_later(
 
 /// The services the routes call.
 struct DomainServices {
+    sessions: Arc<SessionStore>,
     assets: Arc<Assets>,
     landing: Arc<LandingPage>,
     tiktok: Arc<TikTok>,
@@ -247,6 +248,7 @@ async fn domain_services(
         keys.secret.clone(),
     )?);
     Ok(DomainServices {
+        sessions: Arc::clone(sessions),
         assets,
         landing,
         tiktok,
@@ -260,14 +262,13 @@ fn health_checks(
     problems: Vec<ConfigProblem>,
     keys: &Keys,
     db: &Db,
-    sessions: &Arc<SessionStore>,
     domain: &DomainServices,
     redis: &Option<Arc<RedisTier>>,
 ) -> Vec<Arc<dyn HealthCheck>> {
     vec![
         Arc::new(DatabaseCheck {
             db: db.clone(),
-            sessions: Arc::clone(sessions),
+            sessions: Arc::clone(&domain.sessions),
             slow: Duration::from_millis(config.health_db_slow_ms),
         }),
         Arc::new(ConfigCheck {
@@ -312,7 +313,6 @@ fn app_state(
     config: Config,
     keys: Keys,
     db: Db,
-    sessions: Arc<SessionStore>,
     domain: DomainServices,
     health: Arc<HealthSampler>,
     metrics: Arc<HttpMetrics>,
@@ -328,7 +328,7 @@ fn app_state(
         config,
         keys,
         db,
-        sessions,
+        sessions: domain.sessions,
         accounts: domain.accounts,
         tiktok: domain.tiktok,
         metrics,
