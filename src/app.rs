@@ -21,7 +21,7 @@ use crate::landing::LandingPage;
 use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::state::{App, AppState};
 use crate::store::Db;
-use crate::tiktok::TikTok;
+use crate::tiktok::{TikTok, TikTokSite};
 
 /// Builds the server. Tests may add routes and replace health checks; the
 /// rest is exactly production's assembly.
@@ -93,10 +93,11 @@ impl AppBuilder {
             }
         };
 
-        let db = Db::connect_lazy(&config)?;
+        let db = Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let redis = crate::redis_tier::RedisTier::from_config(
-            &config,
+            &config.redis,
+            shared_lifetimes(&config),
             config.instance_id.as_deref().unwrap_or_default(),
         )?;
         if let Some(tier) = &redis {
@@ -104,7 +105,7 @@ impl AppBuilder {
             Arc::clone(tier).spawn(stop_rx.clone());
             spawn_invalidation_listener(tier, db.clone(), stop_rx.clone());
         }
-        let migrate_deadline = Duration::from_millis(config.db_acquire_timeout_ms);
+        let migrate_deadline = Duration::from_millis(config.database.acquire_timeout_ms);
         match tokio::time::timeout(migrate_deadline, db.migrate()).await {
             Ok(Ok(())) => {}
             // A database that is down or damaged may come back; one that
@@ -141,17 +142,26 @@ impl AppBuilder {
             &keys.previous_encryption,
         ));
         let tiktok = Arc::new(TikTok::new(
-            &config,
+            &config.tiktok,
+            TikTokSite {
+                production: config.is_production(),
+                public_url: &config.server.public_url,
+                redirect_uri: config.tiktok_redirect_uri(),
+            },
             db.clone(),
             cipher,
             &format!("http://{local_addr}"),
         )?);
         let tiktok_mode = tiktok.mode().as_str();
-        let accounts = Arc::new(Accounts::new(db.clone(), &config, keys.secret.clone())?);
+        let accounts = Arc::new(Accounts::new(
+            db.clone(),
+            &config.accounts,
+            keys.secret.clone(),
+        )?);
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
             Arc::new(DatabaseCheck {
                 db: db.clone(),
-                slow: Duration::from_millis(config.health_db_slow_ms),
+                slow: Duration::from_millis(config.health.db_slow_ms),
             }),
             Arc::new(ConfigCheck {
                 problems,
@@ -170,7 +180,7 @@ impl AppBuilder {
             Arc::new(ExternalCheck {
                 tiktok: Arc::clone(&tiktok),
                 redis: redis.clone(),
-                webhook_configured: config.alert_webhook_url.is_some(),
+                webhook_configured: config.monitoring.alert_webhook_url.is_some(),
             }),
         ];
         for over in self.health_overrides {
@@ -179,22 +189,34 @@ impl AppBuilder {
                 None => checks.push(over),
             }
         }
-        let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
+        let health = Arc::new(HealthSampler::new(checks, config.health.check_timeout()));
         health.sample_now().await;
 
         let metrics = Arc::new(crate::monitoring::metrics::HttpMetrics::new());
         let monitor = Arc::new(crate::monitoring::Monitor::new(
-            &config,
+            &config.monitoring,
+            crate::monitoring::MonitorContext {
+                instance: config
+                    .instance_id
+                    .clone()
+                    .unwrap_or_else(Config::default_instance_id),
+                health_interval_ms: config.health.interval_ms,
+                db_acquire_timeout_ms: config.database.acquire_timeout_ms,
+            },
             db.clone(),
             Arc::clone(&metrics),
             redis,
         )?);
         let trusted_proxies = crate::middleware::request_id::TrustedProxies(
-            config.trusted_proxy_nets().unwrap_or_default().into(),
+            config
+                .server
+                .trusted_proxy_nets()
+                .unwrap_or_default()
+                .into(),
         );
         let security_headers = Arc::new(crate::middleware::security_headers::SecurityHeaders::new(
             assets.critical_css_csp(),
-            config.cookies_secure(),
+            config.server.cookies_secure(),
         ));
         let state = AppState(Arc::new(App {
             config,
@@ -216,9 +238,9 @@ impl AppBuilder {
             &state,
         );
 
-        Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
+        Arc::clone(&state.health).spawn(state.config.health.interval(), stop_rx.clone());
         Arc::clone(&state.landing).spawn_refresh(
-            Duration::from_millis(state.config.landing_refresh_ms),
+            Duration::from_millis(state.config.landing.refresh_ms),
             stop_rx.clone(),
         );
 
@@ -232,7 +254,7 @@ impl AppBuilder {
         );
         spawn_tiktok_refresh(
             Arc::clone(&state.tiktok),
-            Duration::from_millis(state.config.tiktok_refresh_interval_ms),
+            Duration::from_millis(state.config.tiktok.refresh_interval_ms),
             stop_rx.clone(),
         );
 
@@ -452,8 +474,8 @@ impl Application {
             });
         }
         let limits = connection_limits(&state.config)?;
-        let drain = Duration::from_millis(state.config.shutdown_drain_ms);
-        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let drain = Duration::from_millis(state.config.server.shutdown_drain_ms);
+        let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
         let drain_state = state.clone();
         let wait_shutdown = shutdown.clone();
         let begin_drain = async move {
@@ -482,7 +504,7 @@ impl Application {
         // takes over at once. Both bounded: a stuck database must not keep
         // the process from exiting.
         let last_words =
-            Duration::from_millis(state.config.db_acquire_timeout_ms.clamp(500, 5_000));
+            Duration::from_millis(state.config.database.acquire_timeout_ms.clamp(500, 5_000));
         if let Err(e) = state.monitor.shut_down(last_words).await {
             tracing::warn!(error = %e, "monitoring history not written at shutdown");
         }
@@ -497,17 +519,26 @@ impl Application {
     }
 }
 
+/// How long the shared tier keeps copies: as long as the local copies they
+/// stand in for live.
+pub(crate) fn shared_lifetimes(config: &Config) -> crate::redis_tier::SharedLifetimes {
+    crate::redis_tier::SharedLifetimes {
+        session: Duration::from_millis(config.database.query_cache_ttl_ms),
+        landing: Duration::from_millis(config.landing.refresh_ms),
+    }
+}
+
 fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
     let max_connections = config
         .max_connections()
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     Ok(ConnectionLimits {
         deadlines: ReadDeadlines {
-            header_read: Duration::from_millis(config.header_read_timeout_ms),
-            keep_alive_idle: Duration::from_millis(config.keep_alive_idle_ms),
+            header_read: Duration::from_millis(config.server.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(config.server.keep_alive_idle_ms),
         },
-        max_header_bytes: config.max_header_bytes,
-        send_timeout: Duration::from_millis(config.send_timeout_ms),
+        max_header_bytes: config.server.max_header_bytes,
+        send_timeout: Duration::from_millis(config.server.send_timeout_ms),
         max_connections,
     })
 }

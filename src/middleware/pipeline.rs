@@ -177,6 +177,7 @@ where
         let route = p
             .state
             .config
+            .server
             .metrics_enabled
             .then(|| (p.labels.label(req.uri().path()), method_label(req.method())));
         let json = error_boundary::is_machine_path(req.uri().path());

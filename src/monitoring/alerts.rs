@@ -23,7 +23,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::rollup::Agg;
-use crate::config::Config;
+use crate::config::MonitoringSettings;
 use crate::store::Db;
 use crate::store::monitoring::AlertRow;
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
@@ -49,7 +49,7 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    pub fn from_config(c: &Config) -> Self {
+    pub fn from_config(c: &MonitoringSettings) -> Self {
         Self {
             window_ms: c.alert_window_ms as i64,
             min_requests: c.alert_min_requests,
@@ -402,7 +402,7 @@ impl Notifier {
     /// `retries` counts the webhook's retries beside the server's others
     /// (`retries_total{operation="alert_webhook"}`).
     pub fn new(
-        config: &Config,
+        config: &MonitoringSettings,
         instance: String,
         retries: Arc<crate::retry::RetryCounts>,
     ) -> anyhow::Result<Self> {

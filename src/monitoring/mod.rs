@@ -27,7 +27,7 @@ use crossbeam_utils::CachePadded;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::MonitoringSettings;
 use crate::health::HealthSampler;
 use crate::store::Db;
 use crate::store::monitoring::AlertRow;
@@ -319,17 +319,27 @@ pub struct Monitor {
     last_health_sample: AtomicI64,
 }
 
+/// What the monitor needs from outside its own settings.
+pub struct MonitorContext {
+    /// This instance's name in shared history.
+    pub instance: String,
+    /// How often health is sampled (`HUNTAZE_HEALTH_INTERVAL_MS`): alerts
+    /// on unhealthy samples wait for that many rounds.
+    pub health_interval_ms: u64,
+    /// The database pool's acquire timeout (`HUNTAZE_DB_ACQUIRE_TIMEOUT_MS`),
+    /// which bounds one flush.
+    pub db_acquire_timeout_ms: u64,
+}
+
 impl Monitor {
     pub fn new(
-        config: &Config,
+        config: &MonitoringSettings,
+        context: MonitorContext,
         db: Db,
         metrics: Arc<HttpMetrics>,
         dedup: Option<Arc<crate::redis_tier::RedisTier>>,
     ) -> anyhow::Result<Self> {
-        let instance = config
-            .instance_id
-            .clone()
-            .unwrap_or_else(Config::default_instance_id);
+        let instance = context.instance;
         let thresholds = Thresholds::from_config(config);
         // Local evaluation looks back as far as any rule does.
         let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
@@ -342,16 +352,16 @@ impl Monitor {
             thresholds,
             dedup,
             capacity_rps: config.scaling_capacity_rps.max(1.0),
-            retention_ms: config.monitoring_retention_ms as i64,
+            retention_ms: config.retention_ms as i64,
             shared_budget: Duration::from_millis(config.alert_eval_ms.clamp(1_000, 5_000)),
             dedup_window: Duration::from_millis(
-                (2 * (config.alert_unhealthy_samples.max(1) as u64 * config.health_interval_ms
+                (2 * (config.alert_unhealthy_samples.max(1) as u64 * context.health_interval_ms
                     + config.alert_for_ms
                     + config.alert_eval_ms))
                     .clamp(10_000, config.alert_repeat_ms.max(10_000)),
             ),
             flush_budget: Duration::from_millis(
-                config
+                context
                     .db_acquire_timeout_ms
                     .saturating_mul(2)
                     .clamp(1_000, 10_000),
@@ -830,8 +840,8 @@ impl Monitor {
 /// flush waiting on an unreachable database must not hold back the alert
 /// that reports it.
 pub fn spawn(state: crate::state::AppState, stop: watch::Receiver<bool>) {
-    let flush_every = Duration::from_millis(state.config.monitoring_flush_ms.max(50));
-    let eval_every = Duration::from_millis(state.config.alert_eval_ms.max(50));
+    let flush_every = Duration::from_millis(state.config.monitoring.flush_ms.max(50));
+    let eval_every = Duration::from_millis(state.config.monitoring.alert_eval_ms.max(50));
 
     let (s, mut halt) = (state.clone(), stop.clone());
     tokio::spawn(async move {

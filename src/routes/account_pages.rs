@@ -36,7 +36,11 @@ fn redirect_with_session(state: &AppState, to: &str, s: &NewSession) -> Response
     let mut res = Redirect::to(to).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session::set_cookie(&s.token, state.config.cookies_secure(), s.max_age_secs),
+        session::set_cookie(
+            &s.token,
+            state.config.server.cookies_secure(),
+            s.max_age_secs,
+        ),
     );
     res
 }
@@ -87,7 +91,7 @@ pub async fn login_submit(
         return AppError::BadRequest("The form could not be read.".into()).into_response();
     };
     let next = safe_next(form.next.as_deref());
-    let previous = session::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session::tokens_from(&headers, state.config.server.cookies_secure());
     match state
         .accounts
         .login(&form.email, &form.password, &previous, &ctx)
@@ -226,7 +230,7 @@ pub async fn logout_submit(
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
+        session::clear_cookie(state.config.server.cookies_secure()),
     );
     Ok(res)
 }

@@ -128,7 +128,11 @@ pub fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) 
     let mut res = (status, Json(body)).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session::set_cookie(&s.token, state.config.cookies_secure(), s.max_age_secs),
+        session::set_cookie(
+            &s.token,
+            state.config.server.cookies_secure(),
+            s.max_age_secs,
+        ),
     );
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -184,7 +188,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AppError> {
-    let previous = session::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session::tokens_from(&headers, state.config.server.cookies_secure());
     let s = state
         .accounts
         .login(&body.email, &body.password, &previous, &ctx)
@@ -209,7 +213,7 @@ pub async fn logout(
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
+        session::clear_cookie(state.config.server.cookies_secure()),
     );
     Ok(res)
 }
@@ -249,7 +253,7 @@ pub async fn revoke_all_sessions(
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session::clear_cookie(state.config.cookies_secure()),
+        session::clear_cookie(state.config.server.cookies_secure()),
     );
     Ok(res)
 }
