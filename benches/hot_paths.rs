@@ -101,13 +101,18 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = huntaze::Config {
+    let mut config = huntaze::Config {
         data_dir: dir.path().to_path_buf(),
-        query_cache_ttl_ms: cache_ttl_ms,
         ..Default::default()
     };
+    config.database.query_cache_ttl_ms = cache_ttl_ms;
     let db = rt.block_on(async {
-        let db = huntaze::store::Db::connect_lazy(&config).unwrap();
+        let db = huntaze::store::Db::connect_lazy(
+            &config.database,
+            &config.database_url(),
+            &config.data_dir,
+        )
+        .unwrap();
         db.migrate().await.unwrap();
         sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ('u', 'a@example.com', 'x', 0, 0)")
             .execute(db.pool())
@@ -122,6 +127,6 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
             .unwrap();
         db
     });
-    let sessions = huntaze::sessions::SessionStore::new(db, &config, None);
+    let sessions = huntaze::sessions::SessionStore::new(db, &config.database, None);
     bencher.bench_local(|| rt.block_on(sessions.session_with_user("h")).unwrap());
 }

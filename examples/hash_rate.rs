@@ -84,8 +84,14 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
 
 fn main() -> anyhow::Result<()> {
     let defaults = huntaze::Config::default();
-    let memory_kib: u32 = env_or("HUNTAZE_ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)?;
-    let iterations: u32 = env_or("HUNTAZE_ARGON2_ITERATIONS", defaults.argon2_iterations)?;
+    let memory_kib: u32 = env_or(
+        "HUNTAZE_ARGON2_MEMORY_KIB",
+        defaults.accounts.argon2_memory_kib,
+    )?;
+    let iterations: u32 = env_or(
+        "HUNTAZE_ARGON2_ITERATIONS",
+        defaults.accounts.argon2_iterations,
+    )?;
     let samples: usize = env_or("HASH_RATE_SAMPLES", 20usize)?.max(1);
     let seconds: f64 = env_or("HASH_RATE_SECONDS", 5.0f64)?;
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -173,7 +173,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
-    let db = crate::store::Db::connect_lazy(&config)?;
+    let db =
+        crate::store::Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
     db.migrate().await?;
     eprintln!(
         "migrations applied on {} (latest version {})",
@@ -194,18 +195,23 @@ async fn create_admin(config: Config, email: &str, promote: bool) -> anyhow::Res
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email {}", e.message))?;
     let password = Password::parse_new(password, Some(&email))
         .map_err(|e| anyhow::anyhow!("password {}", e.message))?;
-    let db = crate::store::Db::connect_lazy(&config)?;
+    let db =
+        crate::store::Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
     // The sessions a promotion ends may be cached by running instances:
     // with Redis configured, they hear of it through its invalidation bus.
     let instance = format!("create-admin-{}", uuid::Uuid::new_v4().simple());
-    let redis = crate::redis_tier::RedisTier::from_config(&config, &instance)?;
-    let sessions = crate::sessions::SessionStore::new(db.clone(), &config, redis);
+    let redis = crate::redis_tier::RedisTier::from_config(
+        &config.redis,
+        crate::app::shared_lifetimes(&config),
+        &instance,
+    )?;
+    let sessions = crate::sessions::SessionStore::new(db.clone(), &config.database, redis);
     db.migrate().await?;
     let keys = config.keys()?;
     let accounts = crate::accounts::Accounts::new(
         db.clone(),
         std::sync::Arc::clone(&sessions),
-        &config,
+        &config.accounts,
         keys.secret,
     )?;
     let hash = accounts
@@ -350,8 +356,8 @@ async fn promote_existing(
          {ended} session(s) ended{removed}",
         existing.email, existing.role,
     );
-    let cache_secs = config.query_cache_ttl_ms.div_ceil(1000);
-    if ended > 0 && config.query_cache_ttl_ms > 0 {
+    let cache_secs = config.database.query_cache_ttl_ms.div_ceil(1000);
+    if ended > 0 && config.database.query_cache_ttl_ms > 0 {
         match sessions.shared() {
             Some(tier) if tier.status().pending_invalidations > 0 => eprintln!(
                 "warning: Redis could not be reached: running instances may still accept \

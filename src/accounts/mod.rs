@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent, Origin, Subject};
-use crate::config::Config;
+use crate::config::AccountSettings;
 use crate::error::{AppError, FieldError};
 use crate::sessions::SessionStore;
 use crate::store::Db;
@@ -127,23 +127,23 @@ impl Accounts {
     pub fn new(
         db: Db,
         sessions: std::sync::Arc<SessionStore>,
-        config: &Config,
+        settings: &AccountSettings,
         secret: Vec<u8>,
     ) -> anyhow::Result<Self> {
-        let limits = std::sync::Arc::new(AuthRateLimits::new(config, sessions.shared().cloned()));
+        let limits = std::sync::Arc::new(AuthRateLimits::new(settings, sessions.shared().cloned()));
         Ok(Self {
             db,
             sessions,
             hasher: PasswordHasher::new(
-                config.argon2_memory_kib,
-                config.argon2_iterations,
-                config.password_hash_concurrency,
-                Duration::from_millis(config.password_queue_wait_ms),
+                settings.argon2_memory_kib,
+                settings.argon2_iterations,
+                settings.password_hash_concurrency,
+                Duration::from_millis(settings.password_queue_wait_ms),
             )?,
             limits,
             secret,
-            idle_ms: config.session_idle_ms as i64,
-            absolute_ms: config.session_absolute_ms as i64,
+            idle_ms: settings.session_idle_ms as i64,
+            absolute_ms: settings.session_absolute_ms as i64,
         })
     }
 

@@ -20,7 +20,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use crate::config::Config;
+use crate::config::AccountSettings;
 use crate::redis_tier::RedisTier;
 
 pub struct AuthRateLimits {
@@ -118,15 +118,17 @@ pub struct Limited {
 }
 
 impl AuthRateLimits {
-    pub fn new(config: &Config, shared: Option<Arc<RedisTier>>) -> Self {
-        let window = Duration::from_millis(config.login_failure_window_ms.max(1));
-        let lockout = Duration::from_millis(config.login_lockout_ms.max(1));
+    pub fn new(settings: &AccountSettings, shared: Option<Arc<RedisTier>>) -> Self {
+        let window = Duration::from_millis(settings.login_failure_window_ms.max(1));
+        let lockout = Duration::from_millis(settings.login_lockout_ms.max(1));
         Self {
-            login_per_ip: RateLimiter::keyed(per_minute(config.login_per_ip_per_minute)),
-            login_per_account: RateLimiter::keyed(per_minute(config.login_per_account_per_minute)),
-            register_per_ip: RateLimiter::keyed(per_minute(config.register_per_ip_per_minute)),
+            login_per_ip: RateLimiter::keyed(per_minute(settings.login_per_ip_per_minute)),
+            login_per_account: RateLimiter::keyed(per_minute(
+                settings.login_per_account_per_minute,
+            )),
+            register_per_ip: RateLimiter::keyed(per_minute(settings.register_per_ip_per_minute)),
             connect_per_user: RateLimiter::keyed(per_minute(
-                config.tiktok_connect_per_user_per_minute,
+                settings.tiktok_connect_per_user_per_minute,
             )),
             failures: Cache::builder()
                 .time_to_live(window)
@@ -136,14 +138,14 @@ impl AuthRateLimits {
                 .time_to_live(lockout)
                 .max_capacity(1_000_000)
                 .build(),
-            max_failures: config.login_max_failures.max(1),
+            max_failures: settings.login_max_failures.max(1),
             window,
             lockout,
             quotas: [
-                config.login_per_ip_per_minute,
-                config.login_per_account_per_minute,
-                config.register_per_ip_per_minute,
-                config.tiktok_connect_per_user_per_minute,
+                settings.login_per_ip_per_minute,
+                settings.login_per_account_per_minute,
+                settings.register_per_ip_per_minute,
+                settings.tiktok_connect_per_user_per_minute,
             ],
             shared,
         }

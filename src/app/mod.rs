@@ -25,15 +25,15 @@ use crate::health::{HealthCheck, HealthSampler};
 use crate::landing::LandingPage;
 use crate::middleware::request_id::TrustedProxies;
 use crate::middleware::security_headers::SecurityHeaders;
-use crate::monitoring::Monitor;
 use crate::monitoring::metrics::HttpMetrics;
+use crate::monitoring::{Monitor, MonitorContext};
 use crate::precompressed::PipelineHeaders;
 use crate::redis_tier::RedisTier;
 use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::sessions::SessionStore;
 use crate::state::{AppState, Services};
 use crate::store::Db;
-use crate::tiktok::TikTok;
+use crate::tiktok::{TikTok, TikTokSite};
 use background::{spawn_migration_retry, spawn_session_sweep, spawn_tiktok_refresh};
 
 /// Builds the server. Tests may add routes and replace health checks; the
@@ -84,9 +84,10 @@ impl AppBuilder {
         let local_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let db = Db::connect_lazy(&config)?;
-        let redis = start_redis_tier(&config, &stop_rx)?;
-        let sessions = SessionStore::start(db.clone(), &config, redis.clone(), stop_rx.clone());
+        let db = Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
+        let redis = redis_tier(&config)?;
+        let sessions =
+            SessionStore::start(db.clone(), &config.database, redis.clone(), stop_rx.clone());
         migrate_or_retry_later(&db, &config, &stop_rx).await?;
 
         let domain = domain_services(&config, &keys, &db, &sessions, local_addr).await?;
@@ -94,11 +95,16 @@ impl AppBuilder {
             health_checks(&config, problems, &keys, &db, &domain, &redis),
             self.health_overrides,
         );
-        let health = Arc::new(HealthSampler::new(checks, config.health_check_timeout()));
+        let health = Arc::new(HealthSampler::new(checks, config.health.check_timeout()));
         health.sample_now().await;
         let metrics = Arc::new(HttpMetrics::new());
         let monitor = Arc::new(Monitor::new(
-            &config,
+            &config.monitoring,
+            MonitorContext {
+                instance: config.instance_id.clone().unwrap_or_default(),
+                health_interval_ms: config.health.interval_ms,
+                db_acquire_timeout_ms: config.database.acquire_timeout_ms,
+            },
             db.clone(),
             Arc::clone(&metrics),
             redis,
@@ -157,22 +163,28 @@ fn listener_for(given: Option<TcpListener>, config: &Config) -> anyhow::Result<T
     }
 }
 
-/// Connects the Redis tier when configured (the session store shares its
-/// caches through it; limits and alert notifications are shared too).
-fn start_redis_tier(
-    config: &Config,
-    stop_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<Option<Arc<RedisTier>>> {
-    let redis = RedisTier::from_config(config, config.instance_id.as_deref().unwrap_or_default())?;
-    if let Some(tier) = &redis {
-        Arc::clone(tier).spawn(stop_rx.clone());
+/// The Redis tier when configured (the session store shares its caches
+/// through it and starts it; limits and alert notifications are shared too).
+fn redis_tier(config: &Config) -> anyhow::Result<Option<Arc<RedisTier>>> {
+    RedisTier::from_config(
+        &config.redis,
+        shared_lifetimes(config),
+        config.instance_id.as_deref().unwrap_or_default(),
+    )
+}
+
+/// How long shared copies in Redis live: as long as this instance's own
+/// copies would (the session cache's fresh lifetime, the landing refresh).
+pub(crate) fn shared_lifetimes(config: &Config) -> crate::redis_tier::SharedLifetimes {
+    crate::redis_tier::SharedLifetimes {
+        session: Duration::from_millis(config.database.query_cache_ttl_ms),
+        landing: Duration::from_millis(config.landing.refresh_ms),
     }
-    Ok(redis)
 }
 
 /// How long start-up waits for the database before carrying on without it.
 fn database_wait(config: &Config) -> Duration {
-    Duration::from_millis(config.db_acquire_timeout_ms)
+    Duration::from_millis(config.database.acquire_timeout_ms)
 }
 
 /// Applies the migrations, or leaves them to a background retry when the
@@ -235,7 +247,12 @@ async fn domain_services(
         &keys.previous_encryption,
     ));
     let tiktok = Arc::new(TikTok::new(
-        config,
+        &config.tiktok,
+        TikTokSite {
+            production: config.is_production(),
+            public_url: &config.server.public_url,
+            redirect_uri: config.tiktok_redirect_uri(),
+        },
         db.clone(),
         Arc::clone(sessions),
         cipher,
@@ -244,7 +261,7 @@ async fn domain_services(
     let accounts = Arc::new(Accounts::new(
         db.clone(),
         Arc::clone(sessions),
-        config,
+        &config.accounts,
         keys.secret.clone(),
     )?);
     Ok(DomainServices {
@@ -269,7 +286,7 @@ fn health_checks(
         Arc::new(DatabaseCheck {
             db: db.clone(),
             sessions: Arc::clone(&domain.sessions),
-            slow: Duration::from_millis(config.health_db_slow_ms),
+            slow: Duration::from_millis(config.health.db_slow_ms),
         }),
         Arc::new(ConfigCheck {
             problems,
@@ -288,7 +305,7 @@ fn health_checks(
         Arc::new(ExternalCheck {
             tiktok: Arc::clone(&domain.tiktok),
             redis: redis.clone(),
-            webhook_configured: config.alert_webhook_url.is_some(),
+            webhook_configured: config.monitoring.alert_webhook_url.is_some(),
         }),
     ]
 }
@@ -318,10 +335,16 @@ fn app_state(
     metrics: Arc<HttpMetrics>,
     monitor: Arc<Monitor>,
 ) -> AppState {
-    let trusted_proxies = TrustedProxies(config.trusted_proxy_nets().unwrap_or_default().into());
+    let trusted_proxies = TrustedProxies(
+        config
+            .server
+            .trusted_proxy_nets()
+            .unwrap_or_default()
+            .into(),
+    );
     let security_headers = Arc::new(SecurityHeaders::new(
         domain.assets.critical_css_csp(),
-        config.cookies_secure(),
+        config.server.cookies_secure(),
     ));
     let pipeline_headers = Arc::new(pipeline_headers(&security_headers));
     AppState(Arc::new(Services {
@@ -358,9 +381,9 @@ fn spawn_background_tasks(
     critical_routes: HashSet<String>,
     stop_rx: &watch::Receiver<bool>,
 ) {
-    Arc::clone(&state.health).spawn(state.config.health_interval(), stop_rx.clone());
+    Arc::clone(&state.health).spawn(state.config.health.interval(), stop_rx.clone());
     Arc::clone(&state.landing).spawn_refresh(
-        Duration::from_millis(state.config.landing_refresh_ms),
+        Duration::from_millis(state.config.landing.refresh_ms),
         stop_rx.clone(),
     );
     let tiktok = Arc::clone(&state.tiktok);
@@ -380,7 +403,7 @@ fn spawn_background_tasks(
     );
     spawn_tiktok_refresh(
         Arc::clone(&state.tiktok),
-        Duration::from_millis(state.config.tiktok_refresh_interval_ms),
+        Duration::from_millis(state.config.tiktok.refresh_interval_ms),
         stop_rx.clone(),
     );
 }
@@ -492,8 +515,8 @@ impl Application {
             });
         }
         let limits = connection_limits(&state.config)?;
-        let drain = Duration::from_millis(state.config.shutdown_drain_ms);
-        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let drain = Duration::from_millis(state.config.server.shutdown_drain_ms);
+        let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
         let drain_state = state.clone();
         let wait_shutdown = shutdown.clone();
         let begin_drain = async move {
@@ -522,7 +545,7 @@ impl Application {
         // takes over at once. Both bounded: a stuck database must not keep
         // the process from exiting.
         let last_words =
-            Duration::from_millis(state.config.db_acquire_timeout_ms.clamp(500, 5_000));
+            Duration::from_millis(state.config.database.acquire_timeout_ms.clamp(500, 5_000));
         if let Err(e) = state.monitor.shut_down(last_words).await {
             tracing::warn!(error = %e, "monitoring history not written at shutdown");
         }
@@ -543,11 +566,11 @@ fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     Ok(ConnectionLimits {
         deadlines: ReadDeadlines {
-            header_read: Duration::from_millis(config.header_read_timeout_ms),
-            keep_alive_idle: Duration::from_millis(config.keep_alive_idle_ms),
+            header_read: Duration::from_millis(config.server.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(config.server.keep_alive_idle_ms),
         },
-        max_header_bytes: config.max_header_bytes,
-        send_timeout: Duration::from_millis(config.send_timeout_ms),
+        max_header_bytes: config.server.max_header_bytes,
+        send_timeout: Duration::from_millis(config.server.send_timeout_ms),
         max_connections,
     })
 }

@@ -106,7 +106,7 @@ async fn authenticate(
     if let Some(cached) = parts.extensions.get::<Authenticated>() {
         return Ok(Some(cached.clone()));
     }
-    let tokens = session_cookie::tokens_from(&parts.headers, state.config.cookies_secure());
+    let tokens = session_cookie::tokens_from(&parts.headers, state.config.server.cookies_secure());
     if tokens.is_empty() {
         return Ok(None);
     }

@@ -81,8 +81,8 @@ pub type HttpService = pipeline::PipelineService<Router<()>>;
 pub fn apply(routes: Routes, state: &AppState) -> HttpService {
     let pipeline = Arc::new(pipeline::Pipeline {
         state: state.clone(),
-        shed: shed::LoadShedder::new(state.config.max_in_flight),
-        deadline: state.config.request_timeout(),
+        shed: shed::LoadShedder::new(state.config.server.max_in_flight),
+        deadline: state.config.server.request_timeout(),
         labels: routes.labels,
         sandbox: state
             .tiktok
@@ -96,9 +96,11 @@ pub fn apply(routes: Routes, state: &AppState) -> HttpService {
         .and(NotForContentType::SSE);
     let rest = ServiceBuilder::new()
         .layer(CompressionLayer::new().compress_when(compress_when))
-        .layer(cross_origin_guard(&state.config.public_url))
-        .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
-        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes));
+        .layer(cross_origin_guard(&state.config.server.public_url))
+        .layer(RequestBodyLimitLayer::new(
+            state.config.server.body_limit_bytes,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes));
     let router = routes
         .light
         .merge(routes.full.layer(rest))
@@ -111,7 +113,7 @@ pub fn apply(routes: Routes, state: &AppState) -> HttpService {
 /// but with the request deadline: a client trickling a body to it must not
 /// hold its connection for longer than anywhere else.
 fn sandbox_router(sandbox: &crate::tiktok::sandbox::Sandbox, state: &AppState) -> Router<()> {
-    let deadline = state.config.request_timeout();
+    let deadline = state.config.server.request_timeout();
     Router::new()
         .nest_service(crate::tiktok::SANDBOX_PREFIX, sandbox.router())
         .layer(axum::middleware::from_fn(

@@ -181,6 +181,7 @@ where
         let route = p
             .state
             .config
+            .server
             .metrics_enabled
             .then(|| (matched, method_label(req.method())));
         let json = policy.errors == ErrorFormat::Json;

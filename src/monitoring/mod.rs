@@ -36,7 +36,7 @@ use crossbeam_utils::CachePadded;
 use tokio::sync::watch;
 
 use crate::circuit::CircuitState;
-use crate::config::Config;
+use crate::config::MonitoringSettings;
 use crate::health::HealthSampler;
 use crate::lifecycle::{FirstRound, spawn_periodic};
 use crate::store::Db;
@@ -124,17 +124,27 @@ pub struct Monitor {
     evaluate_every: Duration,
 }
 
+/// What the monitor needs from outside its own settings.
+pub struct MonitorContext {
+    /// This instance's name in shared history.
+    pub instance: String,
+    /// How often health is sampled (`HUNTAZE_HEALTH_INTERVAL_MS`): alerts
+    /// on unhealthy samples wait for that many rounds.
+    pub health_interval_ms: u64,
+    /// The database pool's acquire timeout (`HUNTAZE_DB_ACQUIRE_TIMEOUT_MS`),
+    /// which bounds one flush.
+    pub db_acquire_timeout_ms: u64,
+}
+
 impl Monitor {
     pub fn new(
-        config: &Config,
+        config: &MonitoringSettings,
+        context: MonitorContext,
         db: Db,
         metrics: Arc<HttpMetrics>,
         dedup: Option<Arc<crate::redis_tier::RedisTier>>,
     ) -> anyhow::Result<Self> {
-        let instance = config
-            .instance_id
-            .clone()
-            .unwrap_or_else(Config::default_instance_id);
+        let instance = context.instance;
         let thresholds = Thresholds::from_config(config);
         // Local evaluation looks back as far as any rule does.
         let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
@@ -147,16 +157,16 @@ impl Monitor {
             thresholds,
             dedup,
             capacity_rps: config.scaling_capacity_rps.max(1.0),
-            retention_ms: config.monitoring_retention_ms as i64,
+            retention_ms: config.retention_ms as i64,
             shared_budget: Duration::from_millis(config.alert_eval_ms.clamp(1_000, 5_000)),
             dedup_window: Duration::from_millis(
-                (2 * (config.alert_unhealthy_samples.max(1) as u64 * config.health_interval_ms
+                (2 * (config.alert_unhealthy_samples.max(1) as u64 * context.health_interval_ms
                     + config.alert_for_ms
                     + config.alert_eval_ms))
                     .clamp(10_000, config.alert_repeat_ms.max(10_000)),
             ),
             flush_budget: Duration::from_millis(
-                config
+                context
                     .db_acquire_timeout_ms
                     .saturating_mul(2)
                     .clamp(1_000, 10_000),
@@ -167,7 +177,7 @@ impl Monitor {
             local_alerts: LocalAlerts::default(),
             evaluating_locally: AtomicBool::new(false),
             last_health_sample: AtomicI64::new(0),
-            flush_every: Duration::from_millis(config.monitoring_flush_ms.max(50)),
+            flush_every: Duration::from_millis(config.flush_ms.max(50)),
             evaluate_every: Duration::from_millis(config.alert_eval_ms.max(50)),
         })
     }

@@ -34,7 +34,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::config::Config;
+use crate::config::RedisSettings;
 use crate::lifecycle::{FirstRound, spawn_periodic};
 
 pub use bus::Invalidation;
@@ -77,24 +77,37 @@ pub struct TierStatus {
     pub pending_invalidations: usize,
 }
 
+/// How long shared copies live, set by the services whose data they are.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedLifetimes {
+    /// A cached session (the query cache's fresh lifetime).
+    pub session: Duration,
+    /// The rendered landing page (its refresh interval).
+    pub landing: Duration,
+}
+
 impl RedisTier {
     /// The tier for `HUNTAZE_REDIS_URL`, or `None` when it is unset. Does not
     /// connect: the server starts (in local mode) while Redis is down.
-    pub fn from_config(config: &Config, instance: &str) -> anyhow::Result<Option<Arc<Self>>> {
-        let Some(url) = &config.redis_url else {
+    pub fn from_config(
+        settings: &RedisSettings,
+        lifetimes: SharedLifetimes,
+        instance: &str,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(url) = &settings.url else {
             return Ok(None);
         };
         let client =
             redis::Client::open(url.expose_secret()).context("parsing HUNTAZE_REDIS_URL")?;
-        let timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
+        let timeout = Duration::from_millis(settings.timeout_ms.max(1));
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(config.redis_probe_ms.max(1)));
+            .set_max_delay(Duration::from_millis(settings.probe_ms.max(1)));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
             .context("creating the Redis connection manager")?;
-        let prefix = config.redis_prefix.clone();
+        let prefix = settings.prefix.clone();
         Ok(Some(Arc::new(Self {
             client,
             conn,
@@ -106,9 +119,9 @@ impl RedisTier {
             prefix,
             instance: instance.to_owned(),
             timeout,
-            probe_every: Duration::from_millis(config.redis_probe_ms.max(1)),
-            session_ttl: Duration::from_millis(config.query_cache_ttl_ms.max(1)),
-            landing_ttl: Duration::from_millis(config.landing_refresh_ms.max(1)),
+            probe_every: Duration::from_millis(settings.probe_ms.max(1)),
+            session_ttl: lifetimes.session.max(Duration::from_millis(1)),
+            landing_ttl: lifetimes.landing.max(Duration::from_millis(1)),
             local: broadcast::channel(1024).0,
             pending: Mutex::new(VecDeque::new()),
             fallbacks: AtomicU64::new(0),

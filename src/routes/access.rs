@@ -13,7 +13,7 @@ use crate::state::AppState;
 
 /// True when the caller presented the monitoring bearer token.
 pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &state.config.monitoring_token else {
+    let Some(expected) = &state.config.monitoring.token else {
         return false;
     };
     let presented = headers

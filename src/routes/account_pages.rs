@@ -65,7 +65,7 @@ pub async fn login_submit(
         return AppError::BadRequest("The form could not be read.".into()).into_response();
     };
     let next = safe_next(form.next.as_deref());
-    let previous = session_cookie::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session_cookie::tokens_from(&headers, state.config.server.cookies_secure());
     match state
         .accounts
         .login(&form.email, &form.password, &previous, &ctx)

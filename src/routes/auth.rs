@@ -183,7 +183,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, AppError> {
-    let previous = session_cookie::tokens_from(&headers, state.config.cookies_secure());
+    let previous = session_cookie::tokens_from(&headers, state.config.server.cookies_secure());
     let s = state
         .accounts
         .login(&body.email, &body.password, &previous, &ctx)

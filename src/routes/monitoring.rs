@@ -28,10 +28,10 @@ use crate::views::Chrome;
 /// scrape endpoint would show anyone the server's routes, traffic and
 /// alerts, and, exempt from load shedding, cost a full render per request.
 pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Response, AppError> {
-    if state.config.is_production() && state.config.monitoring_token.is_none() {
+    if state.config.is_production() && state.config.monitoring.token.is_none() {
         return Err(AppError::NotFound);
     }
-    if state.config.monitoring_token.is_some() && !has_monitoring_token(&state, &parts.headers) {
+    if state.config.monitoring.token.is_some() && !has_monitoring_token(&state, &parts.headers) {
         return Err(AppError::Unauthorized);
     }
     let body = state.metrics.render(&metrics_inputs(&state).await);

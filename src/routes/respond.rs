@@ -42,7 +42,11 @@ pub fn page(status: StatusCode, view: impl Template) -> Response {
 pub fn with_session_cookie(state: &AppState, mut res: Response, s: &NewSession) -> Response {
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie::set_cookie(&s.token, state.config.cookies_secure(), s.max_age_secs),
+        session_cookie::set_cookie(
+            &s.token,
+            state.config.server.cookies_secure(),
+            s.max_age_secs,
+        ),
     );
     res
 }
@@ -51,7 +55,7 @@ pub fn with_session_cookie(state: &AppState, mut res: Response, s: &NewSession) 
 pub fn clearing_session_cookie(state: &AppState, mut res: Response) -> Response {
     res.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie::clear_cookie(state.config.cookies_secure()),
+        session_cookie::clear_cookie(state.config.server.cookies_secure()),
     );
     res
 }

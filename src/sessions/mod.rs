@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use crate::cache::{CacheStats, QueryCache};
-use crate::config::Config;
+use crate::config::DatabaseSettings;
 use crate::redis_tier::{Invalidation, RedisTier};
 use crate::store::Db;
 use crate::store::audit::AuditRow;
@@ -59,7 +59,7 @@ fn shared_error(e: &sqlx::Error) -> sqlx::Error {
 impl SessionStore {
     /// The store over `db`, with `shared` (the Redis tier) under its cache
     /// when configured. Starts nothing: a one-off command uses it as is.
-    pub fn new(db: Db, config: &Config, shared: Option<Arc<RedisTier>>) -> Arc<Self> {
+    pub fn new(db: Db, config: &DatabaseSettings, shared: Option<Arc<RedisTier>>) -> Arc<Self> {
         let cache = (config.query_cache_ttl_ms > 0).then(|| {
             QueryCache::new(
                 "sessions",
@@ -81,7 +81,7 @@ impl SessionStore {
     /// broadcast; all stop with `stop`.
     pub fn start(
         db: Db,
-        config: &Config,
+        config: &DatabaseSettings,
         shared: Option<Arc<RedisTier>>,
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {

@@ -29,7 +29,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
-use crate::config::Config;
+use crate::config::DatabaseSettings;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -124,9 +124,15 @@ impl Db {
     /// Creates the pool without touching the database: the server must be
     /// able to start (and serve its landing page) while the database is down,
     /// and connect once it comes back.
-    pub fn connect_lazy(config: &Config) -> anyhow::Result<Self> {
+    /// `url` is the database's ([`crate::config::Config::database_url`]);
+    /// a SQLite database lives in `data_dir` unless the URL says otherwise.
+    pub fn connect_lazy(
+        settings: &DatabaseSettings,
+        url: &str,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
-        let url = config.database_url();
+        let url = url.to_owned();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
@@ -135,8 +141,8 @@ impl Db {
         let mut sqlite_path = None;
         let url = match backend {
             Backend::Sqlite => {
-                std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                    format!("creating the data directory {}", config.data_dir.display())
+                std::fs::create_dir_all(data_dir).with_context(|| {
+                    format!("creating the data directory {}", data_dir.display())
                 })?;
                 let url = if url.contains('?') {
                     url
@@ -166,13 +172,13 @@ impl Db {
             },
             last_error: Mutex::new(None),
         });
-        let statement_timeout = config.db_statement_timeout_ms;
+        let statement_timeout = settings.statement_timeout_ms;
         let pool = AnyPoolOptions::new()
-            .max_connections(config.db_max_connections)
-            .min_connections(config.db_min_connections.min(config.db_max_connections))
-            .acquire_timeout(Duration::from_millis(config.db_acquire_timeout_ms))
-            .idle_timeout(Duration::from_millis(config.db_idle_timeout_ms))
-            .max_lifetime(Duration::from_millis(config.db_max_lifetime_ms))
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections.min(settings.max_connections))
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .idle_timeout(Duration::from_millis(settings.idle_timeout_ms))
+            .max_lifetime(Duration::from_millis(settings.max_lifetime_ms))
             // A connection the server dropped or killed is found before use
             // and replaced, instead of failing the request that drew it.
             .test_before_acquire(true)
@@ -248,14 +254,14 @@ impl Db {
                 backend,
                 retry: crate::retry::Retry {
                     policy: crate::retry::RetryPolicy {
-                        attempts: config.db_retry_attempts.max(1),
-                        base: Duration::from_millis(config.db_retry_base_ms),
+                        attempts: settings.retry_attempts.max(1),
+                        base: Duration::from_millis(settings.retry_base_ms),
                         cap: Duration::from_secs(1),
-                        deadline: Duration::from_millis(config.db_retry_deadline_ms),
+                        deadline: Duration::from_millis(settings.retry_deadline_ms),
                     },
                     counts: Arc::default(),
                 },
-                max_connections: config.db_max_connections,
+                max_connections: settings.max_connections,
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
                 sqlite_path,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::circuit::{CircuitBreaker, CircuitConfig, CircuitState};
-use crate::config::Config;
+use crate::config::TikTokSettings;
 use crate::crypto::TokenCipher;
 use crate::store::Db;
 use client::TikTokClient;
@@ -83,11 +83,23 @@ pub struct TikTok {
     pub sandbox: Option<Sandbox>,
 }
 
+/// What the TikTok service needs from outside its own settings.
+pub struct TikTokSite<'a> {
+    /// Production never runs the built-in sandbox.
+    pub production: bool,
+    /// The server's public URL: the browser reaches the sandbox there.
+    pub public_url: &'a str,
+    /// Where TikTok sends the browser back
+    /// ([`crate::config::Config::tiktok_redirect_uri`]).
+    pub redirect_uri: String,
+}
+
 impl TikTok {
     /// `local_base` is this server's own address (the built-in sandbox's API
     /// is called there).
     pub fn new(
-        config: &Config,
+        config: &TikTokSettings,
+        site: TikTokSite<'_>,
         db: Db,
         sessions: Arc<crate::sessions::SessionStore>,
         cipher: Arc<TokenCipher>,
@@ -96,93 +108,83 @@ impl TikTok {
         let breaker = Arc::new(CircuitBreaker::new(
             "tiktok",
             CircuitConfig {
-                window: config.tiktok_circuit_window.max(1),
-                min_calls: config.tiktok_circuit_min_calls,
-                failure_rate: config.tiktok_circuit_failure_rate,
-                slow_call: Duration::from_millis(config.tiktok_circuit_slow_ms),
-                slow_rate: config.tiktok_circuit_slow_rate,
-                open_for: Duration::from_millis(config.tiktok_circuit_open_ms),
-                half_open_calls: config.tiktok_circuit_half_open_calls.max(1),
+                window: config.circuit_window.max(1),
+                min_calls: config.circuit_min_calls,
+                failure_rate: config.circuit_failure_rate,
+                slow_call: Duration::from_millis(config.circuit_slow_ms),
+                slow_rate: config.circuit_slow_rate,
+                open_for: Duration::from_millis(config.circuit_open_ms),
+                half_open_calls: config.circuit_half_open_calls.max(1),
             },
         ));
-        let timeout = Duration::from_millis(config.tiktok_timeout_ms);
-        let redirect_uri = config.tiktok_redirect_uri();
-        let pkce_encoding = ChallengeEncoding::from_setting(&config.tiktok_pkce_encoding);
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let redirect_uri = site.redirect_uri;
+        let pkce_encoding = ChallengeEncoding::from_setting(&config.pkce_encoding);
         let sandbox_api = format!("{}{SANDBOX_PREFIX}", local_base.trim_end_matches('/'));
-        let (mode, client, auth_url, sandbox) =
-            match (&config.tiktok_client_key, &config.tiktok_client_secret) {
-                (Some(key), Some(secret)) => (
-                    Mode::Configured,
-                    Some(TikTokClient::new(
-                        &config.tiktok_api_url,
-                        key.clone(),
-                        secret.clone(),
-                        redirect_uri,
-                        timeout,
-                        breaker,
-                        Arc::clone(db.retries()),
-                    )?),
-                    config.tiktok_auth_url.clone(),
-                    None,
-                ),
-                _ if config.is_production() => (
-                    Mode::Unavailable,
-                    None,
-                    config.tiktok_auth_url.clone(),
-                    None,
-                ),
-                _ => {
-                    let settings = sandbox::SandboxSettings {
-                        challenge_encoding: pkce_encoding,
-                        redirect_uris: vec![redirect_uri.clone()],
-                        ..Default::default()
-                    };
-                    let client = TikTokClient::new(
-                        &sandbox_api,
-                        settings.client_key.clone(),
-                        SecretString::from(settings.client_secret.clone()),
-                        redirect_uri,
-                        timeout,
-                        breaker,
-                        Arc::clone(db.retries()),
-                    )?;
-                    let auth = format!(
-                        "{}{SANDBOX_PREFIX}/v2/auth/authorize/",
-                        config.public_url.trim_end_matches('/')
-                    );
-                    (
-                        Mode::Sandbox,
-                        Some(client),
-                        auth,
-                        Some(Sandbox::new(settings)),
-                    )
-                }
-            };
-        let avatar_hosts = config.tiktok_avatar_host_suffixes().map_err(|bad| {
+        let (mode, client, auth_url, sandbox) = match (&config.client_key, &config.client_secret) {
+            (Some(key), Some(secret)) => (
+                Mode::Configured,
+                Some(TikTokClient::new(
+                    &config.api_url,
+                    key.clone(),
+                    secret.clone(),
+                    redirect_uri,
+                    timeout,
+                    breaker,
+                    Arc::clone(db.retries()),
+                )?),
+                config.auth_url.clone(),
+                None,
+            ),
+            _ if site.production => (Mode::Unavailable, None, config.auth_url.clone(), None),
+            _ => {
+                let settings = sandbox::SandboxSettings {
+                    challenge_encoding: pkce_encoding,
+                    redirect_uris: vec![redirect_uri.clone()],
+                    ..Default::default()
+                };
+                let client = TikTokClient::new(
+                    &sandbox_api,
+                    settings.client_key.clone(),
+                    SecretString::from(settings.client_secret.clone()),
+                    redirect_uri,
+                    timeout,
+                    breaker,
+                    Arc::clone(db.retries()),
+                )?;
+                let auth = format!(
+                    "{}{SANDBOX_PREFIX}/v2/auth/authorize/",
+                    site.public_url.trim_end_matches('/')
+                );
+                (
+                    Mode::Sandbox,
+                    Some(client),
+                    auth,
+                    Some(Sandbox::new(settings)),
+                )
+            }
+        };
+        let avatar_hosts = config.avatar_host_suffixes().map_err(|bad| {
             anyhow::anyhow!("HUNTAZE_TIKTOK_AVATAR_HOSTS: entries {bad:?} are not host names")
         })?;
         let api_origin = match mode {
-            Mode::Configured => Some(config.tiktok_api_url.as_str()),
+            Mode::Configured => Some(config.api_url.as_str()),
             Mode::Sandbox => Some(sandbox_api.as_str()),
             Mode::Unavailable => None,
         };
-        let avatars = avatar::AvatarFetcher::new(
-            avatar_hosts,
-            api_origin,
-            config.tiktok_avatar_max_bytes,
-            timeout,
-        )?;
+        let avatars =
+            avatar::AvatarFetcher::new(avatar_hosts, api_origin, config.avatar_max_bytes, timeout)?;
         Ok(Self {
             mode,
             client,
             auth_url,
-            scopes: config.tiktok_scopes.clone(),
+            scopes: config.scopes.clone(),
             pkce_encoding,
             cipher,
             db,
             sessions,
             state_ttl_ms: config.oauth_state_ttl_ms as i64,
-            refresh_ahead_ms: config.tiktok_refresh_ahead_ms as i64,
+            refresh_ahead_ms: config.refresh_ahead_ms as i64,
             avatars,
             sandbox,
         })

@@ -89,7 +89,7 @@ async fn register_creates_the_account_and_signs_it_in(backend) {
 async fn secure_cookies_follow_an_https_public_url(backend) {
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.public_url = "https://huntaze.example".into())
+        .config(|c| c.server.public_url = "https://huntaze.example".into())
         .spawn()
         .await;
     let res = app
@@ -271,7 +271,7 @@ async fn state_changes_need_the_csrf_token_and_the_same_origin(backend) {
 async fn idle_and_absolute_expiry_end_sessions(backend) {
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.session_idle_ms = 1_500)
+        .config(|c| c.accounts.session_idle_ms = 1_500)
         .spawn()
         .await;
     app.sign_up("idle@example.com").await;
@@ -282,7 +282,7 @@ async fn idle_and_absolute_expiry_end_sessions(backend) {
 
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.session_absolute_ms = 1_500)
+        .config(|c| c.accounts.session_absolute_ms = 1_500)
         .spawn()
         .await;
     app.sign_up("abs@example.com").await;
@@ -294,7 +294,7 @@ async fn idle_and_absolute_expiry_end_sessions(backend) {
 async fn login_is_rate_limited_per_ip_with_retry_after(backend) {
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.login_per_ip_per_minute = 3)
+        .config(|c| c.accounts.login_per_ip_per_minute = 3)
         .spawn()
         .await;
     for i in 0..3 {
@@ -317,7 +317,7 @@ async fn login_is_rate_limited_per_ip_with_retry_after(backend) {
 async fn registration_is_rate_limited_per_ip(backend) {
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.register_per_ip_per_minute = 2)
+        .config(|c| c.accounts.register_per_ip_per_minute = 2)
         .spawn()
         .await;
     for i in 0..2 {
@@ -333,8 +333,8 @@ async fn repeated_failures_lock_the_account_briefly_then_it_unlocks(backend) {
     let app = TestApp::builder()
         .backend(backend)
         .config(|c| {
-            c.login_max_failures = 3;
-            c.login_lockout_ms = 1_000;
+            c.accounts.login_max_failures = 3;
+            c.accounts.login_lockout_ms = 1_000;
         })
         .spawn()
         .await;
@@ -525,10 +525,10 @@ async fn concurrent_wrong_logins(app: &TestApp, email: &str, n: usize) -> i64 {
 }
 
 fn lenient_limits(c: &mut huntaze::config::Config) {
-    c.login_max_failures = 5;
-    c.login_lockout_ms = 60_000;
-    c.login_per_ip_per_minute = 10_000;
-    c.login_per_account_per_minute = 10_000;
+    c.accounts.login_max_failures = 5;
+    c.accounts.login_lockout_ms = 60_000;
+    c.accounts.login_per_ip_per_minute = 10_000;
+    c.accounts.login_per_account_per_minute = 10_000;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,11 +548,11 @@ async fn concurrent_wrong_logins_check_no_more_passwords_than_the_lockout_allows
     let app = TestApp::builder()
         .config(move |c| {
             lenient_limits(c);
-            c.redis_url = Some(crate::support::redis::url().into());
-            c.redis_prefix = prefix;
+            c.redis.url = Some(crate::support::redis::url().into());
+            c.redis.prefix = prefix;
             // A busy machine must not push the tier into its local fallback
             // halfway (two counters then, each with its own limit).
-            c.redis_timeout_ms = 5_000;
+            c.redis.timeout_ms = 5_000;
         })
         .spawn()
         .await;
@@ -571,7 +571,7 @@ async fn logins_that_could_not_check_a_password_do_not_count_toward_the_lockout(
         .through_proxy()
         .config(|c| {
             lenient_limits(c);
-            c.db_acquire_timeout_ms = 500;
+            c.database.acquire_timeout_ms = 500;
         })
         .spawn()
         .await;

@@ -238,7 +238,7 @@ async fn the_registration_schema_accepts_exactly_what_the_server_accepts() {
         return;
     };
     let app = TestApp::builder()
-        .config(|c| c.register_per_ip_per_minute = 1_000)
+        .config(|c| c.accounts.register_per_ip_per_minute = 1_000)
         .spawn()
         .await;
     let ok = "correct horse";

@@ -145,13 +145,13 @@ async fn server(up: &Upstream, hosts: Option<&'static str>) -> TestApp {
     let base = up.base.clone();
     TestApp::builder()
         .config(move |c| {
-            c.tiktok_client_key = Some("avatar-test-key".into());
-            c.tiktok_client_secret = Some("avatar-test-secret".to_owned().into());
-            c.tiktok_auth_url = format!("{base}/v2/auth/authorize/");
-            c.tiktok_api_url = base;
-            c.tiktok_timeout_ms = 120_000;
+            c.tiktok.client_key = Some("avatar-test-key".into());
+            c.tiktok.client_secret = Some("avatar-test-secret".to_owned().into());
+            c.tiktok.auth_url = format!("{base}/v2/auth/authorize/");
+            c.tiktok.api_url = base;
+            c.tiktok.timeout_ms = 120_000;
             if let Some(h) = hosts {
-                c.tiktok_avatar_hosts = h.into();
+                c.tiktok.avatar_hosts = h.into();
             }
         })
         .spawn()

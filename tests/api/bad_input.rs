@@ -15,7 +15,7 @@ async fn post_echo(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
 #[tokio::test]
 async fn deeply_nested_json_is_rejected_with_400() {
     let app = TestApp::builder()
-        .config(|c| c.body_limit_bytes = 1 << 20)
+        .config(|c| c.server.body_limit_bytes = 1 << 20)
         .spawn()
         .await;
     let depth = 100_000;

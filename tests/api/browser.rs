@@ -215,7 +215,7 @@ async fn the_monitoring_dashboard_loads_switches_range_and_logs_no_errors() {
         return;
     }
     let app = TestApp::builder()
-        .config(|c| c.monitoring_flush_ms = 100)
+        .config(|c| c.monitoring.flush_ms = 100)
         .spawn()
         .await;
     let admin = crate::support::new_client();

@@ -67,8 +67,8 @@ const GET_LIVEZ: &[u8] = b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n";
 async fn an_idle_keep_alive_connection_closes_after_the_idle_time_not_the_header_time() {
     let app = TestApp::builder()
         .config(|c| {
-            c.header_read_timeout_ms = 300;
-            c.keep_alive_idle_ms = 3_000;
+            c.server.header_read_timeout_ms = 300;
+            c.server.keep_alive_idle_ms = 3_000;
         })
         .spawn()
         .await;
@@ -108,8 +108,8 @@ async fn an_idle_keep_alive_connection_closes_after_the_idle_time_not_the_header
 async fn headers_sent_too_slowly_or_not_at_all_close_the_connection_after_the_header_timeout() {
     let app = TestApp::builder()
         .config(|c| {
-            c.header_read_timeout_ms = 500;
-            c.keep_alive_idle_ms = 60_000;
+            c.server.header_read_timeout_ms = 500;
+            c.server.keep_alive_idle_ms = 60_000;
         })
         .spawn()
         .await;
@@ -188,11 +188,11 @@ async fn clients_that_never_read_are_dropped_after_the_send_timeout_and_free_the
     const CAP: usize = 3;
     let app = TestApp::builder()
         .config(|c| {
-            c.send_timeout_ms = 1_000;
-            c.max_connections = Some(CAP);
+            c.server.send_timeout_ms = 1_000;
+            c.server.max_connections = Some(CAP);
             // Only the send timeout may free the slots.
-            c.header_read_timeout_ms = 60_000;
-            c.keep_alive_idle_ms = 60_000;
+            c.server.header_read_timeout_ms = 60_000;
+            c.server.keep_alive_idle_ms = 60_000;
         })
         .spawn()
         .await;
@@ -238,7 +238,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut_by_the_send_timeout() {
     // through the slow part.
     const REQUESTS: usize = 150;
     let app = TestApp::builder()
-        .config(|c| c.send_timeout_ms = 1_000)
+        .config(|c| c.server.send_timeout_ms = 1_000)
         .spawn()
         .await;
     let mut tcp = tiny_window_connection(addr(&app)).await;
@@ -318,7 +318,7 @@ async fn status_for_head_of(app: &TestApp, size: usize) -> String {
 #[tokio::test]
 async fn a_request_head_over_the_limit_gets_431_and_one_at_the_limit_is_served() {
     let app = TestApp::builder()
-        .config(|c| c.max_header_bytes = 32_768)
+        .config(|c| c.server.max_header_bytes = 32_768)
         .spawn()
         .await;
     assert_eq!(status_for_head_of(&app, 32_768).await, "HTTP/1.1 200 OK");
@@ -331,7 +331,10 @@ async fn a_request_head_over_the_limit_gets_431_and_one_at_the_limit_is_served()
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
     // The default is the same 32 KiB.
-    assert_eq!(huntaze::config::Config::default().max_header_bytes, 32_768);
+    assert_eq!(
+        huntaze::config::Config::default().server.max_header_bytes,
+        32_768
+    );
 }
 
 /// The binary with SQLite in `dir`, no inherited `HUNTAZE_*` setting, a

@@ -36,7 +36,7 @@ async fn squat_with_tiktok(backend: crate::support::Backend) -> (TestApp, reqwes
     let app = TestApp::builder()
         .backend(backend)
         .tiktok_sandbox()
-        .config(|c| c.query_cache_ttl_ms = 0)
+        .config(|c| c.database.query_cache_ttl_ms = 0)
         .spawn()
         .await;
     let squatter = new_client();
@@ -112,7 +112,7 @@ both_backends! {
             // Without Redis a separate process cannot reach the server's
             // in-process session cache (create-admin says so; the Redis path
             // is tested in shared_tier): here the database is what is tested.
-            .config(|c| c.query_cache_ttl_ms = 0)
+            .config(|c| c.database.query_cache_ttl_ms = 0)
             .spawn()
             .await;
         let (squatter, created) = squat(&app).await;
@@ -189,7 +189,7 @@ both_backends! {
         let app = TestApp::builder()
             .backend(backend)
             .tiktok_sandbox()
-            .config(|c| c.query_cache_ttl_ms = 120_000)
+            .config(|c| c.database.query_cache_ttl_ms = 120_000)
             .spawn()
             .await;
         let (squatter, _) = squat(&app).await;
@@ -309,7 +309,7 @@ async fn a_weak_password_is_refused_before_anything_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoting_with_redis_unreachable_still_ends_the_sessions_and_says_what_may_lag() {
     let app = TestApp::builder()
-        .config(|c| c.query_cache_ttl_ms = 0)
+        .config(|c| c.database.query_cache_ttl_ms = 0)
         .spawn()
         .await;
     let (squatter, _) = squat(&app).await;

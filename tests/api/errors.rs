@@ -163,7 +163,7 @@ async fn wrong_content_type_is_415() {
 #[tokio::test]
 async fn oversized_body_is_413_in_json_and_html() {
     let app = TestApp::builder()
-        .config(|c| c.body_limit_bytes = 1024)
+        .config(|c| c.server.body_limit_bytes = 1024)
         .spawn()
         .await;
     let big = format!(r#"{{"name":"{}","count":1}}"#, "a".repeat(4096));
@@ -233,7 +233,7 @@ async fn a_panicking_handler_answers_500_without_detail_and_the_server_keeps_ser
 #[tokio::test]
 async fn a_request_past_its_deadline_is_504() {
     let app = TestApp::builder()
-        .config(|c| c.request_timeout_ms = 200)
+        .config(|c| c.server.request_timeout_ms = 200)
         .spawn()
         .await;
     let (status, _, body) = json_error(app.get("/api/test/sleep?ms=5000").await).await;
@@ -254,7 +254,7 @@ async fn a_request_past_its_deadline_is_504() {
 #[tokio::test]
 async fn past_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_but_probes_pass() {
     let app = TestApp::builder()
-        .config(|c| c.max_in_flight = 2)
+        .config(|c| c.server.max_in_flight = 2)
         .spawn()
         .await;
     let slow = hold_in_flight(&app, 2).await;
@@ -305,7 +305,7 @@ async fn a_shed_request_gets_its_connection_closed() {
     use tokio::io::AsyncReadExt;
 
     let app = TestApp::builder()
-        .config(|c| c.max_in_flight = 1)
+        .config(|c| c.server.max_in_flight = 1)
         .spawn()
         .await;
     let slow = hold_in_flight(&app, 1).await;
@@ -334,7 +334,7 @@ async fn a_shed_request_gets_its_connection_closed() {
 #[tokio::test]
 async fn an_abandoned_request_gives_its_in_flight_slot_back() {
     let app = TestApp::builder()
-        .config(|c| c.max_in_flight = 1)
+        .config(|c| c.server.max_in_flight = 1)
         .spawn()
         .await;
     let tcp = raw_get(&app, "/api/test/sleep?ms=5000").await;
@@ -427,7 +427,7 @@ async fn every_response_carries_the_security_headers() {
 #[tokio::test]
 async fn hsts_is_sent_when_the_public_url_is_https() {
     let app = TestApp::builder()
-        .config(|c| c.public_url = "https://huntaze.example".into())
+        .config(|c| c.server.public_url = "https://huntaze.example".into())
         .spawn()
         .await;
     let res = app.get("/").await;

@@ -124,8 +124,8 @@ async fn a_non_critical_unhealthy_component_degrades_but_a_critical_one_makes_50
 async fn a_hung_check_is_unhealthy_with_a_timeout_message_and_never_hangs_the_endpoint() {
     let app = TestApp::builder()
         .config(|c| {
-            c.health_check_timeout_ms = 300;
-            c.monitoring_token = Some("probe-token".to_owned().into());
+            c.health.check_timeout_ms = 300;
+            c.monitoring.token = Some("probe-token".to_owned().into());
         })
         .health_check(Arc::new(StandIn {
             name: "config",
@@ -159,7 +159,7 @@ crate::both_backends! {
 async fn details_need_the_monitoring_token(backend) {
     let app = TestApp::builder()
         .backend(backend)
-        .config(|c| c.monitoring_token = Some("s3cret-token".to_owned().into()))
+        .config(|c| c.monitoring.token = Some("s3cret-token".to_owned().into()))
         .spawn()
         .await;
     let anon: Value = app.get("/api/health/database").await.json().await.unwrap();
@@ -233,7 +233,7 @@ async fn checks_run_in_the_background_not_per_request() {
     }
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = TestApp::builder()
-        .config(|c| c.health_interval_ms = 60_000)
+        .config(|c| c.health.interval_ms = 60_000)
         .health_check(Arc::new(Counting(calls.clone())))
         .spawn()
         .await;
@@ -264,8 +264,8 @@ async fn a_slow_database_round_trip_is_degraded_not_unhealthy(backend) {
     let app = TestApp::builder()
         .backend(backend)
         .config(|c| {
-            c.health_db_slow_ms = 0;
-            c.monitoring_token = Some("t".to_owned().into());
+            c.health.db_slow_ms = 0;
+            c.monitoring.token = Some("t".to_owned().into());
         })
         .spawn()
         .await;
@@ -281,10 +281,10 @@ async fn a_saturated_pool_is_degraded(backend) {
     let app = TestApp::builder()
         .backend(backend)
         .config(|c| {
-            c.db_max_connections = 1;
-            c.db_acquire_timeout_ms = 300;
-            c.health_interval_ms = 100;
-            c.monitoring_token = Some("t".to_owned().into());
+            c.database.max_connections = 1;
+            c.database.acquire_timeout_ms = 300;
+            c.health.interval_ms = 100;
+            c.monitoring.token = Some("t".to_owned().into());
         })
         .spawn()
         .await;
@@ -315,12 +315,12 @@ async fn the_auth_check_reports_weak_keys_and_an_unreachable_session_store() {
     let app = TestApp::builder()
         .config(|c| {
             // 32 bytes, but "password" four times
-            c.secret_key = Some(
+            c.keys.secret_key = Some(
                 "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
                     .to_owned()
                     .into(),
             );
-            c.monitoring_token = Some("t".to_owned().into());
+            c.monitoring.token = Some("t".to_owned().into());
         })
         .spawn()
         .await;

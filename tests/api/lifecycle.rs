@@ -10,12 +10,12 @@ use crate::support::TestApp;
 #[tokio::test]
 async fn production_refuses_to_start_without_secrets_and_names_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         env: Environment::Production,
-        listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
+    config.server.listen = "127.0.0.1:0".into();
     let err = match huntaze::AppBuilder::new(config).build().await {
         Ok(_) => panic!("production must not start without secrets"),
         Err(e) => format!("{e:#}"),
@@ -27,7 +27,7 @@ async fn production_refuses_to_start_without_secrets_and_names_them() {
 #[tokio::test]
 async fn graceful_shutdown_turns_readyz_503_and_lets_in_flight_requests_finish() {
     let mut app = TestApp::builder()
-        .config(|c| c.shutdown_drain_ms = 600)
+        .config(|c| c.server.shutdown_drain_ms = 600)
         .spawn()
         .await;
     let slow = {
@@ -144,7 +144,7 @@ struct ClientTally {
 async fn shutdown_answers_every_request_of_keep_alive_clients() {
     let drain = Duration::from_millis(1_000);
     let mut app = TestApp::builder()
-        .config(move |c| c.shutdown_drain_ms = drain.as_millis() as u64)
+        .config(move |c| c.server.shutdown_drain_ms = drain.as_millis() as u64)
         .spawn()
         .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -222,7 +222,7 @@ async fn an_idle_keep_alive_connection_is_closed_when_the_drain_ends() {
     use tokio::io::AsyncReadExt;
     let drain = Duration::from_millis(500);
     let mut app = TestApp::builder()
-        .config(move |c| c.shutdown_drain_ms = drain.as_millis() as u64)
+        .config(move |c| c.server.shutdown_drain_ms = drain.as_millis() as u64)
         .spawn()
         .await;
     let mut tcp = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))

@@ -13,10 +13,10 @@ async fn production(token: Option<&'static str>) -> TestApp {
         .config(move |c| {
             c.env = huntaze::config::Environment::Production;
             let db = format!("sqlite://{}", c.data_dir.join("huntaze.db").display());
-            c.database_url = Some(db.into());
-            c.secret_key = Some(key.clone().into());
-            c.encryption_key = Some(key.into());
-            c.monitoring_token = token.map(|t| t.to_owned().into());
+            c.database.url = Some(db.into());
+            c.keys.secret_key = Some(key.clone().into());
+            c.keys.encryption_key = Some(key.into());
+            c.monitoring.token = token.map(|t| t.to_owned().into());
         })
         .spawn()
         .await

@@ -49,8 +49,8 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 fn app_with_token() -> crate::support::TestAppBuilder {
     TestApp::builder().config(|c| {
-        c.monitoring_token = Some(TOKEN.to_owned().into());
-        c.monitoring_flush_ms = 100;
+        c.monitoring.token = Some(TOKEN.to_owned().into());
+        c.monitoring.flush_ms = 100;
     })
 }
 
@@ -212,7 +212,7 @@ async fn without_a_token_configured_metrics_are_open() {
 
 crate::both_backends! {
 async fn rollups_and_trends_cover_every_range_and_survive_a_restart(backend) {
-    let app = app_with_token().backend(backend).config(|c| c.health_interval_ms = 100).spawn().await;
+    let app = app_with_token().backend(backend).config(|c| c.health.interval_ms = 100).spawn().await;
     for _ in 0..4 {
         app.get("/api/health/auth").await;
     }
@@ -408,13 +408,13 @@ async fn an_alert_fires_once_repeats_after_its_interval_resolves_once_and_its_we
     let switch = Arc::new(AtomicU8::new(1));
     let app = app_with_token()
         .config(move |c| {
-            c.health_interval_ms = 100;
-            c.alert_eval_ms = 100;
-            c.alert_for_ms = 400;
-            c.alert_repeat_ms = 1_500;
-            c.alert_unhealthy_samples = 3;
-            c.alert_webhook_url = Some(hook);
-            c.alert_webhook_secret = Some("hook-secret".to_owned().into());
+            c.health.interval_ms = 100;
+            c.monitoring.alert_eval_ms = 100;
+            c.monitoring.alert_for_ms = 400;
+            c.monitoring.alert_repeat_ms = 1_500;
+            c.monitoring.alert_unhealthy_samples = 3;
+            c.monitoring.alert_webhook_url = Some(hook);
+            c.monitoring.alert_webhook_secret = Some("hook-secret".to_owned().into());
         })
         .health_check(Arc::new(Switch(Arc::clone(&switch))))
         .spawn()
@@ -536,7 +536,7 @@ async fn the_admin_sees_the_monitoring_page_link_free_of_remote_origins() {
 #[tokio::test]
 async fn the_scaling_forecast_follows_a_rising_trend() {
     let app = app_with_token()
-        .config(|c| c.scaling_capacity_rps = 10.0)
+        .config(|c| c.monitoring.scaling_capacity_rps = 10.0)
         .spawn()
         .await;
     let now = huntaze::time_fmt::now_ms();
@@ -573,7 +573,7 @@ async fn the_scaling_forecast_follows_a_rising_trend() {
 #[tokio::test]
 async fn history_past_the_retention_is_pruned() {
     let app = app_with_token()
-        .config(|c| c.monitoring_retention_ms = 3_600_000)
+        .config(|c| c.monitoring.retention_ms = 3_600_000)
         .spawn()
         .await;
     let old = huntaze::time_fmt::now_ms() - 2 * 3_600_000;

@@ -17,7 +17,7 @@ const DATABASE_ALERT: &str = "component_unhealthy:database";
 
 fn monitored() -> crate::support::TestAppBuilder {
     TestApp::builder().config(|c| {
-        c.monitoring_token = Some(TOKEN.to_owned().into());
+        c.monitoring.token = Some(TOKEN.to_owned().into());
     })
 }
 
@@ -65,7 +65,7 @@ async fn concurrent_monitoring_reads_on_postgres_never_fail() {
     // Flushes rarely: the readers are the ones that would write.
     let app = monitored()
         .backend(Backend::Postgres)
-        .config(|c| c.monitoring_flush_ms = 60_000)
+        .config(|c| c.monitoring.flush_ms = 60_000)
         .spawn()
         .await;
     let app = Arc::new(app);
@@ -117,16 +117,16 @@ async fn two_instances_flushing_the_same_minute_at_once_add_up_exactly() {
     let a = monitored()
         .backend(Backend::Postgres)
         .config(|c| {
-            c.monitoring_flush_ms = 60_000;
+            c.monitoring.flush_ms = 60_000;
             c.instance_id = Some("instance-a".into());
         })
         .spawn()
         .await;
-    let url = a.state.config.database_url.clone();
+    let url = a.state.config.database.url.clone();
     let b = monitored()
         .config(move |c| {
-            c.database_url = url;
-            c.monitoring_flush_ms = 60_000;
+            c.database.url = url;
+            c.monitoring.flush_ms = 60_000;
             c.instance_id = Some("instance-b".into());
         })
         .spawn()
@@ -166,8 +166,8 @@ async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
         .backend(Backend::Postgres)
         .through_proxy()
         .config(|c| {
-            c.monitoring_flush_ms = 60_000;
-            c.db_acquire_timeout_ms = 500;
+            c.monitoring.flush_ms = 60_000;
+            c.database.acquire_timeout_ms = 500;
         })
         .spawn()
         .await;
@@ -210,16 +210,16 @@ async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
 /// Short intervals: the `database` alert's bound is
 /// samples × health interval + for + evaluation interval.
 fn outage_settings(c: &mut huntaze::config::Config, hook: String) {
-    c.health_interval_ms = 200;
+    c.health.interval_ms = 200;
     // Generous: a cut refuses at once, and a busy machine must not look
     // like an outage before it.
-    c.health_check_timeout_ms = 2_000;
-    c.db_acquire_timeout_ms = 2_000;
-    c.alert_eval_ms = 200;
-    c.alert_for_ms = 0;
-    c.alert_unhealthy_samples = 3;
-    c.monitoring_flush_ms = 200;
-    c.alert_webhook_url = Some(hook);
+    c.health.check_timeout_ms = 2_000;
+    c.database.acquire_timeout_ms = 2_000;
+    c.monitoring.alert_eval_ms = 200;
+    c.monitoring.alert_for_ms = 0;
+    c.monitoring.alert_unhealthy_samples = 3;
+    c.monitoring.flush_ms = 200;
+    c.monitoring.alert_webhook_url = Some(hook);
 }
 
 const BOUND_MS: u64 = 3 * 200 + 200;
@@ -343,19 +343,19 @@ async fn two_instances_with_redis_send_one_notification_of_each() {
         .config(move |c| {
             outage_settings(c, h);
             c.instance_id = Some("instance-a".into());
-            c.redis_url = Some(r.into());
-            c.redis_prefix = p;
+            c.redis.url = Some(r.into());
+            c.redis.prefix = p;
         })
         .spawn()
         .await;
-    let url = a.state.config.database_url.clone();
+    let url = a.state.config.database.url.clone();
     let b = monitored()
         .config(move |c| {
             outage_settings(c, hook);
-            c.database_url = url;
+            c.database.url = url;
             c.instance_id = Some("instance-b".into());
-            c.redis_url = Some(redis.into());
-            c.redis_prefix = prefix;
+            c.redis.url = Some(redis.into());
+            c.redis.prefix = prefix;
         })
         .spawn()
         .await;
@@ -388,7 +388,7 @@ async fn two_instances_with_redis_send_one_notification_of_each() {
 async fn a_graceful_shutdown_writes_what_monitoring_holds_and_gives_up_the_alert_lease() {
     let a = monitored()
         .config(|c| {
-            c.monitoring_flush_ms = 60_000;
+            c.monitoring.flush_ms = 60_000;
             c.instance_id = Some("instance-a".into());
         })
         .spawn()
@@ -402,8 +402,8 @@ async fn a_graceful_shutdown_writes_what_monitoring_holds_and_gives_up_the_alert
     let b = monitored()
         .config(move |c| {
             c.data_dir = dir;
-            c.monitoring_flush_ms = 60_000;
-            c.alert_eval_ms = 60_000;
+            c.monitoring.flush_ms = 60_000;
+            c.monitoring.alert_eval_ms = 60_000;
             c.instance_id = Some("instance-b".into());
         })
         .spawn()
@@ -427,12 +427,17 @@ async fn a_notification_claim_silences_only_the_same_status_within_its_window() 
     if !crate::support::redis::available("a_notification_claim_silences_only").await {
         return;
     }
-    let config = huntaze::config::Config {
-        redis_url: Some(crate::support::redis::url().into()),
-        redis_prefix: format!("claim-{}", uuid::Uuid::new_v4().simple()),
+    let config = huntaze::config::Config::default();
+    let redis = huntaze::config::RedisSettings {
+        url: Some(crate::support::redis::url().into()),
+        prefix: format!("claim-{}", uuid::Uuid::new_v4().simple()),
         ..Default::default()
     };
-    let tier = huntaze::redis_tier::RedisTier::from_config(&config, "i")
+    let lifetimes = huntaze::redis_tier::SharedLifetimes {
+        session: Duration::from_millis(config.database.query_cache_ttl_ms),
+        landing: Duration::from_millis(config.landing.refresh_ms),
+    };
+    let tier = huntaze::redis_tier::RedisTier::from_config(&redis, lifetimes, "i")
         .expect("tier")
         .expect("configured");
     let window = Duration::from_secs(10);
@@ -466,12 +471,12 @@ async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
     let hook = format!("http://127.0.0.1:{port}/hooks/hookpath-5e1f?token=hooktoken-a9c4");
     let app = monitored()
         .config(move |c| {
-            c.alert_webhook_url = Some(hook);
-            c.alert_webhook_attempts = 2;
-            c.alert_eval_ms = 100;
-            c.alert_for_ms = 0;
-            c.alert_unhealthy_samples = 1;
-            c.health_interval_ms = 100;
+            c.monitoring.alert_webhook_url = Some(hook);
+            c.monitoring.alert_webhook_attempts = 2;
+            c.monitoring.alert_eval_ms = 100;
+            c.monitoring.alert_for_ms = 0;
+            c.monitoring.alert_unhealthy_samples = 1;
+            c.health.interval_ms = 100;
         })
         .health_check(Arc::new(crate::monitoring::Switch(Arc::new(
             std::sync::atomic::AtomicU8::new(1),
@@ -498,7 +503,7 @@ async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
 
 crate::both_backends! {
     async fn a_flush_batch_is_added_once_however_often_it_is_retried(backend) {
-        let app = monitored().backend(backend).config(|c| c.monitoring_flush_ms = 60_000).spawn().await;
+        let app = monitored().backend(backend).config(|c| c.monitoring.flush_ms = 60_000).spawn().await;
         let mut agg = huntaze::monitoring::rollup::Agg::default();
         for _ in 0..5 {
             agg.record(2.0, false);

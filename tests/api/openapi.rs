@@ -263,7 +263,7 @@ async fn a_body_over_the_limit_is_refused_as_declared_even_where_none_is_read() 
     let app = TestApp::spawn().await;
     let doc: Value = app.get("/api/openapi.json").await.json().await.unwrap();
     assert!(statuses(&doc["paths"]["/api/auth/session"]["get"]).contains(&"413".into()));
-    let limit = app.state.config.body_limit_bytes;
+    let limit = app.state.config.server.body_limit_bytes;
     let res = app
         .client
         .get(app.url("/api/auth/session"))

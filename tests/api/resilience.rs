@@ -22,7 +22,7 @@ async fn killed_connections_are_replaced_without_a_single_error() {
     require_postgres!("resilience::killed_connections_are_replaced_without_a_single_error");
     let app = TestApp::builder()
         .backend(Backend::Postgres)
-        .config(|c| c.query_cache_ttl_ms = 0)
+        .config(|c| c.database.query_cache_ttl_ms = 0)
         .spawn()
         .await;
     app.sign_up("kill@example.com").await;
@@ -48,7 +48,7 @@ async fn a_statement_past_the_statement_timeout_answers_503_and_the_pool_stays_u
     );
     let app = TestApp::builder()
         .backend(Backend::Postgres)
-        .config(|c| c.db_statement_timeout_ms = 300)
+        .config(|c| c.database.statement_timeout_ms = 300)
         .spawn()
         .await;
     let started = Instant::now();
@@ -79,8 +79,8 @@ async fn during_an_outage_pages_and_cached_reads_work_writes_get_503_and_it_all_
         .backend(Backend::Postgres)
         .through_proxy()
         .config(|c| {
-            c.query_cache_ttl_ms = 200;
-            c.db_acquire_timeout_ms = 1_000;
+            c.database.query_cache_ttl_ms = 200;
+            c.database.acquire_timeout_ms = 1_000;
         })
         .spawn()
         .await;
@@ -163,9 +163,9 @@ async fn a_hung_database_answers_503_within_the_deadline_not_a_hang() {
         .backend(Backend::Postgres)
         .through_proxy()
         .config(|c| {
-            c.db_acquire_timeout_ms = 500;
-            c.request_timeout_ms = 5_000;
-            c.query_cache_ttl_ms = 0;
+            c.database.acquire_timeout_ms = 500;
+            c.server.request_timeout_ms = 5_000;
+            c.database.query_cache_ttl_ms = 0;
         })
         .spawn()
         .await;
@@ -202,9 +202,9 @@ async fn nothing_acknowledged_is_lost_and_nothing_failed_is_half_written() {
         .backend(Backend::Postgres)
         .through_proxy()
         .config(|c| {
-            c.register_per_ip_per_minute = 100_000;
-            c.db_acquire_timeout_ms = 400;
-            c.health_interval_ms = 100;
+            c.accounts.register_per_ip_per_minute = 100_000;
+            c.database.acquire_timeout_ms = 400;
+            c.health.interval_ms = 100;
         })
         .spawn()
         .await;
@@ -309,9 +309,9 @@ crate::both_backends! {
         let app = TestApp::builder()
             .backend(backend)
             .config(|c| {
-                c.db_statement_timeout_ms = 200;
-                c.db_max_connections = 1;
-                c.db_min_connections = 0;
+                c.database.statement_timeout_ms = 200;
+                c.database.max_connections = 1;
+                c.database.min_connections = 0;
             })
             .spawn()
             .await;

@@ -23,9 +23,9 @@ async fn one_users_bogus_callbacks_leave_the_circuit_closed_for_everyone() {
     let app = TestApp::builder()
         .config(|c| {
             // three failures in a row would open it
-            c.tiktok_circuit_window = 10;
-            c.tiktok_circuit_min_calls = 3;
-            c.tiktok_circuit_failure_rate = 50;
+            c.tiktok.circuit_window = 10;
+            c.tiktok.circuit_min_calls = 3;
+            c.tiktok.circuit_failure_rate = 50;
         })
         .spawn()
         .await;
@@ -216,7 +216,7 @@ async fn a_trickled_body_to_the_sandbox_meets_the_request_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let app = TestApp::builder()
-        .config(|c| c.request_timeout_ms = 1_000)
+        .config(|c| c.server.request_timeout_ms = 1_000)
         .spawn()
         .await;
     let addr = app

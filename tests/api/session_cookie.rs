@@ -60,7 +60,7 @@ both_backends! {
     async fn over_https_the_session_cookie_is_host_prefixed(backend) {
         let app = TestApp::builder()
             .backend(backend)
-            .config(|c| c.public_url = HTTPS.into())
+            .config(|c| c.server.public_url = HTTPS.into())
             .spawn()
             .await;
         let set = register(&app, "host@example.com").await;
@@ -101,7 +101,7 @@ both_backends! {
     async fn over_https_the_plain_cookie_name_is_ignored(backend) {
         let app = TestApp::builder()
             .backend(backend)
-            .config(|c| c.public_url = HTTPS.into())
+            .config(|c| c.server.public_url = HTTPS.into())
             .spawn()
             .await;
         let token = value_of(&register(&app, "plain@example.com").await);
@@ -111,7 +111,7 @@ both_backends! {
     async fn a_planted_cookie_does_not_sign_the_user_out_over_https(backend) {
         let app = TestApp::builder()
             .backend(backend)
-            .config(|c| c.public_url = HTTPS.into())
+            .config(|c| c.server.public_url = HTTPS.into())
             .spawn()
             .await;
         let token = value_of(&register(&app, "victim@example.com").await);
@@ -166,7 +166,7 @@ both_backends! {
     async fn a_cookie_that_is_not_ascii_does_not_sign_the_user_out(backend) {
         let app = TestApp::builder()
             .backend(backend)
-            .config(|c| c.public_url = HTTPS.into())
+            .config(|c| c.server.public_url = HTTPS.into())
             .spawn()
             .await;
         let token = value_of(&register(&app, "cafe@example.com").await);

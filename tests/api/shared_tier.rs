@@ -28,17 +28,17 @@ async fn pair(
 ) -> (TestApp, TestApp) {
     let prefix = crate::support::redis::fresh_prefix();
     let common = move |c: &mut Config, db: Option<String>| {
-        c.redis_url = Some(redis_url.clone().into());
-        c.redis_prefix = prefix.clone();
-        c.redis_probe_ms = 100;
-        c.secret_key = Some(SECRET.to_owned().into());
-        c.encryption_key = Some(SECRET.to_owned().into());
-        c.monitoring_token = Some(TOKEN.to_owned().into());
+        c.redis.url = Some(redis_url.clone().into());
+        c.redis.prefix = prefix.clone();
+        c.redis.probe_ms = 100;
+        c.keys.secret_key = Some(SECRET.to_owned().into());
+        c.keys.encryption_key = Some(SECRET.to_owned().into());
+        c.monitoring.token = Some(TOKEN.to_owned().into());
         // Long enough that only an invalidation can explain a fresh read.
-        c.query_cache_ttl_ms = 120_000;
-        c.landing_refresh_ms = 600_000;
+        c.database.query_cache_ttl_ms = 120_000;
+        c.landing.refresh_ms = 600_000;
         if let Some(db) = db {
-            c.database_url = Some(db.into());
+            c.database.url = Some(db.into());
         }
     };
     let (c1, t1) = (common.clone(), tweak.clone());
@@ -199,7 +199,7 @@ async fn a_promotion_from_the_command_line_ends_sessions_cached_on_every_instanc
     assert_eq!(session_status(&a, &cookie).await, 200);
 
     let redis = crate::support::redis::url();
-    let prefix = a.state.config.redis_prefix.clone();
+    let prefix = a.state.config.redis.prefix.clone();
     let out = crate::support::cli::create_admin(
         &a,
         &[
@@ -243,8 +243,8 @@ async fn login_limits_and_lockouts_hold_across_instances() {
         return;
     }
     let (a, b) = pair(crate::support::redis::url(), |c| {
-        c.login_per_account_per_minute = 4;
-        c.login_max_failures = 100;
+        c.accounts.login_per_account_per_minute = 4;
+        c.accounts.login_max_failures = 100;
     })
     .await;
     register(&a, "limited@example.com").await;
@@ -260,8 +260,8 @@ async fn login_limits_and_lockouts_hold_across_instances() {
     assert_eq!(statuses, [401, 401, 401, 401, 429, 429], "{statuses:?}");
 
     let (a, b) = pair(crate::support::redis::url(), |c| {
-        c.login_max_failures = 2;
-        c.login_lockout_ms = 60_000;
+        c.accounts.login_max_failures = 2;
+        c.accounts.login_lockout_ms = 60_000;
     })
     .await;
     register(&a, "locked@example.com").await;
@@ -299,7 +299,7 @@ async fn connect_starts_are_limited_per_user_across_instances() {
     }
     // Both instances run the built-in sandbox: starting needs no TikTok.
     let (a, b) = pair(crate::support::redis::url(), |c| {
-        c.tiktok_connect_per_user_per_minute = 4;
+        c.accounts.tiktok_connect_per_user_per_minute = 4;
     })
     .await;
     let (cookie, _) = register(&a, "eager@example.com").await;
@@ -363,9 +363,9 @@ async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
     .unwrap();
     let proxy = ChaosProxy::start(addr).await;
     let (a, b) = pair(format!("redis://127.0.0.1:{}", proxy.port), |c| {
-        c.redis_timeout_ms = 200;
-        c.login_per_account_per_minute = 1_000;
-        c.login_max_failures = 1_000;
+        c.redis.timeout_ms = 200;
+        c.accounts.login_per_account_per_minute = 1_000;
+        c.accounts.login_max_failures = 1_000;
     })
     .await;
     let (cookie, csrf) = register(&a, "outage@example.com").await;

@@ -99,7 +99,7 @@ async fn the_full_flow_connects_refreshes_and_disconnects(backend) {
     let app = TestApp::builder()
         .backend(backend)
         .tiktok_sandbox()
-        .config(|c| c.tiktok_refresh_ahead_ms = 3 * 3_600_000)
+        .config(|c| c.tiktok.refresh_ahead_ms = 3 * 3_600_000)
         .spawn()
         .await;
     let csrf = app.sign_up("creator@example.com").await;
@@ -185,7 +185,7 @@ async fn replayed_expired_and_foreign_states_are_refused_before_any_exchange(bac
 async fn an_expired_state_is_refused() {
     let app = TestApp::builder()
         .tiktok_sandbox()
-        .config(|c| c.oauth_state_ttl_ms = 200)
+        .config(|c| c.tiktok.oauth_state_ttl_ms = 200)
         .spawn()
         .await;
     app.sign_up("late@example.com").await;
@@ -314,8 +314,8 @@ async fn each_way_the_token_endpoint_fails_is_a_friendly_outcome_and_never_retri
     let app = TestApp::builder()
         .tiktok_sandbox()
         .config(|c| {
-            c.tiktok_timeout_ms = 400;
-            c.tiktok_circuit_min_calls = 100; // keep the circuit out of this test
+            c.tiktok.timeout_ms = 400;
+            c.tiktok.circuit_min_calls = 100; // keep the circuit out of this test
         })
         .spawn()
         .await;
@@ -402,12 +402,12 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_again() {
     let app = TestApp::builder()
         .tiktok_sandbox()
         .config(|c| {
-            c.tiktok_circuit_window = 4;
-            c.tiktok_circuit_min_calls = 2;
-            c.tiktok_circuit_open_ms = 600;
-            c.tiktok_circuit_half_open_calls = 1;
-            c.monitoring_token = Some("mon".to_owned().into());
-            c.health_interval_ms = 100;
+            c.tiktok.circuit_window = 4;
+            c.tiktok.circuit_min_calls = 2;
+            c.tiktok.circuit_open_ms = 600;
+            c.tiktok.circuit_half_open_calls = 1;
+            c.monitoring.token = Some("mon".to_owned().into());
+            c.health.interval_ms = 100;
         })
         .spawn()
         .await;
@@ -483,11 +483,11 @@ async fn circuit_transitions_and_retries_are_exported_in_metrics() {
         .tiktok_sandbox()
         .config(|c| {
             // opens on two failed calls in a row, not on the one retried
-            c.tiktok_circuit_window = 2;
-            c.tiktok_circuit_min_calls = 2;
-            c.tiktok_circuit_failure_rate = 100;
-            c.tiktok_circuit_open_ms = 60_000;
-            c.monitoring_token = Some("mon".to_owned().into());
+            c.tiktok.circuit_window = 2;
+            c.tiktok.circuit_min_calls = 2;
+            c.tiktok.circuit_failure_rate = 100;
+            c.tiktok.circuit_open_ms = 60_000;
+            c.monitoring.token = Some("mon".to_owned().into());
         })
         .spawn()
         .await;
@@ -539,7 +539,7 @@ async fn circuit_transitions_and_retries_are_exported_in_metrics() {
 async fn a_lost_refresh_response_never_silently_disconnects() {
     let app = TestApp::builder()
         .tiktok_sandbox()
-        .config(|c| c.tiktok_refresh_ahead_ms = 3 * 3_600_000)
+        .config(|c| c.tiktok.refresh_ahead_ms = 3 * 3_600_000)
         .spawn()
         .await;
     app.sign_up("lost@example.com").await;
@@ -655,7 +655,7 @@ async fn the_pkce_challenge_encoding_is_a_setting_that_must_match_tiktok() {
     };
     let app = TestApp::builder()
         .tiktok_sandbox_with(hex.clone())
-        .config(|c| c.tiktok_pkce_encoding = "hex".into())
+        .config(|c| c.tiktok.pkce_encoding = "hex".into())
         .spawn()
         .await;
     app.sign_up("hex@example.com").await;
@@ -675,7 +675,7 @@ async fn the_pkce_challenge_encoding_is_a_setting_that_must_match_tiktok() {
 #[tokio::test]
 async fn in_development_without_credentials_the_built_in_sandbox_is_used_and_labelled() {
     let app = TestApp::builder()
-        .config(|c| c.monitoring_token = Some("m".to_owned().into()))
+        .config(|c| c.monitoring.token = Some("m".to_owned().into()))
         .spawn()
         .await;
     let health: Value = app
@@ -726,9 +726,9 @@ async fn in_production_without_credentials_the_flow_is_unavailable_and_config_is
         .config(move |c| {
             c.env = huntaze::config::Environment::Production;
             let db = format!("sqlite://{}", c.data_dir.join("huntaze.db").display());
-            c.database_url = Some(db.into());
-            c.secret_key = Some(key.clone().into());
-            c.encryption_key = Some(key.into());
+            c.database.url = Some(db.into());
+            c.keys.secret_key = Some(key.clone().into());
+            c.keys.encryption_key = Some(key.into());
         })
         .spawn()
         .await;
@@ -771,8 +771,8 @@ async fn after_a_key_rotation_tokens_sealed_under_the_previous_key_still_open() 
     let mut a = TestApp::builder()
         .tiktok_sandbox()
         .config(|c| {
-            c.secret_key = Some(SECRET.to_owned().into());
-            c.encryption_key = Some(KEY_A.to_owned().into());
+            c.keys.secret_key = Some(SECRET.to_owned().into());
+            c.keys.encryption_key = Some(KEY_A.to_owned().into());
         })
         .spawn()
         .await;
@@ -792,14 +792,14 @@ async fn after_a_key_rotation_tokens_sealed_under_the_previous_key_still_open() 
         let (db, sandbox_base, settings) = (db.clone(), sandbox_base.clone(), settings.clone());
         TestApp::builder()
             .config(move |c| {
-                c.secret_key = Some(SECRET.to_owned().into());
-                c.encryption_key = Some(KEY_B.to_owned().into());
-                c.encryption_previous_keys = previous.map(|k| k.to_owned().into());
-                c.database_url = Some(db.into());
-                c.tiktok_client_key = Some(settings.client_key.clone());
-                c.tiktok_client_secret = Some(settings.client_secret.clone().into());
-                c.tiktok_auth_url = format!("{sandbox_base}/v2/auth/authorize/");
-                c.tiktok_api_url = sandbox_base;
+                c.keys.secret_key = Some(SECRET.to_owned().into());
+                c.keys.encryption_key = Some(KEY_B.to_owned().into());
+                c.keys.encryption_previous_keys = previous.map(|k| k.to_owned().into());
+                c.database.url = Some(db.into());
+                c.tiktok.client_key = Some(settings.client_key.clone());
+                c.tiktok.client_secret = Some(settings.client_secret.clone().into());
+                c.tiktok.auth_url = format!("{sandbox_base}/v2/auth/authorize/");
+                c.tiktok.api_url = sandbox_base;
             })
             .spawn()
     };

@@ -13,7 +13,7 @@ both_backends! {
         let app = TestApp::builder()
             .backend(backend)
             .tiktok_sandbox()
-            .config(|c| c.tiktok_connect_per_user_per_minute = 1_000)
+            .config(|c| c.accounts.tiktok_connect_per_user_per_minute = 1_000)
             .spawn()
             .await;
         app.sign_up("tabs@example.com").await;
@@ -40,7 +40,7 @@ both_backends! {
         let app = TestApp::builder()
             .backend(backend)
             .tiktok_sandbox()
-            .config(|c| c.tiktok_connect_per_user_per_minute = 1_000)
+            .config(|c| c.accounts.tiktok_connect_per_user_per_minute = 1_000)
             .spawn()
             .await;
         app.sign_up("tabs@example.com").await;
@@ -62,7 +62,7 @@ both_backends! {
         let app = TestApp::builder()
             .backend(backend)
             .tiktok_sandbox()
-            .config(|c| c.tiktok_connect_per_user_per_minute = 3)
+            .config(|c| c.accounts.tiktok_connect_per_user_per_minute = 3)
             .spawn()
             .await;
         app.sign_up("eager@example.com").await;

@@ -21,7 +21,7 @@ pub use book::{AlertBook, AlertState, LocalAlerts, Notification, NotificationSta
 pub use notifier::{Notifier, payload, signature};
 
 use super::rollup::Agg;
-use crate::config::Config;
+use crate::config::MonitoringSettings;
 use crate::health::Status;
 
 /// How urgent an alert is; stored and sent as [`as_str`](Self::as_str).
@@ -96,7 +96,7 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    pub fn from_config(c: &Config) -> Self {
+    pub fn from_config(c: &MonitoringSettings) -> Self {
         Self {
             window_ms: c.alert_window_ms as i64,
             min_requests: c.alert_min_requests,

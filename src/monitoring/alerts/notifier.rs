@@ -11,7 +11,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::{Notification, Severity};
-use crate::config::Config;
+use crate::config::MonitoringSettings;
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 
 /// The JSON body of a webhook post (and of the log line).
@@ -53,7 +53,7 @@ impl Notifier {
     /// `retries` counts the webhook's retries beside the server's others
     /// (`retries_total{operation="alert_webhook"}`).
     pub fn new(
-        config: &Config,
+        config: &MonitoringSettings,
         instance: String,
         retries: Arc<crate::retry::RetryCounts>,
     ) -> anyhow::Result<Self> {

@@ -139,16 +139,16 @@ impl TestAppBuilder {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = Config {
-            listen: "127.0.0.1:0".into(),
-            public_url: base.clone(),
             data_dir: data_dir.path().to_path_buf(),
-            health_interval_ms: 200,
-            health_check_timeout_ms: 1_000,
-            landing_refresh_ms: 200,
-            db_acquire_timeout_ms: 2_000,
-            shutdown_grace_ms: 5_000,
             ..Config::default()
         };
+        config.server.listen = "127.0.0.1:0".into();
+        config.server.public_url = base.clone();
+        config.health.interval_ms = 200;
+        config.health.check_timeout_ms = 1_000;
+        config.landing.refresh_ms = 200;
+        config.database.acquire_timeout_ms = 2_000;
+        config.server.shutdown_grace_ms = 5_000;
         let mut chaos = None;
         let pg = match self.backend {
             Backend::Sqlite => None,
@@ -168,7 +168,7 @@ impl TestAppBuilder {
                     url.set_port(Some(p.port)).unwrap();
                     chaos = Some(p);
                 }
-                config.database_url = Some(url.to_string().into());
+                config.database.url = Some(url.to_string().into());
                 Some(db)
             }
         };
@@ -187,10 +187,10 @@ impl TestAppBuilder {
                 sb.clone(),
                 std::future::pending(),
             ));
-            config.tiktok_client_key = Some(settings.client_key.clone());
-            config.tiktok_client_secret = Some(settings.client_secret.clone().into());
-            config.tiktok_auth_url = format!("{sandbox_base}/v2/auth/authorize/");
-            config.tiktok_api_url = sandbox_base.clone();
+            config.tiktok.client_key = Some(settings.client_key.clone());
+            config.tiktok.client_secret = Some(settings.client_secret.clone().into());
+            config.tiktok.auth_url = format!("{sandbox_base}/v2/auth/authorize/");
+            config.tiktok.api_url = sandbox_base.clone();
             sandbox = Some(sb);
         }
         for tweak in self.tweaks {

@@ -1,0 +1,322 @@
+//! Validation: what is wrong with a configuration for its environment,
+//! and what an operator may want to know though nothing is wrong.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use secrecy::ExposeSecret;
+
+use super::keys::decode_key;
+use super::{Config, ConfigProblem};
+
+impl Config {
+    /// How many client connections are served at once: the setting, or
+    /// what the process's open-file limit leaves once the database pool
+    /// (up to three files per SQLite connection: the database, its WAL and
+    /// its shared memory), Redis, outbound calls, logs and assets have
+    /// theirs: `max(limit − 3 × HUNTAZE_DB_MAX_CONNECTIONS − 128, limit / 2)`.
+    /// A setting at or above the limit is refused: the process would run
+    /// out of descriptors (and fail to accept or to open anything) before
+    /// the cap holds anyone back.
+    pub fn max_connections(&self) -> Result<usize, ConfigProblem> {
+        let limit = open_file_limit();
+        match (self.server.max_connections, limit) {
+            (Some(0), _) => Err(ConfigProblem::fatal(
+                "HUNTAZE_MAX_CONNECTIONS",
+                "must be greater than zero",
+            )),
+            (Some(n), Some(limit)) if n as u64 >= limit => Err(ConfigProblem::fatal(
+                "HUNTAZE_MAX_CONNECTIONS",
+                format!(
+                    "must be below the open-file limit ({limit}); raise the limit (ulimit -n, LimitNOFILE=) or lower the setting"
+                ),
+            )),
+            (Some(n), _) => Ok(n),
+            (None, limit) => Ok(connections_for_file_limit(
+                limit.unwrap_or(1_024),
+                self.database.max_connections,
+            )),
+        }
+    }
+
+    /// Everything wrong with this configuration for its environment.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let prod = self.is_production();
+        let mut out: Vec<ConfigProblem> = self.listen_addr().err().into_iter().collect();
+        let mut push = |setting: &str, message: &str, fatal| {
+            out.push(ConfigProblem {
+                setting: setting.to_owned(),
+                message: message.to_owned(),
+                fatal,
+            })
+        };
+        if url::Url::parse(&self.server.public_url).is_err() {
+            push("HUNTAZE_PUBLIC_URL", "must be an absolute URL", true);
+        }
+        // The SQLite default suits development; in production it would be a
+        // second, empty database beside the real one.
+        if prod && self.database.url.is_none() {
+            push(
+                "HUNTAZE_DATABASE_URL",
+                "is required in production (write sqlite://PATH out to use a local file)",
+                true,
+            );
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            push(
+                "HUNTAZE_DATABASE_URL",
+                "must start with sqlite: or postgres://",
+                true,
+            );
+        }
+        match &self.keys.secret_key {
+            None if prod => push("HUNTAZE_SECRET_KEY", "is required in production", true),
+            Some(k) if decode_key(k).is_none_or(|b| b.len() < 32) => push(
+                "HUNTAZE_SECRET_KEY",
+                "must be base64 of at least 32 random bytes",
+                true,
+            ),
+            _ => {}
+        }
+        match &self.keys.encryption_key {
+            None if prod => push("HUNTAZE_ENCRYPTION_KEY", "is required in production", true),
+            Some(k) if decode_key(k).is_none_or(|b| b.len() != 32) => push(
+                "HUNTAZE_ENCRYPTION_KEY",
+                "must be base64 of exactly 32 random bytes",
+                true,
+            ),
+            _ => {}
+        }
+        if prod {
+            if self.tiktok.client_key.is_none() {
+                push(
+                    "HUNTAZE_TIKTOK_CLIENT_KEY",
+                    "is not set: the TikTok connect flow is unavailable",
+                    false,
+                );
+            }
+            if self.tiktok.client_secret.is_none() {
+                push(
+                    "HUNTAZE_TIKTOK_CLIENT_SECRET",
+                    "is not set: the TikTok connect flow is unavailable",
+                    false,
+                );
+            }
+            if !self.server.public_url.starts_with("https://") {
+                push(
+                    "HUNTAZE_PUBLIC_URL",
+                    "should be https in production (cookies are not Secure)",
+                    false,
+                );
+            }
+        }
+        for (setting, url) in [
+            ("HUNTAZE_TIKTOK_AUTH_URL", Some(&self.tiktok.auth_url)),
+            ("HUNTAZE_TIKTOK_API_URL", Some(&self.tiktok.api_url)),
+            (
+                "HUNTAZE_ALERT_WEBHOOK_URL",
+                self.monitoring.alert_webhook_url.as_ref(),
+            ),
+        ] {
+            if let Some(u) = url
+                && !url::Url::parse(u).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                })
+            {
+                push(
+                    setting,
+                    "must be an http:// or https:// URL with a host",
+                    true,
+                );
+            }
+        }
+        for (setting, value) in [
+            ("HUNTAZE_REQUEST_TIMEOUT_MS", self.server.request_timeout_ms),
+            ("HUNTAZE_HEALTH_INTERVAL_MS", self.health.interval_ms),
+            (
+                "HUNTAZE_HEALTH_CHECK_TIMEOUT_MS",
+                self.health.check_timeout_ms,
+            ),
+            (
+                "HUNTAZE_DB_ACQUIRE_TIMEOUT_MS",
+                self.database.acquire_timeout_ms,
+            ),
+            ("HUNTAZE_LANDING_REFRESH_MS", self.landing.refresh_ms),
+            (
+                "HUNTAZE_HEADER_READ_TIMEOUT_MS",
+                self.server.header_read_timeout_ms,
+            ),
+            ("HUNTAZE_KEEP_ALIVE_IDLE_MS", self.server.keep_alive_idle_ms),
+            ("HUNTAZE_SEND_TIMEOUT_MS", self.server.send_timeout_ms),
+        ] {
+            if value == 0 {
+                push(setting, "must be greater than zero", true);
+            }
+        }
+        if !matches!(self.tiktok.pkce_encoding.as_str(), "base64url" | "hex") {
+            push(
+                "HUNTAZE_TIKTOK_PKCE_ENCODING",
+                "must be base64url or hex",
+                true,
+            );
+        }
+        if let Some(uri) = &self.tiktok.redirect_uri
+            && !url::Url::parse(uri).is_ok_and(|u| u.query().is_none() && u.fragment().is_none())
+        {
+            push(
+                "HUNTAZE_TIKTOK_REDIRECT_URI",
+                "must be an absolute URL without query or fragment",
+                true,
+            );
+        }
+        if let Err(bad) = self.tiktok.avatar_host_suffixes() {
+            for i in bad {
+                push(
+                    "HUNTAZE_TIKTOK_AVATAR_HOSTS",
+                    &format!("entry {i} is not a host name"),
+                    true,
+                );
+            }
+        }
+        if self.tiktok.avatar_max_bytes == 0 {
+            push(
+                "HUNTAZE_TIKTOK_AVATAR_MAX_BYTES",
+                "must be greater than zero",
+                true,
+            );
+        }
+        if self.server.max_in_flight == 0 {
+            push("HUNTAZE_MAX_IN_FLIGHT", "must be greater than zero", true);
+        }
+        if self.database.max_connections == 0 {
+            push(
+                "HUNTAZE_DB_MAX_CONNECTIONS",
+                "must be greater than zero",
+                true,
+            );
+        }
+        if let Some(keys) = &self.keys.encryption_previous_keys
+            && let Some(bad) = keys
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .position(|k| B64.decode(k).map_or(true, |b| b.len() != 32))
+        {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS".into(),
+                message: format!("entry {} must be base64 of exactly 32 bytes", bad + 1),
+                fatal: true,
+            });
+        }
+        if let Err(p) = self.max_connections() {
+            out.push(p);
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.server.max_header_bytes) {
+            out.push(ConfigProblem::fatal(
+                "HUNTAZE_MAX_HEADER_BYTES",
+                format!("must be from {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES}"),
+            ));
+        }
+        if let Err(bad) = self.server.trusted_proxy_nets() {
+            out.extend(bad.into_iter().map(|i| {
+                ConfigProblem::fatal(
+                    "HUNTAZE_TRUSTED_PROXIES",
+                    format!("entry {i} is not an IP address or CIDR"),
+                )
+            }));
+        }
+        if let Some(url) = &self.redis.url
+            && redis::parse_redis_url(url.expose_secret()).is_none()
+        {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_REDIS_URL".into(),
+                message: "must be a redis:// or rediss:// URL".into(),
+                fatal: true,
+            });
+        }
+        out
+    }
+
+    /// Advice for `check-config`: settings this environment does not
+    /// require but whose absence closes something an operator may expect
+    /// open. Never fatal, and not [`Config::problems`], which also set the
+    /// `config` health component: a deliberate choice must not leave an
+    /// instance degraded for good.
+    pub fn advisories(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.is_production() && self.monitoring.token.is_none() {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_MONITORING_TOKEN".into(),
+                message: "is not set: /metrics answers 404 in production until it is".into(),
+                fatal: false,
+            });
+        }
+        out.extend(connections_past_file_room(
+            self.server.max_connections,
+            open_file_limit(),
+            self.database.max_connections,
+        ));
+        out
+    }
+}
+
+/// Bounds of `HUNTAZE_MAX_HEADER_BYTES`. Below 1 KiB a browser's ordinary
+/// request (cookies, user agent) no longer fits. The upper bound stays under
+/// hyper's read buffer limit (about 400 KiB), which answers 431 on its own
+/// and would otherwise cap the setting silently; a head larger than 256 KiB
+/// is nothing a client of this server sends.
+const MIN_HEADER_BYTES: usize = 1_024;
+const MAX_HEADER_BYTES: usize = 256 * 1_024;
+
+/// The soft open-file limit (`RLIMIT_NOFILE`), if the system tells it and
+/// it is finite.
+pub(super) fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (read && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The connection cap an open-file limit leaves room for (see
+/// [`Config::max_connections`]). Half the limit at least, so a small limit
+/// still serves; an enormous one is held to a million connections.
+pub(super) fn connections_for_file_limit(limit: u64, db_max_connections: u32) -> usize {
+    let limit = limit.min(1 << 20);
+    let reserve = 3 * u64::from(db_max_connections) + 128;
+    let cap = limit.saturating_sub(reserve).max(limit / 2).max(1);
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+/// A connection cap set above what the open-file limit leaves once the
+/// pool and the process's other files have theirs (the room the default
+/// leaves): under load the connections can take the descriptors the
+/// database needs, which then fails instead of the client waiting in the
+/// listen queue. Only advice: the operator may know the pool or the other
+/// files need fewer. At or above the limit itself the setting is refused
+/// ([`Config::max_connections`]), so that is not repeated here.
+pub(super) fn connections_past_file_room(
+    max_connections: Option<usize>,
+    limit: Option<u64>,
+    db_max_connections: u32,
+) -> Option<ConfigProblem> {
+    let (n, limit) = (u64::try_from(max_connections?).ok()?, limit?);
+    let room = limit.saturating_sub(3 * u64::from(db_max_connections) + 128);
+    (n > room && n < limit).then(|| ConfigProblem {
+        setting: "HUNTAZE_MAX_CONNECTIONS".into(),
+        message: format!(
+            "is above the {room} connections the open-file soft limit ({limit}) leaves once \
+             HUNTAZE_DB_MAX_CONNECTIONS ({db_max_connections}, up to three files each) and \
+             128 other files are set aside: under load the database can run out of \
+             descriptors; raise the limit (ulimit -n, LimitNOFILE=) or lower the setting"
+        ),
+        fatal: false,
+    })
+}

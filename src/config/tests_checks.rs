@@ -1,0 +1,249 @@
+//! Validation, derived values and key material.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use secrecy::SecretString;
+
+use super::checks::{connections_for_file_limit, connections_past_file_room, open_file_limit};
+use super::{Config, Environment};
+
+/// The default configuration with `set` applied.
+fn with(set: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    set(&mut config);
+    config
+}
+
+#[test]
+fn avatar_hosts_are_host_names_and_bad_entries_are_named_by_position() {
+    let config =
+        with(|c| c.tiktok.avatar_hosts = " *.TikTokCDN.com, .ibyteimg.com,byteimg.com. ,".into());
+    assert_eq!(
+        config.tiktok.avatar_host_suffixes(),
+        Ok(vec![
+            "tiktokcdn.com".to_owned(),
+            "ibyteimg.com".to_owned(),
+            "byteimg.com".to_owned()
+        ])
+    );
+    assert!(Config::default().tiktok.avatar_host_suffixes().is_ok());
+    let config = with(|c| {
+        c.tiktok.avatar_hosts = "tiktokcdn.com,10.0.0.1,exa mple.com,https://x.com,-a.com".into()
+    });
+    assert_eq!(config.tiktok.avatar_host_suffixes(), Err(vec![2, 3, 4, 5]));
+    let problems = config.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.setting == "HUNTAZE_TIKTOK_AVATAR_HOSTS"
+                && p.message == "entry 2 is not a host name"
+                && p.fatal),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn production_without_secrets_names_each_missing_one() {
+    let cfg = with(|c| c.env = Environment::Production);
+    let fatal: Vec<_> = cfg
+        .problems()
+        .into_iter()
+        .filter(|p| p.fatal)
+        .map(|p| p.setting)
+        .collect();
+    assert_eq!(
+        fatal,
+        vec![
+            "HUNTAZE_DATABASE_URL",
+            "HUNTAZE_SECRET_KEY",
+            "HUNTAZE_ENCRYPTION_KEY"
+        ]
+    );
+}
+
+#[test]
+fn production_requires_the_database_url_written_out() {
+    let prod = |url: Option<&str>| {
+        with(|c| {
+            c.env = Environment::Production;
+            c.database.url = url.map(SecretString::from);
+        })
+    };
+    let db_problems = |c: Config| {
+        c.problems()
+            .into_iter()
+            .filter(|p| p.setting == "HUNTAZE_DATABASE_URL")
+            .count()
+    };
+    assert_eq!(db_problems(prod(None)), 1);
+    assert_eq!(db_problems(prod(Some("sqlite:///var/lib/huntaze/h.db"))), 0);
+    assert_eq!(db_problems(prod(Some("postgres://h/db"))), 0);
+    assert_eq!(
+        db_problems(Config::default()),
+        0,
+        "development keeps its default"
+    );
+}
+
+#[test]
+fn the_alert_webhook_must_be_http_with_a_host() {
+    let problems = |url: &str| {
+        with(|c| c.monitoring.alert_webhook_url = Some(url.into()))
+            .problems()
+            .into_iter()
+            .filter(|p| p.setting == "HUNTAZE_ALERT_WEBHOOK_URL")
+            .count()
+    };
+    for bad in ["ftp://x", "http://", "file:///tmp/x", "x"] {
+        assert_eq!(problems(bad), 1, "{bad}");
+    }
+    for good in ["http://127.0.0.1:9/hook", "https://alerts.example.com/h"] {
+        assert_eq!(problems(good), 0, "{good}");
+    }
+}
+
+#[test]
+fn every_bad_trusted_proxy_is_named_by_position() {
+    let cfg = with(|c| c.server.trusted_proxies = "10.0.0.1, nope ,10.0.0.0/8,also-bad,::1".into());
+    assert_eq!(cfg.server.trusted_proxy_nets().unwrap_err(), [2, 4]);
+    let messages: Vec<String> = cfg.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "HUNTAZE_TRUSTED_PROXIES: entry 2 is not an IP address or CIDR",
+            "HUNTAZE_TRUSTED_PROXIES: entry 4 is not an IP address or CIDR",
+        ]
+    );
+}
+
+#[test]
+fn ipv4_mapped_trusted_proxies_are_ipv4_networks() {
+    let config = with(|c| {
+        c.server.trusted_proxies = "::ffff:127.0.0.1, ::ffff:10.0.0.0/104, 2001:db8::/32".into()
+    });
+    let nets: Vec<String> = config
+        .server
+        .trusted_proxy_nets()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"]);
+}
+
+#[test]
+fn the_connection_cap_leaves_room_for_the_pool_and_files() {
+    assert_eq!(connections_for_file_limit(1_024, 10), 1_024 - 30 - 128);
+    assert_eq!(connections_for_file_limit(65_536, 10), 65_536 - 158);
+    // A small limit still serves, with half of it kept for the rest.
+    assert_eq!(connections_for_file_limit(256, 10), 128);
+    assert_eq!(connections_for_file_limit(1, 10), 1);
+    assert_eq!(connections_for_file_limit(u64::MAX, 10), (1 << 20) - 158);
+    let derived = Config::default().max_connections().unwrap();
+    let limit = open_file_limit().unwrap_or(1_024);
+    assert!(
+        derived > 0 && (derived as u64) < limit,
+        "{derived} of {limit}"
+    );
+}
+
+#[test]
+fn a_connection_cap_past_the_room_the_file_limit_leaves_is_advised_against() {
+    // 1,024 files, a pool of 10: room for 1,024 − 30 − 128 = 866.
+    let advice = connections_past_file_room(Some(1_000), Some(1_024), 10)
+        .expect("1,000 connections under ulimit -n 1024 is advised against");
+    assert_eq!(advice.setting, "HUNTAZE_MAX_CONNECTIONS");
+    assert!(!advice.fatal);
+    assert!(
+        advice.message.contains("1024") && advice.message.contains("866"),
+        "{}",
+        advice.message
+    );
+    for quiet in [
+        connections_past_file_room(Some(866), Some(1_024), 10),
+        connections_past_file_room(None, Some(1_024), 10),
+        connections_past_file_room(Some(1_000), None, 10),
+        // Refused outright elsewhere.
+        connections_past_file_room(Some(1_024), Some(1_024), 10),
+    ] {
+        assert_eq!(quiet, None);
+    }
+    // The pool counts: 20 connections leave room for 836 only.
+    assert!(connections_past_file_room(Some(866), Some(1_024), 20).is_some());
+}
+
+#[test]
+fn connection_limits_that_cannot_work_are_refused() {
+    let limit = open_file_limit().expect("an open-file limit");
+    for (cfg, setting) in [
+        (
+            with(|c| c.server.max_connections = Some(0)),
+            "HUNTAZE_MAX_CONNECTIONS",
+        ),
+        (
+            with(|c| c.server.max_connections = Some(usize::try_from(limit).unwrap_or(usize::MAX))),
+            "HUNTAZE_MAX_CONNECTIONS",
+        ),
+        (
+            with(|c| c.server.max_header_bytes = 1_023),
+            "HUNTAZE_MAX_HEADER_BYTES",
+        ),
+        (
+            with(|c| c.server.max_header_bytes = 256 * 1_024 + 1),
+            "HUNTAZE_MAX_HEADER_BYTES",
+        ),
+        (
+            with(|c| c.server.header_read_timeout_ms = 0),
+            "HUNTAZE_HEADER_READ_TIMEOUT_MS",
+        ),
+        (
+            with(|c| c.server.keep_alive_idle_ms = 0),
+            "HUNTAZE_KEEP_ALIVE_IDLE_MS",
+        ),
+        (
+            with(|c| c.server.send_timeout_ms = 0),
+            "HUNTAZE_SEND_TIMEOUT_MS",
+        ),
+    ] {
+        let fatal: Vec<_> = cfg
+            .problems()
+            .into_iter()
+            .filter(|p| p.fatal)
+            .map(|p| p.setting)
+            .collect();
+        assert_eq!(fatal, [setting]);
+    }
+    let cfg = with(|c| c.server.max_connections = Some(100));
+    assert_eq!(cfg.max_connections(), Ok(100));
+}
+
+#[test]
+fn development_defaults_have_no_fatal_problem() {
+    assert!(Config::default().problems().iter().all(|p| !p.fatal));
+}
+
+#[test]
+fn a_short_encryption_key_is_rejected_without_echoing_it() {
+    let cfg = with(|c| c.keys.encryption_key = Some(SecretString::from(B64.encode([7u8; 16]))));
+    let p = cfg.problems();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].setting, "HUNTAZE_ENCRYPTION_KEY");
+    assert!(!p[0].message.contains(&B64.encode([7u8; 16])));
+}
+
+#[test]
+fn secrets_do_not_appear_in_debug_output() {
+    let cfg = with(|c| c.keys.secret_key = Some(SecretString::from("hunter2-super-secret")));
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+}
+
+#[test]
+fn dev_secrets_are_generated_once_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with(|c| c.data_dir = dir.path().to_path_buf());
+    let a = cfg.keys().unwrap();
+    let b = cfg.keys().unwrap();
+    assert!(a.generated);
+    assert_eq!(a.secret, b.secret);
+    assert_eq!(a.encryption, b.encryption);
+}
