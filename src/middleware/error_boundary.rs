@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody};
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 use crate::time_fmt::now_rfc3339;
 use crate::views::{Chrome, ErrorView};
 

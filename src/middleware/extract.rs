@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::session_cookie;
 use crate::accounts::Authenticated;
 use crate::error::{AppError, FieldError};
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// JSON body extractor (`application/json` required).
 pub struct ApiJson<T>(pub T);

@@ -33,6 +33,7 @@ pub mod route_policy;
 pub mod security_headers;
 pub mod session_cookie;
 pub mod shed;
+pub mod state;
 pub mod trace;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// Responses smaller than this are not worth compressing.
 const COMPRESS_MIN_BYTES: u64 = 512;

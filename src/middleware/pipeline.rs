@@ -33,8 +33,8 @@ use super::request_id::{self, RequestMeta};
 use super::route_policy::{ErrorFormat, RouteId, RouteLabels};
 use super::shed::{self, LoadShedder};
 use super::trace;
+use crate::middleware::state::AppState;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
-use crate::state::AppState;
 
 /// What the pipeline needs, built once.
 pub struct Pipeline {

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
 use crate::middleware::extract::MaybeUser;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// True when the caller presented the monitoring bearer token.
 pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {

@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::middleware::extract::{MaybeUser, PageUser};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::session_cookie;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 use crate::views::{Chrome, LoginView, PlatformsView, RegisterView};
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
 use crate::middleware::extract::{Admin, ApiQuery};
 use crate::middleware::request_id::RequestContext;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 use crate::store::audit::AuditRow;
 use crate::time_fmt::rfc3339_from_ms;
 

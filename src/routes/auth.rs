@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::middleware::extract::{ApiJson, CsrfUser, CurrentUser};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::session_cookie;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -11,7 +11,7 @@ use super::access::is_detailed_caller;
 use super::respond::no_store_json;
 use crate::error::{AppError, FinalBody};
 use crate::health::{ComponentHealth, HealthStatus, Status};
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 pub const COMPONENTS: [&str; 4] = ["auth", "database", "config", "external"];
 

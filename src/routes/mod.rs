@@ -35,7 +35,7 @@ use crate::error::AppError;
 pub use crate::middleware::Routes;
 pub use crate::middleware::route_policy::RoutePolicy;
 use crate::middleware::route_policy::{RouteLabels, Stack};
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// A router that records each route's template and policy as it registers
 /// it, so the labels and policies cannot drift from the routing, and that

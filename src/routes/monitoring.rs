@@ -16,11 +16,11 @@ use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
 use crate::middleware::extract::{ApiQuery, MaybeUser};
 use crate::middleware::request_id::RequestContext;
+use crate::middleware::state::AppState;
 use crate::monitoring::metrics::{
     CircuitFigures, ComponentStatus, MetricsInputs, OperationRetries,
 };
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
-use crate::state::AppState;
 use crate::views::Chrome;
 
 /// Prometheus text exposition, guarded by the monitoring token when one is

@@ -4,7 +4,7 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// The landing page: a lookup in the render cache, nothing else. Takes the
 /// request rather than a `HeaderMap`, which axum would clone.

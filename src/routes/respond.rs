@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::accounts::NewSession;
 use crate::error::{AppError, FinalBody};
 use crate::middleware::session_cookie;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 
 /// `res`, marked never to be stored by a cache: it carries a session, a
 /// token, or a state that is stale a moment later.

@@ -15,7 +15,7 @@ use crate::circuit::CircuitState;
 use crate::error::AppError;
 use crate::middleware::extract::{CsrfUser, CurrentUser, MaybeUser, PageUser};
 use crate::middleware::request_id::RequestContext;
-use crate::state::AppState;
+use crate::middleware::state::AppState;
 use crate::tiktok::{ConnectError, Mode, TikTokStatus};
 use crate::views::{Chrome, ConnectTikTokView};
 

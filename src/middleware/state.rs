@@ -1,5 +1,8 @@
 //! [`AppState`]: everything a handler may reach ([`Services`]), built once
 //! at start-up by the application's builder and shared by reference count.
+//! It lives with the middleware because the pipeline is what carries it to
+//! every handler, and it holds the pipeline's own settings (security
+//! headers, trusted proxies) beside the services.
 
 use std::ops::Deref;
 use std::sync::Arc;
