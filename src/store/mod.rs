@@ -439,8 +439,12 @@ pub fn classify(e: &sqlx::Error) -> Fault {
             }
             match code {
                 // serialization failure, deadlock, admin/crash shutdown,
-                // cannot connect now, too many connections
-                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" => Fault::Transient,
+                // cannot connect now, too many connections, and the server
+                // ending a session left idle (in a transaction, 25P03: a
+                // network stall mid-transaction ends this way; or at all)
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "57P05" => {
+                    Fault::Transient
+                }
                 // query canceled (statement timeout), disk full, out of memory
                 "57014" | "53100" | "53200" => Fault::Unavailable,
                 // undefined table: the schema is not there yet (a server

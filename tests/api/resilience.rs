@@ -376,3 +376,32 @@ crate::both_backends! {
         assert!(res.headers().contains_key("retry-after"));
     }
 }
+
+/// PostgreSQL ends a session left idle inside a transaction (the server
+/// sets `idle_in_transaction_session_timeout` on its connections, so a
+/// network stall in the middle of a registration ends this way): that is the
+/// database connection going away, answered 503, not a bug answered 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_ended_by_the_idle_timeout_is_a_transient_fault() {
+    require_postgres!("resilience::a_transaction_ended_by_the_idle_timeout_is_a_transient_fault");
+    let app = TestApp::builder().backend(Backend::Postgres).spawn().await;
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    sqlx::query("SET idle_in_transaction_session_timeout = 100")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .expect_err("the session was ended while idle in its transaction");
+    assert_eq!(
+        huntaze::store::classify(&e),
+        huntaze::store::Fault::Transient,
+        "{e}"
+    );
+    let report = huntaze::error::AppError::from(e).report();
+    assert_eq!(report.status, 503);
+    assert!(report.retry_after.is_some());
+}
