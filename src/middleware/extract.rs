@@ -187,6 +187,21 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
+/// The caller, or why they could not be looked up (the database did not
+/// answer): for routes that need a user and must not take an outage for a
+/// signed-out caller, which clients would answer by dropping the session.
+pub struct UserLookup(pub Result<Option<Authenticated>, AppError>);
+
+impl FromRequestParts<AppState> for UserLookup {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(authenticate(parts, state).await))
+    }
+}
+
 /// A signed-in caller for a page: anyone else is sent to `/login?next=…`.
 pub struct PageUser(pub Authenticated);
 

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
-use crate::middleware::extract::MaybeUser;
+use crate::middleware::extract::{MaybeUser, UserLookup};
 use crate::middleware::state::AppState;
 
 /// True when the caller presented the monitoring bearer token.
@@ -50,10 +50,8 @@ impl FromRequestParts<AppState> for MonitoringCaller {
         if has_monitoring_token(state, &parts.headers) {
             return Ok(Self);
         }
-        let MaybeUser(who) = MaybeUser::from_request_parts(parts, state)
-            .await
-            .unwrap_or(MaybeUser(None));
-        match who {
+        let Ok(UserLookup(who)) = UserLookup::from_request_parts(parts, state).await;
+        match who? {
             Some(w) if w.is_admin() => Ok(Self),
             Some(_) => Err(AppError::Forbidden),
             None => Err(AppError::Unauthorized),

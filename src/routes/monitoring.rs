@@ -14,7 +14,7 @@ use super::health::COMPONENTS;
 use super::respond::{no_store, page};
 use crate::audit::{self, AuditEvent};
 use crate::error::{AppError, FieldError};
-use crate::middleware::extract::{ApiQuery, MaybeUser};
+use crate::middleware::extract::{ApiQuery, UserLookup};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::state::AppState;
 use crate::monitoring::metrics::{
@@ -250,10 +250,12 @@ pub struct MonitoringView {
 pub async fn page_view(
     State(state): State<AppState>,
     ctx: RequestContext,
-    MaybeUser(who): MaybeUser,
+    UserLookup(who): UserLookup,
 ) -> Response {
-    let Some(who) = who else {
-        return Redirect::to("/login?next=%2Fadmin%2Fmonitoring").into_response();
+    let who = match who {
+        Ok(Some(who)) => who,
+        Ok(None) => return Redirect::to("/login?next=%2Fadmin%2Fmonitoring").into_response(),
+        Err(e) => return e.into_response(),
     };
     if !who.is_admin() {
         return AppError::Forbidden.into_response();

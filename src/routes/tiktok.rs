@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::respond::{no_store, page};
 use crate::circuit::CircuitState;
 use crate::error::AppError;
-use crate::middleware::extract::{CsrfUser, CurrentUser, MaybeUser, PageUser};
+use crate::middleware::extract::{CsrfUser, CurrentUser, PageUser, UserLookup};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::state::AppState;
 use crate::tiktok::{ConnectError, Mode, TikTokStatus};
@@ -54,16 +54,16 @@ fn wants_html(headers: &HeaderMap) -> bool {
     ))]
 pub async fn start(
     State(state): State<AppState>,
-    MaybeUser(who): MaybeUser,
+    UserLookup(who): UserLookup,
     headers: HeaderMap,
 ) -> Response {
     let html = wants_html(&headers);
-    let Some(who) = who else {
-        return if html {
-            found("/login?next=%2Fapi%2Fauth%2Ftiktok")
-        } else {
-            AppError::Unauthorized.into_response()
-        };
+    let who = match who {
+        Ok(Some(who)) => who,
+        Ok(None) if html => return found("/login?next=%2Fapi%2Fauth%2Ftiktok"),
+        Ok(None) => return AppError::Unauthorized.into_response(),
+        Err(_) if html => return to_connect_page(ConnectError::ServiceUnavailable),
+        Err(e) => return e.into_response(),
     };
     // Each start stores a state and costs TikTok a page view: bounded per
     // user, like the other auth limits (shared through Redis when set).
@@ -107,13 +107,15 @@ pub async fn start(
 pub async fn callback(
     State(state): State<AppState>,
     ctx: RequestContext,
-    MaybeUser(who): MaybeUser,
+    UserLookup(who): UserLookup,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(who) = who else {
+    let who = match who {
+        Ok(Some(who)) => who,
         // Without a session the state cannot be tied to anyone: sign in and
         // start again.
-        return found("/login?next=%2Fplatforms%2Fconnect%2Ftiktok");
+        Ok(None) => return found("/login?next=%2Fplatforms%2Fconnect%2Ftiktok"),
+        Err(_) => return to_connect_page(ConnectError::ServiceUnavailable),
     };
     match state
         .tiktok

@@ -405,3 +405,87 @@ async fn a_transaction_ended_by_the_idle_timeout_is_a_transient_fault() {
     assert_eq!(report.status, 503);
     assert!(report.retry_after.is_some());
 }
+
+/// A signed-in caller whose session cannot be looked up because the
+/// database is down is not a signed-out caller: routes that need a user
+/// answer 503 (or, for a browser on the connect flow, the connect page with
+/// the error), never 401 or the sign-in page, which would make clients drop a
+/// valid session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_looked_up_is_unavailable_not_signed_out() {
+    require_postgres!(
+        "resilience::a_session_that_cannot_be_looked_up_is_unavailable_not_signed_out"
+    );
+    let app = TestApp::builder()
+        .backend(Backend::Postgres)
+        .through_proxy()
+        .tiktok_sandbox()
+        .config(|c| {
+            // Every request looks its session up in the database.
+            c.database.query_cache_ttl_ms = 0;
+        })
+        .spawn()
+        .await;
+    app.sign_up("outage@example.com").await;
+    app.proxy.as_ref().unwrap().set(Mode::Refuse);
+
+    let res = app
+        .client
+        .get(app.url("/api/auth/tiktok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "API caller");
+    assert!(res.headers().contains_key("retry-after"));
+
+    let res = app
+        .client
+        .get(app.url("/api/auth/tiktok"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "browser");
+    let to = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(to, "/platforms/connect/tiktok?error=SERVICE_UNAVAILABLE");
+
+    let res = app
+        .client
+        .get(app.url("/api/auth/tiktok/callback?code=c&state=s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let to = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(to, "/platforms/connect/tiktok?error=SERVICE_UNAVAILABLE");
+
+    let res = app
+        .client
+        .get(app.url("/admin/monitoring"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "the dashboard page");
+    let res = app
+        .client
+        .get(app.url("/api/monitoring/alerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "the monitoring API");
+
+    app.proxy.as_ref().unwrap().set(Mode::Pass);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.client
+                .get(app.url("/api/auth/session"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        })
+        .await,
+        "the same session works once the database is back"
+    );
+}
