@@ -19,7 +19,7 @@ pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     !presented.is_empty()
         && bool::from(
@@ -27,6 +27,15 @@ pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
                 .as_bytes()
                 .ct_eq(expected.expose_secret().as_bytes()),
         )
+}
+
+/// The token of a `Bearer` credential; the scheme name is matched without
+/// regard to case, as HTTP requires.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// True when the caller may see messages and details: the monitoring token

@@ -60,3 +60,28 @@ async fn in_development_metrics_stays_open_without_a_token() {
     assert_eq!(status, 200);
     assert!(body.contains("# TYPE"), "{body:.200}");
 }
+
+/// The scheme name of an `Authorization` header is case-insensitive
+/// (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` carry the same token.
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let app = production(Some("scrape-me")).await;
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let res = app
+            .client
+            .get(app.url("/metrics"))
+            .header("authorization", format!("{scheme} scrape-me"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{scheme}");
+    }
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", "Basic scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "another scheme is not a bearer token");
+}
