@@ -121,7 +121,7 @@ fn load_or_create_dev_secrets(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> 
     {
         return Ok((a, b));
     }
-    std::fs::create_dir_all(dir)
+    create_private_dir(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
     let mut secret = vec![0u8; 32];
     let mut enc = vec![0u8; 32];
@@ -146,4 +146,16 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(body)
+}
+
+/// Creates `dir` and its missing parents readable by this user only: the
+/// data directory holds the SQLite database (password hashes, sealed
+/// tokens) and the development secrets. A directory that exists is left as
+/// its owner set it.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

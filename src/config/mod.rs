@@ -40,6 +40,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 pub use keys::Keys;
+pub(crate) use keys::create_private_dir;
 pub use sections::{
     AccountSettings, DEFAULT_AVATAR_HOSTS, DatabaseSettings, HealthSettings, KeySettings,
     LandingSettings, MonitoringSettings, RedisSettings, ServerSettings, TikTokSettings,

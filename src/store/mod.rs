@@ -141,7 +141,7 @@ impl Db {
         let mut sqlite_path = None;
         let url = match backend {
             Backend::Sqlite => {
-                std::fs::create_dir_all(data_dir).with_context(|| {
+                crate::config::create_private_dir(data_dir).with_context(|| {
                     format!("creating the data directory {}", data_dir.display())
                 })?;
                 let url = if url.contains('?') {
@@ -155,7 +155,7 @@ impl Db {
                 // The file may live outside the data directory; SQLite
                 // creates a missing file but not its directory.
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
+                    crate::config::create_private_dir(dir).with_context(|| {
                         format!("creating the database directory {}", dir.display())
                     })?;
                 }

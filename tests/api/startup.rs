@@ -179,3 +179,26 @@ fn a_corrupted_sqlite_file_is_named_once_and_taken_up_again_when_repaired() {
     );
     let _ = server.child.kill();
 }
+
+/// The data directory the server creates holds the SQLite database
+/// (password hashes, sealed tokens) and the development secrets: only its
+/// owner may read it.
+#[tokio::test]
+async fn the_data_directory_the_server_creates_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("fresh").join("data");
+    let app = crate::support::TestApp::builder()
+        .config({
+            let dir = dir.clone();
+            move |c| {
+                c.data_dir = dir.clone();
+                c.database.url = None;
+            }
+        })
+        .spawn()
+        .await;
+    assert_eq!(app.get("/api/health").await.status(), 200);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
