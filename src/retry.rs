@@ -49,7 +49,7 @@ impl RetryCounts {
 
 /// A policy and the counts its retries go to.
 #[derive(Clone, Debug)]
-pub struct Retry {
+pub(crate) struct Retry {
     pub policy: RetryPolicy,
     pub counts: Arc<RetryCounts>,
 }
@@ -57,7 +57,7 @@ pub struct Retry {
 impl Retry {
     /// Runs `op`, retrying the failures `retryable` accepts as the policy
     /// allows, and counts each retry.
-    pub async fn run_when<T, E, F, Fut>(
+    pub(crate) async fn run_when<T, E, F, Fut>(
         &self,
         operation: &'static str,
         retryable: impl Fn(&E) -> bool,
@@ -75,7 +75,7 @@ impl Retry {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,

@@ -27,7 +27,7 @@ use crate::views::{Chrome, LandingView, thousands};
 /// How long a change notice waits for more writes before re-rendering.
 const FIGURES_SETTLE: Duration = Duration::from_millis(200);
 
-pub const CACHE_CONTROL: &str =
+pub(crate) const CACHE_CONTROL: &str =
     "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400";
 
 /// One render of the page.

@@ -97,7 +97,7 @@ where
     }
 }
 
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 async fn authenticate(
     parts: &mut Parts,
@@ -122,7 +122,7 @@ async fn authenticate(
     Ok(who)
 }
 
-pub struct CurrentUser(pub Authenticated);
+pub(crate) struct CurrentUser(pub Authenticated);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
@@ -136,7 +136,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
 /// A signed-in caller whose state-changing request carries the session's
 /// CSRF token in `X-CSRF-Token`.
-pub struct CsrfUser(pub Authenticated);
+pub(crate) struct CsrfUser(pub Authenticated);
 
 impl FromRequestParts<AppState> for CsrfUser {
     type Rejection = AppError;
@@ -154,7 +154,7 @@ impl FromRequestParts<AppState> for CsrfUser {
     }
 }
 
-pub struct Admin(pub Authenticated);
+pub(crate) struct Admin(pub Authenticated);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
@@ -169,7 +169,7 @@ impl FromRequestParts<AppState> for Admin {
 
 /// The caller if signed in. A database failure here renders the page as
 /// signed out rather than failing it.
-pub struct MaybeUser(pub Option<Authenticated>);
+pub(crate) struct MaybeUser(pub Option<Authenticated>);
 
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = std::convert::Infallible;
@@ -188,9 +188,9 @@ impl FromRequestParts<AppState> for MaybeUser {
 }
 
 /// A signed-in caller for a page: anyone else is sent to `/login?next=…`.
-pub struct PageUser(pub Authenticated);
+pub(crate) struct PageUser(pub Authenticated);
 
-pub struct ToLogin(Response);
+pub(crate) struct ToLogin(Response);
 
 impl IntoResponse for ToLogin {
     fn into_response(self) -> Response {

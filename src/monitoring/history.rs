@@ -12,25 +12,25 @@ use std::collections::{BTreeMap, VecDeque};
 use super::rollup::Agg;
 
 /// One health sample: (at ms, instance, component, status, response ms).
-pub type SampleRow = (i64, String, String, String, i64);
+pub(crate) type SampleRow = (i64, String, String, String, i64);
 
 /// A rollup row: (minute ms, route, aggregate).
-pub type RollupRow = (i64, String, Agg);
+pub(crate) type RollupRow = (i64, String, Agg);
 
 /// Bounds of what waits for the database. A route minute row is ~200 bytes
 /// and a sample ~100: a few MB at most, hours of outage at usual rates
 /// (30 routes a minute, 4 components every 10 s). Beyond them the oldest
 /// go first: the newest history is what an operator looks at after an
 /// outage.
-pub const MAX_PENDING_ROLLUPS: usize = 20_000;
-pub const MAX_PENDING_SAMPLES: usize = 20_000;
+pub(crate) const MAX_PENDING_ROLLUPS: usize = 20_000;
+pub(crate) const MAX_PENDING_SAMPLES: usize = 20_000;
 /// Bound of the recent samples kept for local evaluation, whatever the
 /// sampling interval.
 const MAX_RECENT_SAMPLES: usize = 20_000;
 
 /// One component's result in a sampling round.
 #[derive(Clone, Debug)]
-pub struct ComponentSample {
+pub(crate) struct ComponentSample {
     pub component: String,
     /// As stored: `healthy`, `degraded` or `unhealthy`.
     pub status: String,
@@ -38,7 +38,7 @@ pub struct ComponentSample {
 }
 
 #[derive(Debug)]
-pub struct LocalHistory {
+pub(crate) struct LocalHistory {
     instance: String,
     /// How far back `recent_*` reaches (the longest alert window).
     keep_ms: i64,
@@ -53,7 +53,7 @@ pub struct LocalHistory {
 /// What one flush takes to write; given back with [`LocalHistory::restore`]
 /// when the write fails.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Sorted by (minute, route): every writer upserts in this one order.
     pub rollups: Vec<RollupRow>,
     /// Sorted by (at, component).
@@ -61,7 +61,7 @@ pub struct Pending {
 }
 
 impl LocalHistory {
-    pub fn new(instance: String, keep_ms: i64) -> Self {
+    pub(crate) fn new(instance: String, keep_ms: i64) -> Self {
         Self {
             instance,
             keep_ms: keep_ms.max(60_000),
@@ -74,7 +74,7 @@ impl LocalHistory {
     }
 
     /// Adds rollup deltas recorded since the last call.
-    pub fn add_rollups(&mut self, deltas: Vec<RollupRow>, now: i64) {
+    pub(crate) fn add_rollups(&mut self, deltas: Vec<RollupRow>, now: i64) {
         for (minute, route, agg) in deltas {
             self.recent_rollups
                 .entry((minute, route.clone()))
@@ -97,7 +97,7 @@ impl LocalHistory {
     }
 
     /// Adds one sampling round.
-    pub fn add_samples(&mut self, at: i64, samples: &[ComponentSample]) {
+    pub(crate) fn add_samples(&mut self, at: i64, samples: &[ComponentSample]) {
         for sample in samples {
             let row = (
                 at,
@@ -122,7 +122,7 @@ impl LocalHistory {
 
     /// Takes the oldest pending rows, at most `limit` of each kind, in the
     /// order they must be written.
-    pub fn take_pending(&mut self, limit: usize) -> Pending {
+    pub(crate) fn take_pending(&mut self, limit: usize) -> Pending {
         let mut rollups = Vec::new();
         while rollups.len() < limit {
             let Some(((m, r), a)) = self.pending_rollups.pop_first() else {
@@ -137,7 +137,7 @@ impl LocalHistory {
     }
 
     /// Gives back a batch whose write failed (or was not committed).
-    pub fn restore(&mut self, batch: Pending) {
+    pub(crate) fn restore(&mut self, batch: Pending) {
         self.restore_rollups(batch.rollups);
         self.restore_samples(batch.samples);
     }
@@ -173,7 +173,7 @@ impl LocalHistory {
     }
 
     /// Unwritten rollups from minute `from` on (to merge into a read).
-    pub fn pending_rollups_since(&self, from: i64) -> Vec<RollupRow> {
+    pub(crate) fn pending_rollups_since(&self, from: i64) -> Vec<RollupRow> {
         self.pending_rollups
             .range((from, String::new())..)
             .map(|((m, r), a)| (*m, r.clone(), a.clone()))
@@ -181,7 +181,7 @@ impl LocalHistory {
     }
 
     /// Unwritten samples from `from` on.
-    pub fn pending_samples_since(&self, from: i64) -> Vec<SampleRow> {
+    pub(crate) fn pending_samples_since(&self, from: i64) -> Vec<SampleRow> {
         self.pending_samples
             .iter()
             .filter(|s| s.0 >= from)
@@ -191,7 +191,7 @@ impl LocalHistory {
 
     /// Unwritten requests and errors per minute, and the latest minute,
     /// from `from` on (this instance's share of the totals).
-    pub fn pending_totals_since(&self, from: i64) -> Option<(i64, i64, i64)> {
+    pub(crate) fn pending_totals_since(&self, from: i64) -> Option<(i64, i64, i64)> {
         self.pending_rollups
             .range((from, String::new())..)
             .fold(None, |acc, ((m, _), a)| {
@@ -202,7 +202,7 @@ impl LocalHistory {
 
     /// This instance's own rollups and samples from `from` on, written or
     /// not: what local alert evaluation reads while the database is down.
-    pub fn recent_since(&self, from: i64) -> (Vec<RollupRow>, Vec<SampleRow>) {
+    pub(crate) fn recent_since(&self, from: i64) -> (Vec<RollupRow>, Vec<SampleRow>) {
         let rollups = self
             .recent_rollups
             .range((from - from.rem_euclid(60_000), String::new())..)
@@ -218,14 +218,14 @@ impl LocalHistory {
     }
 
     /// Rows dropped by the bounds since the last call.
-    pub fn take_dropped(&mut self) -> u64 {
+    pub(crate) fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
     }
 }
 
 /// Merges rows of the same (minute, route) (from the database and from
 /// memory), sorted by minute then route.
-pub fn merge_rollups(a: Vec<RollupRow>, b: Vec<RollupRow>) -> Vec<RollupRow> {
+pub(crate) fn merge_rollups(a: Vec<RollupRow>, b: Vec<RollupRow>) -> Vec<RollupRow> {
     let mut merged: BTreeMap<(i64, String), Agg> = BTreeMap::new();
     for (m, r, agg) in a.into_iter().chain(b) {
         merged.entry((m, r)).or_default().merge(&agg);

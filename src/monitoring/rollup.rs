@@ -14,16 +14,16 @@ pub use crate::store::rollup::Agg;
 /// SipHash's flooding resistance would cost a noticeable share of every
 /// request for nothing.
 #[derive(Default, Debug)]
-pub struct RollupBuffer {
+pub(crate) struct RollupBuffer {
     minutes: FxHashMap<i64, FxHashMap<String, Agg>>,
 }
 
-pub fn minute_of(ms: i64) -> i64 {
+pub(crate) fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }
 
 impl RollupBuffer {
-    pub fn record(&mut self, at_ms: i64, route: &str, ms: f64, error: bool) {
+    pub(crate) fn record(&mut self, at_ms: i64, route: &str, ms: f64, error: bool) {
         let minute = self.minutes.entry(minute_of(at_ms)).or_default();
         match minute.get_mut(route) {
             Some(agg) => agg.record(ms, error),
@@ -37,7 +37,7 @@ impl RollupBuffer {
 
     /// Everything recorded since the last call (deltas: the caller adds
     /// them up), leaving the buffer empty.
-    pub fn take_all(&mut self) -> Vec<(i64, String, Agg)> {
+    pub(crate) fn take_all(&mut self) -> Vec<(i64, String, Agg)> {
         std::mem::take(&mut self.minutes)
             .into_iter()
             .flat_map(|(m, routes)| routes.into_iter().map(move |(r, a)| (m, r, a)))

@@ -12,7 +12,7 @@ use crate::middleware::extract::MaybeUser;
 use crate::middleware::state::AppState;
 
 /// True when the caller presented the monitoring bearer token.
-pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = &state.config.monitoring.token else {
         return false;
     };
@@ -31,7 +31,7 @@ pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// True when the caller may see messages and details: the monitoring token
 /// or an admin session.
-pub async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
+pub(crate) async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
     if has_monitoring_token(state, &parts.headers) {
         return true;
     }
@@ -42,7 +42,7 @@ pub async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
 
 /// The monitoring token or an admin session: 401 for anonymous callers,
 /// 403 for signed-in non-admins.
-pub struct MonitoringCaller;
+pub(crate) struct MonitoringCaller;
 
 impl FromRequestParts<AppState> for MonitoringCaller {
     type Rejection = AppError;

@@ -10,14 +10,14 @@
 //! This module owns SQL and connection management only: no HTTP types, no
 //! caches (the session store, `crate::sessions`, keeps those).
 
-pub mod audit;
-pub mod connections;
-pub mod monitoring;
-pub mod rollup;
-pub mod sessions;
+pub(crate) mod audit;
+pub(crate) mod connections;
+pub(crate) mod monitoring;
+pub(crate) mod rollup;
+pub(crate) mod sessions;
 mod sqlite_deadline;
-pub mod stats;
-pub mod users;
+pub(crate) mod stats;
+pub(crate) mod users;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -394,7 +394,7 @@ impl Db {
 /// serving without a database (see [`Db::migrate`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct CannotOpen(String);
+pub(crate) struct CannotOpen(String);
 
 /// How a database failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,6 +457,6 @@ impl crate::cache::Transient for sqlx::Error {
 }
 
 /// True for failures an idempotent operation may retry.
-pub fn is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     classify(e) == Fault::Transient
 }

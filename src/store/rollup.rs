@@ -6,11 +6,11 @@
 //! exactly.
 
 /// Upper bounds (ms) of the latency buckets; the last bucket is open.
-pub const BOUNDS_MS: [f64; 14] = [
+pub(crate) const BOUNDS_MS: [f64; 14] = [
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
     30_000.0,
 ];
-pub const BUCKETS: usize = BOUNDS_MS.len() + 1;
+pub(crate) const BUCKETS: usize = BOUNDS_MS.len() + 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Agg {

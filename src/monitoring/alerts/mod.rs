@@ -17,8 +17,9 @@ mod notifier;
 
 use std::collections::{HashMap, HashSet};
 
-pub use book::{AlertBook, AlertState, LocalAlerts, Notification, NotificationStatus, advance};
-pub use notifier::{Notifier, payload, signature};
+pub(crate) use book::{AlertState, LocalAlerts, Notification, advance};
+pub(crate) use notifier::Notifier;
+pub use notifier::signature;
 
 use super::rollup::Agg;
 use crate::config::MonitoringSettings;
@@ -53,7 +54,7 @@ impl Severity {
 
 /// The rule a condition comes from; stored as [`as_str`](Self::as_str).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rule {
+pub(crate) enum Rule {
     Route5xx,
     RouteLatency,
     ComponentUnhealthy,
@@ -62,7 +63,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rule::Route5xx => "route_5xx",
             Rule::RouteLatency => "route_latency",
@@ -76,7 +77,7 @@ impl Rule {
 /// A rule's condition that holds now, for one route, component or circuit
 /// (its `key`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Condition {
+pub(crate) struct Condition {
     pub rule: Rule,
     pub key: String,
     pub severity: Severity,
@@ -84,7 +85,7 @@ pub struct Condition {
 }
 
 #[derive(Clone, Debug)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     pub window_ms: i64,
     pub min_requests: u64,
     pub error_rate: f64,
@@ -96,7 +97,7 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    pub fn from_config(c: &MonitoringSettings) -> Self {
+    pub(crate) fn from_config(c: &MonitoringSettings) -> Self {
         Self {
             window_ms: c.alert_window_ms as i64,
             min_requests: c.alert_min_requests,
@@ -113,13 +114,13 @@ impl Thresholds {
 /// Whether a rollup's route (`METHOD template`) is one whose failures page
 /// someone: its template is in `critical`, the set the edge, which knows
 /// the routes, hands over.
-pub fn is_critical_route(route_key: &str, critical: &HashSet<String>) -> bool {
+pub(crate) fn is_critical_route(route_key: &str, critical: &HashSet<String>) -> bool {
     let path = route_key.split_once(' ').map_or(route_key, |(_, p)| p);
     critical.contains(path)
 }
 
 /// Evaluates every rule over the history; returns the conditions that hold now.
-pub fn evaluate(
+pub(crate) fn evaluate(
     t: &Thresholds,
     rollups: &[(i64, String, Agg)],
     health: &[(i64, String, String, String, i64)],

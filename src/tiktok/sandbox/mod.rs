@@ -256,7 +256,7 @@ impl Sandbox {
 
 /// Where the sandbox serves the avatar its user info points to, below its
 /// mount point.
-pub const AVATAR_PATH: &str = "/sandbox/avatar.png";
+pub(crate) const AVATAR_PATH: &str = "/sandbox/avatar.png";
 
 /// Serves a sandbox on `listener` until the future `stop` resolves.
 pub async fn serve(
