@@ -169,8 +169,8 @@ mod tests {
             .unwrap()
             .respond(
                 &[(
-                    axum::http::header::ACCEPT_ENCODING,
-                    axum::http::HeaderValue::from_static("br"),
+                    http::header::ACCEPT_ENCODING,
+                    http::HeaderValue::from_static("br"),
                 )]
                 .into_iter()
                 .collect(),

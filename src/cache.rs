@@ -102,7 +102,7 @@ where
     pub(crate) async fn get_or_load<E, F>(&self, key: K, loader: F) -> Result<V, Arc<E>>
     where
         E: Transient + Send + Sync + 'static,
-        F: std::future::Future<Output = Result<V, E>>,
+        F: Future<Output = Result<V, E>>,
     {
         if let Some(entry) = self.fresh.get(&key).await {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);

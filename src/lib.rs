@@ -8,9 +8,16 @@
 //! binary, the integration tests, the benches and the examples use, so the
 //! compiler can report everything else that nothing uses.
 
-// Here rather than in Cargo.toml's `[lints]`: it concerns the library's
-// surface, and the test and bench crates keep `pub` helpers in their modules.
+// Set here rather than in Cargo.toml's `[lints]`, which would also apply
+// them to the test and bench crates (whose helpers are `pub` by design).
+// An item nothing outside the crate uses says so with `pub(crate)`, so the
+// compiler can report it once it becomes dead.
 #![warn(unreachable_pub)]
+// A path spelled longer than what is in scope hides which name is meant.
+#![warn(unused_qualifications)]
+// A panic on a request path takes the connection down with it: the server's
+// fallible steps return errors (unit tests may unwrap: clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
 mod app;

@@ -66,7 +66,7 @@ impl Retry {
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         self.policy
             .attempt(operation, retryable, op, || self.counts.add(operation))
@@ -117,7 +117,7 @@ impl RetryPolicy {
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
         let mut attempt = 0;

@@ -15,7 +15,7 @@ use crate::store::Db;
 pub(crate) struct DatabaseCheck {
     pub db: Db,
     /// Its query cache's counts go in the details.
-    pub sessions: std::sync::Arc<crate::sessions::SessionStore>,
+    pub sessions: Arc<crate::sessions::SessionStore>,
     pub slow: Duration,
 }
 
@@ -200,8 +200,8 @@ fn csrf_round_trip(
 /// External dependencies: TikTok (mode, reachability, circuit state), and
 /// Redis and the alert webhook when configured.
 pub(crate) struct ExternalCheck {
-    pub tiktok: std::sync::Arc<crate::tiktok::TikTok>,
-    pub redis: Option<std::sync::Arc<crate::redis_tier::RedisTier>>,
+    pub tiktok: Arc<crate::tiktok::TikTok>,
+    pub redis: Option<Arc<crate::redis_tier::RedisTier>>,
     pub webhook_configured: bool,
 }
 

@@ -59,9 +59,7 @@ fn json_rejection(r: JsonRejection) -> AppError {
         JsonRejection::JsonSyntaxError(_) => {
             AppError::BadRequest("The body is not valid JSON.".into())
         }
-        JsonRejection::BytesRejection(b)
-            if b.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
+        JsonRejection::BytesRejection(b) if b.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
             AppError::PayloadTooLarge
         }
         _ => AppError::BadRequest("The body could not be read.".into()),

@@ -174,7 +174,7 @@ impl RequestContext {
             method: parts.method.as_str().to_owned(),
             user_agent: parts
                 .headers
-                .get(axum::http::header::USER_AGENT)
+                .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 // `to_str` admits visible ASCII only, so any byte index is a
                 // character boundary.

@@ -84,8 +84,8 @@ pub(crate) fn shed_response(metrics: &HttpMetrics) -> Response {
     report.cause = None;
     let mut res = report.status.into_response();
     res.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
     res.extensions_mut().insert(report);
     res

@@ -32,7 +32,7 @@ pub(crate) const UNMATCHED: &str = "unmatched";
 /// they are, any other token `_OTHER` (OpenTelemetry's HTTP semantic
 /// conventions). hyper accepts any token as a method; taken as sent, each
 /// new one would add a series and a rollup row for good.
-pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
     match method.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",

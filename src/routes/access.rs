@@ -17,7 +17,7 @@ pub(crate) fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> boo
         return false;
     };
     let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
+        .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");

@@ -84,7 +84,7 @@ fn status_code(status: Status) -> StatusCode {
 pub(crate) async fn component(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    mut parts: axum::http::request::Parts,
+    mut parts: http::request::Parts,
 ) -> Result<Response, AppError> {
     if !COMPONENTS.contains(&name.as_str()) {
         return Err(AppError::NotFound);

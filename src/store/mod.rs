@@ -281,7 +281,7 @@ impl Db {
     pub async fn read<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         self.inner.retry.run_when(operation, is_transient, op).await
     }

@@ -32,6 +32,8 @@ pub(super) fn payload(n: &Notification, instance: &str) -> serde_json::Value {
 }
 
 pub fn signature(secret: &SecretString, body: &[u8]) -> String {
+    // HMAC accepts keys of any length: new_from_slice cannot fail here.
+    #[allow(clippy::expect_used)]
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
         .expect("HMAC takes any key length");
     mac.update(body);
@@ -147,7 +149,7 @@ impl Notifier {
 
     /// Waits until every queued notification was delivered (or given up
     /// on), or `limit` passes; false in the latter case.
-    pub(crate) async fn drain(&self, limit: std::time::Duration) -> bool {
+    pub(crate) async fn drain(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         while self.undelivered.load(std::sync::atomic::Ordering::Acquire) > 0 {
             if tokio::time::Instant::now() >= deadline {

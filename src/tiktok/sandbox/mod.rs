@@ -262,7 +262,7 @@ pub(crate) const AVATAR_PATH: &str = "/sandbox/avatar.png";
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sandbox: Sandbox,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, sandbox.router())
         .with_graceful_shutdown(stop)
