@@ -81,6 +81,7 @@ pub use monitoring::metrics::HttpMetrics;
 pub use monitoring::rollup::Agg;
 pub use redis_tier::{RedisTier, SharedLifetimes};
 pub use sessions::SessionStore;
+pub use store::rollup::{RollupRow, SampleRow};
 pub use store::{Db, Fault as StoreFault, classify as classify_store_error};
 pub use telemetry::json_layer;
 pub use time_fmt::{now_ms, now_rfc3339};

@@ -12,6 +12,26 @@ pub(crate) const BOUNDS_MS: [f64; 14] = [
 ];
 pub(crate) const BUCKETS: usize = BOUNDS_MS.len() + 1;
 
+/// One route's aggregate over one minute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollupRow {
+    /// Start of the minute, epoch ms.
+    pub minute: i64,
+    pub route: String,
+    pub agg: Agg,
+}
+
+/// One health sample of one component on one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleRow {
+    /// Epoch ms.
+    pub at: i64,
+    pub instance: String,
+    pub component: String,
+    pub status: String,
+    pub response_time_ms: i64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Agg {
     pub requests: u64,
