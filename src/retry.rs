@@ -36,15 +36,28 @@ impl RetryCounts {
             .or_default() += 1;
     }
 
-    /// (operation, retries) for every operation retried at least once.
-    pub fn by_operation(&self) -> Vec<(&'static str, u64)> {
+    /// Every operation retried at least once, by name.
+    pub fn by_operation(&self) -> Vec<OperationRetries> {
         let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        counts.iter().map(|(op, n)| (*op, *n)).collect()
+        counts
+            .iter()
+            .map(|(operation, count)| OperationRetries {
+                operation,
+                count: *count,
+            })
+            .collect()
     }
 
     pub fn total(&self) -> u64 {
-        self.by_operation().iter().map(|(_, n)| n).sum()
+        self.by_operation().iter().map(|r| r.count).sum()
     }
+}
+
+/// Retries of one operation since start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationRetries {
+    pub operation: &'static str,
+    pub count: u64,
 }
 
 /// A policy and the counts its retries go to.
@@ -178,7 +191,13 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 42);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(retry.counts.by_operation(), vec![("test", 2)]);
+        assert_eq!(
+            retry.counts.by_operation(),
+            vec![OperationRetries {
+                operation: "test",
+                count: 2
+            }]
+        );
     }
 
     #[tokio::test]

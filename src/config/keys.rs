@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::Config;
+use crate::crypto::PreviousKey;
 
 /// Key material derived from the configuration, checked for strength.
 #[derive(Clone)]
@@ -21,7 +22,7 @@ pub struct Keys {
     /// Identifies `encryption` in ciphertexts so keys can rotate.
     pub encryption_key_id: String,
     /// Earlier encryption keys with their ids: they open, never seal.
-    pub previous_encryption: Vec<(String, [u8; 32])>,
+    pub previous_encryption: Vec<PreviousKey>,
     /// True when the keys were generated for development.
     pub generated: bool,
 }
@@ -80,7 +81,10 @@ impl Config {
                                     "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS holds a key that is not 32 bytes"
                                 )
                             })?;
-                        Ok((key_id(&key), key))
+                        Ok(PreviousKey {
+                            id: key_id(&key),
+                            key,
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()
             })

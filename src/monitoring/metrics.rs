@@ -86,12 +86,7 @@ pub struct MetricsInputs {
     pub redis: Option<TierStatus>,
 }
 
-/// Retries of one operation since start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OperationRetries {
-    pub operation: &'static str,
-    pub count: u64,
-}
+pub(crate) use crate::retry::OperationRetries;
 
 /// One circuit breaker's state and transitions into each state since start.
 #[derive(Clone, Debug)]

@@ -17,9 +17,7 @@ use crate::error::{AppError, FieldError};
 use crate::middleware::extract::{ApiQuery, MaybeUser};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::state::AppState;
-use crate::monitoring::metrics::{
-    CircuitFigures, ComponentStatus, MetricsInputs, OperationRetries,
-};
+use crate::monitoring::metrics::{CircuitFigures, ComponentStatus, MetricsInputs};
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
 use crate::views::Chrome;
 
@@ -70,13 +68,7 @@ async fn metrics_inputs(state: &AppState) -> MetricsInputs {
     MetricsInputs {
         db_system: state.db.backend().name(),
         pool: state.db.stats(),
-        retries: state
-            .db
-            .retries()
-            .by_operation()
-            .into_iter()
-            .map(|(operation, count)| OperationRetries { operation, count })
-            .collect(),
+        retries: state.db.retries().by_operation(),
         query_cache: state.sessions.query_cache_stats(),
         circuits,
         components: state
