@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::monitoring::{Receiver, start_receiver};
+use crate::monitoring_alerts::{Receiver, start_receiver};
 use crate::support::proxy::Mode;
 use crate::support::{Backend, TestApp, eventually};
 
@@ -478,7 +478,7 @@ async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
             c.monitoring.alert_unhealthy_samples = 1;
             c.health.interval_ms = 100;
         })
-        .health_check(Arc::new(crate::monitoring::Switch(Arc::new(
+        .health_check(Arc::new(crate::monitoring_alerts::Switch(Arc::new(
             std::sync::atomic::AtomicU8::new(1),
         ))))
         .spawn()
