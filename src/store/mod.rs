@@ -431,6 +431,9 @@ pub fn classify(e: &sqlx::Error) -> Fault {
                     5 | 6 => Fault::Transient, // BUSY, LOCKED
                     // INTERRUPT is the statement deadline (like 57014)
                     9 | 10 | 11 | 14 | 26 => Fault::Unavailable, // IOERR, CORRUPT, CANTOPEN, NOTADB
+                    // ERROR is generic; a missing table is a schema that
+                    // is not there yet (see 42P01 below).
+                    1 if db.message().starts_with("no such table") => Fault::Unavailable,
                     _ => Fault::Permanent,
                 };
             }
@@ -440,6 +443,10 @@ pub fn classify(e: &sqlx::Error) -> Fault {
                 "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" => Fault::Transient,
                 // query canceled (statement timeout), disk full, out of memory
                 "57014" | "53100" | "53200" => Fault::Unavailable,
+                // undefined table: the schema is not there yet (a server
+                // that started while the database was away migrates in the
+                // background once it returns, and takes requests meanwhile)
+                "42P01" => Fault::Unavailable,
                 c if c.starts_with("08") => Fault::Transient,
                 _ => Fault::Permanent,
             }

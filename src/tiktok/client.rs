@@ -129,6 +129,15 @@ impl TikTokClient {
         request: reqwest::RequestBuilder,
         interpret: impl FnOnce(reqwest::StatusCode, Value) -> Result<T, TikTokError>,
     ) -> Result<T, TikTokError> {
+        self.call_with(request, Body::Json, interpret).await
+    }
+
+    async fn call_with<T>(
+        &self,
+        request: reqwest::RequestBuilder,
+        expected: Body,
+        interpret: impl FnOnce(reqwest::StatusCode, Value) -> Result<T, TikTokError>,
+    ) -> Result<T, TikTokError> {
         let permit = self
             .breaker
             .acquire()
@@ -148,9 +157,16 @@ impl TikTokClient {
             if status.is_server_error() {
                 return Err(TikTokError::Unavailable(format!("status {status}")));
             }
-            let json: Value = serde_json::from_slice(&body).map_err(|_| {
-                TikTokError::Unavailable(format!("status {status} with a body that is not JSON"))
-            })?;
+            let empty = body.iter().all(u8::is_ascii_whitespace);
+            let json: Value = if empty && expected == Body::JsonOrEmpty && status.is_success() {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_slice(&body).map_err(|_| {
+                    TikTokError::Unavailable(format!(
+                        "status {status} with a body that is not JSON"
+                    ))
+                })?
+            };
             interpret(status, json)
         }
         .await;
@@ -233,9 +249,11 @@ impl TikTokClient {
                         .http
                         .post(format!("{}/v2/oauth/revoke/", self.api_base))
                         .form(&form);
-                    self.call(req, |_status, json| match oauth_error(&json) {
-                        Some(e) => Err(e),
-                        None => Ok(()),
+                    self.call_with(req, Body::JsonOrEmpty, |_status, json| {
+                        match oauth_error(&json) {
+                            Some(e) => Err(e),
+                            None => Ok(()),
+                        }
                     })
                 },
             )
@@ -278,6 +296,14 @@ impl TikTokClient {
                 }
             })
     }
+}
+
+/// What a successful answer's body may be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Json,
+    /// Revoke: TikTok answers success with `{}` or with nothing at all.
+    JsonOrEmpty,
 }
 
 /// A 4xx other than 408 (a timeout) and 429 (TikTok shedding load), which

@@ -353,3 +353,26 @@ crate::both_backends! {
         assert_eq!(app.get("/api/health/database").await.status(), 200);
     }
 }
+
+crate::both_backends! {
+    // A server can take requests before its schema is there: it starts while
+    // the database is away and applies the migrations in the background once
+    // it returns. A write that meets a missing table in that window is the
+    // database not being ready, so it answers 503 with Retry-After like any
+    // other outage, never 500.
+    async fn a_write_that_meets_a_missing_table_answers_503_not_500(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        sqlx::query("DROP TABLE audit_events")
+            .execute(app.state.db.pool())
+            .await
+            .expect("drop a table, as if its migration had not run yet");
+        let res = new_client()
+            .post(format!("{}/api/auth/register", app.base))
+            .json(&json!({ "email": "early@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503, "{:?}", res.text().await);
+        assert!(res.headers().contains_key("retry-after"));
+    }
+}

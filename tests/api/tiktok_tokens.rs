@@ -89,6 +89,31 @@ async fn a_failed_revocation_still_deletes_locally_and_answers_502() {
     assert_eq!(res.status(), 403, "CSRF token required");
 }
 
+// TikTok answers a successful revoke with `{}` or with an empty body; both
+// are success, not TikTok failing (which would retry the call, count
+// against the circuit breaker and answer 502).
+#[tokio::test]
+async fn a_revocation_answered_with_an_empty_body_is_a_success() {
+    let app = TestApp::builder().tiktok_sandbox().spawn().await;
+    let csrf = app.sign_up("empty-revoke@example.com").await;
+    connect(&app, &app.client).await;
+    sandbox(&app).inject(Endpoint::Revoke, Fault::EmptyBody, 1);
+    let res = app
+        .client
+        .delete(app.url("/api/platforms/tiktok"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    assert_eq!(sandbox(&app).calls(Endpoint::Revoke), 1, "not retried");
+    assert!(
+        sandbox(&app).live_access_tokens().is_empty(),
+        "revoked at TikTok"
+    );
+    assert_eq!(connections(&app).await, 0);
+}
+
 #[tokio::test]
 async fn tokens_are_not_readable_anywhere_in_the_database_file() {
     let app = TestApp::builder().tiktok_sandbox().spawn().await;

@@ -292,10 +292,13 @@ pub(super) async fn revoke(
             st.refresh.retain(|_, g| g.open_id != open_id);
         }
     }
-    if fault == Some(Fault::LoseResponse) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox: response lost").into_response();
+    match fault {
+        Some(Fault::LoseResponse) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "sandbox: response lost").into_response()
+        }
+        Some(Fault::EmptyBody) => StatusCode::OK.into_response(),
+        _ => Json(json!({})).into_response(),
     }
-    Json(json!({})).into_response()
 }
 
 #[derive(Deserialize)]

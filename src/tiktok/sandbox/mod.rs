@@ -62,6 +62,9 @@ pub enum Fault {
     LoseResponse,
     /// At user info: TikTok's 401 `access_token_invalid` envelope.
     InvalidToken,
+    /// At revoke: do the work, then answer 200 with an empty body, as
+    /// TikTok may on success.
+    EmptyBody,
 }
 
 /// The sandbox checks challenges the way the flow makes them.
