@@ -4,10 +4,10 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
-use huntaze::error::{AppError, ErrorBody, ErrorResponse};
-use huntaze::middleware::security_headers::SecurityHeaders;
-use huntaze::monitoring::metrics::HttpMetrics;
-use huntaze::precompressed::{PipelineHeaders, Precompressed};
+use huntaze::HttpMetrics;
+use huntaze::SecurityHeaders;
+use huntaze::{AppError, ErrorBody, ErrorResponse};
+use huntaze::{PipelineHeaders, Precompressed};
 
 fn main() {
     divan::main();
@@ -28,7 +28,7 @@ fn page() -> Precompressed {
 fn pipeline_headers() -> PipelineHeaders {
     let mut h = HeaderMap::new();
     SecurityHeaders::new("'sha256-bench'", false).apply(&mut h);
-    huntaze::middleware::request_id::reserve_slot(&mut h);
+    huntaze::reserve_slot(&mut h);
     PipelineHeaders::new(h)
 }
 
@@ -65,7 +65,7 @@ fn error_rendering_json(bencher: divan::Bencher) {
                 message: r.message,
                 details: r.details,
             },
-            timestamp: huntaze::time_fmt::now_rfc3339(),
+            timestamp: huntaze::now_rfc3339(),
             request_id: "01a2235ed94b76f69f23c0bd986039a2".into(),
         })
     });
@@ -80,7 +80,7 @@ fn metrics_record(bencher: divan::Bencher) {
             "GET",
             200,
             0.000_4,
-            huntaze::time_fmt::now_ms(),
+            huntaze::now_ms(),
         )
     });
 }
@@ -107,7 +107,7 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
     };
     config.database.query_cache_ttl_ms = cache_ttl_ms;
     let db = rt.block_on(async {
-        let db = huntaze::store::Db::connect_lazy(
+        let db = huntaze::Db::connect_lazy(
             &config.database,
             &config.database_url(),
             &config.data_dir,
@@ -118,7 +118,7 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
             .execute(db.pool())
             .await
             .unwrap();
-        let now = huntaze::time_fmt::now_ms();
+        let now = huntaze::now_ms();
         sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent) VALUES ('h', 'u', $1, $1, $2, '', '')")
             .bind(now)
             .bind(now + 3_600_000)
@@ -127,6 +127,6 @@ fn session_bench(bencher: divan::Bencher, cache_ttl_ms: u64) {
             .unwrap();
         db
     });
-    let sessions = huntaze::sessions::SessionStore::new(db, &config.database, None);
+    let sessions = huntaze::SessionStore::new(db, &config.database, None);
     bencher.bench_local(|| rt.block_on(sessions.session_with_user("h")).unwrap());
 }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _, phc::PasswordHash};
 use argon2::{Algorithm, Argon2, Params, Version};
-use huntaze::accounts::password::PasswordHasher;
-use huntaze::accounts::validate::Password;
+use huntaze::Password;
+use huntaze::PasswordHasher;
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::precompressed::{Encoded, Precompressed};
 
 /// The CSS inlined in every page's `<head>` (above-the-fold styles).
-pub const CRITICAL_CSS: &str = include_str!("../assets/critical.css");
+pub(crate) const CRITICAL_CSS: &str = include_str!("../assets/critical.css");
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -169,8 +169,8 @@ mod tests {
             .unwrap()
             .respond(
                 &[(
-                    axum::http::header::ACCEPT_ENCODING,
-                    axum::http::HeaderValue::from_static("br"),
+                    http::header::ACCEPT_ENCODING,
+                    http::HeaderValue::from_static("br"),
                 )]
                 .into_iter()
                 .collect(),

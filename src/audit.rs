@@ -10,7 +10,7 @@ use crate::store::audit::AuditRow;
 use crate::time_fmt::now_ms;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuditEvent {
+pub(crate) enum AuditEvent {
     Register,
     LoginSuccess,
     LoginFailure,
@@ -28,7 +28,7 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuditEvent::Register => "register",
             AuditEvent::LoginSuccess => "login_success",
@@ -109,7 +109,7 @@ impl Origin {
 /// What an event is about, besides the user: the row's `subject` column,
 /// whose meaning depends on the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Subject<'a> {
+pub(crate) enum Subject<'a> {
     /// The email address an account event concerns (registration, sign-in
     /// attempts, an admin's creation or promotion).
     Email(&'a str),
@@ -134,7 +134,7 @@ impl<'a> Subject<'a> {
 }
 
 /// One event to record.
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub event: AuditEvent,
     /// The account the event belongs to, when one is known.
     pub user_id: Option<&'a str>,
@@ -146,7 +146,7 @@ pub struct Record<'a> {
 
 /// Builds the row for an event (for a caller that writes it in the same
 /// transaction as the change it records).
-pub fn row(record: Record<'_>) -> AuditRow {
+pub(crate) fn row(record: Record<'_>) -> AuditRow {
     let Record {
         event,
         user_id,
@@ -168,7 +168,7 @@ pub fn row(record: Record<'_>) -> AuditRow {
 }
 
 /// Records an event on its own; failures are logged, not returned.
-pub async fn record(db: &Db, record: Record<'_>) {
+pub(crate) async fn record(db: &Db, record: Record<'_>) {
     let event = record.event;
     if let Err(e) = db.insert_audit(&row(record)).await {
         tracing::error!(event = event.as_str(), error = %e, "audit event not recorded");

@@ -42,11 +42,11 @@ pub struct CacheStats {
 }
 
 /// What a loader may fail with: whether a stale value may stand in.
-pub trait Transient {
+pub(crate) trait Transient {
     fn is_transient(&self) -> bool;
 }
 
-pub struct QueryCache<K, V> {
+pub(crate) struct QueryCache<K, V> {
     name: &'static str,
     fresh: Cache<K, Arc<V>>,
     stale: Cache<K, Arc<V>>,
@@ -61,7 +61,12 @@ where
     /// `ttl`: how long a value is served without asking the database;
     /// `stale_for`: how long after that it may still stand in for a failed
     /// reload.
-    pub fn new(name: &'static str, capacity: u64, ttl: Duration, stale_for: Duration) -> Self {
+    pub(crate) fn new(
+        name: &'static str,
+        capacity: u64,
+        ttl: Duration,
+        stale_for: Duration,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let listener_counters = Arc::clone(&counters);
         let fresh = Cache::builder()
@@ -94,10 +99,10 @@ where
 
     /// The cached value, or the loader's (run once for concurrent callers).
     /// On a transient loader failure a stale value is served if one exists.
-    pub async fn get_or_load<E, F>(&self, key: K, loader: F) -> Result<V, Arc<E>>
+    pub(crate) async fn get_or_load<E, F>(&self, key: K, loader: F) -> Result<V, Arc<E>>
     where
         E: Transient + Send + Sync + 'static,
-        F: std::future::Future<Output = Result<V, E>>,
+        F: Future<Output = Result<V, E>>,
     {
         if let Some(entry) = self.fresh.get(&key).await {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -127,17 +132,17 @@ where
         }
     }
 
-    pub async fn invalidate(&self, key: &K) {
+    pub(crate) async fn invalidate(&self, key: &K) {
         self.fresh.invalidate(key).await;
         self.stale.invalidate(key).await;
     }
 
-    pub fn invalidate_all(&self) {
+    pub(crate) fn invalidate_all(&self) {
         self.fresh.invalidate_all();
         self.stale.invalidate_all();
     }
 
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),

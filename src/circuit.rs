@@ -59,7 +59,7 @@ impl CircuitState {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct CircuitConfig {
+pub(crate) struct CircuitConfig {
     pub window: usize,
     pub min_calls: usize,
     /// Percent of failed calls in the window that opens the circuit.
@@ -89,7 +89,7 @@ impl Default for CircuitConfig {
 /// The call was not made: the circuit is open.
 #[derive(Debug, thiserror::Error)]
 #[error("circuit {name} is open")]
-pub struct CircuitOpen {
+pub(crate) struct CircuitOpen {
     pub name: &'static str,
 }
 
@@ -108,7 +108,7 @@ struct Inner {
 }
 
 #[derive(Debug)]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     name: &'static str,
     config: CircuitConfig,
     inner: Mutex<Inner>,
@@ -119,12 +119,12 @@ pub struct CircuitBreaker {
 /// Permission to make one call; report its outcome with
 /// [`CircuitBreaker::record`].
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     started: Instant,
 }
 
 impl CircuitBreaker {
-    pub fn new(name: &'static str, config: CircuitConfig) -> Self {
+    pub(crate) fn new(name: &'static str, config: CircuitConfig) -> Self {
         Self {
             name,
             config,
@@ -136,17 +136,13 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means a panic elsewhere mid-update; the
         // breaker's state is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn state(&self) -> CircuitState {
+    pub(crate) fn state(&self) -> CircuitState {
         let mut inner = self.lock();
         self.advance(&mut inner);
         match inner.phase {
@@ -189,14 +185,14 @@ impl CircuitBreaker {
     }
 
     /// How many times the circuit went into each state since start.
-    pub fn transitions(&self) -> [(CircuitState, u64); 3] {
+    pub(crate) fn transitions(&self) -> [(CircuitState, u64); 3] {
         // Observing may itself move Open → HalfOpen: count it first.
         self.state();
         CircuitState::ALL.map(|s| (s, self.transitions[s.index()].load(Ordering::Relaxed)))
     }
 
     /// Asks to make a call.
-    pub fn acquire(&self) -> Result<Permit, CircuitOpen> {
+    pub(crate) fn acquire(&self) -> Result<Permit, CircuitOpen> {
         let mut inner = self.lock();
         self.advance(&mut inner);
         match &mut inner.phase {
@@ -218,7 +214,7 @@ impl CircuitBreaker {
     }
 
     /// Reports the outcome of a call made under `permit`.
-    pub fn record(&self, permit: Permit, failed: bool) {
+    pub(crate) fn record(&self, permit: Permit, failed: bool) {
         let slow = permit.started.elapsed() >= self.config.slow_call;
         let mut inner = self.lock();
         match &mut inner.phase {

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 /// Brotli at quality 11.
-pub fn brotli(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn brotli(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     {
         // A window no larger than the body: the same output, and the
@@ -23,12 +23,12 @@ pub fn brotli(body: &[u8]) -> Option<Vec<u8>> {
 
 /// Zstandard at level 19. `bulk` tells zstd the input size, so it sizes
 /// its tables to the body instead of the level's multi-megabyte window.
-pub fn zstd(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn zstd(body: &[u8]) -> Option<Vec<u8>> {
     ::zstd::bulk::compress(body, 19).ok()
 }
 
 /// gzip at level 9.
-pub fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(body).ok()?;
     enc.finish().ok()

@@ -23,11 +23,19 @@ impl std::fmt::Debug for TokenCipher {
     }
 }
 
+/// An earlier encryption key, kept so that what it sealed still opens.
+#[derive(Clone)]
+pub struct PreviousKey {
+    /// The key's fingerprint, as ciphertexts name it.
+    pub id: String,
+    pub key: [u8; 32],
+}
+
 impl TokenCipher {
-    /// `current` seals; `previous` (id, key) pairs still open old ciphertexts.
-    pub fn new(current_id: &str, current: &[u8; 32], previous: &[(String, [u8; 32])]) -> Self {
+    /// `current` seals; `previous` keys still open old ciphertexts.
+    pub fn new(current_id: &str, current: &[u8; 32], previous: &[PreviousKey]) -> Self {
         let mut keys = vec![(current_id.to_owned(), Aes256Gcm::new(current.into()))];
-        for (id, key) in previous {
+        for PreviousKey { id, key } in previous {
             keys.push((id.clone(), Aes256Gcm::new(key.into())));
         }
         Self {
@@ -114,7 +122,14 @@ mod tests {
     fn old_ciphertexts_open_after_rotation() {
         let old = TokenCipher::new("k1", &[1u8; 32], &[]);
         let sealed = old.seal(&SecretString::from("t")).unwrap();
-        let rotated = TokenCipher::new("k2", &[2u8; 32], &[("k1".into(), [1u8; 32])]);
+        let rotated = TokenCipher::new(
+            "k2",
+            &[2u8; 32],
+            &[PreviousKey {
+                id: "k1".into(),
+                key: [1u8; 32],
+            }],
+        );
         assert_eq!(rotated.open(&sealed).unwrap().expose_secret(), "t");
         assert!(
             rotated

@@ -275,9 +275,7 @@ pub struct ErrorBody {
 /// Marks a response whose error status carries a body that must reach the
 /// client as is (health answers 503 with a `HealthStatus`).
 #[derive(Clone, Copy, Debug)]
-pub struct FinalBody;
-
-pub type AppResult<T> = Result<T, AppError>;
+pub(crate) struct FinalBody;
 
 #[cfg(test)]
 mod tests {

@@ -7,13 +7,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Resolves once `rx` holds `true` (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
 /// When a periodic task runs its first round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FirstRound {
+pub(crate) enum FirstRound {
     /// At once, when spawned.
     Now,
     /// One period after spawning (the caller did the first round itself, or
@@ -25,7 +25,7 @@ pub enum FirstRound {
 /// its period delays the next one instead of bunching them up, and a stop
 /// during a round waits for the round to finish (rounds are short, and one
 /// cut in half could leave half-written state).
-pub fn spawn_periodic<F, Fut>(
+pub(crate) fn spawn_periodic<F, Fut>(
     every: Duration,
     first: FirstRound,
     mut stop: watch::Receiver<bool>,

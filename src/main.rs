@@ -1,5 +1,5 @@
 //! `huntaze`: the binary is only argument parsing; everything lives in the library.
 
 fn main() -> std::process::ExitCode {
-    huntaze::cli::run()
+    huntaze::run()
 }

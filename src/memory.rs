@@ -23,7 +23,7 @@ const EVERY: Duration = Duration::from_secs(10);
 const GROWTH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Resident set size of this process, in bytes (Linux), if known.
-pub fn rss_bytes() -> Option<u64> {
+pub(crate) fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
@@ -31,7 +31,7 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// Returns free heap pages to the OS; true if any were released.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim() -> bool {
+pub(crate) fn trim() -> bool {
     unsafe extern "C" {
         /// glibc, <malloc.h>: `int malloc_trim(size_t pad)`.
         fn malloc_trim(pad: usize) -> std::ffi::c_int;
@@ -57,32 +57,35 @@ pub fn trim() -> bool {
 /// moments; one that finds nothing to release costs a walk of malloc's
 /// free lists.
 #[derive(Debug)]
-pub struct TrimPolicy {
+pub(crate) struct TrimPolicy {
     lowest: u64,
 }
 
 impl TrimPolicy {
-    pub fn new(rss_at_start: u64) -> Self {
+    pub(crate) fn new(rss_at_start: u64) -> Self {
         Self {
             lowest: rss_at_start,
         }
     }
 
     /// Whether to trim now, at this RSS reading.
-    pub fn should_trim(&mut self, rss: u64, quiet: bool) -> bool {
+    pub(crate) fn should_trim(&mut self, rss: u64, quiet: bool) -> bool {
         self.lowest = self.lowest.min(rss);
         quiet && rss > self.lowest + GROWTH_BYTES
     }
 
     /// A trim left RSS at `after`.
-    pub fn trimmed(&mut self, after: u64) {
+    pub(crate) fn trimmed(&mut self, after: u64) {
         self.lowest = self.lowest.min(after);
     }
 }
 
 /// Every [`EVERY`], trims when `quiet()` says no request is in flight and
 /// [`TrimPolicy`] says RSS is worth a trim.
-pub fn spawn_trim(quiet: impl Fn() -> bool + Send + Sync + 'static, stop: watch::Receiver<bool>) {
+pub(crate) fn spawn_trim(
+    quiet: impl Fn() -> bool + Send + Sync + 'static,
+    stop: watch::Receiver<bool>,
+) {
     // Without an RSS reading (not Linux) there is nothing to go by.
     let Some(at_start) = rss_bytes() else { return };
     let policy = Arc::new(Mutex::new(TrimPolicy::new(at_start)));

@@ -47,7 +47,7 @@ pub struct Encoded {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     Brotli,
     Zstd,
     Gzip,

@@ -36,20 +36,33 @@ impl RetryCounts {
             .or_default() += 1;
     }
 
-    /// (operation, retries) for every operation retried at least once.
-    pub fn by_operation(&self) -> Vec<(&'static str, u64)> {
+    /// Every operation retried at least once, by name.
+    pub fn by_operation(&self) -> Vec<OperationRetries> {
         let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        counts.iter().map(|(op, n)| (*op, *n)).collect()
+        counts
+            .iter()
+            .map(|(operation, count)| OperationRetries {
+                operation,
+                count: *count,
+            })
+            .collect()
     }
 
     pub fn total(&self) -> u64 {
-        self.by_operation().iter().map(|(_, n)| n).sum()
+        self.by_operation().iter().map(|r| r.count).sum()
     }
+}
+
+/// Retries of one operation since start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationRetries {
+    pub operation: &'static str,
+    pub count: u64,
 }
 
 /// A policy and the counts its retries go to.
 #[derive(Clone, Debug)]
-pub struct Retry {
+pub(crate) struct Retry {
     pub policy: RetryPolicy,
     pub counts: Arc<RetryCounts>,
 }
@@ -57,7 +70,7 @@ pub struct Retry {
 impl Retry {
     /// Runs `op`, retrying the failures `retryable` accepts as the policy
     /// allows, and counts each retry.
-    pub async fn run_when<T, E, F, Fut>(
+    pub(crate) async fn run_when<T, E, F, Fut>(
         &self,
         operation: &'static str,
         retryable: impl Fn(&E) -> bool,
@@ -66,7 +79,7 @@ impl Retry {
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         self.policy
             .attempt(operation, retryable, op, || self.counts.add(operation))
@@ -75,7 +88,7 @@ impl Retry {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub attempts: u32,
     pub base: Duration,
     pub cap: Duration,
@@ -117,7 +130,7 @@ impl RetryPolicy {
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
         let mut attempt = 0;
@@ -178,7 +191,13 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 42);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(retry.counts.by_operation(), vec![("test", 2)]);
+        assert_eq!(
+            retry.counts.by_operation(),
+            vec![OperationRetries {
+                operation: "test",
+                count: 2
+            }]
+        );
     }
 
     #[tokio::test]

@@ -43,12 +43,12 @@ use crate::middleware::pipeline::PerConnection;
 
 mod deadline;
 
-pub use deadline::ReadDeadlines;
+pub(crate) use deadline::ReadDeadlines;
 use deadline::{Activity, DeadlineIo, Tracked};
 
 /// Limits on the connections of one listener.
 #[derive(Clone, Copy, Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub deadlines: ReadDeadlines,
     /// Largest request head (request line and headers) in bytes; past it
     /// hyper answers 431 and closes the connection.
@@ -62,7 +62,7 @@ pub struct ConnectionLimits {
 /// Serves `listener` until `begin_drain` resolves, keeps accepting for
 /// `drain` more, then closes the listener and returns once every connection
 /// has closed. The caller bounds how long that may take.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     conns: PerConnection<S>,
     limits: ConnectionLimits,

@@ -13,7 +13,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// `at` in milliseconds since the Unix epoch (negative before it).
-pub fn ms_of(at: std::time::SystemTime) -> i64 {
+pub(crate) fn ms_of(at: std::time::SystemTime) -> i64 {
     match at.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
         Err(before) => -(before.duration().as_millis() as i64),
@@ -26,7 +26,7 @@ pub fn ms_of(at: std::time::SystemTime) -> i64 {
 /// Years 0–9999 are written digit by digit: `format` walks a format
 /// description and cost about 2k instructions per call, which every
 /// `/api/health` response paid.
-pub fn rfc3339_from_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_from_ms(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     if !(0..=9999).contains(&t.year()) {

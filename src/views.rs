@@ -7,7 +7,7 @@ use crate::assets::{Assets, CRITICAL_CSS};
 
 /// What every page's layout needs.
 #[derive(Clone, Debug)]
-pub struct Chrome {
+pub(crate) struct Chrome {
     pub critical_css: &'static str,
     pub css: String,
     pub favicon: String,
@@ -15,7 +15,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(assets: &Assets, signed_in: bool) -> Self {
+    pub(crate) fn new(assets: &Assets, signed_in: bool) -> Self {
         Self {
             critical_css: CRITICAL_CSS,
             css: assets.url("app.css"),
@@ -27,7 +27,7 @@ impl Chrome {
 
 #[derive(Template)]
 #[template(path = "landing.html")]
-pub struct LandingView {
+pub(crate) struct LandingView {
     pub chrome: Chrome,
     /// Preformatted figures ("1,204", or "—" when not known yet).
     pub creators: String,
@@ -39,7 +39,7 @@ pub struct LandingView {
 
 #[derive(Template)]
 #[template(path = "error.html")]
-pub struct ErrorView {
+pub(crate) struct ErrorView {
     pub chrome: Chrome,
     pub title: String,
     pub message: String,
@@ -47,7 +47,7 @@ pub struct ErrorView {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: i64) -> String {
+pub(crate) fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if n < 0 {
@@ -74,7 +74,7 @@ mod tests {
 
 #[derive(Template)]
 #[template(path = "login.html")]
-pub struct LoginView {
+pub(crate) struct LoginView {
     pub chrome: Chrome,
     pub next: String,
     pub email: String,
@@ -85,7 +85,7 @@ pub struct LoginView {
 
 #[derive(Template)]
 #[template(path = "register.html")]
-pub struct RegisterView {
+pub(crate) struct RegisterView {
     pub chrome: Chrome,
     pub email: String,
     pub display_name: String,
@@ -97,7 +97,7 @@ pub struct RegisterView {
 
 #[derive(Template)]
 #[template(path = "platforms.html")]
-pub struct PlatformsView {
+pub(crate) struct PlatformsView {
     pub chrome: Chrome,
     pub user_label: String,
     pub tiktok_connected: bool,
@@ -106,7 +106,7 @@ pub struct PlatformsView {
 
 #[derive(Template)]
 #[template(path = "connect_tiktok.html")]
-pub struct ConnectTikTokView {
+pub(crate) struct ConnectTikTokView {
     pub chrome: Chrome,
     pub sandbox: bool,
     pub available: bool,

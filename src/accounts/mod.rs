@@ -3,10 +3,10 @@
 //! The logic lives here, free of HTTP: routes parse requests into the
 //! validated types of [`validate`] and call [`Accounts`]; the store does SQL.
 
-pub mod password;
-pub mod rate_limit;
-pub mod session;
-pub mod validate;
+pub(crate) mod password;
+pub(crate) mod rate_limit;
+pub(crate) mod session;
+pub(crate) mod validate;
 
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// The user as the API shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PublicUser {
+pub(crate) struct PublicUser {
     pub id: String,
     pub email: String,
     pub display_name: Option<String>,
@@ -80,7 +80,7 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Creator => "creator",
             Role::Admin => "admin",
@@ -89,7 +89,7 @@ impl Role {
 
     /// The role a stored value names; anything but `admin` grants no more
     /// than a creator's rights.
-    pub fn from_stored(role: &str) -> Self {
+    pub(crate) fn from_stored(role: &str) -> Self {
         if role == Role::Admin.as_str() {
             Role::Admin
         } else {

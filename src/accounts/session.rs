@@ -14,25 +14,27 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// 32 random bytes, base64url (43 characters).
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     B64URL.encode(bytes)
 }
 
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub fn csrf_token(secret: &[u8], token_hash: &str) -> String {
-    // HMAC accepts keys of any length; the configuration guarantees ≥ 32 bytes.
+pub(crate) fn csrf_token(secret: &[u8], token_hash: &str) -> String {
+    // HMAC accepts keys of any length (new_from_slice cannot fail for it);
+    // the configuration guarantees ≥ 32 bytes.
+    #[allow(clippy::expect_used)]
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(b"csrf:");
     mac.update(token_hash.as_bytes());
     B64URL.encode(mac.finalize().into_bytes())
 }
 
-pub fn verify_csrf(secret: &[u8], token_hash: &str, presented: &str) -> bool {
+pub(crate) fn verify_csrf(secret: &[u8], token_hash: &str, presented: &str) -> bool {
     let expected = csrf_token(secret, token_hash);
     !presented.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }

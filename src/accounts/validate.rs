@@ -8,7 +8,7 @@ use crate::error::FieldError;
 /// Longest email accepted (characters, after trimming), RFC 5321's path limit.
 pub const EMAIL_MAX: usize = 254;
 /// Longest local part (before the `@`) accepted.
-pub const EMAIL_LOCAL_MAX: usize = 64;
+pub(crate) const EMAIL_LOCAL_MAX: usize = 64;
 
 /// A normalized (trimmed, lowercased) email address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl DisplayName {
 
 /// A `next` redirect target: only a local path (`/…`, not `//host` or
 /// `/\host`, no scheme, no control characters). Anything else becomes `/platforms`.
-pub fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     const DEFAULT: &str = "/platforms";
     let Some(n) = next else {
         return DEFAULT.into();

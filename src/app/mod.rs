@@ -112,7 +112,7 @@ impl AppBuilder {
 
         let routes = crate::routes::router(self.extra_routes);
         let critical_routes = routes.labels.critical_templates();
-        let state = app_state(config, keys, db, domain, health, metrics, monitor);
+        let state = app_state(config, db, domain, health, metrics, monitor);
         let router = crate::middleware::apply(routes, &state);
         spawn_background_tasks(&state, critical_routes, &stop_rx);
         log_ready(&state, local_addr, started);
@@ -328,7 +328,6 @@ fn with_overrides(
 /// edge's own settings (trusted proxies, the headers of every response).
 fn app_state(
     config: Config,
-    keys: Keys,
     db: Db,
     domain: DomainServices,
     health: Arc<HealthSampler>,
@@ -349,7 +348,6 @@ fn app_state(
     let pipeline_headers = Arc::new(pipeline_headers(&security_headers));
     AppState(Arc::new(Services {
         config,
-        keys,
         db,
         sessions: domain.sessions,
         accounts: domain.accounts,

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::Config;
+use crate::crypto::PreviousKey;
 
 /// Key material derived from the configuration, checked for strength.
 #[derive(Clone)]
@@ -21,7 +22,7 @@ pub struct Keys {
     /// Identifies `encryption` in ciphertexts so keys can rotate.
     pub encryption_key_id: String,
     /// Earlier encryption keys with their ids: they open, never seal.
-    pub previous_encryption: Vec<(String, [u8; 32])>,
+    pub previous_encryption: Vec<PreviousKey>,
     /// True when the keys were generated for development.
     pub generated: bool,
 }
@@ -80,7 +81,10 @@ impl Config {
                                     "HUNTAZE_ENCRYPTION_PREVIOUS_KEYS holds a key that is not 32 bytes"
                                 )
                             })?;
-                        Ok((key_id(&key), key))
+                        Ok(PreviousKey {
+                            id: key_id(&key),
+                            key,
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()
             })
@@ -152,7 +156,7 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
 /// data directory holds the SQLite database (password hashes, sealed
 /// tokens) and the development secrets. A directory that exists is left as
 /// its owner set it.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -27,7 +27,7 @@
 mod checks;
 mod keys;
 mod load;
-pub mod sections;
+pub(crate) mod sections;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -39,11 +39,12 @@ use std::path::PathBuf;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-pub use keys::Keys;
+pub(crate) use keys::Keys;
 pub(crate) use keys::create_private_dir;
-pub use sections::{
-    AccountSettings, DEFAULT_AVATAR_HOSTS, DatabaseSettings, HealthSettings, KeySettings,
-    LandingSettings, MonitoringSettings, RedisSettings, ServerSettings, TikTokSettings,
+pub use sections::RedisSettings;
+pub(crate) use sections::{
+    AccountSettings, DatabaseSettings, HealthSettings, KeySettings, LandingSettings,
+    MonitoringSettings, ServerSettings, TikTokSettings,
 };
 
 /// Which rules apply: production makes missing secrets fatal and never runs

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 /// TikTok's image CDNs, which serve `avatar_url` (`p16-sign-va.tiktokcdn.com`
 /// and its regional and ByteDance siblings).
-pub const DEFAULT_AVATAR_HOSTS: &str =
+pub(crate) const DEFAULT_AVATAR_HOSTS: &str =
     "tiktokcdn.com,tiktokcdn-us.com,tiktokcdn-eu.com,ibyteimg.com,byteimg.com,muscdn.com";
 
 /// The HTTP listener, its limits and deadlines, and what it trusts.

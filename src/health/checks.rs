@@ -12,10 +12,10 @@ use crate::config::{ConfigProblem, Keys};
 use crate::store::Db;
 
 /// Round trip, pool occupancy and migration state of the database.
-pub struct DatabaseCheck {
+pub(crate) struct DatabaseCheck {
     pub db: Db,
     /// Its query cache's counts go in the details.
-    pub sessions: std::sync::Arc<crate::sessions::SessionStore>,
+    pub sessions: Arc<crate::sessions::SessionStore>,
     pub slow: Duration,
 }
 
@@ -72,7 +72,7 @@ impl HealthCheck for DatabaseCheck {
 
 /// Whether every setting the environment requires is present and valid.
 /// Reports setting names only, never values.
-pub struct ConfigCheck {
+pub(crate) struct ConfigCheck {
     pub problems: Vec<ConfigProblem>,
     pub tiktok_mode: &'static str,
     pub environment: &'static str,
@@ -119,7 +119,7 @@ impl HealthCheck for ConfigCheck {
 /// sign/verify round trip through the verifier requests use (it must accept
 /// its own token and refuse another session's), and a write/read/delete
 /// probe of the session store.
-pub struct AuthCheck {
+pub(crate) struct AuthCheck {
     pub keys: Keys,
     pub db: Db,
     pub accounts: Arc<Accounts>,
@@ -199,9 +199,9 @@ fn csrf_round_trip(
 
 /// External dependencies: TikTok (mode, reachability, circuit state), and
 /// Redis and the alert webhook when configured.
-pub struct ExternalCheck {
-    pub tiktok: std::sync::Arc<crate::tiktok::TikTok>,
-    pub redis: Option<std::sync::Arc<crate::redis_tier::RedisTier>>,
+pub(crate) struct ExternalCheck {
+    pub tiktok: Arc<crate::tiktok::TikTok>,
+    pub redis: Option<Arc<crate::redis_tier::RedisTier>>,
     pub webhook_configured: bool,
 }
 

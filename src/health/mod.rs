@@ -4,13 +4,13 @@
 //! endpoints only read the latest sample, so probe traffic never multiplies
 //! load on a dependency and a hung dependency never hangs an endpoint.
 
-pub mod checks;
-pub mod sampler;
+pub(crate) mod checks;
+pub(crate) mod sampler;
 
 use serde::Serialize;
 use serde_json::Value;
 
-pub use sampler::HealthSampler;
+pub(crate) use sampler::HealthSampler;
 
 #[derive(
     Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema,
@@ -129,7 +129,7 @@ pub trait HealthCheck: Send + Sync + 'static {
 
 /// unhealthy if a critical component is unhealthy; degraded if any
 /// component is degraded or a non-critical one is unhealthy; else healthy.
-pub fn aggregate(components: impl IntoIterator<Item = (bool, Status)>) -> Status {
+pub(crate) fn aggregate(components: impl IntoIterator<Item = (bool, Status)>) -> Status {
     let mut overall = Status::Healthy;
     for (critical, status) in components {
         let effect = match (critical, status) {

@@ -21,13 +21,12 @@ use crate::assets::Assets;
 use crate::precompressed::{PipelineHeaders, Precompressed};
 use crate::sessions::SessionStore;
 use crate::store::stats::SiteFigures;
-use crate::time_fmt::now_ms;
 use crate::views::{Chrome, LandingView, thousands};
 
 /// How long a change notice waits for more writes before re-rendering.
 const FIGURES_SETTLE: Duration = Duration::from_millis(200);
 
-pub const CACHE_CONTROL: &str =
+pub(crate) const CACHE_CONTROL: &str =
     "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400";
 
 /// One render of the page.
@@ -35,7 +34,6 @@ pub struct Rendered {
     pub body: Precompressed,
     /// The figures it shows; `None` when the database was never reachable.
     pub figures: Option<SiteFigures>,
-    pub rendered_at_ms: i64,
 }
 
 pub struct LandingPage {
@@ -146,9 +144,5 @@ async fn render(assets: Arc<Assets>, figures: Option<SiteFigures>) -> anyhow::Re
         Precompressed::new(Bytes::from(html), "text/html; charset=utf-8", CACHE_CONTROL)
     })
     .await?;
-    Ok(Rendered {
-        body,
-        figures,
-        rendered_at_ms: now_ms(),
-    })
+    Ok(Rendered { body, figures })
 }

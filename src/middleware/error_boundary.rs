@@ -23,7 +23,12 @@ use crate::views::{Chrome, ErrorView};
 
 /// Renders `res` in the error format when it is a 4xx/5xx that no handler
 /// marked final; `json` picks JSON over HTML, `request_id` goes in the body.
-pub fn render(state: &AppState, json: bool, request_id: &HeaderValue, res: Response) -> Response {
+pub(crate) fn render(
+    state: &AppState,
+    json: bool,
+    request_id: &HeaderValue,
+    res: Response,
+) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error())
         || res.extensions().get::<FinalBody>().is_some()
@@ -127,7 +132,7 @@ fn log(report: &ErrorReport) {
 
 /// A caught panic (the pipeline catches them) becomes an internal error whose message
 /// reaches the log (through the boundary), never the client.
-pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

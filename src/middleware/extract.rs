@@ -59,9 +59,7 @@ fn json_rejection(r: JsonRejection) -> AppError {
         JsonRejection::JsonSyntaxError(_) => {
             AppError::BadRequest("The body is not valid JSON.".into())
         }
-        JsonRejection::BytesRejection(b)
-            if b.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
+        JsonRejection::BytesRejection(b) if b.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
             AppError::PayloadTooLarge
         }
         _ => AppError::BadRequest("The body could not be read.".into()),
@@ -97,7 +95,7 @@ where
     }
 }
 
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 async fn authenticate(
     parts: &mut Parts,
@@ -122,7 +120,7 @@ async fn authenticate(
     Ok(who)
 }
 
-pub struct CurrentUser(pub Authenticated);
+pub(crate) struct CurrentUser(pub Authenticated);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
@@ -136,7 +134,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
 /// A signed-in caller whose state-changing request carries the session's
 /// CSRF token in `X-CSRF-Token`.
-pub struct CsrfUser(pub Authenticated);
+pub(crate) struct CsrfUser(pub Authenticated);
 
 impl FromRequestParts<AppState> for CsrfUser {
     type Rejection = AppError;
@@ -154,7 +152,7 @@ impl FromRequestParts<AppState> for CsrfUser {
     }
 }
 
-pub struct Admin(pub Authenticated);
+pub(crate) struct Admin(pub Authenticated);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
@@ -169,7 +167,7 @@ impl FromRequestParts<AppState> for Admin {
 
 /// The caller if signed in. A database failure here renders the page as
 /// signed out rather than failing it.
-pub struct MaybeUser(pub Option<Authenticated>);
+pub(crate) struct MaybeUser(pub Option<Authenticated>);
 
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = std::convert::Infallible;
@@ -190,7 +188,7 @@ impl FromRequestParts<AppState> for MaybeUser {
 /// The caller, or why they could not be looked up (the database did not
 /// answer): for routes that need a user and must not take an outage for a
 /// signed-out caller, which clients would answer by dropping the session.
-pub struct UserLookup(pub Result<Option<Authenticated>, AppError>);
+pub(crate) struct UserLookup(pub(crate) Result<Option<Authenticated>, AppError>);
 
 impl FromRequestParts<AppState> for UserLookup {
     type Rejection = std::convert::Infallible;
@@ -203,9 +201,9 @@ impl FromRequestParts<AppState> for UserLookup {
 }
 
 /// A signed-in caller for a page: anyone else is sent to `/login?next=…`.
-pub struct PageUser(pub Authenticated);
+pub(crate) struct PageUser(pub Authenticated);
 
-pub struct ToLogin(Response);
+pub(crate) struct ToLogin(Response);
 
 impl IntoResponse for ToLogin {
     fn into_response(self) -> Response {

@@ -25,16 +25,16 @@
 //! compression, the cross-origin guard and the body limits could only cost
 //! them time.
 
-pub mod error_boundary;
-pub mod extract;
-pub mod pipeline;
-pub mod request_id;
-pub mod route_policy;
-pub mod security_headers;
-pub mod session_cookie;
-pub mod shed;
-pub mod state;
-pub mod trace;
+pub(crate) mod error_boundary;
+pub(crate) mod extract;
+pub(crate) mod pipeline;
+pub(crate) mod request_id;
+pub(crate) mod route_policy;
+pub(crate) mod security_headers;
+pub(crate) mod session_cookie;
+pub(crate) mod shed;
+pub(crate) mod state;
+pub(crate) mod trace;
 
 use std::sync::Arc;
 
@@ -77,9 +77,9 @@ pub struct Routes {
 }
 
 /// The served service: the pipeline around the whole router.
-pub type HttpService = pipeline::PipelineService<Router<()>>;
+pub(crate) type HttpService = pipeline::PipelineService<Router<()>>;
 
-pub fn apply(routes: Routes, state: &AppState) -> HttpService {
+pub(crate) fn apply(routes: Routes, state: &AppState) -> HttpService {
     let pipeline = Arc::new(pipeline::Pipeline {
         state: state.clone(),
         shed: shed::LoadShedder::new(state.config.server.max_in_flight),

@@ -37,7 +37,7 @@ use crate::middleware::state::AppState;
 use crate::monitoring::metrics::{UNMATCHED, method_label};
 
 /// What the pipeline needs, built once.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub state: AppState,
     pub shed: LoadShedder,
     /// Past this, the request is abandoned with 504.
@@ -73,7 +73,7 @@ static EXTENSIONS: std::sync::LazyLock<Extensions> = std::sync::LazyLock::new(||
 
 /// The pipeline as a tower layer.
 #[derive(Clone)]
-pub struct PipelineLayer(pub Arc<Pipeline>);
+pub(crate) struct PipelineLayer(pub Arc<Pipeline>);
 
 impl<S> Layer<S> for PipelineLayer {
     type Service = PipelineService<S>;
@@ -104,7 +104,7 @@ struct Conn {
 /// The pipeline around the router. [`PerConnection`] makes one per
 /// connection.
 #[derive(Clone)]
-pub struct PipelineService<S> {
+pub(crate) struct PipelineService<S> {
     conn: Arc<Conn>,
     inner: S,
 }
@@ -114,10 +114,10 @@ pub struct PipelineService<S> {
 /// request id, in one extension (rather than axum's `ConnectInfo`, which
 /// costs every request an extension insert of its own).
 #[derive(Clone)]
-pub struct PerConnection<S>(pub PipelineService<S>);
+pub(crate) struct PerConnection<S>(pub PipelineService<S>);
 
 impl<S: Clone> PerConnection<S> {
-    pub fn for_peer(&self, peer: SocketAddr) -> PipelineService<S> {
+    pub(crate) fn for_peer(&self, peer: SocketAddr) -> PipelineService<S> {
         PipelineService {
             conn: Arc::new(Conn {
                 pipeline: Arc::clone(&self.0.conn.pipeline),

@@ -23,14 +23,14 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the pipeline knows of a request before routing, as a request
 /// extension: its id and the address of the peer that sent it (`None` for
 /// a request that did not come through a listener, e.g. a test's
 /// `oneshot`).
 #[derive(Clone, Debug)]
-pub struct RequestMeta {
+pub(crate) struct RequestMeta {
     pub id: HeaderValue,
     pub peer: Option<SocketAddr>,
 }
@@ -68,7 +68,7 @@ impl From<&RequestContext> for crate::audit::Origin {
     }
 }
 
-pub fn is_valid(id: &str) -> bool {
+pub(crate) fn is_valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id
@@ -88,7 +88,7 @@ pub fn is_valid(id: &str) -> bool {
 /// Its text lives in one allocation that also holds the reference count
 /// (`Bytes::from_owner`): from a `Vec`, the first clone (the request's
 /// copy, then the response's) allocated the count separately.
-pub fn assign(req: &Request, now: SystemTime) -> HeaderValue {
+pub(crate) fn assign(req: &Request, now: SystemTime) -> HeaderValue {
     let incoming = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -105,7 +105,7 @@ pub fn assign(req: &Request, now: SystemTime) -> HeaderValue {
 }
 
 /// The id the pipeline gave the request ("" outside the pipeline).
-pub fn of(extensions: &Extensions) -> &str {
+pub(crate) fn of(extensions: &Extensions) -> &str {
     extensions
         .get::<RequestMeta>()
         .and_then(|m| m.id.to_str().ok())
@@ -174,7 +174,7 @@ impl RequestContext {
             method: parts.method.as_str().to_owned(),
             user_agent: parts
                 .headers
-                .get(axum::http::header::USER_AGENT)
+                .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 // `to_str` admits visible ASCII only, so any byte index is a
                 // character boundary.

@@ -14,9 +14,9 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The session cookie's name over plain HTTP.
-pub const COOKIE: &str = "huntaze_session";
+pub(crate) const COOKIE: &str = "huntaze_session";
 /// The session cookie's name over HTTPS.
-pub const HOST_COOKIE: &str = "__Host-huntaze_session";
+pub(crate) const HOST_COOKIE: &str = "__Host-huntaze_session";
 
 /// Session tokens looked up for one request at most: enough for a planted
 /// cookie or two beside the real one, without letting one request with a
@@ -25,7 +25,7 @@ const MAX_CANDIDATES: usize = 4;
 
 /// The session cookie's name for a public URL that is HTTPS (`secure`) or
 /// not.
-pub fn cookie_name(secure: bool) -> &'static str {
+pub(crate) fn cookie_name(secure: bool) -> &'static str {
     if secure { HOST_COOKIE } else { COOKIE }
 }
 
@@ -40,7 +40,7 @@ pub fn cookie_name(secure: bool) -> &'static str {
 /// hold bytes that are not visible ASCII (a UTF-8 preference, say), which
 /// makes the header as a whole fail `to_str`; only those pairs are skipped,
 /// so someone else's cookie cannot sign the user out.
-pub fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
+pub(crate) fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
     let name = cookie_name(secure);
     let mut tokens: Vec<String> = Vec::new();
     let offered = headers
@@ -69,7 +69,7 @@ pub fn tokens_from(headers: &HeaderMap, secure: bool) -> Vec<String> {
 
 /// `Path=/` and no `Domain` in both schemes (a host-only cookie); over
 /// HTTPS also `Secure` and the `__Host-` name, which requires exactly that.
-pub fn set_cookie(token: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
+pub(crate) fn set_cookie(token: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
     let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
@@ -78,7 +78,7 @@ pub fn set_cookie(token: &str, secure: bool, max_age_secs: i64) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-pub fn clear_cookie(secure: bool) -> HeaderValue {
+pub(crate) fn clear_cookie(secure: bool) -> HeaderValue {
     let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(

@@ -19,7 +19,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::AppError;
 use crate::monitoring::metrics::HttpMetrics;
 
-pub struct LoadShedder {
+pub(crate) struct LoadShedder {
     /// On a cache line of its own: every request writes it twice, and the
     /// pipeline's fields beside it are read by every request.
     in_flight: CachePadded<AtomicUsize>,
@@ -27,7 +27,7 @@ pub struct LoadShedder {
 }
 
 impl LoadShedder {
-    pub fn new(max_in_flight: usize) -> Self {
+    pub(crate) fn new(max_in_flight: usize) -> Self {
         Self {
             in_flight: CachePadded::new(AtomicUsize::new(0)),
             max: max_in_flight.max(1),
@@ -37,7 +37,7 @@ impl LoadShedder {
     /// Takes a slot for one request; false when `max_in_flight` are taken.
     /// A `true` must be paired with one [`release`](Self::release), which
     /// the pipeline's future does when it is dropped.
-    pub fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self) -> bool {
         // Optimistic: over the limit, the increment is undone at once.
         // Concurrent requests may see the count briefly above `max` and
         // be shed, never admitted beyond it.
@@ -50,7 +50,7 @@ impl LoadShedder {
     }
 
     /// Gives back a slot [`try_acquire`](Self::try_acquire) took.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -74,7 +74,7 @@ impl LoadShedder {
 /// the admitted requests queued behind thousands of connections' 503s
 /// while holding their pooled connections; with the close it served about
 /// ten times more during the same storm (`bench/stress.sh`).
-pub fn shed_response(metrics: &HttpMetrics) -> Response {
+pub(crate) fn shed_response(metrics: &HttpMetrics) -> Response {
     metrics.count_shed();
     let mut report = AppError::Unavailable {
         retry_after: Duration::from_secs(1),
@@ -84,8 +84,8 @@ pub fn shed_response(metrics: &HttpMetrics) -> Response {
     report.cause = None;
     let mut res = report.status.into_response();
     res.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
     res.extensions_mut().insert(report);
     res

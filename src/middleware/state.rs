@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::accounts::Accounts;
 use crate::assets::Assets;
-use crate::config::{Config, Keys};
+use crate::config::Config;
 use crate::health::HealthSampler;
 use crate::landing::LandingPage;
 use crate::store::Db;
@@ -19,7 +19,6 @@ use crate::tiktok::TikTok;
 /// The services and settings behind [`AppState`].
 pub struct Services {
     pub config: Config,
-    pub keys: Keys,
     pub db: Db,
     /// Session lookups and writes through the caches, and the invalidation
     /// bus (Redis) when configured.

@@ -20,7 +20,7 @@ const SLOW: Duration = Duration::from_secs(1);
 /// The span the rest of the request runs in, with the
 /// [`RequestContext`](request_id::RequestContext) fields. When INFO is filtered out the macro returns a
 /// disabled span without evaluating any field.
-pub fn span(req: &Request, id: &HeaderValue, proxies: &request_id::TrustedProxies) -> Span {
+pub(crate) fn span(req: &Request, id: &HeaderValue, proxies: &request_id::TrustedProxies) -> Span {
     let user_agent = || {
         req.headers()
             .get(header::USER_AGENT)
@@ -41,7 +41,7 @@ pub fn span(req: &Request, id: &HeaderValue, proxies: &request_id::TrustedProxie
 }
 
 /// Called inside the span once the response is ready.
-pub fn log_completion(status: StatusCode, latency: Duration) {
+pub(crate) fn log_completion(status: StatusCode, latency: Duration) {
     let status = status.as_u16();
     if latency > SLOW {
         let latency_ms = latency.as_secs_f64() * 1000.0;

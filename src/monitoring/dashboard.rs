@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Monitor;
+use super::history::RollupRow;
 use super::rollup::{Agg, minute_of};
 use super::views::{
     CacheView, DashboardData, HealthTrend, InstanceStats, Range, RouteStats, Scaling, Series,
@@ -38,13 +39,13 @@ impl Monitor {
         let samples = self.samples_since(now_ms() - range.millis()).await?;
         Ok(samples
             .into_iter()
-            .filter(|(_, _, c, _, _)| component.is_none_or(|want| want == c))
-            .map(|(at, instance, component, status, rt)| HealthTrend {
-                component,
-                timestamp: rfc3339_from_ms(at),
-                status,
-                response_time: rt,
-                instance,
+            .filter(|s| component.is_none_or(|want| want == s.component))
+            .map(|s| HealthTrend {
+                component: s.component,
+                timestamp: rfc3339_from_ms(s.at),
+                status: s.status,
+                response_time: s.response_time_ms,
+                instance: s.instance,
             })
             .collect())
     }
@@ -56,8 +57,8 @@ impl Monitor {
         let from = minute_of(now) - 30 * 60_000;
         let rollups = self.rollups_since(from).await?;
         let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
-        for (m, _, agg) in &rollups {
-            *per_minute.entry(*m).or_default() += agg.requests;
+        for row in &rollups {
+            *per_minute.entry(row.minute).or_default() += row.agg.requests;
         }
         // Minutes without traffic count as zero; the current (partial)
         // minute is left out.
@@ -140,7 +141,7 @@ impl Monitor {
         let mut overall = Agg::default();
         let step = range.step_ms();
         let mut per_step: BTreeMap<i64, Agg> = BTreeMap::new();
-        for (minute, route, agg) in &rollups {
+        for RollupRow { minute, route, agg } in &rollups {
             per_route.entry(route.clone()).or_default().merge(agg);
             overall.merge(agg);
             per_step

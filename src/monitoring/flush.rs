@@ -151,8 +151,12 @@ impl Monitor {
         let _gate = self.flush_gate.read().await;
         let mut samples = self.db.health_samples_since(from).await?;
         samples.extend(self.history().pending_samples_since(from));
-        samples.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-        samples.dedup_by(|a, b| (a.0, &a.1, &a.2) == (b.0, &b.1, &b.2));
+        samples.sort_by(|a, b| {
+            (a.at, &a.instance, &a.component).cmp(&(b.at, &b.instance, &b.component))
+        });
+        samples.dedup_by(|a, b| {
+            (a.at, &a.instance, &a.component) == (b.at, &b.instance, &b.component)
+        });
         Ok(samples)
     }
 

@@ -19,17 +19,17 @@ use rustc_hash::FxHashMap;
 
 use super::PerThread;
 
-pub const NAME: &str = "http_server_request_duration_seconds";
+pub(crate) const NAME: &str = "http_server_request_duration_seconds";
 const HELP: &str = "Duration of HTTP server requests.";
 
 /// Upper bounds of the buckets, in seconds (`+Inf` is the count).
-pub const BOUNDS: [f64; 14] = [
+pub(crate) const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// One series' figures: per-bucket (not cumulative) counts, count and sum.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Counts {
+pub(crate) struct Counts {
     buckets: [u64; BOUNDS.len()],
     pub count: u64,
     pub sum: f64,
@@ -65,12 +65,12 @@ struct Series {
 /// scan by method and status; a series' first request allocates it.
 type Shard = FxHashMap<String, Vec<Series>>;
 
-pub struct Histograms {
+pub(crate) struct Histograms {
     shards: PerThread<Mutex<Shard>>,
 }
 
 impl Histograms {
-    pub fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Self {
             shards: PerThread::new(shards),
         }
@@ -78,7 +78,7 @@ impl Histograms {
 
     /// Records one request in this thread's shard and hands `then` the
     /// series' rollup key (`METHOD route`).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         route: &str,
         method: &'static str,
@@ -113,7 +113,7 @@ impl Histograms {
     }
 
     /// Every series, merged over the shards, by (route, method, status).
-    pub fn snapshot(&self) -> BTreeMap<(String, &'static str, u16), Counts> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, &'static str, u16), Counts> {
         let mut merged: BTreeMap<(String, &'static str, u16), Counts> = BTreeMap::new();
         for shard in self.shards.all() {
             let Ok(shard) = shard.lock() else { continue };
@@ -130,7 +130,7 @@ impl Histograms {
     }
 
     /// Appends the histogram in Prometheus' text exposition format.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {NAME} {HELP}");
         let _ = writeln!(out, "# TYPE {NAME} histogram");
         for ((route, method, status), c) in self.snapshot() {

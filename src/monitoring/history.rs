@@ -11,26 +11,22 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::rollup::Agg;
 
-/// One health sample: (at ms, instance, component, status, response ms).
-pub type SampleRow = (i64, String, String, String, i64);
-
-/// A rollup row: (minute ms, route, aggregate).
-pub type RollupRow = (i64, String, Agg);
+pub(crate) use crate::store::rollup::{RollupRow, SampleRow};
 
 /// Bounds of what waits for the database. A route minute row is ~200 bytes
 /// and a sample ~100: a few MB at most, hours of outage at usual rates
 /// (30 routes a minute, 4 components every 10 s). Beyond them the oldest
 /// go first: the newest history is what an operator looks at after an
 /// outage.
-pub const MAX_PENDING_ROLLUPS: usize = 20_000;
-pub const MAX_PENDING_SAMPLES: usize = 20_000;
+pub(crate) const MAX_PENDING_ROLLUPS: usize = 20_000;
+pub(crate) const MAX_PENDING_SAMPLES: usize = 20_000;
 /// Bound of the recent samples kept for local evaluation, whatever the
 /// sampling interval.
 const MAX_RECENT_SAMPLES: usize = 20_000;
 
 /// One component's result in a sampling round.
 #[derive(Clone, Debug)]
-pub struct ComponentSample {
+pub(crate) struct ComponentSample {
     pub component: String,
     /// As stored: `healthy`, `degraded` or `unhealthy`.
     pub status: String,
@@ -38,7 +34,7 @@ pub struct ComponentSample {
 }
 
 #[derive(Debug)]
-pub struct LocalHistory {
+pub(crate) struct LocalHistory {
     instance: String,
     /// How far back `recent_*` reaches (the longest alert window).
     keep_ms: i64,
@@ -53,7 +49,7 @@ pub struct LocalHistory {
 /// What one flush takes to write; given back with [`LocalHistory::restore`]
 /// when the write fails.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Sorted by (minute, route): every writer upserts in this one order.
     pub rollups: Vec<RollupRow>,
     /// Sorted by (at, component).
@@ -61,7 +57,7 @@ pub struct Pending {
 }
 
 impl LocalHistory {
-    pub fn new(instance: String, keep_ms: i64) -> Self {
+    pub(crate) fn new(instance: String, keep_ms: i64) -> Self {
         Self {
             instance,
             keep_ms: keep_ms.max(60_000),
@@ -74,8 +70,8 @@ impl LocalHistory {
     }
 
     /// Adds rollup deltas recorded since the last call.
-    pub fn add_rollups(&mut self, deltas: Vec<RollupRow>, now: i64) {
-        for (minute, route, agg) in deltas {
+    pub(crate) fn add_rollups(&mut self, deltas: Vec<RollupRow>, now: i64) {
+        for RollupRow { minute, route, agg } in deltas {
             self.recent_rollups
                 .entry((minute, route.clone()))
                 .or_default()
@@ -97,15 +93,15 @@ impl LocalHistory {
     }
 
     /// Adds one sampling round.
-    pub fn add_samples(&mut self, at: i64, samples: &[ComponentSample]) {
+    pub(crate) fn add_samples(&mut self, at: i64, samples: &[ComponentSample]) {
         for sample in samples {
-            let row = (
+            let row = SampleRow {
                 at,
-                self.instance.clone(),
-                sample.component.clone(),
-                sample.status.clone(),
-                sample.response_ms,
-            );
+                instance: self.instance.clone(),
+                component: sample.component.clone(),
+                status: sample.status.clone(),
+                response_time_ms: sample.response_ms,
+            };
             self.recent_samples.push_back(row.clone());
             self.pending_samples.push_back(row);
         }
@@ -114,7 +110,7 @@ impl LocalHistory {
         while self
             .recent_samples
             .front()
-            .is_some_and(|s| s.0 < keep_from || self.recent_samples.len() > MAX_RECENT_SAMPLES)
+            .is_some_and(|s| s.at < keep_from || self.recent_samples.len() > MAX_RECENT_SAMPLES)
         {
             self.recent_samples.pop_front();
         }
@@ -122,29 +118,33 @@ impl LocalHistory {
 
     /// Takes the oldest pending rows, at most `limit` of each kind, in the
     /// order they must be written.
-    pub fn take_pending(&mut self, limit: usize) -> Pending {
+    pub(crate) fn take_pending(&mut self, limit: usize) -> Pending {
         let mut rollups = Vec::new();
         while rollups.len() < limit {
             let Some(((m, r), a)) = self.pending_rollups.pop_first() else {
                 break;
             };
-            rollups.push((m, r, a));
+            rollups.push(RollupRow {
+                minute: m,
+                route: r,
+                agg: a,
+            });
         }
         let n = limit.min(self.pending_samples.len());
         let mut samples: Vec<SampleRow> = self.pending_samples.drain(..n).collect();
-        samples.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+        samples.sort_by(|a, b| (a.at, &a.component).cmp(&(b.at, &b.component)));
         Pending { rollups, samples }
     }
 
     /// Gives back a batch whose write failed (or was not committed).
-    pub fn restore(&mut self, batch: Pending) {
+    pub(crate) fn restore(&mut self, batch: Pending) {
         self.restore_rollups(batch.rollups);
         self.restore_samples(batch.samples);
     }
 
     /// Gives back rows whose write failed, merged with what arrived since.
     fn restore_rollups(&mut self, rows: Vec<RollupRow>) {
-        for (minute, route, agg) in rows {
+        for RollupRow { minute, route, agg } in rows {
             self.pending_rollups
                 .entry((minute, route))
                 .or_default()
@@ -173,25 +173,29 @@ impl LocalHistory {
     }
 
     /// Unwritten rollups from minute `from` on (to merge into a read).
-    pub fn pending_rollups_since(&self, from: i64) -> Vec<RollupRow> {
+    pub(crate) fn pending_rollups_since(&self, from: i64) -> Vec<RollupRow> {
         self.pending_rollups
             .range((from, String::new())..)
-            .map(|((m, r), a)| (*m, r.clone(), a.clone()))
+            .map(|((m, r), a)| RollupRow {
+                minute: *m,
+                route: r.clone(),
+                agg: a.clone(),
+            })
             .collect()
     }
 
     /// Unwritten samples from `from` on.
-    pub fn pending_samples_since(&self, from: i64) -> Vec<SampleRow> {
+    pub(crate) fn pending_samples_since(&self, from: i64) -> Vec<SampleRow> {
         self.pending_samples
             .iter()
-            .filter(|s| s.0 >= from)
+            .filter(|s| s.at >= from)
             .cloned()
             .collect()
     }
 
     /// Unwritten requests and errors per minute, and the latest minute,
     /// from `from` on (this instance's share of the totals).
-    pub fn pending_totals_since(&self, from: i64) -> Option<(i64, i64, i64)> {
+    pub(crate) fn pending_totals_since(&self, from: i64) -> Option<(i64, i64, i64)> {
         self.pending_rollups
             .range((from, String::new())..)
             .fold(None, |acc, ((m, _), a)| {
@@ -202,35 +206,47 @@ impl LocalHistory {
 
     /// This instance's own rollups and samples from `from` on, written or
     /// not: what local alert evaluation reads while the database is down.
-    pub fn recent_since(&self, from: i64) -> (Vec<RollupRow>, Vec<SampleRow>) {
+    pub(crate) fn recent_since(&self, from: i64) -> (Vec<RollupRow>, Vec<SampleRow>) {
         let rollups = self
             .recent_rollups
             .range((from - from.rem_euclid(60_000), String::new())..)
-            .map(|((m, r), a)| (*m, r.clone(), a.clone()))
+            .map(|((m, r), a)| RollupRow {
+                minute: *m,
+                route: r.clone(),
+                agg: a.clone(),
+            })
             .collect();
         let samples = self
             .recent_samples
             .iter()
-            .filter(|s| s.0 >= from)
+            .filter(|s| s.at >= from)
             .cloned()
             .collect();
         (rollups, samples)
     }
 
     /// Rows dropped by the bounds since the last call.
-    pub fn take_dropped(&mut self) -> u64 {
+    pub(crate) fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
     }
 }
 
 /// Merges rows of the same (minute, route) (from the database and from
 /// memory), sorted by minute then route.
-pub fn merge_rollups(a: Vec<RollupRow>, b: Vec<RollupRow>) -> Vec<RollupRow> {
+pub(crate) fn merge_rollups(a: Vec<RollupRow>, b: Vec<RollupRow>) -> Vec<RollupRow> {
     let mut merged: BTreeMap<(i64, String), Agg> = BTreeMap::new();
-    for (m, r, agg) in a.into_iter().chain(b) {
+    for RollupRow {
+        minute: m,
+        route: r,
+        agg,
+    } in a.into_iter().chain(b)
+    {
         merged.entry((m, r)).or_default().merge(&agg);
     }
-    merged.into_iter().map(|((m, r), a)| (m, r, a)).collect()
+    merged
+        .into_iter()
+        .map(|((minute, route), agg)| RollupRow { minute, route, agg })
+        .collect()
 }
 
 #[cfg(test)]
@@ -245,6 +261,14 @@ mod tests {
         }
     }
 
+    fn row(minute: i64, route: &str, agg: Agg) -> RollupRow {
+        RollupRow {
+            minute,
+            route: route.to_owned(),
+            agg,
+        }
+    }
+
     fn agg(n: u64) -> Agg {
         let mut a = Agg::default();
         for _ in 0..n {
@@ -256,18 +280,18 @@ mod tests {
     #[test]
     fn deltas_add_up_and_a_failed_write_keeps_its_rows_with_the_newer_ones() {
         let mut h = LocalHistory::new("i".into(), 600_000);
-        h.add_rollups(vec![(60_000, "GET /".into(), agg(2))], 70_000);
+        h.add_rollups(vec![row(60_000, "GET /", agg(2))], 70_000);
         let taken = h.take_pending(100);
         assert_eq!(taken.rollups.len(), 1);
         // recorded while the write was in flight
-        h.add_rollups(vec![(60_000, "GET /".into(), agg(3))], 71_000);
+        h.add_rollups(vec![row(60_000, "GET /", agg(3))], 71_000);
         h.restore(taken);
         let again = h.take_pending(100);
-        assert_eq!(again.rollups[0].2.requests, 5);
+        assert_eq!(again.rollups[0].agg.requests, 5);
         // nothing left once written
         assert!(h.take_pending(100).rollups.is_empty());
         // the recent view kept all of it
-        assert_eq!(h.recent_since(0).0[0].2.requests, 5);
+        assert_eq!(h.recent_since(0).0[0].agg.requests, 5);
     }
 
     #[test]
@@ -275,10 +299,10 @@ mod tests {
         let mut h = LocalHistory::new("i".into(), 600_000);
         h.add_rollups(
             vec![
-                (120_000, "GET /b".into(), agg(1)),
-                (60_000, "GET /z".into(), agg(1)),
-                (120_000, "GET /a".into(), agg(1)),
-                (60_000, "GET /a".into(), agg(1)),
+                row(120_000, "GET /b", agg(1)),
+                row(60_000, "GET /z", agg(1)),
+                row(120_000, "GET /a", agg(1)),
+                row(60_000, "GET /a", agg(1)),
             ],
             130_000,
         );
@@ -289,7 +313,7 @@ mod tests {
             .rollups
             .into_iter()
             .chain(rest.rollups)
-            .map(|(m, r, _)| (m, r))
+            .map(|r| (r.minute, r.route))
             .collect();
         assert_eq!(
             keys,
@@ -310,13 +334,13 @@ mod tests {
         }
         let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
-        assert_eq!(p.samples[0].0, 10, "the oldest went first");
+        assert_eq!(p.samples[0].at, 10, "the oldest went first");
         assert_eq!(h.take_dropped(), 10);
         h.restore(p);
         h.add_samples(1_000_000, &[sample("healthy")]);
         let p = h.take_pending(usize::MAX);
         assert_eq!(p.samples.len(), MAX_PENDING_SAMPLES);
-        assert_eq!(p.samples.last().map(|s| s.0), Some(1_000_000));
+        assert_eq!(p.samples.last().map(|s| s.at), Some(1_000_000));
     }
 
     #[test]
@@ -326,9 +350,9 @@ mod tests {
         h.add_samples(500_000, &[sample("unhealthy")]);
         let (_, samples) = h.recent_since(0);
         assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].3, "unhealthy");
+        assert_eq!(samples[0].status, "unhealthy");
         assert_eq!(h.pending_totals_since(0), None);
-        h.add_rollups(vec![(480_000, "GET /".into(), agg(4))], 500_000);
+        h.add_rollups(vec![row(480_000, "GET /", agg(4))], 500_000);
         assert_eq!(h.pending_totals_since(0), Some((4, 0, 480_000)));
     }
 }

@@ -26,13 +26,13 @@ use crate::store::PoolStats;
 
 /// Label for requests that matched no route (never the raw path: that would
 /// let any client create series).
-pub const UNMATCHED: &str = "unmatched";
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// A request method as a metric label: the methods of RFC 9110 and PATCH as
 /// they are, any other token `_OTHER` (OpenTelemetry's HTTP semantic
 /// conventions). hyper accepts any token as a method; taken as sent, each
 /// new one would add a series and a rollup row for good.
-pub fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
     match method.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",
@@ -86,12 +86,7 @@ pub struct MetricsInputs {
     pub redis: Option<TierStatus>,
 }
 
-/// Retries of one operation since start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OperationRetries {
-    pub operation: &'static str,
-    pub count: u64,
-}
+pub(crate) use crate::retry::OperationRetries;
 
 /// One circuit breaker's state and transitions into each state since start.
 #[derive(Clone, Debug)]

@@ -12,20 +12,18 @@
 //! with notifications deduplicated across instances through Redis when it
 //! is configured.
 
-pub mod alerts;
+pub(crate) mod alerts;
 mod dashboard;
 mod evaluation;
 mod flush;
-pub mod histogram;
-pub mod history;
-pub mod metrics;
-pub mod rollup;
+pub(crate) mod histogram;
+pub(crate) mod history;
+pub(crate) mod metrics;
+pub(crate) mod rollup;
 mod views;
 
-pub use views::{
-    AlertView, AlertsView, CacheView, DashboardData, HealthTrend, InstanceStats, Range, RouteStats,
-    Scaling, Series,
-};
+pub use views::Range;
+pub(crate) use views::{AlertsView, DashboardData, HealthTrend, Scaling};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -53,12 +51,12 @@ use metrics::HttpMetrics;
 /// thread gets a shard by a thread-local index, round robin in order of
 /// first use; threads past the shard count share, which stays correct.
 /// Readers (a scrape, a flush) go through every shard.
-pub struct PerThread<T> {
+pub(crate) struct PerThread<T> {
     shards: Box<[CachePadded<T>]>,
 }
 
 impl<T: Default> PerThread<T> {
-    pub fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Self {
             shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
         }
@@ -67,7 +65,7 @@ impl<T: Default> PerThread<T> {
 
 impl<T> PerThread<T> {
     /// This thread's shard.
-    pub fn mine(&self) -> &T {
+    pub(crate) fn mine(&self) -> &T {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         thread_local! {
             static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -76,7 +74,7 @@ impl<T> PerThread<T> {
     }
 
     /// Every shard.
-    pub fn all(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
         self.shards.iter().map(|s| &**s)
     }
 }
@@ -196,7 +194,7 @@ const ALERT_LEASE: &str = "alert-evaluator";
 /// that reports it. `tiktok_circuit` reads the TikTok circuit breaker's
 /// state at each evaluation (None without a TikTok client);
 /// `critical_routes` are the route templates whose 5xx rate pages someone.
-pub fn spawn(
+pub(crate) fn spawn(
     monitor: Arc<Monitor>,
     health: Arc<HealthSampler>,
     tiktok_circuit: impl Fn() -> Option<CircuitState> + Send + Sync + 'static,

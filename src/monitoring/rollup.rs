@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 
 pub use crate::store::rollup::Agg;
+pub(crate) use crate::store::rollup::RollupRow;
 
 /// The in-memory side: minutes not yet written to the database. Hashed
 /// with Fx rather than std's SipHash: two lookups per request, on keys
@@ -14,16 +15,16 @@ pub use crate::store::rollup::Agg;
 /// SipHash's flooding resistance would cost a noticeable share of every
 /// request for nothing.
 #[derive(Default, Debug)]
-pub struct RollupBuffer {
+pub(crate) struct RollupBuffer {
     minutes: FxHashMap<i64, FxHashMap<String, Agg>>,
 }
 
-pub fn minute_of(ms: i64) -> i64 {
+pub(crate) fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }
 
 impl RollupBuffer {
-    pub fn record(&mut self, at_ms: i64, route: &str, ms: f64, error: bool) {
+    pub(crate) fn record(&mut self, at_ms: i64, route: &str, ms: f64, error: bool) {
         let minute = self.minutes.entry(minute_of(at_ms)).or_default();
         match minute.get_mut(route) {
             Some(agg) => agg.record(ms, error),
@@ -37,10 +38,14 @@ impl RollupBuffer {
 
     /// Everything recorded since the last call (deltas: the caller adds
     /// them up), leaving the buffer empty.
-    pub fn take_all(&mut self) -> Vec<(i64, String, Agg)> {
+    pub(crate) fn take_all(&mut self) -> Vec<RollupRow> {
         std::mem::take(&mut self.minutes)
             .into_iter()
-            .flat_map(|(m, routes)| routes.into_iter().map(move |(r, a)| (m, r, a)))
+            .flat_map(|(minute, routes)| {
+                routes
+                    .into_iter()
+                    .map(move |(route, agg)| RollupRow { minute, route, agg })
+            })
             .collect()
     }
 }
@@ -69,19 +74,19 @@ impl ShardedRollups {
 
     /// [`RollupBuffer::take_all`] over every shard, merged per (minute,
     /// route).
-    pub fn take_all(&self) -> Vec<(i64, String, Agg)> {
+    pub(crate) fn take_all(&self) -> Vec<RollupRow> {
         let mut merged: HashMap<(i64, String), Agg> = HashMap::new();
         for shard in self.shards.all() {
             let Ok(mut buf) = shard.lock() else {
                 continue;
             };
-            for (minute, route, agg) in buf.take_all() {
+            for RollupRow { minute, route, agg } in buf.take_all() {
                 merged.entry((minute, route)).or_default().merge(&agg);
             }
         }
         merged
             .into_iter()
-            .map(|((minute, route), agg)| (minute, route, agg))
+            .map(|((minute, route), agg)| RollupRow { minute, route, agg })
             .collect()
     }
 }
@@ -108,16 +113,19 @@ mod tests {
             t.join().unwrap();
         }
         let mut rows = rollups.take_all();
-        rows.sort_by_key(|r| r.0);
+        rows.sort_by_key(|r| r.minute);
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].0, rows[0].1.as_str()), (60_000, "GET /"));
-        assert_eq!((rows[0].2.requests, rows[0].2.errors), (800, 10));
-        assert_eq!(rows[0].2.buckets.iter().sum::<u64>(), 800);
-        assert_eq!((rows[1].2.requests, rows[1].1.as_str()), (8, "GET /x"));
+        assert_eq!((rows[0].minute, rows[0].route.as_str()), (60_000, "GET /"));
+        assert_eq!((rows[0].agg.requests, rows[0].agg.errors), (800, 10));
+        assert_eq!(rows[0].agg.buckets.iter().sum::<u64>(), 800);
+        assert_eq!(
+            (rows[1].agg.requests, rows[1].route.as_str()),
+            (8, "GET /x")
+        );
         // taken once: what follows are new deltas
         assert!(rollups.take_all().is_empty());
         rollups.record(60_500, "GET /", 1.0, false);
         let late = rollups.take_all();
-        assert_eq!((late[0].0, late[0].2.requests), (60_000, 1));
+        assert_eq!((late[0].minute, late[0].agg.requests), (60_000, 1));
     }
 }

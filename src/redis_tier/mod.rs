@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, watch};
 use crate::config::RedisSettings;
 use crate::lifecycle::{FirstRound, spawn_periodic};
 
-pub use bus::Invalidation;
+pub(crate) use bus::Invalidation;
 
 /// Redis was skipped (known down) or failed; the caller falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

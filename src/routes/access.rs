@@ -12,12 +12,12 @@ use crate::middleware::extract::{MaybeUser, UserLookup};
 use crate::middleware::state::AppState;
 
 /// True when the caller presented the monitoring bearer token.
-pub fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn has_monitoring_token(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = &state.config.monitoring.token else {
         return false;
     };
     let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
+        .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .unwrap_or("");
@@ -40,7 +40,7 @@ fn bearer_token(authorization: &str) -> Option<&str> {
 
 /// True when the caller may see messages and details: the monitoring token
 /// or an admin session.
-pub async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
+pub(crate) async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
     if has_monitoring_token(state, &parts.headers) {
         return true;
     }
@@ -51,7 +51,7 @@ pub async fn is_detailed_caller(state: &AppState, parts: &mut Parts) -> bool {
 
 /// The monitoring token or an admin session: 401 for anonymous callers,
 /// 403 for signed-in non-admins.
-pub struct MonitoringCaller;
+pub(crate) struct MonitoringCaller;
 
 impl FromRequestParts<AppState> for MonitoringCaller {
     type Rejection = AppError;

@@ -20,11 +20,11 @@ use crate::middleware::state::AppState;
 use crate::views::{Chrome, LoginView, PlatformsView, RegisterView};
 
 #[derive(Deserialize)]
-pub struct NextQuery {
+pub(crate) struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn login_page(
+pub(crate) async fn login_page(
     State(state): State<AppState>,
     MaybeUser(who): MaybeUser,
     Query(q): Query<NextQuery>,
@@ -47,7 +47,7 @@ pub async fn login_page(
 }
 
 #[derive(Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login_submit(
+pub(crate) async fn login_submit(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
@@ -109,7 +109,10 @@ pub async fn login_submit(
     }
 }
 
-pub async fn register_page(State(state): State<AppState>, MaybeUser(who): MaybeUser) -> Response {
+pub(crate) async fn register_page(
+    State(state): State<AppState>,
+    MaybeUser(who): MaybeUser,
+) -> Response {
     if who.is_some() {
         return Redirect::to("/platforms").into_response();
     }
@@ -128,7 +131,7 @@ pub async fn register_page(State(state): State<AppState>, MaybeUser(who): MaybeU
 }
 
 #[derive(Deserialize)]
-pub struct RegisterForm {
+pub(crate) struct RegisterForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -137,7 +140,7 @@ pub struct RegisterForm {
     display_name: String,
 }
 
-pub async fn register_submit(
+pub(crate) async fn register_submit(
     State(state): State<AppState>,
     ctx: RequestContext,
     form: Result<Form<RegisterForm>, FormRejection>,
@@ -185,12 +188,12 @@ pub async fn register_submit(
 }
 
 #[derive(Deserialize)]
-pub struct LogoutForm {
+pub(crate) struct LogoutForm {
     #[serde(default)]
     csrf_token: String,
 }
 
-pub async fn logout_submit(
+pub(crate) async fn logout_submit(
     State(state): State<AppState>,
     ctx: RequestContext,
     PageUser(who): PageUser,
@@ -207,7 +210,7 @@ pub async fn logout_submit(
     ))
 }
 
-pub async fn platforms_page(
+pub(crate) async fn platforms_page(
     State(state): State<AppState>,
     PageUser(who): PageUser,
 ) -> Result<Response, AppError> {

@@ -20,7 +20,7 @@ const EVENT_ID_MAX: usize = 64;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Return events older than this event id (the previous page's `nextBefore`).
     #[param(schema_with = event_id_schema)]
     pub before: Option<String>,
@@ -51,7 +51,7 @@ fn limit_schema() -> utoipa::openapi::Object {
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditEventView {
+pub(crate) struct AuditEventView {
     #[serde(flatten)]
     pub row: AuditRow,
     pub timestamp: String,
@@ -61,7 +61,7 @@ pub struct AuditEventView {
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     pub events: Vec<AuditEventView>,
     /// Pass as `before` for the next page; absent on the last page.
     pub next_before: Option<String>,
@@ -79,7 +79,7 @@ pub struct AuditPage {
         (status = 403, description = "FORBIDDEN: not an admin", body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn audit_log(
+pub(crate) async fn audit_log(
     State(state): State<AppState>,
     ctx: RequestContext,
     Admin(who): Admin,

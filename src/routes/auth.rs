@@ -19,7 +19,7 @@ use crate::middleware::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RegisterBody {
+pub(crate) struct RegisterBody {
     #[schema(schema_with = schema::email)]
     pub email: String,
     #[schema(schema_with = schema::new_password)]
@@ -30,7 +30,7 @@ pub struct RegisterBody {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginBody {
+pub(crate) struct LoginBody {
     #[schema(schema_with = schema::email)]
     pub email: String,
     #[schema(schema_with = schema::login_password)]
@@ -57,7 +57,7 @@ mod schema {
         ObjectBuilder::new().schema_type(Type::String)
     }
 
-    pub fn email() -> Object {
+    pub(super) fn email() -> Object {
         text()
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
             .max_length(Some(EMAIL_MAX))
@@ -65,7 +65,7 @@ mod schema {
             .build()
     }
 
-    pub fn new_password() -> Object {
+    pub(super) fn new_password() -> Object {
         text()
             .min_length(Some(PASSWORD_MIN))
             .max_length(Some(PASSWORD_MAX))
@@ -84,14 +84,14 @@ mod schema {
             .build()
     }
 
-    pub fn login_password() -> Object {
+    pub(super) fn login_password() -> Object {
         text()
             .min_length(Some(1))
             .max_length(Some(LOGIN_PASSWORD_MAX))
             .build()
     }
 
-    pub fn display_name() -> Object {
+    pub(super) fn display_name() -> Object {
         // Trimmed by the server; nothing left (or null) means no display
         // name. Otherwise 1 to DISPLAY_NAME_MAX characters that start and
         // end with a visible one.
@@ -115,7 +115,7 @@ mod schema {
 /// `{user, csrfToken}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionBody {
+pub(crate) struct SessionBody {
     pub user: PublicUser,
     pub csrf_token: String,
 }
@@ -146,7 +146,7 @@ fn signed_in_response(state: &AppState, status: StatusCode, s: &NewSession) -> R
             headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     ctx: RequestContext,
     ApiJson(body): ApiJson<RegisterBody>,
@@ -177,7 +177,7 @@ pub async fn register(
             headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
@@ -199,7 +199,7 @@ pub async fn login(
         (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
         (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
     ))]
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     ctx: RequestContext,
     CsrfUser(who): CsrfUser,
@@ -218,7 +218,7 @@ pub async fn logout(
         (status = 200, description = "the signed-in user and the CSRF token", body = SessionBody),
         (status = 401, description = "UNAUTHORIZED: no or expired session", body = crate::error::ErrorResponse),
     ))]
-pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
+pub(crate) async fn current_session(CurrentUser(who): CurrentUser) -> Response {
     no_store_json(
         StatusCode::OK,
         SessionBody {
@@ -236,7 +236,7 @@ pub async fn current_session(CurrentUser(who): CurrentUser) -> Response {
         (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
         (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
     ))]
-pub async fn revoke_all_sessions(
+pub(crate) async fn revoke_all_sessions(
     State(state): State<AppState>,
     ctx: RequestContext,
     CsrfUser(who): CsrfUser,

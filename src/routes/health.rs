@@ -42,7 +42,10 @@ fn health_response<T: serde::Serialize>(status: Status, body: &T) -> Response {
         (status = 200, description = "healthy or degraded", body = HealthStatus),
         (status = 503, description = "unhealthy", body = HealthStatus),
     ))]
-pub async fn overall(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+pub(crate) async fn overall(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> Response {
     // The request itself, not `Parts`: extracting `Parts` clones them.
     let (mut parts, _) = req.into_parts();
     let detailed = is_detailed_caller(&state, &mut parts).await;
@@ -78,10 +81,10 @@ fn status_code(status: Status) -> StatusCode {
         (status = 503, description = "unhealthy", body = ComponentHealth),
         (status = 404, description = "unknown component", body = crate::error::ErrorResponse),
     ))]
-pub async fn component(
+pub(crate) async fn component(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    mut parts: axum::http::request::Parts,
+    mut parts: http::request::Parts,
 ) -> Result<Response, AppError> {
     if !COMPONENTS.contains(&name.as_str()) {
         return Err(AppError::NotFound);
@@ -95,13 +98,13 @@ pub async fn component(
 }
 
 /// Liveness: the process can serve. Checks no dependency.
-pub async fn livez() -> Response {
+pub(crate) async fn livez() -> Response {
     no_store_json(StatusCode::OK, json!({ "status": "ok" }))
 }
 
 /// Readiness: migrations applied, database reachable at the latest sample,
 /// not draining.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let draining = state.is_draining();
     let migrated = state.db.is_migrated();
     let database = state

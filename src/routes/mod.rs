@@ -15,16 +15,16 @@
 //! `/api` routes are registered through utoipa's `OpenApiRouter`, so the
 //! OpenAPI document is generated from the same declarations that route.
 
-pub mod access;
-pub mod account_pages;
-pub mod admin;
-pub mod auth;
-pub mod health;
-pub mod monitoring;
-pub mod openapi;
-pub mod pages;
-pub mod respond;
-pub mod tiktok;
+pub(crate) mod access;
+pub(crate) mod account_pages;
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod health;
+pub(crate) mod monitoring;
+pub(crate) mod openapi;
+pub(crate) mod pages;
+pub(crate) mod respond;
+pub(crate) mod tiktok;
 
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
@@ -32,7 +32,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use crate::error::AppError;
-pub use crate::middleware::Routes;
+pub(crate) use crate::middleware::Routes;
 pub use crate::middleware::route_policy::RoutePolicy;
 use crate::middleware::route_policy::{RouteLabels, Stack};
 use crate::middleware::state::AppState;

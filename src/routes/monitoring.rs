@@ -17,9 +17,7 @@ use crate::error::{AppError, FieldError};
 use crate::middleware::extract::{ApiQuery, UserLookup};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::state::AppState;
-use crate::monitoring::metrics::{
-    CircuitFigures, ComponentStatus, MetricsInputs, OperationRetries,
-};
+use crate::monitoring::metrics::{CircuitFigures, ComponentStatus, MetricsInputs};
 use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
 use crate::views::Chrome;
 
@@ -27,7 +25,10 @@ use crate::views::Chrome;
 /// set. In production without a token it does not exist (404): an open
 /// scrape endpoint would show anyone the server's routes, traffic and
 /// alerts, and, exempt from load shedding, cost a full render per request.
-pub async fn metrics(State(state): State<AppState>, parts: Parts) -> Result<Response, AppError> {
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    parts: Parts,
+) -> Result<Response, AppError> {
     if state.config.is_production() && state.config.monitoring.token.is_none() {
         return Err(AppError::NotFound);
     }
@@ -67,13 +68,7 @@ async fn metrics_inputs(state: &AppState) -> MetricsInputs {
     MetricsInputs {
         db_system: state.db.backend().name(),
         pool: state.db.stats(),
-        retries: state
-            .db
-            .retries()
-            .by_operation()
-            .into_iter()
-            .map(|(operation, count)| OperationRetries { operation, count })
-            .collect(),
+        retries: state.db.retries().by_operation(),
         query_cache: state.sessions.query_cache_stats(),
         circuits,
         components: state
@@ -96,7 +91,7 @@ const DEFAULT_RANGE: Range = Range::H1;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RangeQuery {
+pub(crate) struct RangeQuery {
     /// The time range (default 1h).
     #[param(schema_with = range_schema)]
     pub range: Option<String>,
@@ -143,7 +138,7 @@ fn parse_range(r: Option<&str>) -> Result<Range, AppError> {
         (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn dashboard(
+pub(crate) async fn dashboard(
     State(state): State<AppState>,
     _who: MonitoringCaller,
     ApiQuery(q): ApiQuery<RangeQuery>,
@@ -160,7 +155,7 @@ pub async fn dashboard(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct TrendQuery {
+pub(crate) struct TrendQuery {
     /// One component (all when absent).
     #[param(schema_with = component_schema)]
     pub component: Option<String>,
@@ -182,7 +177,7 @@ const FORBIDDEN: &str = "FORBIDDEN: signed in, but not an admin";
         (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn health_trends(
+pub(crate) async fn health_trends(
     State(state): State<AppState>,
     _who: MonitoringCaller,
     ApiQuery(q): ApiQuery<TrendQuery>,
@@ -213,7 +208,7 @@ pub async fn health_trends(
         (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn alerts(
+pub(crate) async fn alerts(
     State(state): State<AppState>,
     _who: MonitoringCaller,
 ) -> Result<Json<AlertsView>, AppError> {
@@ -229,7 +224,7 @@ pub async fn alerts(
         (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn scaling(
+pub(crate) async fn scaling(
     State(state): State<AppState>,
     _who: MonitoringCaller,
 ) -> Result<Json<Scaling>, AppError> {
@@ -238,7 +233,7 @@ pub async fn scaling(
 
 #[derive(Template)]
 #[template(path = "monitoring.html")]
-pub struct MonitoringView {
+pub(crate) struct MonitoringView {
     pub chrome: Chrome,
     pub uplot_js: String,
     pub uplot_css: String,
@@ -247,7 +242,7 @@ pub struct MonitoringView {
 
 /// The admin dashboard (charts are drawn by the vendored uPlot from the
 /// JSON API; the page itself has no inline script).
-pub async fn page_view(
+pub(crate) async fn page_view(
     State(state): State<AppState>,
     ctx: RequestContext,
     UserLookup(who): UserLookup,

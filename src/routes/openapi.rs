@@ -44,9 +44,9 @@ use crate::middleware::route_policy::Stack;
 struct ApiDoc;
 
 /// Security scheme names, as operations' `security` refers to them.
-pub const SESSION_COOKIE: &str = "session_cookie";
-pub const CSRF_HEADER: &str = "csrf_token";
-pub const MONITORING_TOKEN: &str = "monitoring_token";
+pub(crate) const SESSION_COOKIE: &str = "session_cookie";
+pub(crate) const CSRF_HEADER: &str = "csrf_token";
+pub(crate) const MONITORING_TOKEN: &str = "monitoring_token";
 
 /// How callers authenticate: the session cookie (browsers and API
 /// clients), the CSRF header that state-changing cookie requests add, and
@@ -78,7 +78,7 @@ impl Modify for SecuritySchemes {
     }
 }
 
-pub fn base_document() -> utoipa::openapi::OpenApi {
+pub(crate) fn base_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
@@ -86,7 +86,7 @@ pub fn base_document() -> utoipa::openapi::OpenApi {
 /// can answer, in the error format. A status the handler already declares
 /// keeps its description; a 503 the handler answers with a body of its own
 /// (health) may also be the error format, when the request was shed.
-pub fn declare_middleware_responses(doc: &mut utoipa::openapi::OpenApi, stack: Stack) {
+pub(crate) fn declare_middleware_responses(doc: &mut utoipa::openapi::OpenApi, stack: Stack) {
     for item in doc.paths.paths.values_mut() {
         let ops = [
             (&mut item.get, false),
@@ -211,11 +211,11 @@ fn add_error(op: &mut Operation, status: &str, description: &str) {
 /// document route holds it (the document is generated from the routes, so
 /// it exists only after that route is registered).
 #[derive(Clone, Default)]
-pub struct Document(Arc<OnceLock<Bytes>>);
+pub(crate) struct Document(Arc<OnceLock<Bytes>>);
 
 impl Document {
     /// Stores the finished document.
-    pub fn publish(&self, doc: &utoipa::openapi::OpenApi) {
+    pub(crate) fn publish(&self, doc: &utoipa::openapi::OpenApi) {
         self.0
             .get_or_init(|| Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".into())));
     }
@@ -224,7 +224,7 @@ impl Document {
 /// The OpenAPI document of every `/api` route.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn document(Extension(document): Extension<Document>) -> Response {
+pub(crate) async fn document(Extension(document): Extension<Document>) -> Response {
     let body = document
         .0
         .get()

@@ -8,13 +8,13 @@ use crate::middleware::state::AppState;
 
 /// The landing page: a lookup in the render cache, nothing else. Takes the
 /// request rather than a `HeaderMap`, which axum would clone.
-pub async fn landing(State(state): State<AppState>, req: Request) -> Response {
+pub(crate) async fn landing(State(state): State<AppState>, req: Request) -> Response {
     state
         .landing
         .respond(req.headers(), &state.pipeline_headers)
 }
 
-pub async fn asset(
+pub(crate) async fn asset(
     State(state): State<AppState>,
     Path(name): Path<String>,
     req: Request,

@@ -14,20 +14,20 @@ use crate::middleware::state::AppState;
 
 /// `res`, marked never to be stored by a cache: it carries a session, a
 /// token, or a state that is stale a moment later.
-pub fn no_store(mut res: Response) -> Response {
+pub(crate) fn no_store(mut res: Response) -> Response {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
 /// `body` as JSON with `status`, never cached.
-pub fn no_store_json<T: Serialize>(status: StatusCode, body: T) -> Response {
+pub(crate) fn no_store_json<T: Serialize>(status: StatusCode, body: T) -> Response {
     no_store((status, Json(body)).into_response())
 }
 
 /// An HTML page with its own status, never cached; the error boundary
 /// leaves it as is.
-pub fn page(status: StatusCode, view: impl Template) -> Response {
+pub(crate) fn page(status: StatusCode, view: impl Template) -> Response {
     match view.render() {
         Ok(html) => {
             let mut res = no_store((status, Html(html)).into_response());
@@ -39,7 +39,7 @@ pub fn page(status: StatusCode, view: impl Template) -> Response {
 }
 
 /// `res` with the cookie of the new session `s`.
-pub fn with_session_cookie(state: &AppState, mut res: Response, s: &NewSession) -> Response {
+pub(crate) fn with_session_cookie(state: &AppState, mut res: Response, s: &NewSession) -> Response {
     res.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie::set_cookie(
@@ -52,7 +52,7 @@ pub fn with_session_cookie(state: &AppState, mut res: Response, s: &NewSession) 
 }
 
 /// `res` with the session cookie cleared.
-pub fn clearing_session_cookie(state: &AppState, mut res: Response) -> Response {
+pub(crate) fn clearing_session_cookie(state: &AppState, mut res: Response) -> Response {
     res.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie::clear_cookie(state.config.server.cookies_secure()),
@@ -61,6 +61,6 @@ pub fn clearing_session_cookie(state: &AppState, mut res: Response) -> Response 
 }
 
 /// A form's sign-in (or registration) done: on to `to`, signed in as `s`.
-pub fn sign_in_redirect(state: &AppState, to: &str, s: &NewSession) -> Response {
+pub(crate) fn sign_in_redirect(state: &AppState, to: &str, s: &NewSession) -> Response {
     with_session_cookie(state, Redirect::to(to).into_response(), s)
 }

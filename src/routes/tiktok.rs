@@ -52,7 +52,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
             headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "SERVICE_UNAVAILABLE: TikTok unavailable (API callers) or the database is down", body = crate::error::ErrorResponse),
     ))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     UserLookup(who): UserLookup,
     headers: HeaderMap,
@@ -104,7 +104,7 @@ pub async fn start(
     responses((status = 302,
         description = "to /platforms/connect/tiktok?status=connected or ?error=CODE; to /login when signed out",
         headers(("Location" = String, description = "where to go next")))))]
-pub async fn callback(
+pub(crate) async fn callback(
     State(state): State<AppState>,
     ctx: RequestContext,
     UserLookup(who): UserLookup,
@@ -140,7 +140,7 @@ pub async fn callback(
         (status = 401, description = "UNAUTHORIZED: not signed in", body = crate::error::ErrorResponse),
         (status = 503, description = "database unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn status(
+pub(crate) async fn status(
     State(state): State<AppState>,
     CurrentUser(who): CurrentUser,
 ) -> Result<Json<TikTokStatus>, AppError> {
@@ -157,7 +157,7 @@ pub async fn status(
         (status = 403, description = "CSRF_FAILED: missing or wrong X-CSRF-Token, or a cross-site request", body = crate::error::ErrorResponse),
         (status = 502, description = "revocation failed; the local connection was deleted", body = crate::error::ErrorResponse),
     ))]
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     State(state): State<AppState>,
     ctx: RequestContext,
     CsrfUser(who): CsrfUser,
@@ -173,12 +173,12 @@ pub async fn disconnect(
 }
 
 #[derive(Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     status: Option<String>,
     error: Option<String>,
 }
 
-pub async fn connect_page(
+pub(crate) async fn connect_page(
     State(state): State<AppState>,
     PageUser(who): PageUser,
     Query(q): Query<Outcome>,
@@ -217,12 +217,12 @@ pub async fn connect_page(
 }
 
 #[derive(Deserialize)]
-pub struct CsrfForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
     csrf_token: String,
 }
 
-pub async fn disconnect_submit(
+pub(crate) async fn disconnect_submit(
     State(state): State<AppState>,
     ctx: RequestContext,
     PageUser(who): PageUser,
@@ -241,7 +241,7 @@ pub async fn disconnect_submit(
     Ok(Redirect::to(&to).into_response())
 }
 
-pub async fn avatar(State(state): State<AppState>, PageUser(who): PageUser) -> Response {
+pub(crate) async fn avatar(State(state): State<AppState>, PageUser(who): PageUser) -> Response {
     match state.tiktok.avatar(&who.user.id).await {
         Ok(Some(avatar)) => {
             let mut res = Response::new(Body::from(avatar.body));

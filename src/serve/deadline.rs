@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 /// How long a connection may take to send a request's headers, and how
 /// long it may sit between requests.
 #[derive(Clone, Copy, Debug)]
-pub struct ReadDeadlines {
+pub(crate) struct ReadDeadlines {
     pub header_read: Duration,
     pub keep_alive_idle: Duration,
 }

@@ -23,7 +23,7 @@ pub struct AuditRow {
     pub details: Option<String>,
 }
 
-pub async fn insert<'e, E>(executor: E, a: &AuditRow) -> Result<(), sqlx::Error>
+pub(crate) async fn insert<'e, E>(executor: E, a: &AuditRow) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {

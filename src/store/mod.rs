@@ -10,14 +10,14 @@
 //! This module owns SQL and connection management only: no HTTP types, no
 //! caches (the session store, `crate::sessions`, keeps those).
 
-pub mod audit;
-pub mod connections;
-pub mod monitoring;
-pub mod rollup;
-pub mod sessions;
+pub(crate) mod audit;
+pub(crate) mod connections;
+pub(crate) mod monitoring;
+pub(crate) mod rollup;
+pub(crate) mod sessions;
 mod sqlite_deadline;
-pub mod stats;
-pub mod users;
+pub(crate) mod stats;
+pub(crate) mod users;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -281,7 +281,7 @@ impl Db {
     pub async fn read<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, sqlx::Error>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         self.inner.retry.run_when(operation, is_transient, op).await
     }
@@ -394,7 +394,7 @@ impl Db {
 /// serving without a database (see [`Db::migrate`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct CannotOpen(String);
+pub(crate) struct CannotOpen(String);
 
 /// How a database failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -468,6 +468,6 @@ impl crate::cache::Transient for sqlx::Error {
 }
 
 /// True for failures an idempotent operation may retry.
-pub fn is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     classify(e) == Fault::Transient
 }

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::Db;
-use super::rollup::Agg;
+use super::rollup::{Agg, RollupRow, SampleRow};
 
 /// Where an alert is in its life. Stored as its [`as_str`](Self::as_str)
 /// text, which the API shows as is.
@@ -132,13 +132,13 @@ impl Db {
         &self,
         batch: &str,
         instance: &str,
-        rollups: &[(i64, String, Agg)],
-        samples: &[(i64, String, String, String, i64)],
+        rollups: &[RollupRow],
+        samples: &[SampleRow],
         now: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool().begin().await?;
         if let (Some(first), Some(last)) = (rollups.first(), rollups.last()) {
-            let (from, to) = (first.0.min(last.0), first.0.max(last.0));
+            let (from, to) = (first.minute.min(last.minute), first.minute.max(last.minute));
             let existing = sqlx::query(
                 "SELECT minute, route, requests, errors, buckets FROM metric_rollups \
                  WHERE instance = $1 AND minute >= $2 AND minute <= $3",
@@ -160,7 +160,12 @@ impl Db {
                     Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets),
                 );
             }
-            for (minute, route, delta) in rollups {
+            for RollupRow {
+                minute,
+                route,
+                agg: delta,
+            } in rollups
+            {
                 let mut agg = stored.remove(&(*minute, route.clone())).unwrap_or_default();
                 agg.merge(delta);
                 sqlx::query(
@@ -179,7 +184,14 @@ impl Db {
                 .await?;
             }
         }
-        for (at, instance, component, status, rt) in samples {
+        for SampleRow {
+            at,
+            instance,
+            component,
+            status,
+            response_time_ms: rt,
+        } in samples
+        {
             // A sample written twice (a retried flush) is kept once.
             sqlx::query(
                 "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
@@ -241,15 +253,16 @@ impl Db {
 
     /// Rollups of every instance since `from` (epoch ms), merged per
     /// (minute, route).
-    pub async fn rollups_since(&self, from: i64) -> Result<Vec<(i64, String, Agg)>, sqlx::Error> {
+    pub(crate) async fn rollups_since(&self, from: i64) -> Result<Vec<RollupRow>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT minute, route, requests, errors, buckets FROM metric_rollups WHERE minute >= $1 ORDER BY minute",
         )
         .bind(from)
         .fetch_all(self.pool())
         .await?;
-        let mut out: Vec<(i64, String, Agg)> = Vec::new();
-        let mut index = std::collections::HashMap::new();
+        let mut out: Vec<RollupRow> = Vec::new();
+        let mut index: std::collections::HashMap<(i64, String), usize> =
+            std::collections::HashMap::new();
         for r in rows {
             let minute: i64 = r.try_get("minute")?;
             let route: String = r.try_get("route")?;
@@ -259,24 +272,22 @@ impl Db {
             let agg = Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets);
             match index.get(&(minute, route.clone())) {
                 Some(&i) => {
-                    let slot: &mut (i64, String, Agg) = &mut out[i];
-                    slot.2.merge(&agg);
+                    out[i].agg.merge(&agg);
                 }
                 None => {
                     index.insert((minute, route.clone()), out.len());
-                    out.push((minute, route, agg));
+                    out.push(RollupRow { minute, route, agg });
                 }
             }
         }
         Ok(out)
     }
 
-    /// Health samples since `from`, oldest first: (at, instance, component,
-    /// status, response time ms).
-    pub async fn health_samples_since(
+    /// Health samples since `from`, oldest first.
+    pub(crate) async fn health_samples_since(
         &self,
         from: i64,
-    ) -> Result<Vec<(i64, String, String, String, i64)>, sqlx::Error> {
+    ) -> Result<Vec<SampleRow>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT at, instance, component, status, response_time_ms FROM health_samples WHERE at >= $1 ORDER BY at",
         )
@@ -285,13 +296,13 @@ impl Db {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("at")?,
-                    r.try_get("instance")?,
-                    r.try_get("component")?,
-                    r.try_get("status")?,
-                    r.try_get("response_time_ms")?,
-                ))
+                Ok(SampleRow {
+                    at: r.try_get("at")?,
+                    instance: r.try_get("instance")?,
+                    component: r.try_get("component")?,
+                    status: r.try_get("status")?,
+                    response_time_ms: r.try_get("response_time_ms")?,
+                })
             })
             .collect()
     }

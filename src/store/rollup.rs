@@ -6,11 +6,31 @@
 //! exactly.
 
 /// Upper bounds (ms) of the latency buckets; the last bucket is open.
-pub const BOUNDS_MS: [f64; 14] = [
+pub(crate) const BOUNDS_MS: [f64; 14] = [
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
     30_000.0,
 ];
-pub const BUCKETS: usize = BOUNDS_MS.len() + 1;
+pub(crate) const BUCKETS: usize = BOUNDS_MS.len() + 1;
+
+/// One route's aggregate over one minute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollupRow {
+    /// Start of the minute, epoch ms.
+    pub minute: i64,
+    pub route: String,
+    pub agg: Agg,
+}
+
+/// One health sample of one component on one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleRow {
+    /// Epoch ms.
+    pub at: i64,
+    pub instance: String,
+    pub component: String,
+    pub status: String,
+    pub response_time_ms: i64,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Agg {

@@ -34,7 +34,7 @@ use std::time::Instant;
 use libsqlite3_sys as ffi;
 
 /// The SQL function that sets and reads a connection's deadline.
-pub const FUNCTION: &str = "huntaze_statement_timeout";
+pub(super) const FUNCTION: &str = "huntaze_statement_timeout";
 const FUNCTION_C: &CStr = c"huntaze_statement_timeout";
 
 /// Virtual machine steps between two deadline checks: frequent enough to
@@ -46,7 +46,7 @@ const UNSET: u64 = u64::MAX;
 
 /// Registers the extension for every SQLite connection opened from now on in
 /// this process. Idempotent.
-pub fn install() {
+pub(super) fn install() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: `on_open` has exactly the signature SQLite calls

@@ -108,7 +108,7 @@ async fn resolve_global(host: String, trusted: bool) -> Result<Addrs, BoxError> 
 /// link-local, unique-local, multicast, unspecified, shared (CGNAT),
 /// documentation, benchmarking or reserved; IPv6 forms that embed an IPv4
 /// address are judged by that address.
-pub fn is_global(ip: IpAddr) -> bool {
+pub(crate) fn is_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_global_v4(v4),
         IpAddr::V6(v6) => is_global_v6(v6),
@@ -229,7 +229,7 @@ pub struct Avatar {
     pub body: bytes::Bytes,
 }
 
-pub struct AvatarFetcher {
+pub(crate) struct AvatarFetcher {
     http: reqwest::Client,
     policy: Arc<HostPolicy>,
     max_bytes: usize,
@@ -238,7 +238,7 @@ pub struct AvatarFetcher {
 impl AvatarFetcher {
     /// `hosts`: allowlisted host names; `trusted`: the TikTok API's base URL
     /// (its origin is allowed, even on a private address).
-    pub fn new(
+    pub(crate) fn new(
         hosts: Vec<String>,
         trusted: Option<&str>,
         max_bytes: usize,
@@ -278,7 +278,7 @@ impl AvatarFetcher {
     }
 
     /// Fetches `url` under the rules above; any refusal is an error.
-    pub async fn fetch(&self, url: &str) -> anyhow::Result<Avatar> {
+    pub(crate) async fn fetch(&self, url: &str) -> anyhow::Result<Avatar> {
         let url = Url::parse(url).context("avatar URL does not parse")?;
         anyhow::ensure!(
             self.policy.allows(&url),

@@ -20,7 +20,7 @@ use crate::circuit::CircuitBreaker;
 use crate::retry::{Retry, RetryCounts, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TikTokError {
+pub(crate) enum TikTokError {
     /// TikTok could not answer usefully (down, slow, 5xx, garbage).
     #[error("TikTok unavailable: {0}")]
     Unavailable(String),
@@ -42,7 +42,7 @@ impl TikTokError {
 }
 
 /// A token response.
-pub struct TokenSet {
+pub(crate) struct TokenSet {
     pub access_token: SecretString,
     pub refresh_token: SecretString,
     pub open_id: String,
@@ -62,13 +62,12 @@ impl std::fmt::Debug for TokenSet {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct UserInfo {
-    pub open_id: String,
+pub(crate) struct UserInfo {
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
 }
 
-pub struct TikTokClient {
+pub(crate) struct TikTokClient {
     http: reqwest::Client,
     api_base: String,
     client_key: String,
@@ -80,7 +79,7 @@ pub struct TikTokClient {
 }
 
 impl TikTokClient {
-    pub fn new(
+    pub(crate) fn new(
         api_base: &str,
         client_key: String,
         client_secret: SecretString,
@@ -115,11 +114,11 @@ impl TikTokClient {
         })
     }
 
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub(crate) fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }
 
-    pub fn client_key(&self) -> &str {
+    pub(crate) fn client_key(&self) -> &str {
         &self.client_key
     }
 
@@ -203,7 +202,11 @@ impl TikTokClient {
     }
 
     /// Exchanges an authorization code. Never retried: the code is single-use.
-    pub async fn exchange_code(&self, code: &str, verifier: &str) -> Result<TokenSet, TikTokError> {
+    pub(crate) async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenSet, TikTokError> {
         let form = self.form(&[
             ("code", code),
             ("grant_type", "authorization_code"),
@@ -219,7 +222,10 @@ impl TikTokClient {
 
     /// Refreshes. Not retried: TikTok rotates refresh tokens, and the caller
     /// must know whether this attempt reached TikTok.
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, TikTokError> {
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<TokenSet, TikTokError> {
         let form = self.form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
@@ -232,7 +238,7 @@ impl TikTokClient {
     }
 
     /// Revokes an access token; retried on transient failures (idempotent).
-    pub async fn revoke(&self, access_token: &SecretString) -> Result<(), TikTokError> {
+    pub(crate) async fn revoke(&self, access_token: &SecretString) -> Result<(), TikTokError> {
         let form = self.form(&[("token", access_token.expose_secret())]);
         self.retry
             .run_when(
@@ -255,7 +261,10 @@ impl TikTokClient {
     }
 
     /// Basic profile; retried on transient failures (a read).
-    pub async fn user_info(&self, access_token: &SecretString) -> Result<UserInfo, TikTokError> {
+    pub(crate) async fn user_info(
+        &self,
+        access_token: &SecretString,
+    ) -> Result<UserInfo, TikTokError> {
         self.retry
             .run_when(
                 "tiktok_user_info",
@@ -273,7 +282,7 @@ impl TikTokClient {
     }
 
     /// Whether TikTok's API host answers at all (any HTTP answer counts).
-    pub async fn reachable(&self) -> Result<(), String> {
+    pub(crate) async fn reachable(&self) -> Result<(), String> {
         self.http
             .head(format!("{}/", self.api_base))
             .send()
@@ -403,7 +412,6 @@ fn parse_user_info(status: reqwest::StatusCode, json: Value) -> Result<UserInfo,
         .ok_or_else(|| TikTokError::Unavailable("user info without data.user".into()))?;
     let s = |k: &str| user.get(k).and_then(Value::as_str).map(str::to_owned);
     Ok(UserInfo {
-        open_id: s("open_id").unwrap_or_default(),
         display_name: s("display_name").map(|d| d.chars().take(100).collect()),
         avatar_url: s("avatar_url")
             .filter(|u| u.starts_with("https://") || u.starts_with("http://")),

@@ -5,13 +5,13 @@
 //! `client` talks to TikTok; `sandbox` stands in for TikTok in development
 //! and tests. This module holds the flow's rules and no HTTP types of ours.
 
-pub mod avatar;
-pub mod client;
+pub(crate) mod avatar;
+pub(crate) mod client;
 mod connect;
 mod connect_error;
 mod connection;
 mod refresh;
-pub mod sandbox;
+pub(crate) mod sandbox;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +26,10 @@ use client::TikTokClient;
 use sandbox::Sandbox;
 
 pub use connect::ChallengeEncoding;
-pub use connect_error::ConnectError;
-pub use connection::{Disconnected, TikTokStatus};
-pub use refresh::RefreshRound;
+pub(crate) use connect_error::ConnectError;
+pub(crate) use connection::TikTokStatus;
 
-pub const PLATFORM: &str = "tiktok";
+pub(crate) const PLATFORM: &str = "tiktok";
 /// Flows one user may have pending at once: starting another drops the
 /// oldest. Each start stores a row for the state's whole lifetime, and a
 /// person needs no more than a few tabs' worth.
@@ -39,7 +38,7 @@ const PENDING_STATES_PER_USER: i64 = 5;
 pub const SANDBOX_PREFIX: &str = "/tiktok-sandbox";
 
 /// Whether `path` is the built-in sandbox's.
-pub fn is_sandbox_path(path: &str) -> bool {
+pub(crate) fn is_sandbox_path(path: &str) -> bool {
     path.strip_prefix(SANDBOX_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

@@ -110,7 +110,7 @@ async fn concurrent_wrong_logins(app: &TestApp, email: &str, n: usize) -> i64 {
         .await
 }
 
-fn lenient_limits(c: &mut huntaze::config::Config) {
+fn lenient_limits(c: &mut huntaze::Config) {
     c.accounts.login_max_failures = 5;
     c.accounts.login_lockout_ms = 60_000;
     c.accounts.login_per_ip_per_minute = 10_000;

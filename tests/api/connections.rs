@@ -331,10 +331,7 @@ async fn a_request_head_over_the_limit_gets_431_and_one_at_the_limit_is_served()
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
     // The default is the same 32 KiB.
-    assert_eq!(
-        huntaze::config::Config::default().server.max_header_bytes,
-        32_768
-    );
+    assert_eq!(huntaze::Config::default().server.max_header_bytes, 32_768);
 }
 
 /// The binary with SQLite in `dir`, no inherited `HUNTAZE_*` setting, a

@@ -215,7 +215,7 @@ both_backends! {
     // reaches the connection's write after it (TikTok answered slowly):
     // nothing is connected to the account the operator now holds.
     async fn a_callback_that_outlives_the_promotion_connects_nothing(backend) {
-        use huntaze::tiktok::sandbox::{Endpoint, Fault};
+        use huntaze::tiktok_sandbox::{Endpoint, Fault};
         let (app, squatter) = squat_with_tiktok(backend).await;
         let callback = decide(&start(&app, &squatter).await, "allow").await;
         app.sandbox

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use huntaze::health::{CheckOutcome, HealthCheck, Status};
+use huntaze::{CheckOutcome, HealthCheck, HealthStatus as Status};
 use serde_json::Value;
 
 use crate::support::{TestApp, eventually, json};

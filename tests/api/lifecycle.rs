@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use huntaze::config::{Config, Environment};
+use huntaze::{Config, Environment};
 
 use crate::support::TestApp;
 

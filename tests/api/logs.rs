@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use huntaze::health::{CheckOutcome, HealthCheck};
+use huntaze::{CheckOutcome, HealthCheck};
 use serde_json::Value;
 
 use crate::support::{TestApp, logs};

@@ -11,7 +11,7 @@ async fn production(token: Option<&'static str>) -> TestApp {
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     TestApp::builder()
         .config(move |c| {
-            c.env = huntaze::config::Environment::Production;
+            c.env = huntaze::Environment::Production;
             let db = format!("sqlite://{}", c.data_dir.join("huntaze.db").display());
             c.database.url = Some(db.into());
             c.keys.secret_key = Some(key.clone().into());

@@ -217,7 +217,7 @@ async fn every_route_label_is_the_template_axum_routes_the_path_to() {
     use tower::ServiceExt;
 
     let app = TestApp::spawn().await;
-    let routes = huntaze::routes::router(None);
+    let routes = huntaze::router(None);
     let templates: Vec<String> = routes.labels.templates().map(str::to_owned).collect();
     assert!(templates.len() > 20, "{templates:?}");
     let seen = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -237,7 +237,7 @@ async fn every_route_label_is_the_template_axum_routes_the_path_to() {
             }
         }));
     for template in &templates {
-        if template.starts_with(huntaze::tiktok::SANDBOX_PREFIX) {
+        if template.starts_with(huntaze::tiktok_sandbox::SANDBOX_PREFIX) {
             continue; // a nested service: axum reports no MatchedPath there
         }
         let path: String = template

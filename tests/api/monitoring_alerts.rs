@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use huntaze::health::{CheckOutcome, HealthCheck};
+use huntaze::{CheckOutcome, HealthCheck};
 use serde_json::Value;
 
 use crate::monitoring::{TOKEN, app_with_token, metrics_text, sample};
@@ -172,10 +172,7 @@ async fn an_alert_fires_once_repeats_after_its_interval_resolves_once_and_its_we
     assert_eq!(alerts["recent"][0]["state"], "resolved");
 
     for (body, v, sig) in receiver.received.lock().unwrap().iter() {
-        let expected = huntaze::monitoring::alerts::signature(
-            &"hook-secret".to_owned().into(),
-            body.as_bytes(),
-        );
+        let expected = huntaze::alert_signature(&"hook-secret".to_owned().into(), body.as_bytes());
         assert_eq!(
             sig.as_deref(),
             Some(expected.as_str()),

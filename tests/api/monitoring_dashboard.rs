@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use huntaze::health::Status;
+use huntaze::HealthStatus as Status;
 use serde_json::Value;
 
 use crate::monitoring::{TOKEN, app_with_token, metrics_text, sample};
@@ -167,7 +167,7 @@ async fn the_scaling_forecast_follows_a_rising_trend() {
         .config(|c| c.monitoring.scaling_capacity_rps = 10.0)
         .spawn()
         .await;
-    let now = huntaze::time_fmt::now_ms();
+    let now = huntaze::now_ms();
     let this_minute = now - now.rem_euclid(60_000);
     // 30 past minutes, rising from 60 to 30·60+60 requests a minute (1 → 31 req/s)
     for i in 0..30i64 {
@@ -204,7 +204,7 @@ async fn history_past_the_retention_is_pruned() {
         .config(|c| c.monitoring.retention_ms = 3_600_000)
         .spawn()
         .await;
-    let old = huntaze::time_fmt::now_ms() - 2 * 3_600_000;
+    let old = huntaze::now_ms() - 2 * 3_600_000;
     let db = app.state.db.pool();
     sqlx::query("INSERT INTO metric_rollups (minute, instance, route, requests, errors, buckets) VALUES ($1, 'x', 'GET /', 1, 0, '[]')")
         .bind(old - old.rem_euclid(60_000))

@@ -175,7 +175,7 @@ async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
         app.get("/livez").await;
     }
     // a minute that is over: nothing will be recorded in it again
-    let five_minutes_ago = huntaze::time_fmt::now_ms() - 300_000;
+    let five_minutes_ago = huntaze::now_ms() - 300_000;
     for _ in 0..4 {
         app.state
             .metrics
@@ -209,7 +209,7 @@ async fn a_failed_flush_keeps_its_rows_for_the_next_one() {
 
 /// Short intervals: the `database` alert's bound is
 /// samples × health interval + for + evaluation interval.
-fn outage_settings(c: &mut huntaze::config::Config, hook: String) {
+fn outage_settings(c: &mut huntaze::Config, hook: String) {
     c.health.interval_ms = 200;
     // Generous: a cut refuses at once, and a busy machine must not look
     // like an outage before it.
@@ -427,17 +427,17 @@ async fn a_notification_claim_silences_only_the_same_status_within_its_window() 
     if !crate::support::redis::available("a_notification_claim_silences_only").await {
         return;
     }
-    let config = huntaze::config::Config::default();
-    let redis = huntaze::config::RedisSettings {
+    let config = huntaze::Config::default();
+    let redis = huntaze::RedisSettings {
         url: Some(crate::support::redis::url().into()),
         prefix: format!("claim-{}", uuid::Uuid::new_v4().simple()),
         ..Default::default()
     };
-    let lifetimes = huntaze::redis_tier::SharedLifetimes {
+    let lifetimes = huntaze::SharedLifetimes {
         session: Duration::from_millis(config.database.query_cache_ttl_ms),
         landing: Duration::from_millis(config.landing.refresh_ms),
     };
-    let tier = huntaze::redis_tier::RedisTier::from_config(&redis, lifetimes, "i")
+    let tier = huntaze::RedisTier::from_config(&redis, lifetimes, "i")
         .expect("tier")
         .expect("configured");
     let window = Duration::from_secs(10);
@@ -504,11 +504,11 @@ async fn a_failing_webhook_leaves_its_url_out_of_the_logs() {
 crate::both_backends! {
     async fn a_flush_batch_is_added_once_however_often_it_is_retried(backend) {
         let app = monitored().backend(backend).config(|c| c.monitoring.flush_ms = 60_000).spawn().await;
-        let mut agg = huntaze::monitoring::rollup::Agg::default();
+        let mut agg = huntaze::Agg::default();
         for _ in 0..5 {
             agg.record(2.0, false);
         }
-        let rows = vec![(60_000, "GET /batch".to_owned(), agg)];
+        let rows = vec![huntaze::RollupRow { minute: 60_000, route: "GET /batch".to_owned(), agg }];
         let db = &app.state.db;
         assert!(!db.batch_written("b1").await.expect("lookup"), "not yet");
         db.write_monitoring_batch("b1", "i", &rows, &[], 1).await.expect("first write");

@@ -276,46 +276,37 @@ async fn a_body_over_the_limit_is_refused_as_declared_even_where_none_is_read() 
 
 #[tokio::test]
 async fn the_document_declares_the_limits_the_server_enforces() {
-    use huntaze::accounts::validate;
+    use huntaze::{DISPLAY_NAME_MAX, EMAIL_MAX, LOGIN_PASSWORD_MAX, PASSWORD_MAX, PASSWORD_MIN};
     let doc = document().await;
 
     let register = schema(&doc, "RegisterBody");
     let password = &register["properties"]["password"];
-    assert_eq!(password["minLength"], validate::PASSWORD_MIN);
-    assert_eq!(password["maxLength"], validate::PASSWORD_MAX);
+    assert_eq!(password["minLength"], PASSWORD_MIN);
+    assert_eq!(password["maxLength"], PASSWORD_MAX);
     let email = &register["properties"]["email"];
     assert_eq!(email["format"], "email");
-    assert_eq!(email["maxLength"], validate::EMAIL_MAX);
+    assert_eq!(email["maxLength"], EMAIL_MAX);
     // Trimmed by the server, so the length is in the pattern: a visible
     // character, then up to MAX - 2 more and a visible last one.
     let name = &register["properties"]["displayName"];
     let pattern = name["pattern"].as_str().unwrap_or_default();
-    let middle = format!("{{0,{}}}", validate::DISPLAY_NAME_MAX - 2);
+    let middle = format!("{{0,{}}}", DISPLAY_NAME_MAX - 2);
     assert!(pattern.contains(&middle), "{pattern}");
     assert_eq!(register["additionalProperties"], false);
 
     let login = schema(&doc, "LoginBody");
     assert_eq!(
         login["properties"]["password"]["maxLength"],
-        validate::LOGIN_PASSWORD_MAX
+        LOGIN_PASSWORD_MAX
     );
     assert_eq!(login["properties"]["password"]["minLength"], 1);
 
     let audit = &doc["paths"]["/api/admin/audit"]["get"];
     let limit = &parameter(audit, "limit")["schema"];
-    assert_eq!(
-        limit["minimum"],
-        *huntaze::routes::admin::AUDIT_LIMITS.start()
-    );
-    assert_eq!(
-        limit["maximum"],
-        *huntaze::routes::admin::AUDIT_LIMITS.end()
-    );
+    assert_eq!(limit["minimum"], *huntaze::AUDIT_LIMITS.start());
+    assert_eq!(limit["maximum"], *huntaze::AUDIT_LIMITS.end());
 
-    let ranges: Vec<&str> = huntaze::monitoring::Range::ALL
-        .iter()
-        .map(|r| r.as_str())
-        .collect();
+    let ranges: Vec<&str> = huntaze::Range::ALL.iter().map(|r| r.as_str()).collect();
     let dash = &doc["paths"]["/api/monitoring/dashboard"]["get"];
     assert_eq!(
         parameter(dash, "range")["schema"]["enum"],
@@ -324,11 +315,11 @@ async fn the_document_declares_the_limits_the_server_enforces() {
     let trends = &doc["paths"]["/api/monitoring/health-trends"]["get"];
     assert_eq!(
         parameter(trends, "component")["schema"]["enum"],
-        serde_json::json!(huntaze::routes::health::COMPONENTS)
+        serde_json::json!(huntaze::HEALTH_COMPONENTS)
     );
     let component = &doc["paths"]["/api/health/{component}"]["get"];
     assert_eq!(
         parameter(component, "component")["schema"]["enum"],
-        serde_json::json!(huntaze::routes::health::COMPONENTS)
+        serde_json::json!(huntaze::HEALTH_COMPONENTS)
     );
 }

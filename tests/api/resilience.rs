@@ -326,11 +326,11 @@ crate::both_backends! {
         let e = result.expect_err("a count to 10^9 outlives a 200 ms deadline");
         assert!(elapsed < Duration::from_secs(5), "stopped near the deadline: {elapsed:?}");
         assert_eq!(
-            huntaze::store::classify(&e),
-            huntaze::store::Fault::Unavailable,
+            huntaze::classify_store_error(&e),
+            huntaze::StoreFault::Unavailable,
             "like PostgreSQL's 57014: {e}"
         );
-        let report = huntaze::error::AppError::from(e).report();
+        let report = huntaze::AppError::from(e).report();
         assert_eq!(report.status, 503);
         assert_eq!(report.code, "SERVICE_UNAVAILABLE");
         let one = sqlx::query_scalar::<_, i64>("SELECT 1")
@@ -397,11 +397,11 @@ async fn a_transaction_ended_by_the_idle_timeout_is_a_transient_fault() {
         .await
         .expect_err("the session was ended while idle in its transaction");
     assert_eq!(
-        huntaze::store::classify(&e),
-        huntaze::store::Fault::Transient,
+        huntaze::classify_store_error(&e),
+        huntaze::StoreFault::Transient,
         "{e}"
     );
-    let report = huntaze::error::AppError::from(e).report();
+    let report = huntaze::AppError::from(e).report();
     assert_eq!(report.status, 503);
     assert!(report.retry_after.is_some());
 }

@@ -45,7 +45,7 @@ async fn one_users_bogus_callbacks_leave_the_circuit_closed_for_everyone() {
     }
     assert_eq!(
         app.state.tiktok.circuit_state(),
-        Some(huntaze::circuit::CircuitState::Closed),
+        Some(huntaze::CircuitState::Closed),
         "TikTok refusing a bad code is TikTok up"
     );
 
@@ -175,10 +175,10 @@ async fn fault_controls_exist_only_where_a_test_harness_asked_for_them() {
 
     // a standalone sandbox with default settings (`huntaze tiktok-sandbox`
     // without --fault-controls): none either
-    let plain = huntaze::tiktok::sandbox::Sandbox::new(Default::default());
+    let plain = huntaze::tiktok_sandbox::Sandbox::new(Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(huntaze::tiktok::sandbox::serve(
+    tokio::spawn(huntaze::tiktok_sandbox::serve(
         listener,
         plain,
         std::future::pending(),

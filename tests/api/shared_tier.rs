@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use huntaze::config::Config;
+use huntaze::Config;
 use serde_json::Value;
 
 use crate::support::proxy::{ChaosProxy, Mode};

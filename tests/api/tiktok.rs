@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use huntaze::tiktok::sandbox::{Endpoint, Fault};
+use huntaze::tiktok_sandbox::{Endpoint, Fault};
 use serde_json::Value;
 
 use crate::support::{TestApp, new_client};
@@ -83,7 +83,7 @@ pub(crate) async fn connect(app: &TestApp, client: &reqwest::Client) -> String {
     finish(client, &callback).await
 }
 
-pub(crate) fn sandbox(app: &TestApp) -> &huntaze::tiktok::sandbox::Sandbox {
+pub(crate) fn sandbox(app: &TestApp) -> &huntaze::tiktok_sandbox::Sandbox {
     app.sandbox.as_ref().expect("sandbox")
 }
 

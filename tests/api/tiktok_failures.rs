@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use huntaze::tiktok::sandbox::{Endpoint, Fault};
+use huntaze::tiktok_sandbox::{Endpoint, Fault};
 use serde_json::Value;
 
 use crate::support::TestApp;
@@ -166,7 +166,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_again() {
     );
     assert_eq!(
         app.state.tiktok.circuit_state(),
-        Some(huntaze::circuit::CircuitState::Closed)
+        Some(huntaze::CircuitState::Closed)
     );
 }
 
@@ -209,7 +209,7 @@ async fn circuit_transitions_and_retries_are_exported_in_metrics() {
     }
     assert_eq!(
         app.state.tiktok.circuit_state(),
-        Some(huntaze::circuit::CircuitState::Open)
+        Some(huntaze::CircuitState::Open)
     );
     let text = app
         .client

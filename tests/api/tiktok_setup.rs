@@ -2,7 +2,7 @@
 //! built-in sandbox in development, and no flow in production without
 //! credentials.
 
-use huntaze::tiktok::sandbox::{ChallengeEncoding, SandboxSettings};
+use huntaze::tiktok_sandbox::{ChallengeEncoding, SandboxSettings};
 use serde_json::Value;
 
 use crate::support::TestApp;
@@ -85,7 +85,7 @@ async fn in_production_without_credentials_the_flow_is_unavailable_and_config_is
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let app = TestApp::builder()
         .config(move |c| {
-            c.env = huntaze::config::Environment::Production;
+            c.env = huntaze::Environment::Production;
             let db = format!("sqlite://{}", c.data_dir.join("huntaze.db").display());
             c.database.url = Some(db.into());
             c.keys.secret_key = Some(key.clone().into());

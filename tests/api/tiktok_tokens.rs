@@ -1,7 +1,7 @@
 //! TikTok tokens after the connection: refresh rotation when a response is
 //! lost, revocation at disconnect, tokens sealed at rest, and key rotation.
 
-use huntaze::tiktok::sandbox::{Endpoint, Fault, SandboxSettings};
+use huntaze::tiktok_sandbox::{Endpoint, Fault, SandboxSettings};
 use serde_json::Value;
 
 use crate::support::{TestApp, new_client};

@@ -8,17 +8,17 @@ use super::{Condition, Thresholds};
 use crate::store::Db;
 use crate::store::monitoring::AlertRow;
 
-pub use crate::store::monitoring::AlertState;
+pub(crate) use crate::store::monitoring::AlertState;
 
 /// What a notification announces; sent as [`as_str`](Self::as_str).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotificationStatus {
+pub(crate) enum NotificationStatus {
     Firing,
     Resolved,
 }
 
 impl NotificationStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotificationStatus::Firing => "firing",
             NotificationStatus::Resolved => "resolved",
@@ -33,7 +33,7 @@ fn set_state(a: &mut AlertRow, state: AlertState) {
 /// Where the alert lifecycle is kept: the database normally, this
 /// instance's memory while the database is unreachable.
 #[async_trait::async_trait]
-pub trait AlertBook: Send + Sync {
+pub(crate) trait AlertBook: Send + Sync {
     async fn open_alerts(&self) -> Result<Vec<AlertRow>, sqlx::Error>;
     async fn insert_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
     async fn update_alert(&self, a: &AlertRow) -> Result<(), sqlx::Error>;
@@ -56,7 +56,7 @@ impl AlertBook for Db {
 /// unreachable; handed to the database when it returns. Finished ones are
 /// kept (bounded) so that the history shows them afterwards.
 #[derive(Default)]
-pub struct LocalAlerts {
+pub(crate) struct LocalAlerts {
     rows: std::sync::Mutex<Vec<AlertRow>>,
 }
 
@@ -69,17 +69,17 @@ impl LocalAlerts {
     }
 
     /// Every alert, to hand over to the database.
-    pub fn all(&self) -> Vec<AlertRow> {
+    pub(crate) fn all(&self) -> Vec<AlertRow> {
         self.rows().clone()
     }
 
     /// Forgets one the database has taken.
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.rows().retain(|r| r.id != id);
     }
 
     /// Pending and firing ones.
-    pub fn open(&self) -> Vec<AlertRow> {
+    pub(crate) fn open(&self) -> Vec<AlertRow> {
         self.rows()
             .iter()
             .filter(|a| a.state.is_open())
@@ -87,7 +87,7 @@ impl LocalAlerts {
             .collect()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rows().is_empty()
     }
 }
@@ -124,14 +124,14 @@ impl AlertBook for LocalAlerts {
 
 /// A notification about one alert.
 #[derive(Clone, Debug)]
-pub struct Notification {
+pub(crate) struct Notification {
     pub status: NotificationStatus,
     pub alert: AlertRow,
 }
 
 /// Moves every alert one step given the conditions that hold now; returns
 /// the notifications to send.
-pub async fn advance(
+pub(crate) async fn advance(
     db: &dyn AlertBook,
     t: &Thresholds,
     holding: &[Condition],

@@ -17,9 +17,11 @@ mod notifier;
 
 use std::collections::{HashMap, HashSet};
 
-pub use book::{AlertBook, AlertState, LocalAlerts, Notification, NotificationStatus, advance};
-pub use notifier::{Notifier, payload, signature};
+pub(crate) use book::{AlertState, LocalAlerts, Notification, advance};
+pub(crate) use notifier::Notifier;
+pub use notifier::signature;
 
+use super::history::{RollupRow, SampleRow};
 use super::rollup::Agg;
 use crate::config::MonitoringSettings;
 use crate::health::Status;
@@ -53,7 +55,7 @@ impl Severity {
 
 /// The rule a condition comes from; stored as [`as_str`](Self::as_str).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rule {
+pub(crate) enum Rule {
     Route5xx,
     RouteLatency,
     ComponentUnhealthy,
@@ -62,7 +64,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rule::Route5xx => "route_5xx",
             Rule::RouteLatency => "route_latency",
@@ -76,7 +78,7 @@ impl Rule {
 /// A rule's condition that holds now, for one route, component or circuit
 /// (its `key`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Condition {
+pub(crate) struct Condition {
     pub rule: Rule,
     pub key: String,
     pub severity: Severity,
@@ -84,7 +86,7 @@ pub struct Condition {
 }
 
 #[derive(Clone, Debug)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     pub window_ms: i64,
     pub min_requests: u64,
     pub error_rate: f64,
@@ -96,7 +98,7 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    pub fn from_config(c: &MonitoringSettings) -> Self {
+    pub(crate) fn from_config(c: &MonitoringSettings) -> Self {
         Self {
             window_ms: c.alert_window_ms as i64,
             min_requests: c.alert_min_requests,
@@ -113,23 +115,23 @@ impl Thresholds {
 /// Whether a rollup's route (`METHOD template`) is one whose failures page
 /// someone: its template is in `critical`, the set the edge, which knows
 /// the routes, hands over.
-pub fn is_critical_route(route_key: &str, critical: &HashSet<String>) -> bool {
+pub(crate) fn is_critical_route(route_key: &str, critical: &HashSet<String>) -> bool {
     let path = route_key.split_once(' ').map_or(route_key, |(_, p)| p);
     critical.contains(path)
 }
 
 /// Evaluates every rule over the history; returns the conditions that hold now.
-pub fn evaluate(
+pub(crate) fn evaluate(
     t: &Thresholds,
-    rollups: &[(i64, String, Agg)],
-    health: &[(i64, String, String, String, i64)],
+    rollups: &[RollupRow],
+    health: &[SampleRow],
     circuit_open: &[&str],
     critical: &HashSet<String>,
     now: i64,
 ) -> Vec<Condition> {
     let mut out = Vec::new();
     let mut per_route: HashMap<&str, Agg> = HashMap::new();
-    for (minute, route, agg) in rollups {
+    for RollupRow { minute, route, agg } in rollups {
         if *minute >= now - t.window_ms {
             per_route.entry(route.as_str()).or_default().merge(agg);
         }
@@ -165,11 +167,11 @@ pub fn evaluate(
         }
     }
     let mut by_component: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
-    for (at, _instance, component, status, _) in health {
+    for sample in health {
         by_component
-            .entry(component.as_str())
+            .entry(sample.component.as_str())
             .or_default()
-            .push((*at, status.as_str()));
+            .push((sample.at, sample.status.as_str()));
     }
     let mut components: Vec<_> = by_component.into_iter().collect();
     components.sort_by(|a, b| a.0.cmp(b.0));
@@ -249,6 +251,24 @@ mod tests {
         ["/", "/api/auth/login"].map(String::from).into()
     }
 
+    fn row(minute: i64, route: &str, agg: Agg) -> RollupRow {
+        RollupRow {
+            minute,
+            route: route.to_owned(),
+            agg,
+        }
+    }
+
+    fn sample(at: i64, component: &str, status: &str) -> SampleRow {
+        SampleRow {
+            at,
+            instance: "i".to_owned(),
+            component: component.to_owned(),
+            status: status.to_owned(),
+            response_time_ms: 1,
+        }
+    }
+
     fn agg(ok: u64, err: u64, ms: f64) -> Agg {
         let mut a = Agg::default();
         for _ in 0..ok {
@@ -263,13 +283,13 @@ mod tests {
     #[test]
     fn a_critical_routes_5xx_rate_fires_but_not_below_the_traffic_floor() {
         let now = 600_000;
-        let r = vec![(540_000, "POST /api/auth/login".to_owned(), agg(90, 10, 5.0))];
+        let r = vec![row(540_000, "POST /api/auth/login", agg(90, 10, 5.0))];
         let c = evaluate(&t(), &r, &[], &[], &critical(), now);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].rule, c[0].severity), (Rule::Route5xx, Severity::High));
-        let r = vec![(540_000, "POST /api/auth/login".to_owned(), agg(5, 4, 5.0))];
+        let r = vec![row(540_000, "POST /api/auth/login", agg(5, 4, 5.0))];
         assert!(evaluate(&t(), &r, &[], &[], &critical(), now).is_empty());
-        let r = vec![(540_000, "GET /platforms".to_owned(), agg(50, 50, 5.0))];
+        let r = vec![row(540_000, "GET /platforms", agg(50, 50, 5.0))];
         assert!(
             evaluate(&t(), &r, &[], &[], &critical(), now).is_empty(),
             "not a critical route"
@@ -279,17 +299,9 @@ mod tests {
     #[test]
     fn slow_routes_and_unhealthy_components_and_open_circuits_fire() {
         let now = 600_000;
-        let r = vec![(540_000, "GET /platforms".to_owned(), agg(20, 0, 2000.0))];
+        let r = vec![row(540_000, "GET /platforms", agg(20, 0, 2000.0))];
         let h: Vec<_> = (0..3)
-            .map(|i| {
-                (
-                    590_000 + i,
-                    "i".to_owned(),
-                    "database".to_owned(),
-                    "unhealthy".to_owned(),
-                    1,
-                )
-            })
+            .map(|i| sample(590_000 + i, "database", "unhealthy"))
             .collect();
         let c = evaluate(&t(), &r, &h, &["tiktok"], &critical(), now);
         let rules: Vec<_> = c.iter().map(|c| c.rule).collect();
@@ -308,15 +320,7 @@ mod tests {
     fn a_long_degradation_fires_low() {
         let now = 1_000_000;
         let h: Vec<_> = (0..12)
-            .map(|i| {
-                (
-                    now - 660_000 + i * 60_000,
-                    "i".to_owned(),
-                    "external".to_owned(),
-                    "degraded".to_owned(),
-                    1,
-                )
-            })
+            .map(|i| sample(now - 660_000 + i * 60_000, "external", "degraded"))
             .collect();
         let c = evaluate(&t(), &[], &h, &[], &critical(), now);
         assert_eq!(c.len(), 1);

@@ -15,7 +15,7 @@ use crate::config::MonitoringSettings;
 use crate::time_fmt::{now_ms, rfc3339_from_ms};
 
 /// The JSON body of a webhook post (and of the log line).
-pub fn payload(n: &Notification, instance: &str) -> serde_json::Value {
+pub(super) fn payload(n: &Notification, instance: &str) -> serde_json::Value {
     let a = &n.alert;
     json!({
         "status": n.status.as_str(),
@@ -32,6 +32,8 @@ pub fn payload(n: &Notification, instance: &str) -> serde_json::Value {
 }
 
 pub fn signature(secret: &SecretString, body: &[u8]) -> String {
+    // HMAC accepts keys of any length: new_from_slice cannot fail here.
+    #[allow(clippy::expect_used)]
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
         .expect("HMAC takes any key length");
     mac.update(body);
@@ -41,7 +43,7 @@ pub fn signature(secret: &SecretString, body: &[u8]) -> String {
 /// Sends notifications: to the log at once, to the webhook from a queue
 /// with retries and backoff.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     queue: Option<mpsc::Sender<Notification>>,
     instance: String,
     /// Notifications queued or being delivered, so that a shutdown can
@@ -52,7 +54,7 @@ pub struct Notifier {
 impl Notifier {
     /// `retries` counts the webhook's retries beside the server's others
     /// (`retries_total{operation="alert_webhook"}`).
-    pub fn new(
+    pub(crate) fn new(
         config: &MonitoringSettings,
         instance: String,
         retries: Arc<crate::retry::RetryCounts>,
@@ -125,7 +127,7 @@ impl Notifier {
         })
     }
 
-    pub fn send(&self, n: Notification) {
+    pub(crate) fn send(&self, n: Notification) {
         let body = payload(&n, &self.instance);
         if Severity::parse(&n.alert.severity) == Some(Severity::High) {
             tracing::error!(alert = %body, "alert {}", n.status.as_str());
@@ -147,7 +149,7 @@ impl Notifier {
 
     /// Waits until every queued notification was delivered (or given up
     /// on), or `limit` passes; false in the latter case.
-    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+    pub(crate) async fn drain(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         while self.undelivered.load(std::sync::atomic::Ordering::Acquire) > 0 {
             if tokio::time::Instant::now() >= deadline {

@@ -259,13 +259,13 @@ impl Sandbox {
 
 /// Where the sandbox serves the avatar its user info points to, below its
 /// mount point.
-pub const AVATAR_PATH: &str = "/sandbox/avatar.png";
+pub(crate) const AVATAR_PATH: &str = "/sandbox/avatar.png";
 
 /// Serves a sandbox on `listener` until the future `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sandbox: Sandbox,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, sandbox.router())
         .with_graceful_shutdown(stop)

@@ -65,17 +65,17 @@ impl Cluster {
 
         let nginx_port = free_port();
         let public = format!("http://127.0.0.1:{nginx_port}");
-        let settings = huntaze::tiktok::sandbox::SandboxSettings {
+        let settings = huntaze::tiktok_sandbox::SandboxSettings {
             redirect_uris: vec![format!("{public}/api/auth/tiktok/callback")],
             fault_controls: true,
             ..Default::default()
         };
-        let sandbox = huntaze::tiktok::sandbox::Sandbox::new(settings.clone());
+        let sandbox = huntaze::tiktok_sandbox::Sandbox::new(settings.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind sandbox");
         let sandbox_base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(huntaze::tiktok::sandbox::serve(
+        tokio::spawn(huntaze::tiktok_sandbox::serve(
             listener,
             sandbox.clone(),
             std::future::pending(),

@@ -34,7 +34,7 @@ pub fn init() {
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         );
-    let json = huntaze::telemetry::json_layer(Checked)
+    let json = huntaze::json_layer(Checked)
         .with_filter(tracing_subscriber::EnvFilter::new("info,huntaze=debug"));
     let _ = tracing_subscriber::registry()
         .with(text)

@@ -14,8 +14,8 @@ pub mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
-use huntaze::config::Config;
-use huntaze::health::HealthCheck;
+use huntaze::Config;
+use huntaze::HealthCheck;
 use huntaze::{AppBuilder, AppState, ShutdownHandle};
 use tokio::task::JoinHandle;
 
@@ -34,7 +34,7 @@ pub struct TestApp {
     pub proxy: Option<proxy::ChaosProxy>,
     pub pg: Option<pg::PgTestDb>,
     /// A standalone TikTok sandbox this server is configured against.
-    pub sandbox: Option<huntaze::tiktok::sandbox::Sandbox>,
+    pub sandbox: Option<huntaze::tiktok_sandbox::Sandbox>,
     pub sandbox_base: String,
 }
 
@@ -46,7 +46,7 @@ pub struct TestAppBuilder {
     health_checks: Vec<Arc<dyn HealthCheck>>,
     probes: bool,
     proxy: bool,
-    sandbox: Option<huntaze::tiktok::sandbox::SandboxSettings>,
+    sandbox: Option<huntaze::tiktok_sandbox::SandboxSettings>,
 }
 
 impl TestApp {
@@ -109,7 +109,7 @@ impl TestAppBuilder {
 
     pub fn tiktok_sandbox_with(
         mut self,
-        settings: huntaze::tiktok::sandbox::SandboxSettings,
+        settings: huntaze::tiktok_sandbox::SandboxSettings,
     ) -> Self {
         self.sandbox = Some(settings);
         self
@@ -177,12 +177,12 @@ impl TestAppBuilder {
         if let Some(mut settings) = self.sandbox {
             // Started for tests: the fault controls are served.
             settings.fault_controls = true;
-            let sb = huntaze::tiktok::sandbox::Sandbox::new(settings.clone());
+            let sb = huntaze::tiktok_sandbox::Sandbox::new(settings.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind sandbox");
             sandbox_base = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(huntaze::tiktok::sandbox::serve(
+            tokio::spawn(huntaze::tiktok_sandbox::serve(
                 listener,
                 sb.clone(),
                 std::future::pending(),

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::{get, post};
+use huntaze::AppError;
 use huntaze::AppState;
-use huntaze::error::AppError;
-use huntaze::middleware::extract::{ApiJson, ApiQuery};
-use huntaze::routes::{RoutePolicy, RouteTable};
+use huntaze::{ApiJson, ApiQuery};
+use huntaze::{RoutePolicy, RouteTable};
 use serde::Deserialize;
 
 pub fn routes() -> RouteTable {
