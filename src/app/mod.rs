@@ -86,6 +86,9 @@ impl AppBuilder {
 
         let db = Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
         let redis = redis_tier(&config)?;
+        if let Some(tier) = &redis {
+            Arc::clone(tier).spawn(stop_rx.clone());
+        }
         let sessions =
             SessionStore::start(db.clone(), &config.database, redis.clone(), stop_rx.clone());
         migrate_or_retry_later(&db, &config, &stop_rx).await?;
@@ -163,8 +166,8 @@ fn listener_for(given: Option<TcpListener>, config: &Config) -> anyhow::Result<T
     }
 }
 
-/// The Redis tier when configured (the session store shares its caches
-/// through it and starts it; limits and alert notifications are shared too).
+/// The Redis tier when configured: the session store shares its caches
+/// through it, the rate limits and alert notifications their counters.
 fn redis_tier(config: &Config) -> anyhow::Result<Option<Arc<RedisTier>>> {
     RedisTier::from_config(
         &config.redis,

@@ -76,9 +76,10 @@ impl SessionStore {
         })
     }
 
-    /// [`new`](Self::new) for a server: also starts the Redis tier's probe
-    /// and subscriber, and applies the invalidations other instances
-    /// broadcast; all stop with `stop`.
+    /// [`new`](Self::new) for a server: also applies the invalidations other
+    /// instances broadcast, until `stop`. The tier itself (its probe and
+    /// subscriber) is started by whoever built it: the rate limits and
+    /// alert notifications share it.
     pub fn start(
         db: Db,
         config: &DatabaseSettings,
@@ -87,7 +88,6 @@ impl SessionStore {
     ) -> Arc<Self> {
         let store = Self::new(db, config, shared);
         if let Some(tier) = &store.shared {
-            Arc::clone(tier).spawn(stop.clone());
             spawn_invalidation_listener(tier, Arc::clone(&store), stop);
         }
         store

@@ -26,10 +26,6 @@ impl NotificationStatus {
     }
 }
 
-fn set_state(a: &mut AlertRow, state: AlertState) {
-    a.state = state;
-}
-
 /// Where the alert lifecycle is kept: the database normally, this
 /// instance's memory while the database is unreachable.
 #[async_trait::async_trait]
@@ -164,19 +160,12 @@ pub(crate) async fn advance(
             }
             Some(mut a) => {
                 a.summary = c.summary.clone();
-                let state = a.state;
-                if state == AlertState::Pending && now - a.started_at >= t.for_ms {
+                if a.state == AlertState::Pending && now - a.started_at >= t.for_ms {
                     fire(db, a, now, &mut notes).await?;
-                } else if state == AlertState::Firing
+                } else if a.state == AlertState::Firing
                     && a.last_notified_at.is_some_and(|l| now - l >= t.repeat_ms)
                 {
-                    a.last_notified_at = Some(now);
-                    a.notifications += 1;
-                    db.update_alert(&a).await?;
-                    notes.push(Notification {
-                        status: NotificationStatus::Firing,
-                        alert: a,
-                    });
+                    notify(db, a, NotificationStatus::Firing, now, &mut notes).await?;
                 } else {
                     db.update_alert(&a).await?;
                 }
@@ -186,17 +175,11 @@ pub(crate) async fn advance(
     // Whatever is still open no longer holds.
     for (_, mut a) in open_by_key {
         if a.state == AlertState::Firing {
-            set_state(&mut a, AlertState::Resolved);
+            a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
-            a.last_notified_at = Some(now);
-            a.notifications += 1;
-            db.update_alert(&a).await?;
-            notes.push(Notification {
-                status: NotificationStatus::Resolved,
-                alert: a,
-            });
+            notify(db, a, NotificationStatus::Resolved, now, &mut notes).await?;
         } else {
-            set_state(&mut a, AlertState::Cancelled);
+            a.state = AlertState::Cancelled;
             a.resolved_at = Some(now);
             db.update_alert(&a).await?;
         }
@@ -210,14 +193,23 @@ async fn fire(
     now: i64,
     notes: &mut Vec<Notification>,
 ) -> Result<(), sqlx::Error> {
-    set_state(&mut a, AlertState::Firing);
+    a.state = AlertState::Firing;
     a.fired_at = Some(now);
+    notify(db, a, NotificationStatus::Firing, now, notes).await
+}
+
+/// Records that `a` is announced now (`status`) and queues the announcement:
+/// the firing, each repeat while it fires, and the resolution.
+async fn notify(
+    db: &dyn AlertBook,
+    mut a: AlertRow,
+    status: NotificationStatus,
+    now: i64,
+    notes: &mut Vec<Notification>,
+) -> Result<(), sqlx::Error> {
     a.last_notified_at = Some(now);
     a.notifications += 1;
     db.update_alert(&a).await?;
-    notes.push(Notification {
-        status: NotificationStatus::Firing,
-        alert: a,
-    });
+    notes.push(Notification { status, alert: a });
     Ok(())
 }
