@@ -46,6 +46,7 @@ mod store;
 mod telemetry;
 mod tiktok;
 mod time_fmt;
+mod tls;
 mod views;
 
 // Assembly and start-up.
@@ -85,6 +86,7 @@ pub use store::rollup::{RollupRow, SampleRow};
 pub use store::{Db, Fault as StoreFault, classify as classify_store_error};
 pub use telemetry::json_layer;
 pub use time_fmt::{now_ms, now_rfc3339};
+pub use tls::{CertError, CertPaths, CertResolver, ServingCert};
 
 /// The fake TikTok the tests and local development connect to.
 pub mod tiktok_sandbox {

@@ -34,6 +34,7 @@ use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::sessions::SessionStore;
 use crate::store::Db;
 use crate::tiktok::{TikTok, TikTokSite};
+use crate::tls::CertResolver;
 use background::{spawn_migration_retry, spawn_session_sweep, spawn_tiktok_refresh};
 
 /// Builds the server. Tests may add routes and replace health checks; the
@@ -80,6 +81,7 @@ impl AppBuilder {
         let started = Instant::now();
         let (config, problems) = validated_config(self.config)?;
         let keys = config.keys()?;
+        let certificate = serving_certificate(&config)?;
         let listener = listener_for(self.listener, &config)?;
         let local_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,7 +117,7 @@ impl AppBuilder {
 
         let routes = crate::routes::router(self.extra_routes);
         let critical_routes = routes.labels.critical_templates();
-        let state = app_state(config, db, domain, health, metrics, monitor);
+        let state = app_state(config, db, domain, health, metrics, monitor, certificate);
         let router = crate::middleware::apply(routes, &state);
         spawn_background_tasks(&state, critical_routes, &stop_rx);
         log_ready(&state, local_addr, started);
@@ -153,6 +155,24 @@ fn validated_config(mut config: Config) -> anyhow::Result<(Config, Vec<ConfigPro
         tracing::warn!(setting = %advice.setting, advice = %advice.message, "configuration advice");
     }
     Ok((config, problems))
+}
+
+/// The HTTPS listener's certificate pair, read and checked now: a pair
+/// that cannot serve (unreadable, mismatched, expired) stops the start
+/// rather than failing every handshake later.
+fn serving_certificate(config: &Config) -> anyhow::Result<Option<Arc<CertResolver>>> {
+    let Some(paths) = config.server.tls_paths() else {
+        return Ok(None);
+    };
+    let resolver = CertResolver::load(paths, crate::time_fmt::now_ms() / 1000)
+        .context("HUNTAZE_TLS_CERT_FILE / HUNTAZE_TLS_KEY_FILE")?;
+    let cert = resolver.current();
+    tracing::info!(
+        subject = %cert.subject,
+        not_after = %crate::time_fmt::rfc3339_from_ms(cert.not_after.saturating_mul(1000)),
+        "serving certificate loaded"
+    );
+    Ok(Some(resolver))
 }
 
 /// The listener the caller gave, else one bound to `HUNTAZE_LISTEN`.
@@ -336,6 +356,7 @@ fn app_state(
     health: Arc<HealthSampler>,
     metrics: Arc<HttpMetrics>,
     monitor: Arc<Monitor>,
+    certificate: Option<Arc<CertResolver>>,
 ) -> AppState {
     let trusted_proxies = TrustedProxies(
         config
@@ -363,6 +384,7 @@ fn app_state(
         security_headers,
         pipeline_headers,
         trusted_proxies,
+        certificate,
         draining: Default::default(),
     }))
 }

@@ -230,6 +230,7 @@ impl Config {
                 )
             }));
         }
+        out.extend(self.transport_problems());
         if let Some(url) = &self.redis.url
             && redis::parse_redis_url(url.expose_secret()).is_none()
         {
@@ -261,6 +262,41 @@ impl Config {
             open_file_limit(),
             self.database.max_connections,
         ));
+        out
+    }
+}
+
+impl Config {
+    /// Encryption in transit: the HTTPS pair comes as a pair, and the
+    /// redirect listener needs something to redirect to.
+    fn transport_problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let server = &self.server;
+        match (&server.tls_cert_file, &server.tls_key_file) {
+            (Some(_), None) => out.push(ConfigProblem::fatal(
+                "HUNTAZE_TLS_KEY_FILE",
+                "must be set with HUNTAZE_TLS_CERT_FILE",
+            )),
+            (None, Some(_)) => out.push(ConfigProblem::fatal(
+                "HUNTAZE_TLS_CERT_FILE",
+                "must be set with HUNTAZE_TLS_KEY_FILE",
+            )),
+            _ => {}
+        }
+        if let Some(addr) = &server.http_redirect_listen {
+            if !server.tls_enabled() {
+                out.push(ConfigProblem::fatal(
+                    "HUNTAZE_HTTP_REDIRECT_LISTEN",
+                    "needs HTTPS (HUNTAZE_TLS_CERT_FILE and HUNTAZE_TLS_KEY_FILE)",
+                ));
+            }
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                out.push(ConfigProblem::fatal(
+                    "HUNTAZE_HTTP_REDIRECT_LISTEN",
+                    "must be an address such as 0.0.0.0:80",
+                ));
+            }
+        }
         out
     }
 }

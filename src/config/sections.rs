@@ -6,6 +6,7 @@
 //! carries `#[serde(rename = "<flat name>")]`, so searching for the flat
 //! name finds the field.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -53,6 +54,13 @@ pub struct ServerSettings {
     pub max_connections: Option<usize>,
     /// Record route metrics (on by default; off only to measure their cost).
     pub metrics_enabled: bool,
+    /// PEM certificate chain (the server's certificate first) and private
+    /// key: both set, the listener serves HTTPS. SIGHUP reads them again.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// A plain-HTTP listener that redirects to the HTTPS public URL
+    /// (except the probes); needs TLS on.
+    pub http_redirect_listen: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -72,15 +80,33 @@ impl Default for ServerSettings {
             max_header_bytes: 32 * 1024,
             max_connections: None,
             metrics_enabled: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            http_redirect_listen: None,
         }
     }
 }
 
 impl ServerSettings {
-    /// Whether cookies must carry `Secure`: follows the public URL's scheme so
-    /// plain-http loopback runs keep their sessions.
+    /// Whether cookies must carry `Secure` (and HSTS is sent): when this
+    /// server speaks HTTPS itself, or the public URL says a proxy does.
+    /// Plain-http loopback runs keep their sessions.
     pub fn cookies_secure(&self) -> bool {
-        self.public_url.starts_with("https://")
+        self.tls_enabled() || self.public_url.starts_with("https://")
+    }
+
+    /// Whether the listener serves HTTPS (a certificate file is set; a
+    /// certificate without its key is a fatal configuration problem).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    /// The certificate pair, when both files are set.
+    pub fn tls_paths(&self) -> Option<crate::tls::CertPaths> {
+        Some(crate::tls::CertPaths {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+        })
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -199,6 +225,10 @@ pub struct RedisSettings {
     /// one Redis).
     #[serde(rename = "redis_prefix")]
     pub prefix: String,
+    /// PEM certificate(s) of the private CA that signed a `rediss://`
+    /// server's certificate; unset: the system's trusted roots.
+    #[serde(rename = "redis_ca_file")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -208,6 +238,7 @@ impl Default for RedisSettings {
             timeout_ms: 250,
             probe_ms: 1_000,
             prefix: "huntaze".into(),
+            ca_file: None,
         }
     }
 }

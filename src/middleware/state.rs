@@ -37,6 +37,9 @@ pub struct Services {
     pub pipeline_headers: Arc<crate::precompressed::PipelineHeaders>,
     /// Whose `X-Forwarded-For` names the client (`HUNTAZE_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::middleware::request_id::TrustedProxies,
+    /// The HTTPS listener's certificate pair (`None`: plain HTTP); reloaded
+    /// in place on SIGHUP.
+    pub certificate: Option<Arc<crate::tls::CertResolver>>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
 }

@@ -36,3 +36,4 @@ mod tiktok_failures;
 mod tiktok_limits;
 mod tiktok_setup;
 mod tiktok_tokens;
+mod tls_pair;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "config",
             "time_fmt",
+            "tls",
             "lifecycle",
             "crypto",
             "compress",

@@ -10,6 +10,7 @@ pub mod pg;
 pub mod probes;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
