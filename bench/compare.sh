@@ -205,23 +205,7 @@ cp "$PAGE/index.html" "$PAGE/index.html.gz" "$NGX/html/"
 touch -r "$NGX/html/index.html" "$NGX/html/index.html.gz"
 chmod 755 "$NGX/html"; chmod 644 "$NGX/html/"*
 NPROC="$(nproc)"
-# The headers huntaze sends beside the body that nginx does not send by
-# itself, as add_header lines, plus a request id of nginx's own.
-: >"$NGX/headers.conf"
-while IFS= read -r line; do
-    name="${line%%:*}"; value="${line#*: }"
-    case "${name,,}" in
-        content-security-policy|x-content-type-options|referrer-policy|cross-origin-opener-policy|permissions-policy|strict-transport-security) ;;
-        *) continue ;;
-    esac
-    # shellcheck disable=SC1003 # a literal backslash, which nginx would read as an escape
-    [[ "$value" == *'"'* || "$value" == *'$'* || "$value" == *'\'* ]] && die "cannot quote $name for nginx"
-    printf 'add_header %s "%s" always;\n' "$name" "$value" >>"$NGX/headers.conf"
-done < <(tr -d '\r' <"$PAGE/gz.headers")
-grep -qi '^add_header content-security-policy ' "$NGX/headers.conf" \
-    || die "huntaze's answer carried no Content-Security-Policy to copy"
-# shellcheck disable=SC2016 # $request_id is nginx's variable
-echo 'add_header X-Request-Id $request_id always;' >>"$NGX/headers.conf"
+nginx_headers_conf "$PAGE/gz.headers" "$NGX/headers.conf"
 for _ in 1 2 3; do
     NGX_PORT="$(free_port "$HZ_PORT")"
     NGX_BARE_PORT="$(free_port "$HZ_PORT" "$NGX_PORT")"

@@ -331,6 +331,30 @@ server_errors() {
     fi
 }
 
+# ---------------------------------------------------------------- nginx --
+# nginx_headers_conf HEADERS_FILE OUT: the headers huntaze sent beside the
+# body (its security policy: CSP, nosniff, referrer and opener policies,
+# permissions, HSTS), as nginx add_header lines, plus a request id of
+# nginx's own: an nginx serving the page in production would send them too.
+nginx_headers_conf() {
+    local line name value
+    : >"$2"
+    while IFS= read -r line; do
+        name="${line%%:*}"; value="${line#*: }"
+        case "${name,,}" in
+            content-security-policy|x-content-type-options|referrer-policy|cross-origin-opener-policy|permissions-policy|strict-transport-security) ;;
+            *) continue ;;
+        esac
+        # shellcheck disable=SC1003 # a literal backslash, which nginx would read as an escape
+        [[ "$value" == *'"'* || "$value" == *'$'* || "$value" == *'\'* ]] && die "cannot quote $name for nginx"
+        printf 'add_header %s "%s" always;\n' "$name" "$value" >>"$2"
+    done < <(tr -d '\r' <"$1")
+    grep -qi '^add_header content-security-policy ' "$2" \
+        || die "huntaze's answer carried no Content-Security-Policy to copy"
+    # shellcheck disable=SC2016 # $request_id is nginx's variable
+    echo 'add_header X-Request-Id $request_id always;' >>"$2"
+}
+
 # ---------------------------------------------------------------- lock --
 # bench_lock / bench_unlock: the lock every load-generating phase holds, so
 # benchmarks never overlap. BENCH_LOCK is the file (default
