@@ -166,21 +166,18 @@ async fn tiny_window_connection(addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
-/// Pipelines `GET path` on `tcp`, reading nothing, until the server stops
-/// reading (a write waits half a second): it is then blocked writing
-/// answers nobody takes. Returns how many requests went out.
-async fn pipeline_until_the_server_stops_reading(tcp: &mut TcpStream, path: &str) -> usize {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    for sent in 0..200_000 {
-        let write = tcp.write_all(req.as_bytes());
-        if tokio::time::timeout(Duration::from_millis(500), write)
-            .await
-            .is_err()
-        {
-            return sent;
-        }
-    }
-    panic!("the server read 200,000 pipelined requests without blocking on its answers");
+/// Pipelines `count` requests for `path` on `tcp`, reading nothing, so
+/// that the server ends up blocked writing answers nobody takes: their
+/// answers together must be far larger than the server's send buffer and
+/// the client's window (the send buffer grows to `net.ipv4.tcp_wmem`'s
+/// maximum, 4 MiB by default). Waiting for the client's own writes to
+/// block proves nothing: the server's receive buffer may grow to tens of
+/// MB (`net.ipv4.tcp_rmem`) and take every request while it is stuck.
+async fn pipeline_unread(tcp: &mut TcpStream, path: &str, count: usize) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").repeat(count);
+    // The write may itself wait once both buffers are full; what went
+    // out by then is plenty.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(req.as_bytes())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +197,8 @@ async fn clients_that_never_read_are_dropped_after_the_send_timeout_and_free_the
     let mut hogs = Vec::new();
     for _ in 0..CAP {
         let mut tcp = tiny_window_connection(addr).await;
-        let sent = pipeline_until_the_server_stops_reading(&mut tcp, "/").await;
-        eprintln!("a client that never reads blocked the server after {sent} requests");
+        // The landing page is over 2 KB: 5,000 answers are over 10 MB.
+        pipeline_unread(&mut tcp, "/", 5_000).await;
         hogs.push(tcp);
     }
 
