@@ -396,6 +396,7 @@ async fn tiktok_sandbox(
 fn check_config(config: &Config, mut problems: Vec<ConfigProblem>) -> ExitCode {
     problems.extend(config.problems());
     problems.extend(config.advisories());
+    problems.extend(config.certificate_problems(crate::time_fmt::now_ms() / 1000));
     let env = if config.is_production() {
         "production"
     } else {

@@ -75,6 +75,12 @@ impl ServingCert {
     }
 }
 
+/// Fewer whole days than this before the serving certificate expires is a
+/// warning (health `config` degraded, `check-config`, the Prometheus alert
+/// in `deploy/prometheus/alerts.yml`): two weeks leave room for a renewal
+/// that fails once and is retried.
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 14;
+
 /// The crypto provider of every TLS endpoint this server builds.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -97,7 +97,7 @@ impl AppBuilder {
 
         let domain = domain_services(&config, &keys, &db, &sessions, local_addr).await?;
         let checks = with_overrides(
-            health_checks(&config, problems, &keys, &db, &domain, &redis),
+            health_checks(&config, problems, &keys, &db, &domain, &redis, &certificate),
             self.health_overrides,
         );
         let health = Arc::new(HealthSampler::new(checks, config.health.check_timeout()));
@@ -304,6 +304,7 @@ fn health_checks(
     db: &Db,
     domain: &DomainServices,
     redis: &Option<Arc<RedisTier>>,
+    certificate: &Option<Arc<CertResolver>>,
 ) -> Vec<Arc<dyn HealthCheck>> {
     vec![
         Arc::new(DatabaseCheck {
@@ -319,6 +320,7 @@ fn health_checks(
             } else {
                 "development"
             },
+            certificate: certificate.clone(),
         }),
         Arc::new(AuthCheck {
             keys: keys.clone(),

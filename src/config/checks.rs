@@ -356,3 +356,58 @@ pub(super) fn connections_past_file_room(
         fatal: false,
     })
 }
+
+impl Config {
+    /// What `check-config` finds in the HTTPS pair, read as the server
+    /// would read it at `now` (Unix seconds): one that cannot serve is an
+    /// error, one with fewer than [`crate::tls::EXPIRY_WARNING_DAYS`] days
+    /// left a warning. Messages name the setting and the fault, never the
+    /// path or the files' content.
+    ///
+    /// Not part of [`Config::problems`]: those are computed once at start
+    /// and fed to the `config` health component as a fixed list, where an
+    /// expiry warning would be frozen at its start-up value; the health
+    /// check reads the served certificate's expiry live instead. And a pair
+    /// that cannot serve already stops `serve` when it loads it.
+    pub fn certificate_problems(&self, now: i64) -> Vec<ConfigProblem> {
+        use crate::tls::CertError;
+        const CERT: &str = "HUNTAZE_TLS_CERT_FILE";
+        const KEY: &str = "HUNTAZE_TLS_KEY_FILE";
+        let Some(paths) = self.server.tls_paths() else {
+            return Vec::new();
+        };
+        let cert = match crate::tls::load_pair(&paths, now) {
+            Ok(cert) => cert,
+            Err(e) => {
+                let (setting, message) = match e {
+                    CertError::Read { what, source, .. } => (
+                        if what == "certificate" { CERT } else { KEY },
+                        format!("cannot be read: {source}"),
+                    ),
+                    CertError::NoCertificate(_) => (CERT, "holds no PEM certificate".to_owned()),
+                    CertError::NoKey(_) => (KEY, "holds no PEM private key".to_owned()),
+                    CertError::UnusableKey(e) => (KEY, format!("cannot be used: {e}")),
+                    CertError::Mismatch => {
+                        (KEY, format!("does not belong to the certificate of {CERT}"))
+                    }
+                    CertError::Unparsable(e) => (CERT, format!("cannot be parsed: {e}")),
+                    CertError::Expired(at) => (CERT, format!("expired at {at}")),
+                    CertError::NotYetValid(at) => (CERT, format!("is not valid before {at}")),
+                };
+                return vec![ConfigProblem::fatal(setting, message)];
+            }
+        };
+        let days = cert.days_to_expiry(now);
+        if days >= crate::tls::EXPIRY_WARNING_DAYS {
+            return Vec::new();
+        }
+        vec![ConfigProblem {
+            setting: CERT.into(),
+            message: format!(
+                "expires in {days} day(s), at {}: renew it and send SIGHUP (or restart)",
+                crate::time_fmt::rfc3339_from_ms(cert.not_after.saturating_mul(1000))
+            ),
+            fatal: false,
+        }]
+    }
+}

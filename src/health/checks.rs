@@ -70,12 +70,16 @@ impl HealthCheck for DatabaseCheck {
     }
 }
 
-/// Whether every setting the environment requires is present and valid.
-/// Reports setting names only, never values.
+/// Whether every setting the environment requires is present and valid,
+/// and how long the serving certificate has left. Reports setting names
+/// only, never values.
 pub(crate) struct ConfigCheck {
     pub problems: Vec<ConfigProblem>,
     pub tiktok_mode: &'static str,
     pub environment: &'static str,
+    /// The HTTPS listener's pair, read at every check: a reload (SIGHUP)
+    /// replaces it inside the resolver and shows at the next sample.
+    pub certificate: Option<Arc<crate::tls::CertResolver>>,
 }
 
 #[async_trait::async_trait]
@@ -87,31 +91,90 @@ impl HealthCheck for ConfigCheck {
         true
     }
     async fn check(&self) -> CheckOutcome {
+        let served = self.certificate.as_ref().map(|r| r.current());
+        self.outcome(
+            served.as_deref().map(|c| (c.not_after, c.subject.as_str())),
+            crate::time_fmt::now_ms() / 1000,
+        )
+    }
+}
+
+impl ConfigCheck {
+    /// The outcome with the served certificate's expiry and subject, if
+    /// any, at `now` (Unix seconds).
+    fn outcome(&self, certificate: Option<(i64, &str)>, now: i64) -> CheckOutcome {
         let fatal: Vec<_> = self.problems.iter().filter(|p| p.fatal).collect();
         let warnings: Vec<_> = self.problems.iter().filter(|p| !p.fatal).collect();
-        let details = json!({
+        let mut details = json!({
             "environment": self.environment,
             "tiktok": self.tiktok_mode,
             "problems": self.problems.iter().map(|p| json!({
                 "setting": p.setting, "message": p.message, "fatal": p.fatal,
             })).collect::<Vec<_>>(),
         });
-        let outcome = if !fatal.is_empty() {
-            CheckOutcome::unhealthy(format!("{} invalid setting(s)", fatal.len()))
+        let mut status = Status::Healthy;
+        let mut messages = Vec::new();
+        if !fatal.is_empty() {
+            status = Status::Unhealthy;
+            messages.push(format!("{} invalid setting(s)", fatal.len()));
         } else if !warnings.is_empty() {
-            CheckOutcome::degraded(
-                warnings
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        } else if self.tiktok_mode == "sandbox" {
-            CheckOutcome::healthy().with_message("TikTok runs against the built-in sandbox")
+            status = Status::Degraded;
+            messages.extend(warnings.iter().map(|p| p.to_string()));
+        }
+        if let Some((not_after, subject)) = certificate {
+            let (cert_status, message, cert_details) = certificate_health(not_after, subject, now);
+            status = status.max(cert_status);
+            messages.extend(message);
+            details["certificate"] = cert_details;
+        }
+        let outcome = CheckOutcome {
+            status,
+            message: (!messages.is_empty()).then(|| messages.join("; ")),
+            details: None,
+        };
+        let outcome = if outcome.message.is_none() && self.tiktok_mode == "sandbox" {
+            outcome.with_message("TikTok runs against the built-in sandbox")
         } else {
-            CheckOutcome::healthy()
+            outcome
         };
         outcome.with_details(details)
+    }
+}
+
+/// The serving certificate's status, message and details at `now` (Unix
+/// seconds): unhealthy once expired (every handshake fails for clients
+/// that check dates), degraded with fewer than
+/// [`crate::tls::EXPIRY_WARNING_DAYS`] whole days left.
+fn certificate_health(
+    not_after: i64,
+    subject: &str,
+    now: i64,
+) -> (Status, Option<String>, serde_json::Value) {
+    let days = (not_after - now).div_euclid(86_400);
+    let at = crate::time_fmt::rfc3339_from_ms(not_after.saturating_mul(1000));
+    let details = json!({
+        "subject": subject,
+        "notAfter": at,
+        "daysToExpiry": days,
+    });
+    if now >= not_after {
+        (
+            Status::Unhealthy,
+            Some(format!("the serving certificate expired at {at}")),
+            details,
+        )
+    } else if days < crate::tls::EXPIRY_WARNING_DAYS {
+        (
+            Status::Degraded,
+            Some(format!(
+                "the serving certificate expires in {days} day(s), at {at}: renew it \
+                 (fewer than {} days left)",
+                crate::tls::EXPIRY_WARNING_DAYS
+            )),
+            details,
+        )
+    } else {
+        (Status::Healthy, None, details)
     }
 }
 
@@ -296,6 +359,76 @@ mod tests {
         assert!(csrf_round_trip(sign, |_, _| true).is_err());
         // signed with one key, verified with another
         assert!(csrf_round_trip(sign, |h, t| session::verify_csrf(&[8u8; 32], h, t)).is_err());
+    }
+
+    #[test]
+    fn the_certificate_degrades_under_two_weeks_and_is_unhealthy_once_expired() {
+        const DAY: i64 = 86_400;
+        let now = 1_700_000_000;
+        let status = |left: i64| certificate_health(now + left, "CN=x", now).0;
+        assert_eq!(status(90 * DAY), Status::Healthy);
+        assert_eq!(status(14 * DAY), Status::Healthy);
+        assert_eq!(status(14 * DAY - 1), Status::Degraded);
+        assert_eq!(status(1), Status::Degraded);
+        assert_eq!(status(0), Status::Unhealthy);
+        assert_eq!(status(-DAY), Status::Unhealthy);
+        let (_, message, details) = certificate_health(now + 10 * DAY - 60, "CN=x", now);
+        assert_eq!(details["daysToExpiry"], 9);
+        assert_eq!(details["subject"], "CN=x");
+        assert_eq!(details["notAfter"], "2023-11-24T22:12:20.000Z");
+        let message = message.unwrap();
+        assert!(message.contains("expires in 9 day(s)"), "{message}");
+        let (_, message, _) = certificate_health(now - 1, "CN=x", now);
+        assert!(message.unwrap().contains("expired"));
+    }
+
+    fn config_check(problems: Vec<ConfigProblem>) -> ConfigCheck {
+        ConfigCheck {
+            problems,
+            tiktok_mode: "configured",
+            environment: "production",
+            certificate: None,
+        }
+    }
+
+    #[test]
+    fn an_expired_certificate_makes_config_unhealthy_beside_the_setting_problems() {
+        let now = 1_700_000_000;
+        let warning = ConfigProblem {
+            setting: "HUNTAZE_TIKTOK_CLIENT_KEY".into(),
+            message: "is not set".into(),
+            fatal: false,
+        };
+        let check = config_check(vec![warning]);
+        let out = check.outcome(Some((now - 60, "CN=www.example.com")), now);
+        assert_eq!(out.status, Status::Unhealthy);
+        let message = out.message.unwrap();
+        assert!(
+            message.contains("HUNTAZE_TIKTOK_CLIENT_KEY: is not set")
+                && message.contains("the serving certificate expired at"),
+            "{message}"
+        );
+        let details = out.details.unwrap();
+        assert_eq!(
+            details["problems"][0]["setting"],
+            "HUNTAZE_TIKTOK_CLIENT_KEY"
+        );
+        assert_eq!(details["environment"], "production");
+        assert_eq!(details["tiktok"], "configured");
+        assert_eq!(details["certificate"]["daysToExpiry"], -1);
+        assert_eq!(details["certificate"]["subject"], "CN=www.example.com");
+
+        // A healthy certificate leaves the status to the settings; none
+        // served: no certificate in the details.
+        let check = config_check(Vec::new());
+        let out = check.outcome(Some((now + 30 * 86_400, "CN=x")), now);
+        assert_eq!((out.status, out.message), (Status::Healthy, None));
+        assert_eq!(out.details.unwrap()["certificate"]["daysToExpiry"], 30);
+        let out = check.outcome(None, now);
+        assert_eq!(out.status, Status::Healthy);
+        assert!(out.details.unwrap().get("certificate").is_none());
+        let out = check.outcome(Some((now + 86_400, "CN=x")), now);
+        assert_eq!(out.status, Status::Degraded);
     }
 
     #[test]

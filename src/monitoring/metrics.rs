@@ -84,6 +84,9 @@ pub struct MetricsInputs {
     pub predicted_instances: Option<f64>,
     /// The Redis tier, when configured.
     pub redis: Option<TierStatus>,
+    /// When the served certificate expires (Unix seconds), when this
+    /// server speaks HTTPS itself.
+    pub certificate_not_after: Option<i64>,
 }
 
 pub(crate) use crate::retry::OperationRetries;
@@ -199,6 +202,10 @@ impl HttpMetrics {
             (
                 "huntaze_predicted_instances",
                 "Instances the forecast request rate needs (next 15 minutes).",
+            ),
+            (
+                "huntaze_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate the HTTPS listener serves expires (notAfter), in Unix seconds.",
             ),
         ] {
             r.describe_gauge(name.into(), None, help.into());
@@ -346,6 +353,13 @@ impl HttpMetrics {
             self.gauge("huntaze_redis_shared_mode", &[], f64::from(u8::from(t.up)));
             self.counter("huntaze_redis_fallbacks_total", &[], t.fallbacks);
         }
+        if let Some(not_after) = inputs.certificate_not_after {
+            self.gauge(
+                "huntaze_tls_certificate_expiry_timestamp_seconds",
+                &[],
+                not_after as f64,
+            );
+        }
         let mut text = self.handle.render();
         self.histograms.render(&mut text);
         text
@@ -427,6 +441,7 @@ mod tests {
             }],
             predicted_instances: None,
             redis: None,
+            certificate_not_after: None,
         }
     }
 
@@ -461,6 +476,26 @@ mod tests {
             line(&ra, "alerts_firing{severity=\"low\"}"),
             Some("alerts_firing{severity=\"low\"} 0")
         );
+    }
+
+    #[test]
+    fn the_certificate_expiry_is_exact_and_absent_without_tls() {
+        let m = HttpMetrics::new();
+        let text = m.render(&inputs());
+        assert!(
+            !text.contains("huntaze_tls_certificate_expiry_timestamp_seconds"),
+            "{text}"
+        );
+        let with_tls = MetricsInputs {
+            certificate_not_after: Some(1_767_225_600),
+            ..inputs()
+        };
+        let text = m.render(&with_tls);
+        assert_eq!(
+            line(&text, "huntaze_tls_certificate_expiry_timestamp_seconds "),
+            Some("huntaze_tls_certificate_expiry_timestamp_seconds 1767225600")
+        );
+        assert!(text.contains("# TYPE huntaze_tls_certificate_expiry_timestamp_seconds gauge"));
     }
 
     #[test]

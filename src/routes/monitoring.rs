@@ -84,6 +84,7 @@ async fn metrics_inputs(state: &AppState) -> MetricsInputs {
         alerts_firing,
         predicted_instances,
         redis: state.sessions.shared().map(|tier| tier.status()),
+        certificate_not_after: state.certificate.as_ref().map(|c| c.current().not_after),
     }
 }
 

@@ -66,3 +66,19 @@ pub fn stdout_has_human_text(out: &Output) -> bool {
         .lines()
         .any(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
 }
+
+/// `huntaze check-config` with only `env` (plus `PATH` and a data
+/// directory), in `dir` as its working directory (no stray `huntaze.toml`).
+pub fn check_config(dir: &std::path::Path, env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_huntaze"))
+        .arg("check-config")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HUNTAZE_DATA_DIR", dir.join("data"))
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run huntaze check-config")
+}
