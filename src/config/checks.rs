@@ -231,6 +231,7 @@ impl Config {
             }));
         }
         out.extend(self.transport_problems());
+        out.extend(self.redis_tls_problems());
         if let Some(url) = &self.redis.url
             && redis::parse_redis_url(url.expose_secret()).is_none()
         {
@@ -409,5 +410,59 @@ impl Config {
             ),
             fatal: false,
         }]
+    }
+
+    /// Redis over TLS: the CA file is read now (a file that cannot serve
+    /// would otherwise fail every handshake, silently leaving the tier
+    /// local), and certificates are always verified.
+    fn redis_tls_problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let url = self
+            .redis
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().to_owned());
+        let parsed = url.as_deref().and_then(redis::parse_redis_url);
+        let tls = parsed.as_ref().is_some_and(|u| u.scheme() == "rediss");
+        if tls
+            && parsed
+                .as_ref()
+                .is_some_and(|u| u.fragment() == Some("insecure"))
+        {
+            out.push(ConfigProblem::fatal(
+                "HUNTAZE_REDIS_URL",
+                "#insecure is not supported: the server's certificate is always verified \
+                 (trust a private CA with HUNTAZE_REDIS_CA_FILE)",
+            ));
+        }
+        let Some(path) = &self.redis.ca_file else {
+            return out;
+        };
+        if !tls {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_REDIS_CA_FILE".into(),
+                message: "has no effect: HUNTAZE_REDIS_URL is not a rediss:// URL".into(),
+                fatal: false,
+            });
+            return out;
+        }
+        match std::fs::read(path) {
+            Err(e) => out.push(ConfigProblem::fatal(
+                "HUNTAZE_REDIS_CA_FILE",
+                format!("cannot be read ({})", e.kind()),
+            )),
+            Ok(pem) => {
+                use rustls_pki_types::CertificateDer;
+                use rustls_pki_types::pem::PemObject;
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                if !certs.is_ok_and(|c| !c.is_empty()) {
+                    out.push(ConfigProblem::fatal(
+                        "HUNTAZE_REDIS_CA_FILE",
+                        "holds no PEM certificate",
+                    ));
+                }
+            }
+        }
+        out
     }
 }

@@ -247,3 +247,104 @@ fn dev_secrets_are_generated_once_and_reused() {
     assert_eq!(a.secret, b.secret);
     assert_eq!(a.encryption, b.encryption);
 }
+
+/// The problems `config` has with Redis over TLS, as (setting, fatal).
+fn redis_tls_problems(config: &Config) -> Vec<(String, String, bool)> {
+    config
+        .problems()
+        .into_iter()
+        .filter(|p| p.setting.starts_with("HUNTAZE_REDIS"))
+        .map(|p| (p.setting, p.message, p.fatal))
+        .collect()
+}
+
+#[test]
+fn a_redis_ca_file_is_read_at_start_and_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let config = with(|c| {
+        c.redis.url = Some("rediss://redis.internal:6380".to_owned().into());
+        c.redis.ca_file = Some(missing.clone());
+    });
+    let problems = redis_tls_problems(&config);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "HUNTAZE_REDIS_CA_FILE");
+    assert!(problems[0].1.starts_with("cannot be read"), "{problems:?}");
+    assert!(problems[0].2, "an unreadable CA file is fatal");
+    assert!(
+        !problems[0].1.contains("missing.pem"),
+        "names the setting, not its value"
+    );
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let config = with(|c| {
+        c.redis.url = Some("rediss://redis.internal:6380".to_owned().into());
+        c.redis.ca_file = Some(empty);
+    });
+    assert_eq!(
+        redis_tls_problems(&config),
+        [(
+            "HUNTAZE_REDIS_CA_FILE".to_owned(),
+            "holds no PEM certificate".to_owned(),
+            true
+        )]
+    );
+
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, TEST_CA_PEM).unwrap();
+    let config = with(|c| {
+        c.redis.url = Some("rediss://redis.internal:6380".to_owned().into());
+        c.redis.ca_file = Some(good);
+    });
+    assert_eq!(redis_tls_problems(&config), []);
+}
+
+#[test]
+fn a_redis_ca_file_with_a_plain_url_is_a_warning() {
+    let config = with(|c| {
+        c.redis.url = Some("redis://127.0.0.1:6379".to_owned().into());
+        c.redis.ca_file = Some("/nonexistent/ca.pem".into());
+    });
+    assert_eq!(
+        redis_tls_problems(&config),
+        [(
+            "HUNTAZE_REDIS_CA_FILE".to_owned(),
+            "has no effect: HUNTAZE_REDIS_URL is not a rediss:// URL".to_owned(),
+            false
+        )]
+    );
+    let config = with(|c| c.redis.ca_file = Some("/nonexistent/ca.pem".into()));
+    assert!(
+        redis_tls_problems(&config)
+            .iter()
+            .all(|(s, _, fatal)| s == "HUNTAZE_REDIS_CA_FILE" && !fatal)
+    );
+}
+
+#[test]
+fn rediss_without_certificate_checks_is_refused() {
+    let config =
+        with(|c| c.redis.url = Some("rediss://127.0.0.1:6380/#insecure".to_owned().into()));
+    let problems = redis_tls_problems(&config);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "HUNTAZE_REDIS_URL");
+    assert!(problems[0].2);
+    let config = with(|c| c.redis.url = Some("rediss://127.0.0.1:6380".to_owned().into()));
+    assert_eq!(redis_tls_problems(&config), []);
+}
+
+/// A self-signed P-256 CA certificate (any well-formed one will do: only
+/// its parsing is checked here).
+const TEST_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBhjCCASugAwIBAgIURwe647PJEqQ0QzMdKHpHce0zrEgwCgYIKoZIzj0EAwIw\n\
+FzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMCAXDTI2MTIwNjIyMDUwNVoYDzIxMjYx\n\
+MTEyMjIwNTA1WjAXMRUwEwYDVQQDDAx1bml0LXRlc3QtY2EwWTATBgcqhkjOPQIB\n\
+BggqhkjOPQMBBwNCAASUIUTYMu7Zj6P0O7NZCFCS/EFaPd3tylAA/jaVRaJeJlVW\n\
+ue4xbmntIiX1ThxTBujeNnlUje9f0kXkP4xkp0iEo1MwUTAdBgNVHQ4EFgQUO9NH\n\
+/5bB1Kgeq7G/hChHIYwSmpcwHwYDVR0jBBgwFoAUO9NH/5bB1Kgeq7G/hChHIYwS\n\
+mpcwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEA/gBtbW57Vsx7\n\
+D6+Jj55HTc0Q6HvXTMFwtgWqj8HArOsCIQD3D5KftZoqFvQYTvhSBed34VDF81qp\n\
+6Dy0h3Luj/BhvA==\n\
+-----END CERTIFICATE-----\n";

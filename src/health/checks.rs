@@ -292,14 +292,19 @@ impl HealthCheck for ExternalCheck {
                 }),
                 Err(e) => {
                     status = Status::Degraded;
-                    messages.push(
-                        "redis unreachable: rate limits and caches are per instance".to_owned(),
-                    );
+                    // A certificate that does not verify is not an outage:
+                    // the operator's fix is elsewhere, so the reason shows.
+                    messages.push(if e.starts_with("TLS") {
+                        format!("redis {e}; rate limits and caches are per instance")
+                    } else {
+                        "redis unreachable: rate limits and caches are per instance".to_owned()
+                    });
                     tracing::warn!(error = %e, "redis health probe failed");
                     json!({
                         "configured": true,
                         "status": "unhealthy",
                         "mode": "local",
+                        "reason": e,
                         "tier": tier.status(),
                     })
                 }

@@ -210,7 +210,7 @@ impl RedisTier {
             let subscribed = match subscribed {
                 Ok(Ok(pubsub)) => Some(pubsub),
                 Ok(Err(e)) => {
-                    self.mark_down("subscribe", &e.to_string());
+                    self.mark_down("subscribe", &super::describe(&e));
                     None
                 }
                 Err(_) => {

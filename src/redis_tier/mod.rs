@@ -46,6 +46,8 @@ pub struct Unavailable;
 pub struct RedisTier {
     client: redis::Client,
     conn: ConnectionManager,
+    /// `host:port` of the server, for logs (the URL may hold a password).
+    server: String,
     up: AtomicBool,
     subscribed: AtomicBool,
     prefix: String,
@@ -97,8 +99,8 @@ impl RedisTier {
         let Some(url) = &settings.url else {
             return Ok(None);
         };
-        let client =
-            redis::Client::open(url.expose_secret()).context("parsing HUNTAZE_REDIS_URL")?;
+        let client = client(url.expose_secret(), settings.ca_file.as_deref())?;
+        let server = server_name(url.expose_secret());
         let timeout = Duration::from_millis(settings.timeout_ms.max(1));
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -111,6 +113,7 @@ impl RedisTier {
         Ok(Some(Arc::new(Self {
             client,
             conn,
+            server,
             // Optimistic: the first command finds out, and the probe runs
             // at once.
             up: AtomicBool::new(true),
@@ -154,6 +157,7 @@ impl RedisTier {
             tracing::warn!(
                 operation = op,
                 error = why,
+                server = %self.server,
                 "redis unavailable: falling back to local rate limits and caches"
             );
         }
@@ -172,7 +176,7 @@ impl RedisTier {
         match tokio::time::timeout(self.timeout, cmd).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.mark_down(op, &e.to_string());
+                self.mark_down(op, &describe(&e));
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 Err(Unavailable)
             }
@@ -197,8 +201,9 @@ impl RedisTier {
         {
             Ok(Ok(_)) => Ok(started.elapsed()),
             Ok(Err(e)) => {
-                self.mark_down("ping", &e.to_string());
-                Err(e.to_string())
+                let why = describe(&e);
+                self.mark_down("ping", &why);
+                Err(why)
             }
             Err(_) => {
                 let why = format!("timed out after {} ms", self.timeout.as_millis());
@@ -237,4 +242,91 @@ impl RedisTier {
             self.came_back().await;
         }
     }
+}
+
+/// The client for `url`: over TLS for `rediss://`, trusting the PEM
+/// certificates in `ca_file` when given, else the system's roots. Both the
+/// command connection and the pub/sub connection come from it, so neither
+/// can end up in plain text while the other uses TLS.
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
+    let tls = redis::parse_redis_url(url).is_some_and(|u| u.scheme() == "rediss");
+    if !tls {
+        // A CA file with a plain URL changes nothing (check-config warns).
+        return redis::Client::open(url).context("parsing HUNTAZE_REDIS_URL");
+    }
+    // The redis crate builds its rustls configuration from the process's
+    // default provider; installing ours first keeps that working should a
+    // dependency ever enable a second provider (rustls then picks none).
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    );
+    let Some(path) = ca_file else {
+        return redis::Client::open(url).context("parsing HUNTAZE_REDIS_URL");
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading HUNTAZE_REDIS_CA_FILE ({})", path.display()))?;
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .with_context(|| {
+        format!(
+            "HUNTAZE_REDIS_CA_FILE ({}) with HUNTAZE_REDIS_URL",
+            path.display()
+        )
+    })
+}
+
+/// `host:port` of a Redis URL, without its credentials.
+fn server_name(url: &str) -> String {
+    redis::parse_redis_url(url)
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or_default(),
+                u.port().unwrap_or(6379)
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// A failure as an operator needs it: a TLS failure says so (which does
+/// not verify, or that the port does not speak TLS), so that it is not
+/// mistaken for Redis being down.
+fn describe(e: &redis::RedisError) -> String {
+    match tls_error(e) {
+        Some(tls @ rustls::Error::InvalidCertificate(_)) => format!(
+            "TLS: the server's certificate does not verify ({tls}): check \
+             HUNTAZE_REDIS_CA_FILE and the host name in HUNTAZE_REDIS_URL"
+        ),
+        Some(tls) => {
+            format!("TLS handshake failed ({tls}): does the port of HUNTAZE_REDIS_URL speak TLS?")
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The rustls error under a Redis I/O error, if that is what it is.
+fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
+            err.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        });
+        if let Some(tls) = io
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = err.source();
+    }
+    None
 }

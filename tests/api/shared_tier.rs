@@ -4,6 +4,7 @@
 //! a 5xx and recovers by itself. (Three real processes behind nginx:
 //! `scale_out.rs`.)
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use huntaze::Config;
@@ -20,15 +21,34 @@ async fn services(test: &str) -> bool {
     crate::support::pg::available(test).await && crate::support::redis::available(test).await
 }
 
+/// The Redis a pair of instances shares: its URL, and for `rediss://` the
+/// CA file that signed its certificate (`None`: the system's roots).
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Shared {
+    /// The machine's Redis, in plain text.
+    fn machine() -> Self {
+        Self {
+            url: crate::support::redis::url(),
+            ca_file: None,
+        }
+    }
+}
+
 /// Two instances sharing one database, one Redis (under a fresh prefix) and
 /// the same keys. `tweak` applies to both.
 async fn pair(
-    redis_url: String,
+    shared: Shared,
     tweak: impl Fn(&mut Config) + Clone + Send + 'static,
 ) -> (TestApp, TestApp) {
     let prefix = crate::support::redis::fresh_prefix();
     let common = move |c: &mut Config, db: Option<String>| {
-        c.redis.url = Some(redis_url.clone().into());
+        c.redis.url = Some(shared.url.clone().into());
+        c.redis.ca_file = shared.ca_file.clone();
         c.redis.prefix = prefix.clone();
         c.redis.probe_ms = 100;
         c.keys.secret_key = Some(SECRET.to_owned().into());
@@ -109,7 +129,7 @@ async fn signed_write(
         .status()
 }
 
-async fn redis_detail(app: &TestApp) -> Value {
+pub(crate) async fn redis_detail(app: &TestApp) -> Value {
     let body = json(
         app.raw
             .get(app.url("/api/health/external"))
@@ -124,7 +144,13 @@ async fn a_session_works_on_every_instance_and_its_end_is_seen_everywhere() {
     if !services("shared_tier::session").await {
         return;
     }
-    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    sessions_are_shared(Shared::machine()).await;
+}
+
+/// A session made on one instance works on the other, and its end
+/// (logout, revoke-all) is seen there at once.
+pub(crate) async fn sessions_are_shared(shared: Shared) {
+    let (a, b) = pair(shared, |_| {}).await;
     let (cookie, csrf) = register(&a, "across@example.com").await;
     // B knows the session (and now caches it for two minutes).
     assert_eq!(session_status(&b, &cookie).await, 200);
@@ -191,21 +217,35 @@ async fn a_promotion_from_the_command_line_ends_sessions_cached_on_every_instanc
     if !services("shared_tier::promote").await {
         return;
     }
-    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    promotions_end_sessions_everywhere(Shared::machine()).await;
+}
+
+/// `create-admin --promote`, a process of its own on the same Redis, ends
+/// the sessions both instances cache.
+pub(crate) async fn promotions_end_sessions_everywhere(shared: Shared) {
+    let (a, b) = pair(shared.clone(), |_| {}).await;
     let (cookie, _) = register(&a, "ops@example.com").await;
     // B caches the session (and A the user behind it).
     assert_eq!(session_status(&b, &cookie).await, 200);
     assert_eq!(session_status(&b, &cookie).await, 200);
     assert_eq!(session_status(&a, &cookie).await, 200);
 
-    let redis = crate::support::redis::url();
     let prefix = a.state.config.redis.prefix.clone();
+    let ca_file = shared
+        .ca_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut env = vec![
+        ("HUNTAZE_REDIS_URL", shared.url.as_str()),
+        ("HUNTAZE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    if shared.ca_file.is_some() {
+        env.push(("HUNTAZE_REDIS_CA_FILE", ca_file.as_str()));
+    }
     let out = crate::support::cli::create_admin(
         &a,
-        &[
-            ("HUNTAZE_REDIS_URL", redis.as_str()),
-            ("HUNTAZE_REDIS_PREFIX", prefix.as_str()),
-        ],
+        &env,
         "ops@example.com",
         "the operator's new password",
         true,
@@ -242,7 +282,12 @@ async fn login_limits_and_lockouts_hold_across_instances() {
     if !services("shared_tier::limits").await {
         return;
     }
-    let (a, b) = pair(crate::support::redis::url(), |c| {
+    login_limits_are_shared(Shared::machine()).await;
+}
+
+/// Sign-in rate limits and lockouts count across both instances.
+pub(crate) async fn login_limits_are_shared(shared: Shared) {
+    let (a, b) = pair(shared.clone(), |c| {
         c.accounts.login_per_account_per_minute = 4;
         c.accounts.login_max_failures = 100;
     })
@@ -259,7 +304,7 @@ async fn login_limits_and_lockouts_hold_across_instances() {
     // Four attempts per minute in all, not four per instance.
     assert_eq!(statuses, [401, 401, 401, 401, 429, 429], "{statuses:?}");
 
-    let (a, b) = pair(crate::support::redis::url(), |c| {
+    let (a, b) = pair(shared, |c| {
         c.accounts.login_max_failures = 2;
         c.accounts.login_lockout_ms = 60_000;
     })
@@ -297,8 +342,13 @@ async fn connect_starts_are_limited_per_user_across_instances() {
     if !services("shared_tier::connect_limit").await {
         return;
     }
+    connect_limits_are_shared(Shared::machine()).await;
+}
+
+/// TikTok connect starts are limited per user across both instances.
+pub(crate) async fn connect_limits_are_shared(shared: Shared) {
     // Both instances run the built-in sandbox: starting needs no TikTok.
-    let (a, b) = pair(crate::support::redis::url(), |c| {
+    let (a, b) = pair(shared, |c| {
         c.accounts.tiktok_connect_per_user_per_minute = 4;
     })
     .await;
@@ -324,7 +374,12 @@ async fn a_registration_on_one_instance_updates_the_landing_figures_on_all() {
     if !services("shared_tier::landing").await {
         return;
     }
-    let (a, b) = pair(crate::support::redis::url(), |_| {}).await;
+    landing_figures_are_shared(Shared::machine()).await;
+}
+
+/// A registration on one instance updates the landing figures on both.
+pub(crate) async fn landing_figures_are_shared(shared: Shared) {
+    let (a, b) = pair(shared, |_| {}).await;
     let figures = |app: &TestApp| {
         let url = app.url("/");
         let client = app.raw.clone();
@@ -362,7 +417,11 @@ async fn a_redis_outage_falls_back_to_local_mode_without_a_5xx_and_recovers() {
     .next()
     .unwrap();
     let proxy = ChaosProxy::start(addr).await;
-    let (a, b) = pair(format!("redis://127.0.0.1:{}", proxy.port), |c| {
+    let shared = Shared {
+        url: format!("redis://127.0.0.1:{}", proxy.port),
+        ca_file: None,
+    };
+    let (a, b) = pair(shared, |c| {
         c.redis.timeout_ms = 200;
         c.accounts.login_per_account_per_minute = 1_000;
         c.accounts.login_max_failures = 1_000;
