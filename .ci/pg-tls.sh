@@ -12,7 +12,7 @@
 #   export HUNTAZE_TEST_PG_CA_FILE="$(.ci/pg-tls.sh)"
 set -euo pipefail
 
-dir="${HUNTAZE_CI_PG_TLS_DIR:-/var/lib/postgresql/huntaze-ci-tls}"
+dir=/var/lib/postgresql/huntaze-ci-tls
 psql_admin=(psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
 
 say() { printf 'pg-tls: %s\n' "$*" >&2; }

@@ -77,7 +77,10 @@ fn production_requires_the_database_url_written_out() {
     };
     assert_eq!(db_problems(prod(None)), 1);
     assert_eq!(db_problems(prod(Some("sqlite:///var/lib/huntaze/h.db"))), 0);
-    assert_eq!(db_problems(prod(Some("postgres://h/db"))), 0);
+    assert_eq!(
+        db_problems(prod(Some("postgres://h/db?sslmode=verify-full"))),
+        0
+    );
     assert_eq!(
         db_problems(Config::default()),
         0,

@@ -25,6 +25,7 @@ mod monitoring_alerts;
 mod monitoring_dashboard;
 mod monitoring_outage;
 mod openapi;
+mod pg_tls;
 mod resilience;
 mod sandbox;
 mod scale_out;
