@@ -393,8 +393,22 @@ async fn tiktok_sandbox(
 }
 
 /// Everything wrong, read and validated together; exit 1 on any fatal one.
+///
+/// The database's transport settings are checked as start-up checks them
+/// (the CA file read, the libpq variables that would change them), but no
+/// connection is made: the check runs where the database may not be
+/// reachable (a build host, before the network is up) and must not fail
+/// there for a reason that is not the configuration's; `migrate` and `serve`
+/// connect, and stop on a certificate that does not verify.
 fn check_config(config: &Config, mut problems: Vec<ConfigProblem>) -> ExitCode {
     problems.extend(config.problems());
+    if let Some(problem) = crate::store::database_url_problem(&config.database_url()) {
+        problems.push(ConfigProblem {
+            setting: "HUNTAZE_DATABASE_URL".into(),
+            message: problem,
+            fatal: true,
+        });
+    }
     problems.extend(config.advisories());
     problems.extend(config.certificate_problems(crate::time_fmt::now_ms() / 1000));
     let env = if config.is_production() {

@@ -221,8 +221,9 @@ async fn migrate_or_retry_later(
     match tokio::time::timeout(database_wait(config), db.migrate()).await {
         Ok(Ok(())) => {}
         // A database that is down or damaged may come back; one that
-        // cannot be opened at all (path, permissions) will not, and a
-        // server that looks alive without it only hides the mistake.
+        // cannot be opened at all (path, permissions, a certificate that
+        // does not verify) will not, and a server that looks alive without
+        // it only hides the mistake.
         Ok(Err(e)) if e.is::<crate::store::CannotOpen>() => return Err(e),
         Ok(Err(e)) => {
             let error = format!("{e:#}");

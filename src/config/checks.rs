@@ -250,7 +250,7 @@ impl Config {
     /// `config` health component: a deliberate choice must not leave an
     /// instance degraded for good.
     pub fn advisories(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out: Vec<ConfigProblem> = self.unverified_database().into_iter().collect();
         if self.is_production() && self.monitoring.token.is_none() {
             out.push(ConfigProblem {
                 setting: "HUNTAZE_MONITORING_TOKEN".into(),
@@ -464,5 +464,48 @@ impl Config {
             }
         }
         out
+    }
+
+    /// Production reaching PostgreSQL over a network without
+    /// `sslmode=verify-full`: whoever sits on the path can read the traffic
+    /// (`disable`, and `prefer`/`allow` when the server offers no TLS) or
+    /// pose as the server (`require`, `verify-ca`). Only a warning: a
+    /// private network may be trusted deliberately. Loopback and a Unix
+    /// socket never leave the machine.
+    fn unverified_database(&self) -> Option<ConfigProblem> {
+        let url = url::Url::parse(&self.database_url()).ok()?;
+        if !(self.is_production() && matches!(url.scheme(), "postgres" | "postgresql")) {
+            return None;
+        }
+        // sqlx reads the query after the authority, the last value winning.
+        let last = |keys: &[&str]| {
+            url.query_pairs()
+                .filter(|(k, _)| keys.contains(&k.as_ref()))
+                .map(|(_, v)| v.into_owned())
+                .last()
+        };
+        let host = last(&["host", "hostaddr"])
+            .or_else(|| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // A socket's directory: written out in `host=`, percent-encoded
+        // as the URL's host.
+        let socket =
+            host.starts_with('/') || host.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%2f"));
+        let local = host.is_empty()
+            || socket
+            || host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let verified = last(&["sslmode", "ssl-mode"])
+            .is_some_and(|mode| mode.eq_ignore_ascii_case("verify-full"));
+        (!local && !verified).then(|| ConfigProblem {
+            setting: "HUNTAZE_DATABASE_URL".into(),
+            message: "reaches PostgreSQL over the network without sslmode=verify-full: the \
+                      connection is not verified (add sslmode=verify-full&sslrootcert=CA-FILE)"
+                .into(),
+            fatal: false,
+        })
     }
 }

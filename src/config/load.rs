@@ -26,6 +26,8 @@ pub(super) const OTHER_VARIABLES: &[&str] = &[
     "HUNTAZE_TEST_REQUIRE_SERVICES",
     "HUNTAZE_TEST_PG_URL",
     "HUNTAZE_TEST_REDIS_URL",
+    // tests/api/pg_tls.rs: the CA that signed PostgreSQL's certificate.
+    "HUNTAZE_TEST_PG_CA_FILE",
     // tests/api/api_fuzz.rs: where `.ci/run` installed the OpenAPI tools.
     "HUNTAZE_TEST_PYTHON_VENV",
     // src/memory.rs: marks the unit test's own measuring subprocess.

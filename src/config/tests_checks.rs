@@ -77,7 +77,10 @@ fn production_requires_the_database_url_written_out() {
     };
     assert_eq!(db_problems(prod(None)), 1);
     assert_eq!(db_problems(prod(Some("sqlite:///var/lib/huntaze/h.db"))), 0);
-    assert_eq!(db_problems(prod(Some("postgres://h/db"))), 0);
+    assert_eq!(
+        db_problems(prod(Some("postgres://h/db?sslmode=verify-full"))),
+        0
+    );
     assert_eq!(
         db_problems(Config::default()),
         0,
@@ -348,3 +351,69 @@ mpcwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEA/gBtbW57Vsx7\n\
 D6+Jj55HTc0Q6HvXTMFwtgWqj8HArOsCIQD3D5KftZoqFvQYTvhSBed34VDF81qp\n\
 6Dy0h3Luj/BhvA==\n\
 -----END CERTIFICATE-----\n";
+#[test]
+fn production_warns_of_a_networked_database_without_verify_full() {
+    let warned = |env: Environment, url: &str| {
+        let cfg = with(|c| {
+            c.env = env;
+            c.database.url = Some(SecretString::from(url.to_owned()));
+        });
+        assert!(
+            !cfg.problems()
+                .iter()
+                .any(|p| p.message.contains("sslmode=verify-full")),
+            "advice, not a problem: a deliberately trusted network must not leave the config component degraded"
+        );
+        let problems: Vec<_> = cfg
+            .advisories()
+            .into_iter()
+            .filter(|p| p.message.contains("sslmode=verify-full"))
+            .collect();
+        if let Some(p) = problems.first() {
+            assert_eq!(p.setting, "HUNTAZE_DATABASE_URL");
+            assert!(!p.fatal, "{p}");
+            assert!(
+                p.message.ends_with(
+                    "without sslmode=verify-full: the connection is not verified \
+                     (add sslmode=verify-full&sslrootcert=CA-FILE)"
+                ),
+                "{p}"
+            );
+            assert!(!p.message.contains("secret"), "{p}");
+        }
+        !problems.is_empty()
+    };
+    let prod = Environment::Production;
+    for url in [
+        "postgres://app:secret@db.internal/huntaze",
+        "postgresql://app@10.0.0.5:5432/huntaze?sslmode=require",
+        "postgres://app@db.internal/huntaze?sslmode=verify-ca&sslrootcert=/ca.pem",
+        "postgres://app@db.internal/huntaze?sslmode=disable",
+        "postgres://app@[2001:db8::1]/huntaze?sslmode=prefer",
+        // The query's host is the one connected to.
+        "postgres://app@localhost/huntaze?host=db.internal",
+        // A later sslmode wins, as in sqlx.
+        "postgres://app@db.internal/huntaze?sslmode=verify-full&sslmode=require",
+    ] {
+        assert!(warned(prod, url), "{url}");
+    }
+    for url in [
+        "postgres://app@db.internal/huntaze?sslmode=verify-full&sslrootcert=/ca.pem",
+        "postgres://app@db.internal/huntaze?ssl-mode=VERIFY-FULL",
+        "postgres://app@127.0.0.1/huntaze",
+        "postgres://app@127.8.9.10:5433/huntaze?sslmode=disable",
+        "postgres://app@[::1]/huntaze",
+        "postgres://app@localhost/huntaze",
+        "postgres://app@LOCALHOST./huntaze",
+        "postgres://%2Fvar%2Frun%2Fpostgresql/huntaze",
+        "postgres:///huntaze?host=/var/run/postgresql",
+        "postgres:///huntaze",
+        "sqlite:///var/lib/huntaze/huntaze.db",
+    ] {
+        assert!(!warned(prod, url), "{url}");
+    }
+    assert!(!warned(
+        Environment::Development,
+        "postgres://app@db.internal/huntaze"
+    ));
+}

@@ -42,7 +42,11 @@ impl HealthCheck for DatabaseCheck {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "database health probe failed");
-                return CheckOutcome::unhealthy("database unreachable")
+                let message = self
+                    .db
+                    .tls_failure(&e)
+                    .unwrap_or_else(|| "database unreachable".to_owned());
+                return CheckOutcome::unhealthy(message)
                     .with_details(json!({ "backend": backend, "pool": self.db.stats() }));
             }
         };

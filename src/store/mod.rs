@@ -17,6 +17,7 @@ pub(crate) mod rollup;
 pub(crate) mod sessions;
 mod sqlite_deadline;
 pub(crate) mod stats;
+mod tls;
 pub(crate) mod users;
 
 use std::path::PathBuf;
@@ -82,6 +83,9 @@ struct DbInner {
     waiting: AtomicUsize,
     /// The SQLite file, for messages that must say which file failed.
     sqlite_path: Option<PathBuf>,
+    /// PostgreSQL's transport settings, for messages that must say which
+    /// setting to look at.
+    tls: Option<tls::PgTls>,
 }
 
 /// Folds the failures of connection set-up into one log line per change of
@@ -139,6 +143,7 @@ impl Db {
             Backend::Postgres
         };
         let mut sqlite_path = None;
+        let mut pg_tls = None;
         let url = match backend {
             Backend::Sqlite => {
                 crate::config::create_private_dir(data_dir).with_context(|| {
@@ -163,7 +168,12 @@ impl Db {
                 sqlite_path = Some(path);
                 url
             }
-            Backend::Postgres => url,
+            Backend::Postgres => {
+                let (url, settings) = tls::PgTls::explicit(&url)
+                    .map_err(|p| anyhow::anyhow!("HUNTAZE_DATABASE_URL: {p}"))?;
+                pg_tls = Some(settings);
+                url
+            }
         };
         let watch = Arc::new(SetupWatch {
             database: match &sqlite_path {
@@ -265,6 +275,7 @@ impl Db {
                 migrated: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
                 sqlite_path,
+                tls: pg_tls,
             }),
         })
     }
@@ -307,6 +318,15 @@ impl Db {
     /// One line that names the database and says why, once: sqlx's errors
     /// repeat their source's text in their own, three levels deep here.
     fn migrate_failure(&self, e: &sqlx::migrate::MigrateError) -> anyhow::Error {
+        if let sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) = e
+            && let Some(failure) = self.tls_failure(e)
+        {
+            // Unlike a database that is down, a certificate that does not
+            // verify stays so until someone changes a setting: waiting it
+            // out would hide the mistake behind a server that looks alive.
+            return CannotOpen(failure).into();
+        }
         let mut cause: &(dyn std::error::Error + 'static) = e;
         while let Some(next) = cause.source() {
             cause = next;
@@ -335,6 +355,13 @@ impl Db {
             "applying database migrations to {}: {cause}",
             path.display()
         )
+    }
+
+    /// What to tell about `e` when it is a failure of the connection's TLS
+    /// (a certificate that does not verify, a server without TLS under
+    /// `sslmode=require` or `verify-*`), naming the settings to look at.
+    pub fn tls_failure(&self, e: &sqlx::Error) -> Option<String> {
+        self.inner.tls.as_ref()?.failure(e)
     }
 
     /// True once this process has applied (or verified) every migration.
@@ -390,7 +417,19 @@ impl Db {
     }
 }
 
-/// The database cannot be opened at all: start-up stops on it instead of
+/// What is wrong with a PostgreSQL URL's transport settings (`sslmode`,
+/// `sslrootcert`, `sslcert`/`sslkey`, the libpq variables that would change
+/// them), found without connecting: the same check [`Db::connect_lazy`]
+/// makes before it opens anything.
+pub(crate) fn database_url_problem(url: &str) -> Option<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    tls::PgTls::explicit(url).err()
+}
+
+/// The database cannot be opened at all (a SQLite file that cannot be,
+/// a TLS connection that cannot be set up): start-up stops on it instead of
 /// serving without a database (see [`Db::migrate`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -404,7 +443,8 @@ pub enum Fault {
     /// PostgreSQL 40001/40P01/57P01, SQLite busy).
     Transient,
     /// The database cannot serve (storage broken, file unreadable, statement
-    /// timeout): answer 503, but retrying at once would not help.
+    /// timeout, a TLS connection that cannot be set up): answer 503, but
+    /// retrying at once would not help.
     Unavailable,
     /// The query itself is wrong or violated a constraint: a bug or a
     /// conflict, not an outage.
@@ -413,9 +453,12 @@ pub enum Fault {
 
 pub fn classify(e: &sqlx::Error) -> Fault {
     match e {
+        // A certificate that does not verify, or a server that will not
+        // speak TLS, fails every new connection the same way until a
+        // setting changes; never a reason to fall back to plain text.
+        e if tls::is_tls_failure(e) => Fault::Unavailable,
         sqlx::Error::PoolTimedOut
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => Fault::Transient,
         sqlx::Error::PoolClosed => Fault::Unavailable,

@@ -26,6 +26,7 @@ mod monitoring_alerts;
 mod monitoring_dashboard;
 mod monitoring_outage;
 mod openapi;
+mod pg_tls;
 mod redis_tls;
 mod resilience;
 mod sandbox;

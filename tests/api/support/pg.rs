@@ -109,3 +109,56 @@ impl Drop for PgTestDb {
         .join();
     }
 }
+
+/// The CA that signed the local PostgreSQL's certificate
+/// (`HUNTAZE_TEST_PG_CA_FILE`, which `.ci/pg-tls.sh` prints), when PostgreSQL
+/// answers and the variable names a file; prints why a test is skipped, or
+/// panics when services are required.
+pub async fn tls_ca(test: &str) -> Option<std::path::PathBuf> {
+    if !available(test).await {
+        return None;
+    }
+    let ca = std::env::var_os("HUNTAZE_TEST_PG_CA_FILE").map(std::path::PathBuf::from);
+    match ca {
+        Some(ca) if ca.is_file() => Some(ca),
+        _ => {
+            assert!(
+                !services_required(),
+                "HUNTAZE_TEST_PG_CA_FILE must name the CA of PostgreSQL's certificate \
+                 (HUNTAZE_TEST_REQUIRE_SERVICES=1): run .ci/pg-tls.sh"
+            );
+            eprintln!(
+                "SKIPPED {test}: HUNTAZE_TEST_PG_CA_FILE does not name a file (run .ci/pg-tls.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// `url` with these query parameters added.
+pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(url).expect("pg url");
+    for (k, v) in pairs {
+        url.query_pairs_mut().append_pair(k, v);
+    }
+    url.to_string()
+}
+
+/// How many of this database's server connections there are, and how many
+/// of them are encrypted.
+pub async fn backends_and_encrypted(database: &str) -> (i64, i64) {
+    let mut admin = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("admin connection");
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.datname = $1 AND a.backend_type = 'client backend'",
+    )
+    .bind(database)
+    .fetch_one(&mut admin)
+    .await
+    .expect("pg_stat_ssl");
+    let _ = admin.close().await;
+    row
+}
