@@ -305,12 +305,32 @@ impl Db {
 
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.inner
-            .backend
-            .migrator()
-            .run(&self.inner.pool)
-            .await
-            .map_err(|e| self.migrate_failure(&e))?;
+        let migrator = self.inner.backend.migrator();
+        match self.inner.backend {
+            Backend::Sqlite => migrator.run(&self.inner.pool).await,
+            // The statement timeout bounds a request's queries, not a
+            // migration: waiting for the migration lock another instance
+            // holds while it migrates, or building an index on a large
+            // table, may take longer. The connection carries the unbounded
+            // setting, so it is closed afterwards rather than pooled.
+            Backend::Postgres => {
+                let mut conn = self
+                    .inner
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| self.migrate_failure(&e.into()))?;
+                sqlx::Executor::execute(&mut *conn, "SET statement_timeout = 0")
+                    .await
+                    .map_err(|e| self.migrate_failure(&e.into()))?;
+                // `run_direct` is `run` on a connection: `run(&mut *conn)`
+                // does not prove `Send` for every lifetime (sqlx's own note).
+                let applied = migrator.run_direct(None, &mut *conn, false).await;
+                conn.close_on_drop();
+                applied
+            }
+        }
+        .map_err(|e| self.migrate_failure(&e))?;
         self.inner.migrated.store(true, Ordering::Release);
         Ok(())
     }

@@ -321,3 +321,53 @@ fn migrate_applies_migrations_and_exits() {
     );
     assert!(dir.path().join("huntaze.db").exists());
 }
+
+/// `huntaze migrate` against a PostgreSQL database another process keeps
+/// busy (here: its migration table locked for longer than the statement
+/// timeout, as another instance migrating would keep it) waits its turn
+/// and succeeds: a migration is not bounded by the statement timeout that
+/// bounds a request's queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_waits_for_a_busy_database_beyond_the_statement_timeout() {
+    use sqlx::{Connection, Executor};
+    if !crate::support::pg::available("migrate_waits_for_a_busy_database").await {
+        return;
+    }
+    let db = crate::support::pg::PgTestDb::create().await;
+    let migrate = |db_url: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_huntaze"))
+                .arg("migrate")
+                .env("HUNTAZE_DATABASE_URL", db_url)
+                .env("HUNTAZE_DB_STATEMENT_TIMEOUT_MS", "300")
+                .env("HUNTAZE_DB_ACQUIRE_TIMEOUT_MS", "30000")
+                .output()
+                .unwrap()
+        })
+    };
+    let first = migrate(db.url.clone()).await.unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let second = migrate(db.url.clone());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    holder.execute("COMMIT").await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("migrate ends once the lock is given up")
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
