@@ -396,3 +396,108 @@ async fn an_idle_http2_connection_gets_a_goaway_when_the_drain_begins() {
     assert_eq!(res.status(), 503, "draining");
     app.stop().await;
 }
+
+/// A TLS connection that negotiated `h2`, as a raw byte stream.
+async fn raw_h2(app: &TestApp, ca: &TestCa) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&ca.cert).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr(app)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// The frame types of everything the server sends until it closes.
+async fn frames_until_closed(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .expect("the server closes the connection, not holds it")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len =
+            usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+        types.push(got[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+const GOAWAY: u8 = 7;
+
+#[tokio::test]
+async fn an_http2_connection_without_a_request_gets_a_goaway_at_the_header_timeout() {
+    let Some((ca, pair)) = pki("an_http2_connection_without_a_request_gets_a_goaway") else {
+        return;
+    };
+    let app = TestApp::builder()
+        .https(&ca, &pair)
+        .config(|c| c.server.header_read_timeout_ms = 300)
+        .spawn()
+        .await;
+    let mut tls = raw_h2(&app, &ca).await;
+    tls.write_all(PREFACE).await.unwrap();
+    tls.write_all(SETTINGS).await.unwrap();
+    tls.flush().await.unwrap();
+    let frames = frames_until_closed(&mut tls).await;
+    assert!(frames.contains(&GOAWAY), "frames: {frames:?}");
+}
+
+#[tokio::test]
+async fn handshakes_count_under_the_connection_cap_and_the_header_timeout_frees_them() {
+    let Some((ca, pair)) = pki("handshakes_count_under_the_connection_cap") else {
+        return;
+    };
+    const CAP: usize = 2;
+    let app = TestApp::builder()
+        .https(&ca, &pair)
+        .config(|c| {
+            c.server.max_connections = Some(CAP);
+            c.server.header_read_timeout_ms = 500;
+        })
+        .spawn()
+        .await;
+    // Connections that never finish their handshake hold every slot…
+    let mut silent = Vec::new();
+    for _ in 0..CAP {
+        silent.push(TcpStream::connect(addr(&app)).await.unwrap());
+    }
+    // …until the header timeout closes them; the client waiting in the
+    // listen queue meanwhile is then served.
+    let client = tls::client(&[&ca.cert_pem()]).build().unwrap();
+    let res = client.get(app.url("/livez")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    for tcp in &mut silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("closed at the header timeout");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+}
