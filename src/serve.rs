@@ -1,5 +1,6 @@
-//! The listener: accepts connections, serves each with hyper (HTTP/1), and
-//! closes them in an order that drops no request at shutdown.
+//! The listener: accepts connections, serves each with hyper (HTTP/1, or
+//! over TLS HTTP/2 when the client offers it by ALPN), and closes them in an
+//! order that drops no request at shutdown.
 //!
 //! A keep-alive client writes its next request as soon as it has the last
 //! response, so a server that closes a kept-alive connection can always
@@ -20,6 +21,15 @@
 //! served at once. At that cap the listener is not read, so new clients wait in the kernel's
 //! listen queue (in order) until a slot frees, instead of being accepted
 //! and dropped or of using up the file descriptors the database needs.
+//!
+//! Over TLS the handshake runs on the connection's own task, over the same
+//! deadline wrapper, so a slow or silent client holds up only itself and is
+//! closed at the header timeout. An HTTP/2 connection cannot be told
+//! `Connection: close`: when the drain begins it gets a graceful shutdown
+//! instead (as soon as its first request has begun, as one that is still
+//! reading the client's preface would close outright), whose two-step GOAWAY
+//! answers every stream the client opened before it learnt of it; the
+//! client opens a new connection for the next ones ([`h2`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,20 +41,48 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
-use crate::middleware::pipeline::PerConnection;
+use crate::middleware::pipeline::{PerConnection, PipelineService};
 
 mod deadline;
+mod h2;
+mod redirect;
 
 pub(crate) use deadline::ReadDeadlines;
 use deadline::{Activity, DeadlineIo, Tracked};
+pub(crate) use redirect::{RedirectToHttps, https_origin};
+
+/// Streams one HTTP/2 connection may have open at once (nginx's default):
+/// enough for a page's assets, few enough that one client cannot hold a
+/// large share of the in-flight limit on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Makes the service of each accepted connection.
+pub(crate) trait ForPeer: Send + 'static {
+    type Service: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static;
+    fn for_peer(&self, peer: SocketAddr) -> Self::Service;
+}
+
+impl<S> ForPeer for PerConnection<S>
+where
+    S: Clone + Send + 'static,
+    PipelineService<S>: Service<Request, Response = Response, Error = Infallible> + Send,
+    <PipelineService<S> as Service<Request>>::Future: Send + 'static,
+{
+    type Service = PipelineService<S>;
+    fn for_peer(&self, peer: SocketAddr) -> Self::Service {
+        PerConnection::for_peer(self, peer)
+    }
+}
 
 /// Limits on the connections of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -59,18 +97,20 @@ pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Serves `listener` until `begin_drain` resolves, keeps accepting for
-/// `drain` more, then closes the listener and returns once every connection
-/// has closed. The caller bounds how long that may take.
-pub(crate) async fn serve<S>(
+/// Serves `listener` (over TLS when `tls` is given) until `begin_drain`
+/// resolves, keeps accepting for `drain` more, then closes the listener and
+/// returns once every connection has closed. The caller bounds how long
+/// that may take.
+pub(crate) async fn serve<M>(
     listener: TcpListener,
-    conns: PerConnection<S>,
+    conns: M,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     begin_drain: impl Future<Output = ()>,
     drain: Duration,
 ) where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    M: ForPeer,
+    <M::Service as Service<Request>>::Future: Send + 'static,
 {
     // hyper's HTTP/1 builder rather than hyper-util's auto one: only it
     // has `max_header_size`, whose 431 comes at the configured size exactly
@@ -85,6 +125,8 @@ pub(crate) async fn serve<S>(
     let max_connections = limits.max_connections.min(Semaphore::MAX_PERMITS);
     let mut server = Server {
         builder: Arc::new(builder),
+        h2: Arc::new(h2_builder(&limits)),
+        tls,
         deadlines: limits.deadlines,
         send_timeout: limits.send_timeout,
         slots: Arc::new(Semaphore::new(max_connections)),
@@ -94,6 +136,7 @@ pub(crate) async fn serve<S>(
         // Flips to `true` when the drain ends; every connection task holds a
         // receiver, so the sender also tells when the last one has closed.
         closing: watch::channel(false),
+        draining: watch::channel(false),
     };
     let mut begin_drain = pin!(begin_drain);
     loop {
@@ -102,6 +145,7 @@ pub(crate) async fn serve<S>(
             (tcp, peer, slot) = server.accept(&listener) => server.spawn(tcp, peer, slot, true),
         }
     }
+    server.draining.0.send_replace(true);
     let mut drain_over = pin!(tokio::time::sleep(drain));
     loop {
         tokio::select! {
@@ -139,29 +183,52 @@ pub(crate) async fn serve<S>(
     }
     let Server {
         closing: (closing, rx),
+        draining: (draining, draining_rx),
         ..
     } = server;
     drop(rx);
+    drop(draining_rx);
     closing.send_replace(true);
     closing.closed().await;
+    // Kept to here: a connection task seeing the drain's sender gone would
+    // take it for a drain.
+    drop(draining);
 }
 
-struct Server<S> {
+/// HTTP/2 with the same head limit as HTTP/1 (past it h2 answers the stream
+/// 431 and resets it) and a bound on concurrent streams. Its own keep-alive
+/// pings stay off: the idle and send deadlines already close a connection
+/// whose client is gone.
+fn h2_builder(limits: &ConnectionLimits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(None);
+    builder
+}
+
+struct Server<M> {
     builder: Arc<http1::Builder>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
     deadlines: ReadDeadlines,
     send_timeout: Duration,
     /// One permit per connection served; held by its task.
     slots: Arc<Semaphore>,
     max_connections: usize,
     accept_log: AcceptLog,
-    conns: PerConnection<S>,
+    conns: M,
     closing: (watch::Sender<bool>, watch::Receiver<bool>),
+    /// Flips to `true` when the drain begins (HTTP/2 connections act on it).
+    draining: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
-impl<S> Server<S>
+impl<M> Server<M>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    M: ForPeer,
+    <M::Service as Service<Request>>::Future: Send + 'static,
 {
     /// Serves one connection on its own task. `close_when_drained`: closed
     /// once idle when the drain ends (a connection accepted while draining
@@ -186,31 +253,100 @@ where
             .for_peer(peer)
             .map_request(|req: http::Request<Incoming>| req.map(Body::new));
         let builder = Arc::clone(&self.builder);
-        let mut closing = self.closing.1.clone();
+        let closing = self.closing.1.clone();
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(DeadlineIo::new(
+        let io = DeadlineIo::new(
             tcp,
             self.deadlines,
             self.send_timeout,
             Arc::clone(&activity),
-        ));
-        let service = Tracked::new(TowerToHyperService::new(service), activity);
+        );
+        let service = Tracked::new(TowerToHyperService::new(service), Arc::clone(&activity));
+        let Some(tls) = self.tls.clone() else {
+            tokio::spawn(async move {
+                // The connection's place under the cap, given back when it ends.
+                let _slot = slot;
+                serve_http1(&builder, io, service, closing, close_when_drained).await;
+            });
+            return;
+        };
+        let h2 = h2::Http2 {
+            builder: Arc::clone(&self.h2),
+            deadlines: self.deadlines,
+            activity,
+            draining: self.draining.1.clone(),
+            closing,
+            close_when_drained,
+        };
         tokio::spawn(async move {
-            // The connection's place under the cap, given back when it ends.
             let _slot = slot;
-            let mut conn = pin!(builder.serve_connection(io, service).with_upgrades());
-            if close_when_drained {
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    // Also when the server is gone (its grace period over).
-                    _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            // Bounded by the header timeout, which the socket under it keeps.
+            let tls = match tls.accept(io).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
                 }
-            }
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "connection ended with an error");
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                h2.serve(tls, service).await;
+            } else {
+                serve_http1(&builder, tls, service, h2.closing, close_when_drained).await;
             }
         });
     }
+}
+
+/// One HTTP/1 connection, closed once idle when the drain ends if
+/// `close_when_drained`.
+async fn serve_http1<I, H>(
+    builder: &http1::Builder,
+    io: I,
+    service: H,
+    mut closing: watch::Receiver<bool>,
+    close_when_drained: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: ConnService,
+{
+    let mut conn = pin!(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+    );
+    if close_when_drained {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            // Also when the server is gone (its grace period over).
+            _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+    if let Err(e) = conn.await {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection's service as hyper gets it (the [`Tracked`] one).
+trait ConnService:
+    hyper::service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<deadline::TrackedBody<Body>>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<H> ConnService for H where
+    H: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<deadline::TrackedBody<Body>>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
 }
 
 /// What the accept loop has reported of a lasting condition, so that it is

@@ -190,7 +190,6 @@ impl ResolvesServerCert for CertResolver {
 /// The HTTPS listener's TLS settings: TLS 1.3 and 1.2 only, ALPN `h2` then
 /// `http/1.1` (the client's preference order is ignored by rustls, which
 /// takes the server's), session tickets for cheap resumption.
-#[allow(dead_code)]
 pub(crate) fn server_config(
     resolver: Arc<CertResolver>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {

@@ -34,7 +34,7 @@ use crate::serve::{ConnectionLimits, ReadDeadlines};
 use crate::sessions::SessionStore;
 use crate::store::Db;
 use crate::tiktok::{TikTok, TikTokSite};
-use crate::tls::CertResolver;
+use crate::tls::{CertError, CertResolver};
 use background::{spawn_migration_retry, spawn_session_sweep, spawn_tiktok_refresh};
 
 /// Builds the server. Tests may add routes and replace health checks; the
@@ -44,6 +44,7 @@ pub struct AppBuilder {
     extra_routes: Option<crate::routes::RouteTable>,
     health_overrides: Vec<Arc<dyn HealthCheck>>,
     listener: Option<TcpListener>,
+    redirect_listener: Option<TcpListener>,
 }
 
 impl AppBuilder {
@@ -53,7 +54,16 @@ impl AppBuilder {
             extra_routes: None,
             health_overrides: Vec::new(),
             listener: None,
+            redirect_listener: None,
         }
+    }
+
+    /// Serves the plain-HTTP redirect listener on an already bound
+    /// listener instead of binding `HUNTAZE_HTTP_REDIRECT_LISTEN`; needs
+    /// HTTPS on.
+    pub fn redirect_listener(mut self, listener: TcpListener) -> Self {
+        self.redirect_listener = Some(listener);
+        self
     }
 
     /// Serves on an already bound listener instead of binding
@@ -82,8 +92,10 @@ impl AppBuilder {
         let (config, problems) = validated_config(self.config)?;
         let keys = config.keys()?;
         let certificate = serving_certificate(&config)?;
+        let tls = tls_acceptor(&certificate)?;
         let listener = listener_for(self.listener, &config)?;
         let local_addr = listener.local_addr()?;
+        let redirect = redirect_listener_for(self.redirect_listener, &config)?;
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let db = Db::connect_lazy(&config.database, &config.database_url(), &config.data_dir)?;
@@ -120,9 +132,14 @@ impl AppBuilder {
         let state = app_state(config, db, domain, health, metrics, monitor, certificate);
         let router = crate::middleware::apply(routes, &state);
         spawn_background_tasks(&state, critical_routes, &stop_rx);
-        log_ready(&state, local_addr, started);
+        log_ready(&state, local_addr, redirect.as_ref(), started);
         Ok(Application {
             listener,
+            tls,
+            redirect,
+            reload: ReloadHandle {
+                certificate: state.certificate.clone(),
+            },
             router,
             state,
             local_addr,
@@ -173,6 +190,56 @@ fn serving_certificate(config: &Config) -> anyhow::Result<Option<Arc<CertResolve
         "serving certificate loaded"
     );
     Ok(Some(resolver))
+}
+
+/// The HTTPS handshake's settings over the serving certificate.
+fn tls_acceptor(
+    certificate: &Option<Arc<CertResolver>>,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let Some(resolver) = certificate else {
+        return Ok(None);
+    };
+    let config = crate::tls::server_config(Arc::clone(resolver)).context("TLS settings")?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(config)))
+}
+
+/// The plain-HTTP listener that redirects to HTTPS, with the origin it
+/// redirects to: the caller's, else one bound to
+/// `HUNTAZE_HTTP_REDIRECT_LISTEN`, else none.
+fn redirect_listener_for(
+    given: Option<TcpListener>,
+    config: &Config,
+) -> anyhow::Result<Option<RedirectListener>> {
+    let listener = match (given, &config.server.http_redirect_listen) {
+        (Some(l), _) => l,
+        (None, Some(addr)) => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("HUNTAZE_HTTP_REDIRECT_LISTEN: {addr}"))?;
+            bind(addr).with_context(|| format!("binding {addr} (HUNTAZE_HTTP_REDIRECT_LISTEN)"))?
+        }
+        (None, None) => return Ok(None),
+    };
+    anyhow::ensure!(
+        config.server.tls_enabled(),
+        "HUNTAZE_HTTP_REDIRECT_LISTEN needs HTTPS (HUNTAZE_TLS_CERT_FILE and HUNTAZE_TLS_KEY_FILE)"
+    );
+    let origin = crate::serve::https_origin(&config.server.public_url)
+        .context("HUNTAZE_PUBLIC_URL: the redirect listener needs a URL with a host")?;
+    let addr = listener.local_addr()?;
+    Ok(Some(RedirectListener {
+        listener,
+        addr,
+        origin,
+    }))
+}
+
+/// The plain-HTTP listener that redirects to HTTPS.
+struct RedirectListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    /// Where it redirects: the public URL's origin, over HTTPS.
+    origin: String,
 }
 
 /// The listener the caller gave, else one bound to `HUNTAZE_LISTEN`.
@@ -434,14 +501,28 @@ fn spawn_background_tasks(
     );
 }
 
-fn log_ready(state: &AppState, addr: SocketAddr, started: Instant) {
+fn log_ready(
+    state: &AppState,
+    addr: SocketAddr,
+    redirect: Option<&RedirectListener>,
+    started: Instant,
+) {
     let backend = state.db.backend().name();
     let build_ms = started.elapsed().as_millis() as u64;
+    let scheme = if state.certificate.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let redirect_addr = redirect.map(|r| r.addr.to_string());
+    let redirect_addr = redirect_addr.as_deref();
     if state.db.is_migrated() {
-        tracing::info!(addr = %addr, backend, build_ms, "huntaze ready to serve");
+        tracing::info!(addr = %addr, scheme, redirect_addr, backend, build_ms, "huntaze ready to serve");
     } else {
         tracing::warn!(
             addr = %addr,
+            scheme,
+            redirect_addr,
             backend,
             build_ms,
             "huntaze serving, not ready: the database is not usable yet (readyz answers 503 until it is)"
@@ -486,9 +567,54 @@ impl ShutdownHandle {
     }
 }
 
+/// Reads the serving certificate pair again (what SIGHUP does): new
+/// handshakes get the new pair, open connections keep theirs; a pair that
+/// cannot serve is refused, logged, and the current one stays.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    certificate: Option<Arc<CertResolver>>,
+}
+
+impl ReloadHandle {
+    /// `Ok` also when the server has no HTTPS listener (nothing to read).
+    pub fn reload(&self) -> Result<(), CertError> {
+        let Some(resolver) = &self.certificate else {
+            tracing::info!("reload asked for; no HTTPS certificate to read");
+            return Ok(());
+        };
+        let paths = resolver.paths();
+        match resolver.reload(crate::time_fmt::now_ms() / 1000) {
+            Ok(cert) => {
+                tracing::info!(
+                    subject = %cert.subject,
+                    not_after = %crate::time_fmt::rfc3339_from_ms(cert.not_after.saturating_mul(1000)),
+                    cert_file = %paths.cert.display(),
+                    "serving certificate reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let current = resolver.current();
+                tracing::error!(
+                    error = %e,
+                    cert_file = %paths.cert.display(),
+                    key_file = %paths.key.display(),
+                    serving_subject = %current.subject,
+                    serving_not_after = %crate::time_fmt::rfc3339_from_ms(current.not_after.saturating_mul(1000)),
+                    "serving certificate not reloaded; the current one stays"
+                );
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    redirect: Option<RedirectListener>,
+    reload: ReloadHandle,
     router: crate::middleware::HttpService,
     state: AppState,
     local_addr: SocketAddr,
@@ -517,15 +643,29 @@ impl Application {
         self.shutdown.clone()
     }
 
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// The plain-HTTP redirect listener's address, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().map(|r| r.addr)
+    }
+
     /// Serves until the shutdown handle fires (or SIGTERM/SIGINT when
-    /// `handle_signals`). Shutdown: `/readyz` turns 503 and answers say
-    /// `Connection: close` at once, new connections are accepted for
-    /// `shutdown_drain_ms` more (so a load balancer notices), then the
-    /// listener closes, idle connections are closed and in-flight requests
-    /// get up to `shutdown_grace_ms` to finish ([`crate::serve`]).
+    /// `handle_signals`; SIGHUP then reloads the certificate, as
+    /// [`ReloadHandle::reload`]). Shutdown: `/readyz` turns 503 and answers
+    /// say `Connection: close` (HTTP/2 connections get a GOAWAY) at once,
+    /// new connections are accepted for `shutdown_drain_ms` more (so a load
+    /// balancer notices), then the listeners close, idle connections are
+    /// closed and in-flight requests get up to `shutdown_grace_ms` to
+    /// finish ([`crate::serve`]).
     pub async fn run(self, handle_signals: bool) -> anyhow::Result<()> {
         let Application {
             listener,
+            tls,
+            redirect,
+            reload,
             router,
             state,
             stop_tx,
@@ -539,6 +679,9 @@ impl Application {
                 tracing::info!("shutdown signal received");
                 trigger.trigger();
             });
+            // Registered before serving, so that a SIGHUP sent once the
+            // server answers never meets the default action (exit).
+            reload_on_hangup(reload)?;
         }
         let limits = connection_limits(&state.config)?;
         let drain = Duration::from_millis(state.config.server.shutdown_drain_ms);
@@ -550,13 +693,27 @@ impl Application {
             drain_state.draining.store(true, Ordering::Release);
             tracing::info!(drain_ms = drain.as_millis() as u64, "draining");
         };
-        let server = crate::serve::serve(
-            listener,
-            crate::middleware::pipeline::PerConnection(router),
-            limits,
-            begin_drain,
-            drain,
-        );
+        let conns = crate::middleware::pipeline::PerConnection(router);
+        let redirect = redirect.map(|r| {
+            let wait_shutdown = shutdown.clone();
+            crate::serve::serve(
+                r.listener,
+                crate::serve::RedirectToHttps::new(&r.origin, conns.clone()),
+                limits,
+                None,
+                async move { wait_shutdown.wait().await },
+                drain,
+            )
+        });
+        let main = crate::serve::serve(listener, conns, limits, tls, begin_drain, drain);
+        let server = async move {
+            match redirect {
+                Some(redirect) => {
+                    tokio::join!(main, redirect);
+                }
+                None => main.await,
+            }
+        };
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(drain + grace).await;
@@ -599,6 +756,26 @@ fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
         send_timeout: Duration::from_millis(config.server.send_timeout_ms),
         max_connections,
     })
+}
+
+/// Reads the certificate again on each SIGHUP (`systemctl reload`).
+#[cfg(unix)]
+fn reload_on_hangup(reload: ReloadHandle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reading the certificate again");
+            // The outcome is logged by `reload`.
+            let _ = reload.reload();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(_reload: ReloadHandle) -> anyhow::Result<()> {
+    Ok(())
 }
 
 async fn wait_for_signal() {

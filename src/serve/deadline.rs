@@ -16,18 +16,22 @@
 //! connection, and its place under the connection cap, for good.
 //!
 //! What this does not bound: a request being served (the request deadline
-//! does).
+//! does). Over TLS the wrapper sits under the TLS layer, so the handshake
+//! runs under the header timeout like a request head. On an HTTP/2
+//! connection the read deadlines are the connection task's (`serve::h2`):
+//! see [`Activity`]'s `multiplexed`.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// How long a connection may take to send a request's headers, and how
@@ -40,19 +44,75 @@ pub(crate) struct ReadDeadlines {
 
 /// What the service tells the socket wrapper about one connection's
 /// requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Activity {
     /// Requests whose response is not completely handed to hyper yet.
     in_flight: AtomicUsize,
     /// Responses finished so far: a change means a new idle period began,
     /// even if the socket was not read between a request and its answer.
     finished: AtomicU64,
+    /// Multiplexed (HTTP/2): the socket is read all the time (frames of
+    /// other streams, pings, window updates), so bytes arriving say nothing
+    /// of a request's head and the socket gets no read deadline; the
+    /// connection's task keeps the deadlines from what is recorded below.
+    multiplexed: AtomicBool,
+    /// When the connection last had no request in flight, in milliseconds
+    /// since `epoch`; kept only when multiplexed.
+    idle_since_ms: AtomicU64,
+    /// Woken when a request begins, only when multiplexed.
+    began: Notify,
+    epoch: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            finished: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            began: Notify::new(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.multiplexed.load(Ordering::Relaxed) {
+            self.began.notify_one();
+        }
         InFlight(Arc::clone(self))
+    }
+
+    /// From now on the socket has no read deadline (see `multiplexed`).
+    pub(super) fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Release);
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether any request has begun on this connection.
+    pub(super) fn any_request(&self) -> bool {
+        self.in_flight() > 0 || self.finished.load(Ordering::Acquire) > 0
+    }
+
+    /// How long the connection has had no request in flight (since it
+    /// opened, if it never had one); zero while one is.
+    pub(super) fn idle_for(&self, now: Instant) -> Duration {
+        if self.in_flight() > 0 {
+            return Duration::ZERO;
+        }
+        let since = self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        now.saturating_duration_since(since)
+    }
+
+    /// Resolves when a request begins (a begin since the last call counts).
+    pub(super) async fn began(&self) {
+        self.began.notified().await
     }
 }
 
@@ -62,8 +122,13 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::AcqRel);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let a = &self.0;
+        a.finished.fetch_add(1, Ordering::AcqRel);
+        if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && a.multiplexed.load(Ordering::Relaxed)
+        {
+            let ms = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            a.idle_since_ms.store(ms, Ordering::Release);
+        }
     }
 }
 
@@ -154,7 +219,9 @@ impl<I> DeadlineIo<I> {
     /// Brings the phase up to date with what the service reported.
     fn observe(&mut self) {
         let finished = self.activity.finished.load(Ordering::Acquire);
-        if self.activity.in_flight.load(Ordering::Acquire) > 0 {
+        if self.activity.in_flight.load(Ordering::Acquire) > 0
+            || self.activity.multiplexed.load(Ordering::Relaxed)
+        {
             self.phase = Phase::Busy;
         } else if self.phase == Phase::Busy || finished != self.finished_seen {
             // Bytes of the next request that hyper read while the previous

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use huntaze::Config;
 use huntaze::HealthCheck;
-use huntaze::{AppBuilder, AppState, ShutdownHandle};
+use huntaze::{AppBuilder, AppState, ReloadHandle, ShutdownHandle};
 use tokio::task::JoinHandle;
 
 pub use pg::Backend;
@@ -37,6 +37,11 @@ pub struct TestApp {
     /// A standalone TikTok sandbox this server is configured against.
     pub sandbox: Option<huntaze::tiktok_sandbox::Sandbox>,
     pub sandbox_base: String,
+    /// Reads the certificate pair again, as SIGHUP does.
+    pub reload: ReloadHandle,
+    /// `http://` and the plain-HTTP redirect listener's address, when the
+    /// test asked for one.
+    pub redirect_base: Option<String>,
 }
 
 type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
@@ -48,6 +53,9 @@ pub struct TestAppBuilder {
     probes: bool,
     proxy: bool,
     sandbox: Option<huntaze::tiktok_sandbox::SandboxSettings>,
+    /// Serve HTTPS with this pair; clients trust this CA certificate (PEM).
+    https: Option<(tls::Pair, Vec<u8>)>,
+    redirect_listener: bool,
 }
 
 impl TestApp {
@@ -59,6 +67,8 @@ impl TestApp {
             probes: true,
             proxy: false,
             sandbox: None,
+            https: None,
+            redirect_listener: false,
         }
     }
 
@@ -132,6 +142,21 @@ impl TestAppBuilder {
         self
     }
 
+    /// Serves HTTPS with `pair` (the base URL is `https://127.0.0.1:port`;
+    /// the public URL stays `http://`, as a test may want it); the app's
+    /// clients trust `ca`.
+    pub fn https(mut self, ca: &tls::TestCa, pair: &tls::Pair) -> Self {
+        self.https = Some((pair.clone(), ca.cert_pem()));
+        self
+    }
+
+    /// Also serves the plain-HTTP redirect listener on a port of its own
+    /// ([`TestApp::redirect_base`]); needs [`Self::https`].
+    pub fn redirect_listener(mut self) -> Self {
+        self.redirect_listener = true;
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         logs::init();
         let data_dir = tempfile::tempdir().expect("temp dir");
@@ -194,6 +219,12 @@ impl TestAppBuilder {
             config.tiktok.api_url = sandbox_base.clone();
             sandbox = Some(sb);
         }
+        let mut base = base;
+        if let Some((pair, _)) = &self.https {
+            config.server.tls_cert_file = Some(pair.cert.clone());
+            config.server.tls_key_file = Some(pair.key.clone());
+            base = base.replacen("http://", "https://", 1);
+        }
         for tweak in self.tweaks {
             tweak(&mut config);
         }
@@ -203,6 +234,12 @@ impl TestAppBuilder {
             sb.register_redirect_uri(&config.tiktok_redirect_uri());
         }
         let mut builder = AppBuilder::new(config).listener(listener);
+        if self.redirect_listener {
+            let redirect = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind redirect listener");
+            builder = builder.redirect_listener(redirect);
+        }
         if self.probes {
             builder = builder.extra_routes(probes::routes());
         }
@@ -212,14 +249,20 @@ impl TestAppBuilder {
         let app = builder.build().await.expect("server builds");
         let state = app.state().clone();
         let shutdown = app.shutdown_handle();
+        let reload = app.reload_handle();
+        let redirect_base = app.redirect_addr().map(|a| format!("http://{a}"));
         let server = tokio::spawn(app.run(false));
-        let client = reqwest::Client::builder()
+        let trust = |b: reqwest::ClientBuilder| match &self.https {
+            Some((_, ca)) => b.tls_certs_only([reqwest::Certificate::from_pem(ca).expect("CA")]),
+            None => b,
+        };
+        let client = trust(reqwest::Client::builder())
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
-        let raw = reqwest::Client::builder()
+        let raw = trust(reqwest::Client::builder())
             .redirect(reqwest::redirect::Policy::none())
             .no_brotli()
             .no_gzip()
@@ -239,6 +282,8 @@ impl TestAppBuilder {
             pg,
             sandbox,
             sandbox_base,
+            reload,
+            redirect_base,
         }
     }
 }

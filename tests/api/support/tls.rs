@@ -251,3 +251,39 @@ fn time_string(days: i64) -> String {
         now.second()
     )
 }
+
+/// The TLS versions a client can be held to.
+pub use reqwest::tls::Version as TlsVersion;
+
+/// A client that trusts only `cas` (PEM certificates), reports the peer's
+/// certificate (`reqwest::tls::TlsInfo`) and follows no redirect.
+pub fn client(cas: &[&[u8]]) -> reqwest::ClientBuilder {
+    let roots = cas
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem).expect("CA certificate"));
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .tls_info(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+}
+
+/// The DER of the first certificate in a PEM file (the leaf of a chain).
+pub fn leaf_der(cert: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .expect("read certificate")
+        .next()
+        .expect("a certificate")
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// The certificate the server presented for `res`'s connection.
+pub fn peer_der(res: &reqwest::Response) -> Vec<u8> {
+    res.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("TLS info (a client built with tls_info)")
+        .to_vec()
+}
