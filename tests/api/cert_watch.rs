@@ -13,19 +13,12 @@ use serde_json::Value;
 use crate::monitoring::{TOKEN, app_with_token, metrics_text, promtool_check, sample};
 use crate::support::TestApp;
 use crate::support::cli::check_config;
-use crate::support::tls::{self, Leaf, Pair, TestCa};
+use crate::support::tls::{self, Leaf, TestCa};
 
 const METRIC: &str = "huntaze_tls_certificate_expiry_timestamp_seconds";
 
 fn now() -> i64 {
     huntaze::now_ms() / 1000
-}
-
-fn tls_env(pair: &Pair) -> Vec<(&'static str, String)> {
-    vec![
-        ("HUNTAZE_TLS_CERT_FILE", pair.cert.display().to_string()),
-        ("HUNTAZE_TLS_KEY_FILE", pair.key.display().to_string()),
-    ]
 }
 
 /// `check-config` with the pair at `cert` and `key`; returns its stderr
@@ -188,14 +181,7 @@ async fn config_health_and_the_expiry_metric_follow_the_served_certificate_acros
         ..Leaf::default()
     });
     let renewed = ca.issue(&Leaf::default());
-    let env = tls_env(&soon);
-    let app = app_with_token()
-        .config(move |c| {
-            c.server.tls_cert_file = Some(env[0].1.clone().into());
-            c.server.tls_key_file = Some(env[1].1.clone().into());
-        })
-        .spawn()
-        .await;
+    let app = app_with_token().https(&ca, &soon).spawn().await;
     let resolver = app.state.certificate.clone().expect("TLS is on");
 
     let body = config_health(&app).await;
