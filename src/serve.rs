@@ -273,6 +273,7 @@ where
         let h2 = h2::Http2 {
             builder: Arc::clone(&self.h2),
             deadlines: self.deadlines,
+            send_timeout: self.send_timeout,
             activity,
             draining: self.draining.1.clone(),
             closing,

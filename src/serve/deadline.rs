@@ -61,6 +61,13 @@ pub(super) struct Activity {
     idle_since_ms: AtomicU64,
     /// Woken when a request begins, only when multiplexed.
     began: Notify,
+    /// Responses handed to hyper whose bodies are not done, and frames
+    /// those bodies gave up so far; kept only when multiplexed, where they
+    /// tell a client that takes none of its responses (a shut flow-control
+    /// window: HTTP/2 then writes nothing, so no write ever waits on the
+    /// socket).
+    sending: AtomicUsize,
+    body_frames: AtomicU64,
     epoch: Instant,
 }
 
@@ -72,6 +79,8 @@ impl Default for Activity {
             multiplexed: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             began: Notify::new(),
+            sending: AtomicUsize::new(0),
+            body_frames: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -83,7 +92,19 @@ impl Activity {
         if self.multiplexed.load(Ordering::Relaxed) {
             self.began.notify_one();
         }
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            sending: false,
+        }
+    }
+
+    /// Responses whose bodies are being sent, and the frames all bodies
+    /// have given up so far (both zero unless multiplexed).
+    pub(super) fn sending(&self) -> (usize, u64) {
+        (
+            self.sending.load(Ordering::Acquire),
+            self.body_frames.load(Ordering::Acquire),
+        )
     }
 
     /// From now on the socket has no read deadline (see `multiplexed`).
@@ -118,11 +139,28 @@ impl Activity {
 
 /// One request in flight; dropped when its response body has been written
 /// (or abandoned).
-struct InFlight(Arc<Activity>);
+struct InFlight {
+    activity: Arc<Activity>,
+    /// Its response is handed to hyper (counted in `sending`).
+    sending: bool,
+}
+
+impl InFlight {
+    /// The service has answered; the body is hyper's to send now.
+    fn answered(&mut self) {
+        if self.activity.multiplexed.load(Ordering::Relaxed) {
+            self.activity.sending.fetch_add(1, Ordering::AcqRel);
+            self.sending = true;
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let a = &self.0;
+        let a = &self.activity;
+        if self.sending {
+            a.sending.fetch_sub(1, Ordering::AcqRel);
+        }
         a.finished.fetch_add(1, Ordering::AcqRel);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && a.multiplexed.load(Ordering::Relaxed)
         {
@@ -454,10 +492,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
-        let in_flight = this.in_flight.take();
+        let mut in_flight = this.in_flight.take();
+        if let Some(f) = &mut in_flight {
+            f.answered();
+        }
         Poll::Ready(Ok(res.map(|body| TrackedBody {
             body,
-            _in_flight: in_flight,
+            in_flight: in_flight,
         })))
     }
 }
@@ -468,7 +509,7 @@ pin_project_lite::pin_project! {
     pub(super) struct TrackedBody<B> {
         #[pin]
         body: B,
-        _in_flight: Option<InFlight>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -480,7 +521,14 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        if let (Some(Ok(_)), Some(f)) = (&frame, this.in_flight.as_ref())
+            && f.sending
+        {
+            f.activity.body_frames.fetch_add(1, Ordering::AcqRel);
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

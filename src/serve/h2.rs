@@ -30,6 +30,10 @@ use super::deadline::{Activity, ReadDeadlines};
 pub(super) struct Http2 {
     pub builder: Arc<http2::Builder<TokioExecutor>>,
     pub deadlines: ReadDeadlines,
+    /// A connection with responses to send whose bodies have not moved for
+    /// this long (the client keeps its flow-control window shut) is
+    /// dropped.
+    pub send_timeout: Duration,
     pub activity: Arc<Activity>,
     /// True once the drain has begun.
     pub draining: watch::Receiver<bool>,
@@ -48,6 +52,7 @@ impl Http2 {
         let Http2 {
             builder,
             deadlines,
+            send_timeout,
             activity,
             mut draining,
             mut closing,
@@ -60,6 +65,9 @@ impl Http2 {
         let mut closing_seen = !close_when_drained;
         let check = tokio::time::sleep(deadlines.header_read);
         let mut check = pin!(check);
+        let mut stalls = StallWatch::new(send_timeout);
+        let stall_check = tokio::time::sleep(stalls.period);
+        let mut stall_check = pin!(stall_check);
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -80,6 +88,18 @@ impl Http2 {
                         conn.as_mut().graceful_shutdown();
                         shutting_down = true;
                     }
+                }
+                () = stall_check.as_mut() => {
+                    let now = Instant::now();
+                    if stalls.stalled(activity.sending(), now) {
+                        tracing::debug!(
+                            send_timeout_ms = send_timeout.as_millis() as u64,
+                            "HTTP/2 connection dropped: the client took none of its responses"
+                        );
+                        return;
+                    }
+                    stall_check.as_mut().reset(now + stalls.period);
+                    continue;
                 }
                 () = check.as_mut() => {
                     let now = Instant::now();
@@ -117,5 +137,36 @@ impl Http2 {
                 check.as_mut().reset(Instant::now() + deadlines.header_read);
             }
         }
+    }
+}
+
+/// Whether a connection's responses stopped moving: some are being sent,
+/// and no body has given up a frame for the send timeout. A client can
+/// keep the socket busy (pings, settings) while taking nothing, so the
+/// socket's traffic is not the measure; the bodies' progress is.
+struct StallWatch {
+    send_timeout: Duration,
+    period: Duration,
+    frames: u64,
+    moved_at: Instant,
+}
+
+impl StallWatch {
+    fn new(send_timeout: Duration) -> Self {
+        Self {
+            send_timeout,
+            period: (send_timeout / 4).max(Duration::from_millis(10)),
+            frames: 0,
+            moved_at: Instant::now(),
+        }
+    }
+
+    fn stalled(&mut self, (sending, frames): (usize, u64), now: Instant) -> bool {
+        if sending == 0 || frames != self.frames {
+            self.frames = frames;
+            self.moved_at = now;
+            return false;
+        }
+        now.saturating_duration_since(self.moved_at) >= self.send_timeout
     }
 }

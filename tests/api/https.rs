@@ -501,3 +501,44 @@ async fn handshakes_count_under_the_connection_cap_and_the_header_timeout_frees_
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 }
+
+/// A client whose flow-control window stays shut takes none of its
+/// responses, whatever the socket says (HTTP/2 writes nothing while the
+/// window is closed, so no write ever waits): it is closed after the send
+/// timeout like an HTTP/1 client that reads nothing, and its place under
+/// the connection cap is freed.
+#[tokio::test]
+async fn an_http2_client_that_takes_none_of_its_responses_is_closed_after_the_send_timeout() {
+    let Some((ca, pair)) = pki("an_http2_client_that_takes_none_of_its_responses") else {
+        return;
+    };
+    let app = TestApp::builder()
+        .https(&ca, &pair)
+        .config(|c| {
+            c.server.send_timeout_ms = 500;
+            // Only the send timeout may close it.
+            c.server.header_read_timeout_ms = 60_000;
+            c.server.keep_alive_idle_ms = 60_000;
+        })
+        .spawn()
+        .await;
+    let mut tls = raw_h2(&app, &ca).await;
+    tls.write_all(PREFACE).await.unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0: no stream may receive data.
+    tls.write_all(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https://localhost/
+    // (HPACK: :method GET, :scheme https, :path /, :authority localhost).
+    let mut headers = vec![0, 0, 14, 1, 0x5, 0, 0, 0, 1, 0x82, 0x87, 0x84, 0x41, 9];
+    headers.extend_from_slice(b"localhost");
+    tls.write_all(&headers).await.unwrap();
+    tls.flush().await.unwrap();
+    // Answered with headers but no data (the window is shut), then closed.
+    let frames = frames_until_closed(&mut tls).await;
+    assert!(frames.contains(&1), "the response's HEADERS: {frames:?}");
+    assert!(
+        !frames.contains(&0),
+        "no DATA through a shut window: {frames:?}"
+    );
+}
