@@ -166,8 +166,15 @@ pub fn run() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let hangups = crate::app::Hangups::listen()?;
     let app = crate::AppBuilder::new(config).build().await?;
-    eprintln!("huntaze listening on http://{}", app.local_addr());
+    app.reload_on(hangups);
+    let scheme = if app.state().config.server.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("huntaze listening on {scheme}://{}", app.local_addr());
     app.run(true).await?;
     Ok(ExitCode::SUCCESS)
 }

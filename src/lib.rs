@@ -50,7 +50,7 @@ mod tls;
 mod views;
 
 // Assembly and start-up.
-pub use app::{AppBuilder, Application, ReloadHandle, ShutdownHandle};
+pub use app::{AppBuilder, Application, Hangups, ReloadHandle, ShutdownHandle};
 pub use cli::run;
 pub use config::{Config, Environment, RedisSettings};
 pub use middleware::state::AppState;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod background;
 mod run;
 
-pub use run::{Application, ReloadHandle, ShutdownHandle};
+pub use run::{Application, Hangups, ReloadHandle, ShutdownHandle};
 
 use anyhow::Context;
 use tokio::net::TcpListener;

@@ -125,9 +125,14 @@ impl Application {
         self.redirect.as_ref().map(|r| r.addr)
     }
 
+    /// Reads the certificate again on each SIGHUP `hangups` receives (one
+    /// received before this call counts), as [`ReloadHandle::reload`].
+    pub fn reload_on(&self, hangups: Hangups) {
+        hangups.reload_with(self.reload.clone());
+    }
+
     /// Serves until the shutdown handle fires (or SIGTERM/SIGINT when
-    /// `handle_signals`; SIGHUP then reloads the certificate, as
-    /// [`ReloadHandle::reload`]). Shutdown: `/readyz` turns 503 and answers
+    /// `handle_signals`; SIGHUP is [`Hangups`]'). Shutdown: `/readyz` turns 503 and answers
     /// say `Connection: close` (HTTP/2 connections get a GOAWAY) at once,
     /// new connections are accepted for `shutdown_drain_ms` more (so a load
     /// balancer notices), then the listeners close, idle connections are
@@ -138,7 +143,6 @@ impl Application {
             listener,
             tls,
             redirect,
-            reload,
             router,
             state,
             stop_tx,
@@ -152,9 +156,6 @@ impl Application {
                 tracing::info!("shutdown signal received");
                 trigger.trigger();
             });
-            // Registered before serving, so that a SIGHUP sent once the
-            // server answers never meets the default action (exit).
-            reload_on_hangup(reload)?;
         }
         let limits = connection_limits(&state.config)?;
         let drain = Duration::from_millis(state.config.server.shutdown_drain_ms);
@@ -231,24 +232,41 @@ fn connection_limits(config: &Config) -> anyhow::Result<ConnectionLimits> {
     })
 }
 
-/// Reads the certificate again on each SIGHUP (`systemctl reload`).
-#[cfg(unix)]
-fn reload_on_hangup(reload: ReloadHandle) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received; reading the certificate again");
-            // The outcome is logged by `reload`.
-            let _ = reload.reload();
-        }
-    });
-    Ok(())
+/// SIGHUP (`systemctl reload`), taken from its default action — exit —
+/// from the moment [`Hangups::listen`] returns. The process listens before
+/// it builds the server: a reload queued while it starts (a certificate
+/// renewal hook during a restart) must not kill it, and the certificate it
+/// asks for is read once the server is built.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-fn reload_on_hangup(_reload: ReloadHandle) -> anyhow::Result<()> {
-    Ok(())
+impl Hangups {
+    pub fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    #[cfg(unix)]
+    fn reload_with(mut self, reload: ReloadHandle) {
+        tokio::spawn(async move {
+            while self.signal.recv().await.is_some() {
+                tracing::info!("SIGHUP received; reading the certificate again");
+                // The outcome is logged by `reload`.
+                let _ = reload.reload();
+            }
+        });
+    }
+
+    #[cfg(not(unix))]
+    fn reload_with(self, _reload: ReloadHandle) {}
 }
 
 async fn wait_for_signal() {

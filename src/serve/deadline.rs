@@ -496,10 +496,7 @@ where
         if let Some(f) = &mut in_flight {
             f.answered();
         }
-        Poll::Ready(Ok(res.map(|body| TrackedBody {
-            body,
-            in_flight: in_flight,
-        })))
+        Poll::Ready(Ok(res.map(|body| TrackedBody { body, in_flight })))
     }
 }
 

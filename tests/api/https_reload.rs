@@ -243,3 +243,54 @@ fn the_binary_refuses_to_start_with_a_bad_pair_and_names_the_setting() {
     assert!(stderr.contains("HUNTAZE_TLS_CERT_FILE"), "{stderr}");
     assert!(stderr.contains("does not belong"), "{stderr}");
 }
+
+/// A reload asked for while the server starts (a renewal hook during a
+/// restart) neither kills it (SIGHUP's default action) nor is lost: the
+/// certificate is read again once the server is built. The start is held
+/// at the database (a peer that accepts and never answers) to make the
+/// window wide.
+#[tokio::test]
+async fn a_sighup_while_the_binary_starts_is_a_reload_not_an_exit() {
+    if !tls::available("a_sighup_while_the_binary_starts_is_a_reload_not_an_exit") {
+        return;
+    }
+    let mut ca = TestCa::new("start-up reload CA");
+    let pair = ca.issue(&Leaf::default());
+    let silent_db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_url = format!(
+        "postgres://huntaze@127.0.0.1:{}/huntaze",
+        silent_db.local_addr().unwrap().port()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut running = Running::start(
+        Command::new(env!("CARGO_BIN_EXE_huntaze"))
+            .env("HUNTAZE_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("HUNTAZE_DATA_DIR", data.path())
+            .env("HUNTAZE_DATABASE_URL", db_url)
+            .env("HUNTAZE_DB_ACQUIRE_TIMEOUT_MS", "2000")
+            .env("HUNTAZE_TLS_CERT_FILE", &pair.cert)
+            .env("HUNTAZE_TLS_KEY_FILE", &pair.key)
+            .env("RUST_LOG", "info"),
+    );
+    assert!(
+        running.wait_for(Duration::from_secs(20), "serving certificate loaded"),
+        "{}",
+        running.lines().join("\n")
+    );
+    let ok = Command::new("kill")
+        .args(["-HUP", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(
+        running.wait_for(Duration::from_secs(20), "serving certificate reloaded"),
+        "the reload asked for at start was done once the server was built:\n{}",
+        running.lines().join("\n")
+    );
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "a SIGHUP while starting ended the process:\n{}",
+        running.lines().join("\n")
+    );
+    drop(silent_db);
+}
