@@ -44,9 +44,13 @@ pub enum CertError {
     NoCertificate(PathBuf),
     #[error("{} holds no PEM private key", .0.display())]
     NoKey(PathBuf),
+    #[error("{} holds a passphrase-protected private key; the server needs it unencrypted (openssl pkey -in KEY -out KEY.plain)", .0.display())]
+    EncryptedKey(PathBuf),
     #[error("the private key cannot be used: {0}")]
     UnusableKey(rustls::Error),
-    #[error("the private key does not belong to the certificate")]
+    #[error(
+        "the private key does not belong to the first certificate of the chain (the server's own certificate must come first)"
+    )]
     Mismatch,
     #[error("the certificate cannot be parsed: {0}")]
     Unparsable(String),
@@ -104,8 +108,13 @@ pub(crate) fn load_pair(paths: &CertPaths, now: i64) -> Result<ServingCert, Cert
         return Err(CertError::NoCertificate(paths.cert.clone()));
     };
     let (not_before, not_after, subject) = validity(leaf)?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey(paths.key.clone()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        if is_encrypted_key(&key_pem) {
+            CertError::EncryptedKey(paths.key.clone())
+        } else {
+            CertError::NoKey(paths.key.clone())
+        }
+    })?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
@@ -132,6 +141,15 @@ pub(crate) fn load_pair(paths: &CertPaths, now: i64) -> Result<ServingCert, Cert
         not_after,
         subject,
     })
+}
+
+/// A PKCS#8 `ENCRYPTED PRIVATE KEY`, or a traditional key with a
+/// `Proc-Type: 4,ENCRYPTED` header: what OpenSSL writes when given a
+/// passphrase.
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
 /// The leaf's validity period and subject.

@@ -251,6 +251,18 @@ impl Config {
     /// instance degraded for good.
     pub fn advisories(&self) -> Vec<ConfigProblem> {
         let mut out: Vec<ConfigProblem> = self.unverified_database().into_iter().collect();
+        // The public URL names where users, redirects and TikTok's callback
+        // go; with this server speaking HTTPS an http:// one is a port
+        // nobody answers (the redirect listener sends browsers there).
+        if self.server.tls_enabled() && !self.server.public_url.starts_with("https://") {
+            out.push(ConfigProblem {
+                setting: "HUNTAZE_PUBLIC_URL".into(),
+                message: "is not https:// while the server speaks HTTPS: set it to the address \
+                          users reach (redirects, links and the TikTok callback use it)"
+                    .into(),
+                fatal: false,
+            });
+        }
         if self.is_production() && self.monitoring.token.is_none() {
             out.push(ConfigProblem {
                 setting: "HUNTAZE_MONITORING_TOKEN".into(),
@@ -291,15 +303,32 @@ impl Config {
                     "needs HTTPS (HUNTAZE_TLS_CERT_FILE and HUNTAZE_TLS_KEY_FILE)",
                 ));
             }
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                out.push(ConfigProblem::fatal(
+            match addr.parse::<std::net::SocketAddr>() {
+                Err(_) => out.push(ConfigProblem::fatal(
                     "HUNTAZE_HTTP_REDIRECT_LISTEN",
                     "must be an address such as 0.0.0.0:80",
-                ));
+                )),
+                // Two listeners on one port: `serve` would fail to bind the
+                // second, after check-config said all was well.
+                Ok(redirect) if self.listen_addr().is_ok_and(|l| overlap(l, redirect)) => {
+                    out.push(ConfigProblem::fatal(
+                        "HUNTAZE_HTTP_REDIRECT_LISTEN",
+                        "must not be the port HUNTAZE_LISTEN serves on",
+                    ))
+                }
+                Ok(_) => {}
             }
         }
         out
     }
+}
+
+/// Whether two listening addresses take the same port on some interface
+/// (a wildcard address takes it on all of them).
+fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Bounds of `HUNTAZE_MAX_HEADER_BYTES`. Below 1 KiB a browser's ordinary
@@ -387,10 +416,19 @@ impl Config {
                     ),
                     CertError::NoCertificate(_) => (CERT, "holds no PEM certificate".to_owned()),
                     CertError::NoKey(_) => (KEY, "holds no PEM private key".to_owned()),
+                    CertError::EncryptedKey(_) => (
+                        KEY,
+                        "holds a passphrase-protected key; the server needs it unencrypted"
+                            .to_owned(),
+                    ),
                     CertError::UnusableKey(e) => (KEY, format!("cannot be used: {e}")),
-                    CertError::Mismatch => {
-                        (KEY, format!("does not belong to the certificate of {CERT}"))
-                    }
+                    CertError::Mismatch => (
+                        KEY,
+                        format!(
+                            "does not belong to the first certificate of {CERT} (the server's \
+                             own certificate must come first in the chain)"
+                        ),
+                    ),
                     CertError::Unparsable(e) => (CERT, format!("cannot be parsed: {e}")),
                     CertError::Expired(at) => (CERT, format!("expired at {at}")),
                     CertError::NotYetValid(at) => (CERT, format!("is not valid before {at}")),

@@ -417,3 +417,46 @@ fn production_warns_of_a_networked_database_without_verify_full() {
         "postgres://app@db.internal/huntaze"
     ));
 }
+
+#[test]
+fn the_redirect_listener_may_not_share_the_main_port_and_an_http_public_url_is_advised_against() {
+    let shared = |listen: &str, redirect: &str| {
+        let (listen, redirect) = (listen.to_owned(), redirect.to_owned());
+        with(move |c| {
+            c.server.listen = listen;
+            c.server.tls_cert_file = Some("/etc/huntaze/cert.pem".into());
+            c.server.tls_key_file = Some("/etc/huntaze/key.pem".into());
+            c.server.http_redirect_listen = Some(redirect);
+        })
+        .problems()
+        .iter()
+        .any(|p| p.fatal && p.message.contains("must not be the port"))
+    };
+    assert!(shared("127.0.0.1:8443", "127.0.0.1:8443"));
+    assert!(shared("0.0.0.0:8443", "127.0.0.1:8443"));
+    assert!(shared("[::]:8443", "[::]:8443"));
+    assert!(shared("127.0.0.1:8443", "0.0.0.0:8443"));
+    assert!(!shared("127.0.0.1:8443", "127.0.0.1:8080"));
+    assert!(!shared("127.0.0.1:8443", "127.0.0.2:8443"));
+
+    let advice = |public: &str| {
+        let public = public.to_owned();
+        with(move |c| {
+            c.server.public_url = public;
+            c.server.tls_cert_file = Some("/etc/huntaze/cert.pem".into());
+            c.server.tls_key_file = Some("/etc/huntaze/key.pem".into());
+        })
+        .advisories()
+        .into_iter()
+        .any(|p| p.setting == "HUNTAZE_PUBLIC_URL" && !p.fatal)
+    };
+    assert!(advice("http://127.0.0.1:3000"));
+    assert!(!advice("https://huntaze.example.com"));
+    assert!(
+        !with(|c| c.server.public_url = "http://127.0.0.1:3000".into())
+            .advisories()
+            .iter()
+            .any(|p| p.setting == "HUNTAZE_PUBLIC_URL"),
+        "plain HTTP with an http public URL is how development runs"
+    );
+}

@@ -16,7 +16,8 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use futures::future::{Either, Ready, ready};
+use futures::FutureExt;
+use futures::future::{Either, Map, Ready, ready};
 use http::{HeaderValue, StatusCode, header};
 use tower::Service;
 
@@ -79,7 +80,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<S::Future, Ready<Result<Response, Infallible>>>;
+    type Future = Either<Map<S::Future, ProbeAnswer>, Ready<Result<Response, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.app.poll_ready(cx)
@@ -87,10 +88,21 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         if PROBES.contains(&req.uri().path()) {
-            return Either::Left(self.app.call(req));
+            return Either::Left(self.app.call(req).map(without_hsts as ProbeAnswer));
         }
         Either::Right(ready(Ok(redirect(&self.origin, &req))))
     }
+}
+
+type ProbeAnswer = fn(Result<Response, Infallible>) -> Result<Response, Infallible>;
+
+/// A probe's answer over plain HTTP carries no HSTS: RFC 6797 has browsers
+/// ignore it there, and the contract says this listener sends none.
+fn without_hsts(res: Result<Response, Infallible>) -> Result<Response, Infallible> {
+    res.map(|mut res| {
+        res.headers_mut().remove(header::STRICT_TRANSPORT_SECURITY);
+        res
+    })
 }
 
 fn redirect(origin: &str, req: &Request) -> Response {

@@ -36,6 +36,8 @@ fn run_check_config(
         &[
             ("HUNTAZE_TLS_CERT_FILE", cert.as_str()),
             ("HUNTAZE_TLS_KEY_FILE", key.as_str()),
+            // What an HTTPS deployment says (an http:// one is advised against).
+            ("HUNTAZE_PUBLIC_URL", "https://localhost"),
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -144,6 +144,10 @@ async fn the_probes_are_answered_on_the_redirect_listener() {
             .unwrap();
         assert_eq!(res.status(), 200, "{probe}");
         assert!(!res.headers().contains_key("location"));
+        assert!(
+            !res.headers().contains_key("strict-transport-security"),
+            "no HSTS over plain HTTP: {probe}"
+        );
     }
     // A draining instance says so on both listeners.
     app.shutdown.trigger();

@@ -84,6 +84,7 @@ async fn during_an_outage_pages_and_cached_reads_work_writes_get_503_and_it_all_
         })
         .spawn()
         .await;
+    app.wait_ready().await;
     app.sign_up("outage@example.com").await;
     assert_eq!(app.get("/api/auth/session").await.status(), 200);
     let landing_etag = app.get("/").await.headers()["etag"].clone();
@@ -169,6 +170,7 @@ async fn a_hung_database_answers_503_within_the_deadline_not_a_hang() {
         })
         .spawn()
         .await;
+    app.wait_ready().await;
     app.sign_up("hang@example.com").await;
     app.proxy.as_ref().unwrap().set(Mode::Blackhole);
     for path in ["/api/auth/session", "/api/test/db"] {
@@ -426,6 +428,7 @@ async fn a_session_that_cannot_be_looked_up_is_unavailable_not_signed_out() {
         })
         .spawn()
         .await;
+    app.wait_ready().await;
     app.sign_up("outage@example.com").await;
     app.proxy.as_ref().unwrap().set(Mode::Refuse);
 

@@ -113,3 +113,53 @@ fn mismatched_garbage_missing_and_expired_pairs_are_refused_and_a_reload_keeps_t
     resolver.reload(now()).expect("the matching new pair loads");
     assert_ne!(resolver.current().key.cert[0], before, "new pair served");
 }
+
+#[test]
+fn a_passphrase_protected_key_and_a_chain_in_the_wrong_order_are_named_as_such() {
+    if !tls::available("a_passphrase_protected_key_and_a_chain_in_the_wrong_order") {
+        return;
+    }
+    let mut ca = TestCa::new("huntaze test CA");
+    let good = ca.issue(&Leaf::default());
+    let dir = ca.dir.path();
+    let encrypted = dir.join("encrypted.key");
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-aes256", "-passout", "pass:secret", "-in"])
+        .arg(&good.key)
+        .arg("-out")
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = CertResolver::load(
+        CertPaths {
+            cert: good.cert.clone(),
+            key: encrypted,
+        },
+        now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CertError::EncryptedKey(_)), "{err}");
+    assert!(err.to_string().contains("passphrase"), "{err}");
+
+    // The CA first, then the server's certificate.
+    let pem = std::fs::read_to_string(&good.cert).unwrap();
+    let end = "-----END CERTIFICATE-----\n";
+    let split = pem.find(end).unwrap() + end.len();
+    let reversed = dir.join("reversed.pem");
+    std::fs::write(&reversed, format!("{}{}", &pem[split..], &pem[..split])).unwrap();
+    let err = CertResolver::load(
+        CertPaths {
+            cert: reversed,
+            key: good.key.clone(),
+        },
+        now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CertError::Mismatch), "{err}");
+    assert!(err.to_string().contains("must come first"), "{err}");
+}

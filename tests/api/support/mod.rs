@@ -390,6 +390,17 @@ impl TestApp {
         (status, res.json().await.unwrap_or_default())
     }
 
+    /// Waits until `/readyz` answers 200. A server whose start met a slow
+    /// database (a short acquire timeout on a loaded machine) applies its
+    /// migrations in the background and answers writes 503 until then.
+    pub async fn wait_ready(&self) {
+        let ready = eventually(Duration::from_secs(30), || async {
+            self.get("/readyz").await.status() == 200
+        })
+        .await;
+        assert!(ready, "not ready within 30 s");
+    }
+
     /// Registers `email` on the app's own client; returns the CSRF token.
     pub async fn sign_up(&self, email: &str) -> String {
         let (status, body) = self.register_with(&self.client, email, PASSWORD).await;
