@@ -60,6 +60,36 @@ pub enum CertError {
     NotYetValid(String),
 }
 
+/// Why a file of trusted CA certificates (for PostgreSQL or Redis) cannot
+/// be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CaError {
+    #[error("cannot be read: {0}")]
+    Read(std::io::Error),
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+}
+
+/// Reads a PEM bundle of CA certificates, refused when unreadable or when
+/// it holds no certificate: a file that cannot serve would otherwise fail
+/// every handshake later, one at a time.
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, CaError> {
+    let pem = std::fs::read(path).map_err(CaError::Read)?;
+    check_ca_pem(&pem)?;
+    Ok(pem)
+}
+
+/// Whether PEM text holds at least one certificate, all of them whole.
+pub(crate) fn check_ca_pem(pem: &[u8]) -> Result<(), CaError> {
+    let certificates: Result<Vec<CertificateDer<'_>>, _> =
+        CertificateDer::pem_slice_iter(pem).collect();
+    if certificates.is_ok_and(|c| !c.is_empty()) {
+        Ok(())
+    } else {
+        Err(CaError::NoCertificate)
+    }
+}
+
 /// A pair that passed every check, with what monitoring reports of it.
 #[derive(Debug)]
 pub struct ServingCert {
@@ -88,6 +118,13 @@ pub(crate) const EXPIRY_WARNING_DAYS: i64 = 14;
 /// The crypto provider of every TLS endpoint this server builds.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Makes [`provider`] the process default, for libraries that build their
+/// rustls configuration from it (the redis crate): with a second provider
+/// ever enabled in the tree, rustls would otherwise pick none. Idempotent.
+pub(crate) fn install_default_provider() {
+    let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
 }
 
 /// Reads and checks the pair at `paths` as of `now` (Unix seconds).

@@ -484,21 +484,14 @@ impl Config {
             });
             return out;
         }
-        match std::fs::read(path) {
-            Err(e) => out.push(ConfigProblem::fatal(
+        match crate::tls::read_ca_bundle(path) {
+            Ok(_) => {}
+            Err(crate::tls::CaError::Read(e)) => out.push(ConfigProblem::fatal(
                 "HUNTAZE_REDIS_CA_FILE",
                 format!("cannot be read ({})", e.kind()),
             )),
-            Ok(pem) => {
-                use rustls_pki_types::CertificateDer;
-                use rustls_pki_types::pem::PemObject;
-                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
-                if !certs.is_ok_and(|c| !c.is_empty()) {
-                    out.push(ConfigProblem::fatal(
-                        "HUNTAZE_REDIS_CA_FILE",
-                        "holds no PEM certificate",
-                    ));
-                }
+            Err(e @ crate::tls::CaError::NoCertificate) => {
+                out.push(ConfigProblem::fatal("HUNTAZE_REDIS_CA_FILE", e.to_string()))
             }
         }
         out

@@ -255,16 +255,13 @@ fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<redis:
         return redis::Client::open(url).context("parsing HUNTAZE_REDIS_URL");
     }
     // The redis crate builds its rustls configuration from the process's
-    // default provider; installing ours first keeps that working should a
-    // dependency ever enable a second provider (rustls then picks none).
-    let _ = rustls::crypto::CryptoProvider::install_default(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    );
+    // default provider.
+    crate::tls::install_default_provider();
     let Some(path) = ca_file else {
         return redis::Client::open(url).context("parsing HUNTAZE_REDIS_URL");
     };
-    let pem = std::fs::read(path)
-        .with_context(|| format!("reading HUNTAZE_REDIS_CA_FILE ({})", path.display()))?;
+    let pem = crate::tls::read_ca_bundle(path)
+        .with_context(|| format!("HUNTAZE_REDIS_CA_FILE ({})", path.display()))?;
     redis::Client::build_with_tls(
         url,
         redis::TlsCertificates {

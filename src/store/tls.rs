@@ -10,8 +10,6 @@
 //! connection the process opens — the pool, and through it migrations and
 //! the command-line tools — is made from the one URL this returns.
 
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use sqlx::postgres::PgSslMode;
 
 /// The URL's transport settings, for messages (never the URL itself: it may
@@ -108,24 +106,18 @@ impl PgTls {
             // The bundled public roots (webpki-roots) verify the server.
             return Ok(());
         };
-        let pem = if is_inline_pem(root) {
-            root.as_bytes().to_vec()
+        let checked = if is_inline_pem(root) {
+            crate::tls::check_ca_pem(root.as_bytes())
         } else {
-            std::fs::read(root).map_err(|e| format!("sslrootcert {root} cannot be read: {e}"))?
+            crate::tls::read_ca_bundle(std::path::Path::new(root)).map(drop)
         };
-        let no_certificate = || {
-            format!(
+        checked.map_err(|e| match e {
+            crate::tls::CaError::Read(e) => format!("sslrootcert {root} cannot be read: {e}"),
+            crate::tls::CaError::NoCertificate => format!(
                 "sslrootcert {} holds no PEM certificate",
                 self.root_cert_label()
-            )
-        };
-        let certificates = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", no_certificate()))?;
-        if certificates.is_empty() {
-            return Err(no_certificate());
-        }
-        Ok(())
+            ),
+        })
     }
 
     fn root_cert_label(&self) -> &str {
