@@ -182,19 +182,9 @@ log "A huntaze on 127.0.0.1:$HZ_PORT (pid $HZ_PID)"
 
 # The page bytes every target serves.
 PAGE="$WORK/page"
-mkdir -p "$PAGE"
-curl -sf --max-time 5 -H 'Accept-Encoding: identity' -o "$PAGE/index.html" "http://127.0.0.1:$HZ_PORT/" \
-    || die "cannot fetch the identity page from huntaze"
-curl -sf --max-time 5 -H 'Accept-Encoding: gzip' -D "$PAGE/gz.headers" -o "$PAGE/index.html.gz" "http://127.0.0.1:$HZ_PORT/" \
-    || die "cannot fetch the gzip page from huntaze"
-tr -d '\r' <"$PAGE/gz.headers" | grep -qi '^content-encoding: gzip$' || die "huntaze did not answer gzip to Accept-Encoding: gzip"
-gzip -dc <"$PAGE/index.html.gz" | cmp -s - "$PAGE/index.html" \
-    || die "huntaze's gzip variant does not decompress to its identity body (page re-rendered between fetches? run again)"
-CACHE_CONTROL="$(tr -d '\r' <"$PAGE/gz.headers" | awk -F': ' 'tolower($1)=="cache-control" {print $2}')"
-[[ "$CACHE_CONTROL" =~ ^[[:alnum:][:space:]=,-]*$ ]] || die "unexpected Cache-Control from huntaze"
+fetch_page "http://127.0.0.1:$HZ_PORT" "$PAGE"
 IDENTITY_BYTES=$(stat -c %s "$PAGE/index.html")
 GZIP_BYTES=$(stat -c %s "$PAGE/index.html.gz")
-GZIP_SHA=$(sha256sum "$PAGE/index.html.gz" | cut -c1-16)
 log "page: identity $IDENTITY_BYTES B, gzip $GZIP_BYTES B (sha256 $GZIP_SHA...)"
 
 # ---------------------------------------------------------------- B: nginx --

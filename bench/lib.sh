@@ -331,6 +331,27 @@ server_errors() {
     fi
 }
 
+# ---------------------------------------------------------------- page --
+# fetch_page BASE_URL DIR: huntaze's `/` into DIR as index.html (identity)
+# and index.html.gz with its headers (gz.headers), the two checked to be
+# the same page; sets CACHE_CONTROL (what nginx must send too) and
+# GZIP_SHA (first 16 hex digits of the gzip body's SHA-256).
+fetch_page() {
+    local base="$1" dir="$2"
+    mkdir -p "$dir"
+    curl -sf --max-time 5 -H 'Accept-Encoding: identity' -o "$dir/index.html" "$base/" \
+        || die "cannot fetch the identity page from huntaze at $base"
+    curl -sf --max-time 5 -H 'Accept-Encoding: gzip' -D "$dir/gz.headers" -o "$dir/index.html.gz" "$base/" \
+        || die "cannot fetch the gzip page from huntaze at $base"
+    tr -d '\r' <"$dir/gz.headers" | grep -qi '^content-encoding: gzip$' || die "huntaze did not answer gzip to Accept-Encoding: gzip"
+    gzip -dc <"$dir/index.html.gz" | cmp -s - "$dir/index.html" \
+        || die "huntaze's gzip variant does not decompress to its identity body (page re-rendered between fetches? run again)"
+    CACHE_CONTROL="$(tr -d '\r' <"$dir/gz.headers" | awk -F': ' 'tolower($1)=="cache-control" {print $2}')"
+    [[ "$CACHE_CONTROL" =~ ^[[:alnum:][:space:]=,-]*$ ]] || die "unexpected Cache-Control from huntaze"
+    # shellcheck disable=SC2034 # read by the scripts that call this
+    GZIP_SHA=$(sha256sum "$dir/index.html.gz" | cut -c1-16)
+}
+
 # ---------------------------------------------------------------- nginx --
 # nginx_headers_conf HEADERS_FILE OUT: the headers huntaze sent beside the
 # body (its security policy: CSP, nosniff, referrer and opener policies,

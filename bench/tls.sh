@@ -98,15 +98,7 @@ wait_ready "https://127.0.0.1:$HZ_PORT/readyz" "$HZ_PID" "$HZ_DIR/server.log" "h
 log "huntaze on https://127.0.0.1:$HZ_PORT (pid $HZ_PID)"
 
 PAGE="$WORK/page"
-mkdir -p "$PAGE"
-curl -sf --max-time 5 -H 'Accept-Encoding: identity' -o "$PAGE/index.html" "https://127.0.0.1:$HZ_PORT/" \
-    || die "cannot fetch the identity page from huntaze over HTTPS"
-curl -sf --max-time 5 -H 'Accept-Encoding: gzip' -D "$PAGE/gz.headers" -o "$PAGE/index.html.gz" "https://127.0.0.1:$HZ_PORT/" \
-    || die "cannot fetch the gzip page from huntaze over HTTPS"
-gzip -dc <"$PAGE/index.html.gz" | cmp -s - "$PAGE/index.html" || die "the gzip page does not match the identity page (re-rendered? run again)"
-GZIP_SHA=$(sha256sum "$PAGE/index.html.gz" | cut -c1-16)
-CACHE_CONTROL="$(tr -d '\r' <"$PAGE/gz.headers" | awk -F': ' 'tolower($1)=="cache-control" {print $2}')"
-[[ "$CACHE_CONTROL" =~ ^[[:alnum:][:space:]=,-]*$ ]] || die "unexpected Cache-Control from huntaze"
+fetch_page "https://127.0.0.1:$HZ_PORT" "$PAGE"
 
 # ---------------------------------------------------------------- nginx --
 NGX="$(mktemp -d -t huntaze-tls-nginx.XXXXXX)"
