@@ -232,6 +232,7 @@ impl Config {
         }
         out.extend(self.transport_problems());
         out.extend(self.redis_tls_problems());
+        out.extend(self.monitoring_problems());
         if let Some(url) = &self.redis.url
             && redis::parse_redis_url(url.expose_secret()).is_none()
         {
@@ -275,6 +276,82 @@ impl Config {
             open_file_limit(),
             self.database.max_connections,
         ));
+        out
+    }
+}
+
+impl Config {
+    /// SLO targets must leave an error budget, burn-rate windows must be a
+    /// long and a shorter window, and minute rollups must be kept no longer
+    /// than history at all.
+    fn monitoring_problems(&self) -> Vec<ConfigProblem> {
+        let m = &self.monitoring;
+        let mut out = Vec::new();
+        let mut push = |setting: &str, message: String| {
+            out.push(ConfigProblem {
+                setting: setting.to_owned(),
+                message,
+                fatal: true,
+            })
+        };
+        for (setting, value) in [
+            (
+                "HUNTAZE_SLO_AVAILABILITY_PERCENT",
+                m.slo_availability_percent,
+            ),
+            ("HUNTAZE_SLO_LATENCY_PERCENT", m.slo_latency_percent),
+        ] {
+            if !(value > 0.0 && value < 100.0) {
+                push(
+                    setting,
+                    "must be above 0 and below 100 (100 leaves no error budget)".into(),
+                );
+            }
+        }
+        if m.slo_latency_ms == 0 {
+            push("HUNTAZE_SLO_LATENCY_MS", "must be greater than zero".into());
+        }
+        for (rate, long, short) in [
+            (
+                ("HUNTAZE_SLO_PAGE_BURN_RATE", m.slo_page_burn_rate),
+                ("HUNTAZE_SLO_PAGE_LONG_WINDOW_MS", m.slo_page_long_window_ms),
+                (
+                    "HUNTAZE_SLO_PAGE_SHORT_WINDOW_MS",
+                    m.slo_page_short_window_ms,
+                ),
+            ),
+            (
+                ("HUNTAZE_SLO_TICKET_BURN_RATE", m.slo_ticket_burn_rate),
+                (
+                    "HUNTAZE_SLO_TICKET_LONG_WINDOW_MS",
+                    m.slo_ticket_long_window_ms,
+                ),
+                (
+                    "HUNTAZE_SLO_TICKET_SHORT_WINDOW_MS",
+                    m.slo_ticket_short_window_ms,
+                ),
+            ),
+        ] {
+            if !(rate.1.is_finite() && rate.1 > 0.0) {
+                push(rate.0, "must be a number greater than zero".into());
+            }
+            if short.1 == 0 {
+                push(short.0, "must be greater than zero".into());
+            } else if short.1 >= long.1 {
+                push(short.0, format!("must be shorter than {}", long.0));
+            }
+        }
+        if m.minute_retention_ms == 0 {
+            push(
+                "HUNTAZE_MONITORING_MINUTE_RETENTION_MS",
+                "must be greater than zero".into(),
+            );
+        } else if m.minute_retention_ms > m.retention_ms {
+            push(
+                "HUNTAZE_MONITORING_MINUTE_RETENTION_MS",
+                "must not exceed HUNTAZE_MONITORING_RETENTION_MS".into(),
+            );
+        }
         out
     }
 }

@@ -482,6 +482,10 @@ pub struct MonitoringSettings {
     pub flush_ms: u64,
     #[serde(rename = "monitoring_retention_ms")]
     pub retention_ms: u64,
+    /// How long per-minute rollups are kept; older history is read from
+    /// the per-hour tier, which is kept for `retention_ms`.
+    #[serde(rename = "monitoring_minute_retention_ms")]
+    pub minute_retention_ms: u64,
     /// Alert rules: evaluation interval, look-back window, traffic floor,
     /// thresholds, how long a condition holds before firing, how often a
     /// firing alert is re-sent.
@@ -502,6 +506,23 @@ pub struct MonitoringSettings {
     /// Requests per second one instance serves comfortably (for the
     /// instance-count forecast).
     pub scaling_capacity_rps: f64,
+    /// Service level objectives over non-probe routes: the percentage of
+    /// requests not answered with 5xx, and the percentage answered within
+    /// `slo_latency_ms`.
+    pub slo_availability_percent: f64,
+    pub slo_latency_ms: u64,
+    pub slo_latency_percent: f64,
+    /// Multiwindow, multi-burn-rate alerts (Google SRE workbook, "Alerting
+    /// on SLOs"): a page when the error budget burns `slo_page_burn_rate`
+    /// times too fast over both the long and the short page window, a
+    /// ticket likewise at `slo_ticket_burn_rate`. Windows are settings so
+    /// that tests can run them in seconds.
+    pub slo_page_burn_rate: f64,
+    pub slo_page_long_window_ms: u64,
+    pub slo_page_short_window_ms: u64,
+    pub slo_ticket_burn_rate: f64,
+    pub slo_ticket_long_window_ms: u64,
+    pub slo_ticket_short_window_ms: u64,
 }
 
 impl Default for MonitoringSettings {
@@ -510,6 +531,7 @@ impl Default for MonitoringSettings {
             token: None,
             flush_ms: 10_000,
             retention_ms: 7 * 24 * 3_600_000,
+            minute_retention_ms: 48 * 3_600_000,
             alert_eval_ms: 15_000,
             alert_window_ms: 300_000,
             alert_min_requests: 20,
@@ -524,6 +546,15 @@ impl Default for MonitoringSettings {
             alert_webhook_timeout_ms: 5_000,
             alert_webhook_attempts: 4,
             scaling_capacity_rps: 1_000.0,
+            slo_availability_percent: 99.9,
+            slo_latency_ms: 300,
+            slo_latency_percent: 99.0,
+            slo_page_burn_rate: 14.4,
+            slo_page_long_window_ms: 3_600_000,
+            slo_page_short_window_ms: 300_000,
+            slo_ticket_burn_rate: 6.0,
+            slo_ticket_long_window_ms: 6 * 3_600_000,
+            slo_ticket_short_window_ms: 1_800_000,
         }
     }
 }

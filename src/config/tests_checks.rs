@@ -460,3 +460,44 @@ fn the_redirect_listener_may_not_share_the_main_port_and_an_http_public_url_is_a
         "plain HTTP with an http public URL is how development runs"
     );
 }
+
+#[test]
+fn slo_targets_leave_a_budget_and_burn_rate_windows_are_long_then_short() {
+    assert!(
+        Config::default()
+            .problems()
+            .iter()
+            .all(|p| !p.setting.starts_with("HUNTAZE_SLO_")
+                && p.setting != "HUNTAZE_MONITORING_MINUTE_RETENTION_MS"),
+        "the defaults are valid"
+    );
+    let fatal_settings = |c: &Config| -> Vec<String> {
+        c.problems()
+            .into_iter()
+            .filter(|p| p.fatal)
+            .map(|p| p.setting)
+            .collect()
+    };
+    let config = with(|c| {
+        c.monitoring.slo_availability_percent = 100.0;
+        c.monitoring.slo_latency_percent = 0.0;
+        c.monitoring.slo_latency_ms = 0;
+        c.monitoring.slo_page_burn_rate = f64::NAN;
+        c.monitoring.slo_page_short_window_ms = c.monitoring.slo_page_long_window_ms;
+        c.monitoring.slo_ticket_short_window_ms = 0;
+        c.monitoring.minute_retention_ms = c.monitoring.retention_ms + 1;
+    });
+    let bad = fatal_settings(&config);
+    for setting in [
+        "HUNTAZE_SLO_AVAILABILITY_PERCENT",
+        "HUNTAZE_SLO_LATENCY_PERCENT",
+        "HUNTAZE_SLO_LATENCY_MS",
+        "HUNTAZE_SLO_PAGE_BURN_RATE",
+        "HUNTAZE_SLO_PAGE_SHORT_WINDOW_MS",
+        "HUNTAZE_SLO_TICKET_SHORT_WINDOW_MS",
+        "HUNTAZE_MONITORING_MINUTE_RETENTION_MS",
+    ] {
+        assert!(bad.iter().any(|s| s == setting), "{setting} in {bad:?}");
+    }
+    assert!(!bad.iter().any(|s| s == "HUNTAZE_SLO_TICKET_BURN_RATE"));
+}

@@ -84,7 +84,7 @@ impl Db {
         keep: i64,
         session: &str,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if !lock_user_with_session(&mut tx, &s.user_id, session).await? {
             return Ok(false);
         }
@@ -182,7 +182,7 @@ impl Db {
         audit: &AuditRow,
         session: &str,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if !lock_user_with_session(&mut tx, &c.user_id, session).await? {
             return Ok(false);
         }
@@ -230,7 +230,7 @@ impl Db {
         platform: &str,
         audit: &AuditRow,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let n =
             sqlx::query("DELETE FROM platform_connections WHERE user_id = $1 AND platform = $2")
                 .bind(user_id)
@@ -318,7 +318,7 @@ impl Db {
         now: i64,
         audit: &AuditRow,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE platform_connections SET status = 'reconnect_needed', last_error = $1, updated_at = $2, \
              refresh_lease_until = 0 WHERE id = $3",

@@ -136,7 +136,7 @@ impl Db {
         samples: &[SampleRow],
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if let (Some(first), Some(last)) = (rollups.first(), rollups.last()) {
             let (from, to) = (first.minute.min(last.minute), first.minute.max(last.minute));
             let existing = sqlx::query(

@@ -138,7 +138,7 @@ impl Db {
         new: &SessionRow,
         audit: &super::audit::AuditRow,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for hash in previous {
             sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                 .bind(hash)

@@ -77,7 +77,7 @@ impl Db {
         audit: &super::audit::AuditRow,
         session: &super::sessions::SessionRow,
     ) -> Result<Inserted, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         // On EMAIL_TAKEN the transaction rolls back on drop.
         if !insert_user(&mut tx, user, &user.role).await? {
             return Ok(Inserted::EmailTaken);
@@ -96,7 +96,7 @@ impl Db {
         user: &UserRow,
         audit: &super::audit::AuditRow,
     ) -> Result<Inserted, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if !insert_user(&mut tx, user, "admin").await? {
             return Ok(Inserted::EmailTaken);
         }
@@ -123,7 +123,7 @@ impl Db {
         now: i64,
         audit: impl FnOnce(&Promotion) -> super::audit::AuditRow,
     ) -> Result<Option<Promotion>, sqlx::Error> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let display_name: Option<Option<String>> =
             sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
                 .bind(user_id)
