@@ -282,8 +282,7 @@ impl Config {
 
 impl Config {
     /// SLO targets must leave an error budget, burn-rate windows must be a
-    /// long and a shorter window, and minute rollups must be kept no longer
-    /// than history at all.
+    /// long and a shorter window.
     fn monitoring_problems(&self) -> Vec<ConfigProblem> {
         let m = &self.monitoring;
         let mut out = Vec::new();
@@ -341,15 +340,14 @@ impl Config {
                 push(short.0, format!("must be shorter than {}", long.0));
             }
         }
+        // Larger than HUNTAZE_MONITORING_RETENTION_MS is not a problem: no
+        // history outlives that, so minute rows are simply capped by it (an
+        // operator who shortens the retention must not have to learn of
+        // this setting first).
         if m.minute_retention_ms == 0 {
             push(
                 "HUNTAZE_MONITORING_MINUTE_RETENTION_MS",
                 "must be greater than zero".into(),
-            );
-        } else if m.minute_retention_ms > m.retention_ms {
-            push(
-                "HUNTAZE_MONITORING_MINUTE_RETENTION_MS",
-                "must not exceed HUNTAZE_MONITORING_RETENTION_MS".into(),
             );
         }
         out

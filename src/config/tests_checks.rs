@@ -485,7 +485,7 @@ fn slo_targets_leave_a_budget_and_burn_rate_windows_are_long_then_short() {
         c.monitoring.slo_page_burn_rate = f64::NAN;
         c.monitoring.slo_page_short_window_ms = c.monitoring.slo_page_long_window_ms;
         c.monitoring.slo_ticket_short_window_ms = 0;
-        c.monitoring.minute_retention_ms = c.monitoring.retention_ms + 1;
+        c.monitoring.minute_retention_ms = 0;
     });
     let bad = fatal_settings(&config);
     for setting in [
@@ -500,4 +500,11 @@ fn slo_targets_leave_a_budget_and_burn_rate_windows_are_long_then_short() {
         assert!(bad.iter().any(|s| s == setting), "{setting} in {bad:?}");
     }
     assert!(!bad.iter().any(|s| s == "HUNTAZE_SLO_TICKET_BURN_RATE"));
+    let shorter_history = with(|c| c.monitoring.retention_ms = 3_600_000);
+    assert!(
+        !fatal_settings(&shorter_history)
+            .iter()
+            .any(|s| s.starts_with("HUNTAZE_MONITORING_")),
+        "a retention below the minute retention caps it, not refused"
+    );
 }
