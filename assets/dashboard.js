@@ -30,7 +30,7 @@
   function badgeClass(status) { return "badge " + statusClass(status); }
   function sevClass(s) { return s === "high" ? "badge bad" : s === "medium" ? "badge warn" : "badge"; }
   function rank(status) { return STATUS_RANK.hasOwnProperty(status) ? STATUS_RANK[status] : 2; }
-  // RFC 3339 UTC as an operator greps it in logs, to the second.
+  // UTC to the second, as an operator compares it with log timestamps.
   function utc(ts) {
     var t = Date.parse(ts);
     return isNaN(t) ? String(ts) : new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
@@ -74,6 +74,8 @@
         return s;
       })),
       axes: [{}, { size: 50 }],
+      // UTC like every other time on the page and in the logs.
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
       legend: { show: series.length > 1 },
       cursor: { drag: { x: false, y: false } }
     };
@@ -345,7 +347,7 @@
       renderInstances(d);
       renderAlerts(d);
       renderCapacity(d);
-      text($("updated"), "updated " + new Date(d.generatedAt).toLocaleTimeString());
+      text($("updated"), "updated " + utc(d.generatedAt).slice(11, 19) + " UTC");
     }).catch(function (e) {
       if (mine !== generation) return;
       var box = $("error");
