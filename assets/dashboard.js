@@ -17,7 +17,9 @@
   var generation = 0;
 
   function $(id) { return document.getElementById(id); }
-  function text(el, t) { el.textContent = t; return el; }
+  // Unchanged text is left alone: a live region would announce it again at
+  // every refresh.
+  function text(el, t) { if (el.textContent !== t) el.textContent = t; return el; }
   function el(tag, cls, t) { var e = document.createElement(tag); if (cls) e.className = cls; if (t != null) e.textContent = t; return e; }
   function svg(tag, attrs) {
     var e = document.createElementNS(SVG, tag);

@@ -316,11 +316,16 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
         }
         let canned_state = c.find(Locator::Id("errors-state")).await?.text().await?;
         full_page_screenshot(&driver_url, &c, "dashboard-412-error-groups.png").await;
+        // The longest range reads other rows and steps; same shape.
+        c.find(Locator::Css("#range option[value='7d']")).await?.click().await?;
+        c.wait().for_element(Locator::Css("body[data-dashboard='loaded-7d']")).await?;
+        let week = c.execute_async(GEOMETRY, vec![]).await?;
         Ok::<_, fantoccini::error::CmdError>((
             measured,
             (instance_health, external_note),
             (errors_state, errors_table),
             (canned, canned_rows, canned_state),
+            week,
         ))
     }
     .await;
@@ -332,6 +337,7 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
         (instance_health, external_note),
         (errors_state, errors_table),
         (canned, canned_rows, canned_state),
+        week,
     ) = result.expect("the dashboard loads at every width");
 
     for ((width, _), g) in &measured {
@@ -392,6 +398,9 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
         other => panic!("/api/monitoring/errors answered {other}"),
     }
 
+    assert_eq!(week["innerWidth"], 412);
+    assert!(week["scrollWidth"].as_u64() <= Some(412), "7d: {week}");
+    assert_eq!(week["problems"], json!([]), "7d");
     assert_eq!(canned["innerWidth"], 412);
     assert!(canned["scrollWidth"].as_u64() <= Some(412), "{canned}");
     assert_eq!(canned["problems"], json!([]));
