@@ -318,6 +318,31 @@
     return fetch(path + "?range=" + encodeURIComponent(range), { credentials: "same-origin" });
   }
 
+  function monitoringJson(path, range) {
+    return getJson(path, range).then(function (r) {
+      if (!r.ok) throw new Error("the monitoring API answered " + r.status);
+      return r.json();
+    });
+  }
+
+  // Health samples. The latest statuses come from the last 15 minutes at
+  // every refresh; a longer range's history (the sparklines) changes little
+  // in 15 s, so it is read again only after 1/240 of the range (6 min of
+  // 24 h) and the recent samples are added to it meanwhile.
+  var history = null;
+  function loadTrends(range) {
+    if (RANGE_MS[range] <= RANGE_MS["1h"]) return monitoringJson("/api/monitoring/health-trends", range);
+    var now = Date.now();
+    var past = history && history.range === range && now - history.at < RANGE_MS[range] / 240
+      ? Promise.resolve(history.items)
+      : monitoringJson("/api/monitoring/health-trends", range).then(function (items) {
+        history = { range: range, at: now, items: items };
+        return items;
+      });
+    return Promise.all([past, monitoringJson("/api/monitoring/health-trends", "15m")])
+      .then(function (r) { return r[0].concat(r[1]); });
+  }
+
   // The error groups: null when this server has no such route (404).
   function loadErrors(range) {
     return getJson("/api/monitoring/errors", range).then(function (r) {
@@ -333,14 +358,9 @@
     $("loading").hidden = false;
     $("error").hidden = true;
     var main = Promise.all([
-      getJson("/api/monitoring/dashboard", range),
-      getJson("/api/monitoring/health-trends", range)
-    ]).then(function (rs) {
-      return Promise.all(rs.map(function (r) {
-        if (!r.ok) throw new Error("the monitoring API answered " + r.status);
-        return r.json();
-      }));
-    }).then(function (res) {
+      monitoringJson("/api/monitoring/dashboard", range),
+      loadTrends(range)
+    ]).then(function (res) {
       if (mine !== generation) return;
       var d = res[0];
       renderHealth(d, res[1]);

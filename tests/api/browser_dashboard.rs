@@ -316,16 +316,33 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
         }
         let canned_state = c.find(Locator::Id("errors-state")).await?.text().await?;
         full_page_screenshot(&driver_url, &c, "dashboard-412-error-groups.png").await;
-        // The longest range reads other rows and steps; same shape.
+        // The longest range reads other rows and steps; same shape. Two
+        // loads of it read the week's samples once and the last 15
+        // minutes' at each load.
+        c.execute("performance.clearResourceTimings(); return null;", vec![]).await?;
         c.find(Locator::Css("#range option[value='7d']")).await?.click().await?;
         c.wait().for_element(Locator::Css("body[data-dashboard='loaded-7d']")).await?;
         let week = c.execute_async(GEOMETRY, vec![]).await?;
+        c.execute(
+            "document.body.removeAttribute('data-dashboard'); \
+             document.getElementById('range').dispatchEvent(new Event('change')); return null;",
+            vec![],
+        )
+        .await?;
+        c.wait().for_element(Locator::Css("body[data-dashboard='loaded-7d']")).await?;
+        let trend_reads = c
+            .execute(
+                "return performance.getEntriesByType('resource').map(e => new URL(e.name)) \
+                 .filter(u => u.pathname === '/api/monitoring/health-trends').map(u => u.search).sort();",
+                vec![],
+            )
+            .await?;
         Ok::<_, fantoccini::error::CmdError>((
             measured,
             (instance_health, external_note),
             (errors_state, errors_table),
             (canned, canned_rows, canned_state),
-            week,
+            (week, trend_reads),
         ))
     }
     .await;
@@ -337,7 +354,7 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
         (instance_health, external_note),
         (errors_state, errors_table),
         (canned, canned_rows, canned_state),
-        week,
+        (week, trend_reads),
     ) = result.expect("the dashboard loads at every width");
 
     for ((width, _), g) in &measured {
@@ -401,6 +418,11 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
     assert_eq!(week["innerWidth"], 412);
     assert!(week["scrollWidth"].as_u64() <= Some(412), "7d: {week}");
     assert_eq!(week["problems"], json!([]), "7d");
+    assert_eq!(
+        trend_reads,
+        json!(["?range=15m", "?range=15m", "?range=7d"]),
+        "health trends read for two loads of the 7-day range"
+    );
     assert_eq!(canned["innerWidth"], 412);
     assert!(canned["scrollWidth"].as_u64() <= Some(412), "{canned}");
     assert_eq!(canned["problems"], json!([]));
