@@ -18,6 +18,10 @@ pub(crate) const CRITICAL_CSS: &str = include_str!("../assets/critical.css");
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// `/favicon.ico` keeps its name across releases, so it cannot be
+/// immutable: a day, long enough that browsers do not ask on every page.
+const FAVICON_CACHE: &str = "public, max-age=86400";
+
 /// An embedded asset: its bytes and the compressed forms `build.rs` made.
 struct File {
     /// Under `assets/`; its last segment is the name templates ask for.
@@ -60,11 +64,34 @@ const FILES: &[File] = &[
     asset!("vendor/uPlot.min.css", "text/css; charset=utf-8"),
 ];
 
+/// The icon browsers fetch from `/favicon.ico` whatever a page links (on
+/// JSON and error responses too, and some only read ICO). Drawn from
+/// `favicon.svg` by `scripts/favicon-ico.py`; served under its own name.
+const FAVICON_ICO: File = asset!("favicon.ico", "image/x-icon");
+
 /// The embedded assets by hashed file name.
 pub struct Assets {
     by_hashed_name: HashMap<String, Precompressed>,
     url_by_name: HashMap<&'static str, String>,
+    favicon_ico: Precompressed,
     critical_css_hash: String,
+}
+
+/// `f` with its build-time compressed forms. An empty form: build.rs's
+/// encoder failed; not offered.
+fn precompressed(f: &File, cache_control: &'static str) -> Precompressed {
+    let some = |b: &'static [u8]| (!b.is_empty()).then(|| Bytes::from_static(b));
+    let encoded = Encoded {
+        brotli: some(f.br),
+        zstd: some(f.zstd),
+        gzip: some(f.gzip),
+    };
+    Precompressed::from_encoded(
+        Bytes::from_static(f.body),
+        encoded,
+        f.content_type,
+        cache_control,
+    )
 }
 
 impl Assets {
@@ -72,19 +99,7 @@ impl Assets {
         let mut by_hashed_name = HashMap::new();
         let mut url_by_name = HashMap::new();
         for f in FILES {
-            // An empty file: build.rs's encoder failed; not offered.
-            let some = |b: &'static [u8]| (!b.is_empty()).then(|| Bytes::from_static(b));
-            let encoded = Encoded {
-                brotli: some(f.br),
-                zstd: some(f.zstd),
-                gzip: some(f.gzip),
-            };
-            let body = Precompressed::from_encoded(
-                Bytes::from_static(f.body),
-                encoded,
-                f.content_type,
-                IMMUTABLE,
-            );
+            let body = precompressed(f, IMMUTABLE);
             let name = f.name();
             let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
             let hashed = format!("{stem}.{}.{ext}", body.hash());
@@ -95,6 +110,7 @@ impl Assets {
         Self {
             by_hashed_name,
             url_by_name,
+            favicon_ico: precompressed(&FAVICON_ICO, FAVICON_CACHE),
             critical_css_hash: format!(
                 "'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)
@@ -114,6 +130,11 @@ impl Assets {
 
     pub fn get(&self, hashed_name: &str) -> Option<&Precompressed> {
         self.by_hashed_name.get(hashed_name)
+    }
+
+    /// The body of `/favicon.ico`.
+    pub fn favicon_ico(&self) -> &Precompressed {
+        &self.favicon_ico
     }
 
     /// CSP source expression for the inline critical CSS.
@@ -149,7 +170,7 @@ mod tests {
     #[test]
     fn the_build_time_compressed_forms_decode_to_the_files() {
         use std::io::Read;
-        for f in FILES {
+        for f in FILES.iter().chain([&FAVICON_ICO]) {
             let mut br = Vec::new();
             brotli::Decompressor::new(f.br, 4096)
                 .read_to_end(&mut br)

@@ -1,5 +1,5 @@
 //! HTTP routes: parse, call, respond. Each module owns one path prefix:
-//! `pages` (`/`, `/assets`), `health` (`/api/health*`, `/livez`, `/readyz`),
+//! `pages` (`/`, `/assets`, `/favicon.ico`), `health` (`/api/health*`, `/livez`, `/readyz`),
 //! `openapi` (`/api/openapi.json`), `auth` (`/api/auth/*`), `admin`
 //! (`/api/admin/*`), `account_pages` (`/login`, `/register`, `/logout`,
 //! `/platforms`), `tiktok` (the TikTok connection, API and pages),
@@ -182,6 +182,7 @@ pub fn router(extra: Option<RouteTable>) -> Routes {
     .route("/metrics", P::API.shed_exempt(), get(monitoring::metrics))
     .route("/", P::PAGE.critical().light(), get(pages::landing))
     .route("/assets/{name}", P::PAGE.light(), get(pages::asset))
+    .route("/favicon.ico", P::PAGE.light(), get(pages::favicon))
     .route("/livez", PROBE, get(health::livez))
     .route("/readyz", PROBE.critical(), get(health::readyz));
     if let Some(extra) = extra {

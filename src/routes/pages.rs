@@ -1,4 +1,5 @@
-//! `/` and `/assets/{name}`: both served from memory, precompressed.
+//! `/`, `/assets/{name}` and `/favicon.ico`: served from memory,
+//! precompressed.
 
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
@@ -24,4 +25,12 @@ pub(crate) async fn asset(
         .get(&name)
         .map(|a| a.respond(req.headers(), &state.pipeline_headers))
         .ok_or(AppError::NotFound)
+}
+
+/// The site icon at the address browsers try on their own.
+pub(crate) async fn favicon(State(state): State<AppState>, req: Request) -> Response {
+    state
+        .assets
+        .favicon_ico()
+        .respond(req.headers(), &state.pipeline_headers)
 }

@@ -16,7 +16,7 @@ use crate::support::{PASSWORD, TestApp, eventually};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Driver {
     }
 }
 
-fn browser_available(test: &str) -> bool {
+pub(crate) fn browser_available(test: &str) -> bool {
     let ok = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if !ok {
         if services_required() {
@@ -40,7 +40,7 @@ fn browser_available(test: &str) -> bool {
     ok
 }
 
-async fn start_browser() -> (Driver, fantoccini::Client, String) {
+pub(crate) async fn start_browser() -> (Driver, fantoccini::Client, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +83,7 @@ async fn start_browser() -> (Driver, fantoccini::Client, String) {
 }
 
 /// Severe entries of the browser console (errors, CSP violations).
-async fn console_errors(driver_url: &str, c: &fantoccini::Client) -> Vec<String> {
+pub(crate) async fn console_errors(driver_url: &str, c: &fantoccini::Client) -> Vec<String> {
     let Ok(Some(id)) = c.session_id().await else {
         return vec!["no session id".into()];
     };
@@ -225,6 +225,7 @@ async fn the_monitoring_dashboard_loads_switches_range_and_logs_no_errors() {
         app.get("/").await;
         app.get("/api/health").await;
     }
+    let errors_route = crate::browser_dashboard::errors_route_status(&app, &admin).await;
     let (_driver, c, driver_url) = start_browser().await;
     let result = async {
         c.goto(&app.url("/login?next=/admin/monitoring")).await?;
@@ -268,7 +269,11 @@ async fn the_monitoring_dashboard_loads_switches_range_and_logs_no_errors() {
         Ok::<_, fantoccini::error::CmdError>((rows, route_text, canvases, components, alerts))
     }
     .await;
-    let errors = console_errors(&driver_url, &c).await;
+    let errors = crate::browser_dashboard::without_missing_errors_route(
+        console_errors(&driver_url, &c).await,
+        &app,
+        errors_route,
+    );
     if result.is_err() {
         if let Ok(png) = c.screenshot().await {
             std::fs::write(artifact_dir().join("monitoring-dashboard-failure.png"), png).unwrap();

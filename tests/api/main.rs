@@ -10,6 +10,7 @@ mod api_fuzz;
 mod avatar;
 mod bad_input;
 mod browser;
+mod browser_dashboard;
 mod cert_watch;
 mod config_strictness;
 mod connections;
