@@ -12,6 +12,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod connections;
+pub(crate) mod errors;
 pub(crate) mod monitoring;
 pub(crate) mod rollup;
 pub(crate) mod sessions;
