@@ -203,3 +203,26 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
     }
 }
+
+#[cfg(test)]
+mod grouping_tests {
+    use crate::error::ErrorReport;
+    use crate::monitoring::metrics::HttpMetrics;
+
+    fn report(res: &axum::response::Response) -> ErrorReport {
+        res.extensions()
+            .get::<ErrorReport>()
+            .cloned()
+            .unwrap_or_else(|| ErrorReport::from_status(res.status()))
+    }
+
+    #[test]
+    fn a_caught_panic_is_grouped_as_panic_and_a_shed_request_not_at_all() {
+        let panic = report(&super::panic_response(Box::new("boom 42")));
+        assert_eq!((panic.kind, panic.status.as_u16()), ("panic", 500));
+        assert!(panic.is_grouped());
+        assert!(panic.cause.is_some_and(|c| c.contains("boom 42")));
+        let shed = report(&crate::middleware::shed::shed_response(&HttpMetrics::new()));
+        assert!(shed.is_shed() && !shed.is_grouped());
+    }
+}

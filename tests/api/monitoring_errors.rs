@@ -287,6 +287,19 @@ async fn during_an_outage_groups_are_kept_in_memory_and_written_after() {
     })
     .await;
     assert!(written);
+    let panic = format!(
+        "new_error:{}",
+        group(&groups(&app, "15m").await, "panic").unwrap()["fingerprint"]
+            .as_str()
+            .unwrap()
+    );
+    // announced before the cut (an evaluation cut short mid-way may lose
+    // a notification it had decided: the lifecycle is not transactional)
+    let announced = eventually(Duration::from_secs(10), || async {
+        receiver.count("firing", &panic) >= 1
+    })
+    .await;
+    assert!(announced, "the new group was announced");
     let proxy = app.proxy.as_ref().expect("proxy");
     proxy.set(Mode::Refuse);
     for i in 0..3 {
@@ -295,6 +308,9 @@ async fn during_an_outage_groups_are_kept_in_memory_and_written_after() {
     for i in 0..2 {
         fail(&app, "upstream", &format!("during{i}")).await;
     }
+    // a request that needs the database: its kind comes from the store's
+    // classification of the real driver error
+    assert_eq!(app.get("/api/test/db").await.status(), 503);
     // the flush sees the cut
     assert!(app.state.monitor.flush().await.is_err());
     // answered from memory: this instance's unwritten errors
@@ -303,6 +319,16 @@ async fn during_an_outage_groups_are_kept_in_memory_and_written_after() {
     assert_eq!(count_of(&list, "upstream"), 2, "{list:?}");
     assert_eq!(group(&list, "upstream").unwrap()["status"], 502);
     assert_eq!(group(&list, "upstream").unwrap()["code"], "BAD_GATEWAY");
+    let db = list
+        .iter()
+        .find(|g| g["route"] == "/api/test/db")
+        .expect("the database group");
+    eprintln!("database group during the cut: {db}");
+    assert_eq!(
+        (db["status"].as_u64(), db["code"].as_str()),
+        (Some(503), Some("SERVICE_UNAVAILABLE"))
+    );
+    assert_eq!(db["cause"], "database_unavailable");
 
     proxy.set(Mode::Pass);
     let written = eventually(Duration::from_secs(20), || async {
@@ -316,12 +342,6 @@ async fn during_an_outage_groups_are_kept_in_memory_and_written_after() {
     let upstream = format!(
         "new_error:{}",
         group(&list, "upstream").unwrap()["fingerprint"]
-            .as_str()
-            .unwrap()
-    );
-    let panic = format!(
-        "new_error:{}",
-        group(&list, "panic").unwrap()["fingerprint"]
             .as_str()
             .unwrap()
     );
@@ -376,5 +396,52 @@ async fn the_errors_route_checks_its_range_and_its_callers() {
     assert!(
         doc["components"]["schemas"]["ErrorGroup"]["properties"]["lastRequestId"].is_object(),
         "{op}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_grouped_and_shed_requests_are_not() {
+    let app = monitored("instance-a")
+        .config(|c| {
+            c.server.max_in_flight = 1;
+            c.server.request_timeout_ms = 2_000;
+        })
+        .spawn()
+        .await;
+    let c = app.client.clone();
+    let url = app.url("/api/test/sleep?ms=3000");
+    let slow = tokio::spawn(async move { c.get(url).send().await.unwrap().status() });
+    // the slow request holds the one slot before the others come
+    let holding = eventually(Duration::from_secs(5), || async {
+        app.state.metrics.in_flight() == 1
+    })
+    .await;
+    assert!(holding);
+    let shed = eventually(Duration::from_secs(5), || async {
+        app.get("/api/test/sleep?ms=1").await.status() == 503
+    })
+    .await;
+    assert!(shed, "a request was shed while the slot was held");
+    assert_eq!(slow.await.unwrap(), 504);
+    let list = groups(&app, "15m").await;
+    assert_eq!(
+        list.len(),
+        1,
+        "the deadline only, not the shed 503: {list:?}"
+    );
+    assert_eq!(list[0]["route"], "/api/test/sleep");
+    assert_eq!(list[0]["status"], 504);
+    assert_eq!(list[0]["code"], "GATEWAY_TIMEOUT");
+    assert_eq!(list[0]["cause"], "deadline");
+    assert_eq!(list[0]["count"], 1);
+    let m = metrics_text(&app).await;
+    assert!(sample(&m, "http_server_requests_shed_total", &[]).is_some_and(|n| n >= 1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "huntaze_errors_total",
+            &[("http_response_status_code", "503")]
+        ),
+        None
     );
 }
