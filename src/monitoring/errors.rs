@@ -295,6 +295,20 @@ fn merge_groups(
 }
 
 impl Monitor {
+    /// [`flush_errors`](Self::flush_errors) as one step of the monitoring
+    /// flush: an unreachable database fails the flush (the rollups would
+    /// fail too), but a write the database rejects (a bug) must not hold
+    /// the rollups and health samples back; its deltas stay in memory.
+    pub(super) async fn flush_error_groups(&self) -> Result<(), sqlx::Error> {
+        match self.flush_errors().await {
+            Err(e) if crate::store::classify(&e) == crate::store::Fault::Permanent => {
+                tracing::error!(error = %e, "error groups could not be written; kept in memory");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Writes the unwritten error deltas in one batch. A batch whose
     /// outcome is unknown is looked up by its id first, so no delta is
     /// added twice; what could not be written stays for the next flush.

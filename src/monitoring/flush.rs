@@ -70,7 +70,7 @@ impl Monitor {
     /// anything else is written, so no delta is added twice.
     pub async fn flush(&self) -> Result<(), sqlx::Error> {
         self.collect();
-        self.flush_errors().await?;
+        self.flush_error_groups().await?;
         let dropped = self.history().take_dropped();
         if dropped > 0 {
             tracing::warn!(

@@ -445,3 +445,36 @@ async fn deadlines_are_grouped_and_shed_requests_are_not() {
         None
     );
 }
+
+crate::both_backends! {
+    async fn a_rejected_error_group_write_holds_back_nothing_else(backend) {
+        let app = monitored("instance-a")
+            .backend(backend)
+            .config(|c| c.monitoring.flush_ms = 60_000)
+            .spawn()
+            .await;
+        let db = app.state.db.pool();
+        // a schema the writer does not expect: the database rejects the write
+        sqlx::query("ALTER TABLE error_groups RENAME COLUMN cause TO cause_kind")
+            .execute(db)
+            .await
+            .expect("rename");
+        fail(&app, "internal", "x").await;
+        fail(&app, "internal", "y").await;
+        assert_eq!(app.get("/livez").await.status(), 200);
+        app.state.monitor.flush().await.expect("the flush carries on");
+        assert_eq!(
+            app.count("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM metric_rollups WHERE route = 'GET /livez'")
+                .await,
+            1,
+            "the rollups were written all the same"
+        );
+        sqlx::query("ALTER TABLE error_groups RENAME COLUMN cause_kind TO cause")
+            .execute(db)
+            .await
+            .expect("rename back");
+        fail(&app, "internal", "z").await;
+        app.state.monitor.flush().await.expect("flush");
+        assert_eq!(stored_count(&app, "internal").await, 3, "kept, then written once");
+    }
+}
