@@ -74,8 +74,9 @@ type SeriesKey = (String, String, u16, String);
 struct Tally {
     /// Unwritten deltas by fingerprint.
     pending: HashMap<String, ErrorGroupRow>,
-    /// Errors since start per series, for `/metrics`.
-    totals: BTreeMap<SeriesKey, u64>,
+    /// Errors since start per fingerprint, with the metric series it
+    /// counts in (several codes may share one series), for `/metrics`.
+    totals: HashMap<String, (SeriesKey, u64)>,
     /// Errors dropped from `pending` for its bound since the last flush.
     dropped: u64,
 }
@@ -137,11 +138,52 @@ impl ErrorTally {
         let _ = self.instance.set(instance.to_owned());
     }
 
-    /// Counts one error response; returns its group's fingerprint.
+    /// Counts one error response; returns its group's fingerprint. A group
+    /// already pending costs a lookup and no allocation under the lock
+    /// (an outage answers every request with an error, on every worker).
     pub(crate) fn record(&self, key: &ErrorKey<'_>, request_id: &str, at_ms: i64) -> String {
         let fingerprint = key.fingerprint();
-        let row = ErrorGroupRow {
-            fingerprint: fingerprint.clone(),
+        {
+            let mut t = self.inner();
+            if let Some((_, n)) = t.totals.get_mut(&fingerprint) {
+                *n += 1;
+                if let Some(g) = t.pending.get_mut(&fingerprint) {
+                    g.count += 1;
+                    g.first_seen = g.first_seen.min(at_ms);
+                    if at_ms >= g.last_seen {
+                        g.last_seen = at_ms;
+                        g.last_request_id.clear();
+                        g.last_request_id.push_str(request_id);
+                    }
+                    return fingerprint;
+                }
+                t.add(self.row(key, &fingerprint, request_id, at_ms));
+                return fingerprint;
+            }
+        }
+        let row = self.row(key, &fingerprint, request_id, at_ms);
+        let series = (
+            key.route.to_owned(),
+            key.method.to_owned(),
+            key.status,
+            key.cause.to_owned(),
+        );
+        let mut t = self.inner();
+        t.add(row);
+        t.totals.entry(fingerprint.clone()).or_insert((series, 0)).1 += 1;
+        fingerprint
+    }
+
+    /// A pending row for one error.
+    fn row(
+        &self,
+        key: &ErrorKey<'_>,
+        fingerprint: &str,
+        request_id: &str,
+        at_ms: i64,
+    ) -> ErrorGroupRow {
+        ErrorGroupRow {
+            fingerprint: fingerprint.to_owned(),
             route: key.route.to_owned(),
             method: key.method.to_owned(),
             status: key.status,
@@ -152,17 +194,7 @@ impl ErrorTally {
             last_seen: at_ms,
             last_request_id: request_id.to_owned(),
             instances: self.instance.get().cloned().into_iter().collect(),
-        };
-        let mut t = self.inner();
-        t.add(row);
-        let series = (
-            key.route.to_owned(),
-            key.method.to_owned(),
-            key.status,
-            key.cause.to_owned(),
-        );
-        *t.totals.entry(series).or_default() += 1;
-        fingerprint
+        }
     }
 
     /// Every unwritten delta, leaving none, and how many errors the bound
@@ -188,11 +220,11 @@ impl ErrorTally {
 
     /// Errors since start per (route, method, status, cause).
     pub(crate) fn totals(&self) -> Vec<(SeriesKey, u64)> {
-        self.inner()
-            .totals
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        let mut by_series: BTreeMap<SeriesKey, u64> = BTreeMap::new();
+        for (series, n) in self.inner().totals.values() {
+            *by_series.entry(series.clone()).or_default() += n;
+        }
+        by_series.into_iter().collect()
     }
 }
 
@@ -477,6 +509,24 @@ mod tests {
         assert!(t.take_pending().0.is_empty(), "taken");
         let totals = t.totals();
         assert_eq!(totals.iter().map(|(_, n)| n).sum::<u64>(), 4, "totals stay");
+        // after a flush took it, the group starts a new delta
+        t.record(&key("/a", "panic"), "req-y", 40);
+        let (rows, _) = t.take_pending();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].count, rows[0].first_seen), (1, 40));
+        // two codes of one cause on one route: two groups, one series
+        let other_code = ErrorKey {
+            code: "OTHER",
+            ..key("/a", "panic")
+        };
+        t.record(&other_code, "req-z", 50);
+        let series: Vec<_> = t
+            .totals()
+            .into_iter()
+            .filter(|((route, _, _, cause), _)| route == "/a" && cause == "panic")
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(series, vec![5]);
     }
 
     #[test]
