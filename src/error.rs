@@ -188,8 +188,47 @@ impl AppError {
             details,
             retry_after,
             cause,
+            kind: self.cause_kind(),
         }
     }
+
+    /// The cause kind: what class of failure this is, from the variant and,
+    /// for database errors, the store's classification. Fixed strings only,
+    /// never values from the error: it keys error groups and labels a
+    /// metric, where a value (an id, a message) would split one failure
+    /// into as many groups as it has values.
+    fn cause_kind(&self) -> &'static str {
+        use AppError::*;
+        match self {
+            Internal(e) => database_kind(e).unwrap_or("internal"),
+            Unavailable { source, .. } => database_kind(source).unwrap_or("unavailable"),
+            BadGateway(e) if is_timeout(e) => "upstream_timeout",
+            BadGateway(_) => "upstream",
+            GatewayTimeout => "deadline",
+            RateLimited { .. } => "rate_limited",
+            _ => "client",
+        }
+    }
+}
+
+/// The kind of a database failure anywhere in `e`'s chain.
+fn database_kind(e: &anyhow::Error) -> Option<&'static str> {
+    let db = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>())?;
+    let statement_timeout = matches!(db, sqlx::Error::Database(d)
+        if d.code().as_deref() == Some("57014"));
+    Some(match crate::store::classify(db) {
+        _ if matches!(db, sqlx::Error::PoolTimedOut) || statement_timeout => "database_timeout",
+        crate::store::Fault::Transient | crate::store::Fault::Unavailable => "database_unavailable",
+        crate::store::Fault::Permanent => "database",
+    })
+}
+
+/// Whether an HTTP client timeout is anywhere in `e`'s chain.
+fn is_timeout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+    })
 }
 
 impl From<sqlx::Error> for AppError {
@@ -215,6 +254,10 @@ pub struct ErrorReport {
     pub retry_after: Option<Duration>,
     /// The full cause chain, for the log line only.
     pub cause: Option<String>,
+    /// The cause kind (`internal`, `panic`, `database_unavailable`,
+    /// `upstream`, `deadline`, `overloaded`, …): a fixed classification,
+    /// never a value, which keys error groups.
+    pub kind: &'static str,
 }
 
 impl ErrorReport {
@@ -242,9 +285,31 @@ impl ErrorReport {
         let mut report = err.report();
         report.status = status;
         report.cause = None;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            report.kind = OVERLOADED;
+        }
         report
     }
+
+    /// A 503 without a cause: the load shedder's (or a layer's) refusal for
+    /// capacity, not a failure of this request's work.
+    pub fn is_shed(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE && self.cause.is_none()
+    }
+
+    /// Whether this response is counted in an error group: every 5xx but
+    /// the shed 503s, which are capacity (counted by
+    /// `http_server_requests_shed_total`), not errors; a storm of them
+    /// would otherwise bury the groups that need a fix.
+    pub fn is_grouped(&self) -> bool {
+        self.status.is_server_error() && !self.is_shed()
+    }
 }
+
+/// The cause kind of a shed request.
+pub(crate) const OVERLOADED: &str = "overloaded";
+/// The cause kind of a caught panic.
+pub(crate) const PANIC: &str = "panic";
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -288,6 +353,43 @@ mod tests {
         assert_eq!(r.code, "INTERNAL_ERROR");
         assert!(!r.message.contains("SELECT"));
         assert!(r.cause.unwrap().contains("SELECT"));
+    }
+
+    #[test]
+    fn cause_kinds_classify_without_values() {
+        let kind = |e: AppError| e.report().kind;
+        assert_eq!(kind(AppError::internal(anyhow::anyhow!("x 1"))), "internal");
+        assert_eq!(
+            kind(AppError::from(sqlx::Error::PoolTimedOut)),
+            "database_timeout"
+        );
+        assert_eq!(
+            kind(AppError::from(sqlx::Error::PoolClosed)),
+            "database_unavailable"
+        );
+        assert_eq!(kind(AppError::from(sqlx::Error::RowNotFound)), "database");
+        assert_eq!(
+            kind(AppError::internal(
+                anyhow::Error::new(sqlx::Error::PoolClosed).context("reading users")
+            )),
+            "database_unavailable",
+            "found through a context"
+        );
+        assert_eq!(
+            kind(AppError::unavailable(anyhow::anyhow!("queue full"))),
+            "unavailable"
+        );
+        assert_eq!(
+            kind(AppError::BadGateway(anyhow::anyhow!("tiktok"))),
+            "upstream"
+        );
+        assert_eq!(kind(AppError::GatewayTimeout), "deadline");
+        assert_eq!(kind(AppError::NotFound), "client");
+        let shed = ErrorReport::from_status(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.kind, OVERLOADED);
+        assert!(shed.is_shed() && !shed.is_grouped());
+        assert!(AppError::GatewayTimeout.report().is_grouped());
+        assert!(!AppError::NotFound.report().is_grouped());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! body becomes `ErrorResponse` JSON or a friendly HTML page, as the route's
 //! policy says ([`ErrorFormat`](super::route_policy::ErrorFormat)); both carry the request id. The full cause
 //! chain is logged once, inside the request span, and never sent: server
-//! errors at ERROR, client errors and shed requests at DEBUG.
+//! errors at ERROR, client errors and shed requests at DEBUG. Every server
+//! error but a shed 503 is counted in its error group here
+//! (`monitoring::errors`), whose fingerprint the log line carries.
 
 use std::any::Any;
 
@@ -16,8 +18,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody};
+use crate::error::{AppError, ErrorBody, ErrorReport, ErrorResponse, FinalBody, OVERLOADED, PANIC};
 use crate::middleware::state::AppState;
+use crate::monitoring::errors::ErrorKey;
 use crate::time_fmt::now_rfc3339;
 use crate::views::{Chrome, ErrorView};
 
@@ -27,6 +30,7 @@ pub(crate) fn render(
     state: &AppState,
     json: bool,
     request_id: &HeaderValue,
+    origin: &Origin<'_>,
     res: Response,
 ) -> Response {
     let status = res.status();
@@ -36,7 +40,7 @@ pub(crate) fn render(
         return res;
     }
     let request_id = request_id.to_str().unwrap_or_default().to_owned();
-    let report = match res.extensions().get::<ErrorReport>() {
+    let mut report = match res.extensions().get::<ErrorReport>() {
         Some(r) => r.clone(),
         None if res
             .extensions()
@@ -47,7 +51,24 @@ pub(crate) fn render(
         }
         None => ErrorReport::from_status(status),
     };
-    log(&report);
+    if report.is_shed() {
+        report.kind = OVERLOADED;
+    }
+    // Counted before the log line, which names the group.
+    let fingerprint = report.is_grouped().then(|| {
+        state.metrics.errors.record(
+            &ErrorKey {
+                route: origin.route,
+                method: origin.method,
+                status: report.status.as_u16(),
+                code: report.code,
+                cause: report.kind,
+            },
+            &request_id,
+            origin.at_ms,
+        )
+    });
+    log(&report, fingerprint.as_deref());
 
     let (mut parts, _discarded) = res.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -107,16 +128,31 @@ fn page_title(status: StatusCode) -> &'static str {
     }
 }
 
-fn log(report: &ErrorReport) {
+/// Where an error response comes from: the error group's key beside the
+/// report's status, code and cause kind.
+pub(crate) struct Origin<'a> {
+    /// The route template (`unmatched` for none), never the raw path.
+    pub route: &'a str,
+    /// The method label (`metrics::method_label`).
+    pub method: &'static str,
+    /// When the request started (epoch ms).
+    pub at_ms: i64,
+}
+
+fn log(report: &ErrorReport, fingerprint: Option<&str>) {
     let cause = report.cause.as_deref().unwrap_or("");
-    if report.status == StatusCode::SERVICE_UNAVAILABLE && report.cause.is_none() {
+    if report.is_shed() {
         // Load shedding: counted in metrics, not worth a line each.
         tracing::debug!(status = 503, code = report.code, "request shed");
     } else if report.status.is_server_error() {
+        // The fingerprint leads from the error group to these lines, and
+        // the request id (the span's) from a group's lastRequestId.
         tracing::error!(
             status = report.status.as_u16(),
             code = report.code,
             cause,
+            cause_kind = report.kind,
+            fingerprint = fingerprint.unwrap_or(""),
             "request failed"
         );
     } else {
@@ -138,7 +174,11 @@ pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
-    AppError::internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+    let mut report = AppError::internal(anyhow::anyhow!("handler panicked: {detail}")).report();
+    report.kind = PANIC;
+    let mut res = report.status.into_response();
+    res.extensions_mut().insert(report);
+    res
 }
 
 /// `Retry-After` in whole seconds, rounded up: a client that waits exactly
@@ -161,5 +201,28 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+    }
+}
+
+#[cfg(test)]
+mod grouping_tests {
+    use crate::error::ErrorReport;
+    use crate::monitoring::metrics::HttpMetrics;
+
+    fn report(res: &axum::response::Response) -> ErrorReport {
+        res.extensions()
+            .get::<ErrorReport>()
+            .cloned()
+            .unwrap_or_else(|| ErrorReport::from_status(res.status()))
+    }
+
+    #[test]
+    fn a_caught_panic_is_grouped_as_panic_and_a_shed_request_not_at_all() {
+        let panic = report(&super::panic_response(Box::new("boom 42")));
+        assert_eq!((panic.kind, panic.status.as_u16()), ("panic", 500));
+        assert!(panic.is_grouped());
+        assert!(panic.cause.is_some_and(|c| c.contains("boom 42")));
+        let shed = report(&crate::middleware::shed::shed_response(&HttpMetrics::new()));
+        assert!(shed.is_shed() && !shed.is_grouped());
     }
 }

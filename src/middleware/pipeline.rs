@@ -178,12 +178,8 @@ where
         let path = req.uri().path();
         let matched = p.labels.label(path);
         let policy = p.labels.policy(matched, path);
-        let route = p
-            .state
-            .config
-            .server
-            .metrics_enabled
-            .then(|| (matched, method_label(req.method())));
+        let route = (matched, method_label(req.method()));
+        let metrics = p.state.config.server.metrics_enabled;
         let json = policy.errors == ErrorFormat::Json;
         // Counted in flight even with metrics off: the heap trim
         // (`memory.rs`) waits for a moment with none.
@@ -197,6 +193,7 @@ where
             started,
             started_ms: crate::time_fmt::ms_of(now),
             route,
+            metrics,
             json,
             slot,
         };
@@ -357,7 +354,11 @@ struct Finish {
     started: Instant,
     /// `started` on the wall clock, epoch ms.
     started_ms: i64,
-    route: Option<(Option<RouteId>, &'static str)>,
+    /// The matched route (None: unmatched) and the method label: the
+    /// metrics' labels and an error group's key.
+    route: (Option<RouteId>, &'static str),
+    /// Whether request metrics are recorded.
+    metrics: bool,
     json: bool,
     /// Holds one of the shedder's slots.
     slot: bool,
@@ -369,11 +370,17 @@ impl Finish {
     /// metrics record the final status.
     fn respond(&mut self, res: Response) -> Response {
         let p = &*self.conn.pipeline;
-        let mut res = error_boundary::render(&p.state, self.json, &self.id, res);
+        let (route, method) = self.route;
+        let route = route.map_or(UNMATCHED, |id| p.labels.template(id));
+        let origin = error_boundary::Origin {
+            route,
+            method,
+            at_ms: self.started_ms,
+        };
+        let mut res = error_boundary::render(&p.state, self.json, &self.id, &origin, res);
         p.state.security_headers.apply(res.headers_mut());
         let elapsed = self.started.elapsed();
-        if let Some((route, method)) = self.route {
-            let route = route.map_or(UNMATCHED, |id| p.labels.template(id));
+        if self.metrics {
             p.state.metrics.record(
                 route,
                 method,

@@ -12,7 +12,9 @@ use crate::time_fmt::now_ms;
 
 /// The error of a database call that failed or ran out of its budget (a
 /// budget past is reported as a timeout, as the pool would).
-fn failure<T>(r: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>) -> sqlx::Error {
+pub(super) fn failure<T>(
+    r: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+) -> sqlx::Error {
     match r {
         Ok(Err(e)) => e,
         _ => sqlx::Error::PoolTimedOut,
@@ -68,6 +70,7 @@ impl Monitor {
     /// anything else is written, so no delta is added twice.
     pub async fn flush(&self) -> Result<(), sqlx::Error> {
         self.collect();
+        self.flush_error_groups().await?;
         let dropped = self.history().take_dropped();
         if dropped > 0 {
             tracing::warn!(
@@ -179,6 +182,7 @@ impl Monitor {
     }
 
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        self.db.prune_monitoring(now_ms() - self.retention_ms).await
+        let before = now_ms() - self.retention_ms;
+        Ok(self.db.prune_monitoring(before).await? + self.db.prune_error_groups(before).await?)
     }
 }

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use super::PerThread;
 use super::alerts::Severity;
+use super::errors::ErrorTally;
 use super::histogram::Histograms;
 use super::rollup::ShardedRollups;
 use crate::cache::CacheStats;
@@ -63,6 +64,8 @@ pub struct HttpMetrics {
     pub rollups: ShardedRollups,
     /// Requests refused by the in-flight limit since start.
     shed: AtomicU64,
+    /// Server errors by group, unwritten, and since start by series.
+    pub errors: ErrorTally,
 }
 
 /// What `/metrics` shows beside the request metrics: read by the edge from
@@ -132,6 +135,7 @@ impl HttpMetrics {
             histograms: Histograms::new(SHARDS),
             rollups: ShardedRollups::new(SHARDS),
             shed: AtomicU64::new(0),
+            errors: ErrorTally::default(),
         }
     }
 
@@ -198,6 +202,10 @@ impl HttpMetrics {
             (
                 "huntaze_redis_fallbacks_total",
                 "Operations that fell back to local behaviour because Redis was down.",
+            ),
+            (
+                "huntaze_errors_total",
+                "Server errors (5xx and caught panics; shed 503s excluded) by route, method, status and cause kind.",
             ),
             (
                 "huntaze_predicted_instances",
@@ -344,6 +352,18 @@ impl HttpMetrics {
                 "alerts_firing",
                 &[("severity", severity.as_str().into())],
                 n as f64,
+            );
+        }
+        for ((route, method, status, cause), n) in self.errors.totals() {
+            self.counter(
+                "huntaze_errors_total",
+                &[
+                    ("http_route", route),
+                    ("http_request_method", method),
+                    ("http_response_status_code", status.to_string()),
+                    ("cause", cause),
+                ],
+                n,
             );
         }
         if let Some(p) = inputs.predicted_instances {

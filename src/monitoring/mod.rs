@@ -2,7 +2,7 @@
 //! rollups and health samples kept in the database so history survives
 //! restarts and instances add up ([`rollup`]), alerting ([`alerts`]), and
 //! the data behind the dashboard, health trends and the scaling forecast
-//! ([`Monitor`]).
+//! ([`Monitor`]), and error groups ([`errors`]).
 //!
 //! Monitoring must keep working through the outage it reports. So requests
 //! never write monitoring rows (reads merge what this instance has not
@@ -14,6 +14,7 @@
 
 pub(crate) mod alerts;
 mod dashboard;
+pub(crate) mod errors;
 mod evaluation;
 mod flush;
 pub(crate) mod histogram;
@@ -22,6 +23,7 @@ pub(crate) mod metrics;
 pub(crate) mod rollup;
 mod views;
 
+pub(crate) use errors::ErrorGroup;
 pub use views::Range;
 pub(crate) use views::{AlertsView, DashboardData, HealthTrend, Scaling};
 
@@ -113,6 +115,8 @@ pub struct Monitor {
     evaluation: tokio::sync::Mutex<()>,
     /// A flush batch whose commit is not known to have happened.
     in_doubt: std::sync::Mutex<Option<InDoubtBatch>>,
+    /// The error groups' flush state ([`errors`]).
+    error_flush: errors::ErrorFlush,
     /// Alerts raised while the database was unreachable.
     local_alerts: LocalAlerts,
     /// Whether the last evaluation could not use the database.
@@ -146,6 +150,7 @@ impl Monitor {
         let thresholds = Thresholds::from_config(config);
         // Local evaluation looks back as far as any rule does.
         let keep_ms = thresholds.window_ms.max(thresholds.degraded_ms) + 120_000;
+        metrics.errors.set_instance(&instance);
         Ok(Self {
             notifier: Notifier::new(config, instance.clone(), Arc::clone(db.retries()))?,
             history: std::sync::Mutex::new(LocalHistory::new(instance.clone(), keep_ms)),
@@ -172,6 +177,7 @@ impl Monitor {
             flush_gate: tokio::sync::RwLock::new(()),
             evaluation: tokio::sync::Mutex::new(()),
             in_doubt: std::sync::Mutex::new(None),
+            error_flush: Default::default(),
             local_alerts: LocalAlerts::default(),
             evaluating_locally: AtomicBool::new(false),
             last_health_sample: AtomicI64::new(0),

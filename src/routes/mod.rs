@@ -135,6 +135,7 @@ pub fn router(extra: Option<RouteTable>) -> Routes {
     .routes(P::API, routes!(monitoring::dashboard))
     .routes(P::API, routes!(monitoring::health_trends))
     .routes(P::API, routes!(monitoring::alerts))
+    .routes(P::API, routes!(monitoring::errors))
     .routes(P::API, routes!(monitoring::scaling))
     .routes(P::API, (schemas, paths, serve_document))
     .routes(P::API.critical().light(), routes!(health::overall))

@@ -18,7 +18,7 @@ use crate::middleware::extract::{ApiQuery, UserLookup};
 use crate::middleware::request_id::RequestContext;
 use crate::middleware::state::AppState;
 use crate::monitoring::metrics::{CircuitFigures, ComponentStatus, MetricsInputs};
-use crate::monitoring::{AlertsView, DashboardData, HealthTrend, Range, Scaling};
+use crate::monitoring::{AlertsView, DashboardData, ErrorGroup, HealthTrend, Range, Scaling};
 use crate::views::Chrome;
 
 /// Prometheus text exposition, guarded by the monitoring token when one is
@@ -198,6 +198,27 @@ pub(crate) async fn health_trends(
             .health_trends(q.component.as_deref(), range)
             .await?,
     ))
+}
+
+/// Error groups last seen within the range, most recently seen first (at
+/// most 100): every 5xx and caught panic, shed 503s excepted, grouped by
+/// route, method, status, code and cause kind; `count` is all-time. While
+/// the database is unreachable, this instance's unwritten groups.
+#[utoipa::path(get, path = "/api/monitoring/errors", tag = "monitoring", params(RangeQuery),
+    security(("monitoring_token" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "error groups, most recently seen first", body = [ErrorGroup]),
+        (status = 400, description = "VALIDATION_ERROR: unknown range", body = crate::error::ErrorResponse),
+        (status = 401, description = UNAUTHORIZED, body = crate::error::ErrorResponse),
+        (status = 403, description = FORBIDDEN, body = crate::error::ErrorResponse),
+    ))]
+pub(crate) async fn errors(
+    State(state): State<AppState>,
+    _who: MonitoringCaller,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<Vec<ErrorGroup>>, AppError> {
+    let range = parse_range(q.range.as_deref())?;
+    Ok(Json(state.monitor.error_groups(range).await?))
 }
 
 /// Active (pending or firing) and recently resolved alerts.

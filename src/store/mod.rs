@@ -12,6 +12,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod connections;
+pub(crate) mod errors;
 pub(crate) mod monitoring;
 pub(crate) mod rollup;
 pub(crate) mod sessions;
@@ -333,14 +334,17 @@ impl Db {
                     .acquire()
                     .await
                     .map_err(|e| self.migrate_failure(&e.into()))?;
+                // Closed however this ends, a start-up budget dropping the
+                // future mid-way included: pooled, the connection would keep
+                // the session's migration lock, and every later attempt
+                // would wait on it.
+                conn.close_on_drop();
                 sqlx::Executor::execute(&mut *conn, "SET statement_timeout = 0")
                     .await
                     .map_err(|e| self.migrate_failure(&e.into()))?;
                 // `run_direct` is `run` on a connection: `run(&mut *conn)`
                 // does not prove `Send` for every lifetime (sqlx's own note).
-                let applied = migrator.run_direct(None, &mut *conn, false).await;
-                conn.close_on_drop();
-                applied
+                migrator.run_direct(None, &mut *conn, false).await
             }
         }
         .map_err(|e| self.migrate_failure(&e))?;

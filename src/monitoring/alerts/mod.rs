@@ -10,7 +10,9 @@
 //! - `component_unhealthy` (high for database/config, else medium): the last
 //!   N samples of a component all unhealthy;
 //! - `component_degraded` (low): not healthy for the whole degraded window;
-//! - `circuit_open` (medium): a dependency's circuit breaker is open.
+//! - `circuit_open` (medium): a dependency's circuit breaker is open;
+//! - `new_error` (medium): an error group the database created within the
+//!   alert window (`monitoring::errors`).
 
 mod book;
 mod notifier;
@@ -61,6 +63,7 @@ pub(crate) enum Rule {
     ComponentUnhealthy,
     ComponentDegraded,
     CircuitOpen,
+    NewError,
 }
 
 impl Rule {
@@ -71,6 +74,7 @@ impl Rule {
             Rule::ComponentUnhealthy => "component_unhealthy",
             Rule::ComponentDegraded => "component_degraded",
             Rule::CircuitOpen => "circuit_open",
+            Rule::NewError => "new_error",
         }
     }
 }

@@ -22,6 +22,7 @@ pub fn routes() -> RouteTable {
         .route("/test/sleep", RoutePolicy::PAGE, get(sleep))
         .route("/api/test/db", RoutePolicy::API, get(db_read))
         .route("/api/test/db-sleep", RoutePolicy::API, get(db_sleep))
+        .route("/api/test/fail", RoutePolicy::API, get(fail))
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -52,6 +53,25 @@ async fn sleep(ApiQuery(q): ApiQuery<Sleep>) -> &'static str {
 async fn db_read(State(state): State<AppState>) -> Result<String, AppError> {
     let f = state.sessions.site_figures().await?;
     Ok(f.creators.to_string())
+}
+
+#[derive(Deserialize)]
+struct Fail {
+    /// panic, internal, upstream or unavailable.
+    cause: String,
+    /// A value in the message (error groups must ignore it).
+    detail: Option<String>,
+}
+
+/// Fails as asked, with `detail` in the cause chain.
+async fn fail(ApiQuery(q): ApiQuery<Fail>) -> Result<&'static str, AppError> {
+    let detail = q.detail.unwrap_or_default();
+    Err(match q.cause.as_str() {
+        "panic" => panic!("probe failure {detail}"),
+        "upstream" => AppError::BadGateway(anyhow::anyhow!("upstream said {detail}")),
+        "unavailable" => AppError::unavailable(anyhow::anyhow!("dependency {detail} down")),
+        _ => AppError::internal(anyhow::anyhow!("internal {detail}")),
+    })
 }
 
 /// Holds a statement on the database for `ms` (PostgreSQL `pg_sleep`).
