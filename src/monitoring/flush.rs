@@ -12,7 +12,9 @@ use crate::time_fmt::now_ms;
 
 /// The error of a database call that failed or ran out of its budget (a
 /// budget past is reported as a timeout, as the pool would).
-fn failure<T>(r: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>) -> sqlx::Error {
+pub(super) fn failure<T>(
+    r: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+) -> sqlx::Error {
     match r {
         Ok(Err(e)) => e,
         _ => sqlx::Error::PoolTimedOut,
@@ -75,6 +77,7 @@ impl Monitor {
                 "monitoring history beyond the outage buffer was dropped (oldest first)"
             );
         }
+        self.flush_slo().await?;
         loop {
             // The gate is taken per batch, so that reads get through
             // between the batches of a long outage's backlog.
@@ -179,6 +182,10 @@ impl Monitor {
     }
 
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        self.db.prune_monitoring(now_ms() - self.retention_ms).await
+        let history = self
+            .db
+            .prune_monitoring(now_ms() - self.retention_ms)
+            .await?;
+        Ok(history + self.prune_slo().await?)
     }
 }

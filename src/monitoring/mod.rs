@@ -20,6 +20,7 @@ pub(crate) mod histogram;
 pub(crate) mod history;
 pub(crate) mod metrics;
 pub(crate) mod rollup;
+pub(crate) mod slo;
 mod views;
 
 pub use views::Range;
@@ -115,6 +116,9 @@ pub struct Monitor {
     in_doubt: std::sync::Mutex<Option<InDoubtBatch>>,
     /// Alerts raised while the database was unreachable.
     local_alerts: LocalAlerts,
+    /// SLO slots on their way to the database, and the burn-rate alerts'
+    /// settings.
+    slo: slo::SloState,
     /// Whether the last evaluation could not use the database.
     evaluating_locally: AtomicBool,
     last_health_sample: AtomicI64,
@@ -173,6 +177,7 @@ impl Monitor {
             evaluation: tokio::sync::Mutex::new(()),
             in_doubt: std::sync::Mutex::new(None),
             local_alerts: LocalAlerts::default(),
+            slo: slo::SloState::new(slo::SloPolicy::from_config(config)),
             evaluating_locally: AtomicBool::new(false),
             last_health_sample: AtomicI64::new(0),
             flush_every: Duration::from_millis(config.flush_ms.max(50)),

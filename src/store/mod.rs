@@ -15,6 +15,7 @@ pub(crate) mod connections;
 pub(crate) mod monitoring;
 pub(crate) mod rollup;
 pub(crate) mod sessions;
+pub(crate) mod slo;
 mod sqlite_deadline;
 pub(crate) mod stats;
 mod tls;

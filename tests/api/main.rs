@@ -28,6 +28,7 @@ mod monitoring;
 mod monitoring_alerts;
 mod monitoring_dashboard;
 mod monitoring_outage;
+mod monitoring_slo;
 mod openapi;
 mod pg_tls;
 mod redis_tls;

@@ -10,7 +10,10 @@
 //! - `component_unhealthy` (high for database/config, else medium): the last
 //!   N samples of a component all unhealthy;
 //! - `component_degraded` (low): not healthy for the whole degraded window;
-//! - `circuit_open` (medium): a dependency's circuit breaker is open.
+//! - `circuit_open` (medium): a dependency's circuit breaker is open;
+//! - `slo_availability_page`, `slo_latency_page` (high) and
+//!   `slo_availability_ticket`, `slo_latency_ticket` (medium): an SLO's
+//!   error budget burning too fast over two windows (`super::slo`).
 
 mod book;
 mod notifier;
@@ -61,6 +64,10 @@ pub(crate) enum Rule {
     ComponentUnhealthy,
     ComponentDegraded,
     CircuitOpen,
+    SloAvailabilityPage,
+    SloAvailabilityTicket,
+    SloLatencyPage,
+    SloLatencyTicket,
 }
 
 impl Rule {
@@ -71,6 +78,10 @@ impl Rule {
             Rule::ComponentUnhealthy => "component_unhealthy",
             Rule::ComponentDegraded => "component_degraded",
             Rule::CircuitOpen => "circuit_open",
+            Rule::SloAvailabilityPage => "slo_availability_page",
+            Rule::SloAvailabilityTicket => "slo_availability_ticket",
+            Rule::SloLatencyPage => "slo_latency_page",
+            Rule::SloLatencyTicket => "slo_latency_ticket",
         }
     }
 }
