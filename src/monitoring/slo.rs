@@ -49,6 +49,10 @@ pub(crate) fn is_probe(route: &str) -> bool {
     PROBE_ROUTES.contains(&route)
 }
 
+/// Slots the longest window may span: bounds what the monitor keeps in
+/// memory (per map, a few dozen bytes a slot) whatever the settings.
+const MAX_SLOTS: i64 = 10_000;
+
 /// One burn-rate alert: the rate and its two windows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct BurnAlert {
@@ -70,8 +74,9 @@ pub(crate) struct SloPolicy {
     /// Requests the long window needs before either alert may hold.
     pub min_requests: u64,
     /// Width of a counting slot: a fifth of the shortest window, within
-    /// [1 s, 60 s]; a window sums the slots it overlaps, so it reads at
-    /// most one slot (a fifth) more than its length.
+    /// [1 s, 60 s], and no narrower than the longest window / [`MAX_SLOTS`]
+    /// (memory); a window sums the slots it overlaps, so it reads at most
+    /// one slot (a fifth) more than its length.
     pub slot_ms: i64,
 }
 
@@ -88,10 +93,9 @@ impl SloPolicy {
             long_ms: ms(c.slo_ticket_long_window_ms),
             short_ms: ms(c.slo_ticket_short_window_ms),
         };
-        let shortest = [page.short_ms, page.long_ms, ticket.short_ms, ticket.long_ms]
-            .into_iter()
-            .min()
-            .unwrap_or(60_000);
+        let windows = [page.short_ms, page.long_ms, ticket.short_ms, ticket.long_ms];
+        let shortest = windows.into_iter().min().unwrap_or(60_000);
+        let longest = windows.into_iter().max().unwrap_or(60_000);
         Self {
             availability: c.slo_availability_percent / 100.0,
             latency: c.slo_latency_percent / 100.0,
@@ -99,7 +103,7 @@ impl SloPolicy {
             page,
             ticket,
             min_requests: c.alert_min_requests,
-            slot_ms: (shortest / 5).clamp(1_000, 60_000),
+            slot_ms: (shortest / 5).clamp(1_000, 60_000).max(longest / MAX_SLOTS),
         }
     }
 
@@ -535,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_a_fifth_of_the_shortest_window_within_one_second_and_a_minute() {
+    fn slots_are_a_fifth_of_the_shortest_window_within_bounds() {
         assert_eq!(
             SloPolicy::from_config(&MonitoringSettings::default()).slot_ms,
             60_000
@@ -546,6 +550,13 @@ mod tests {
             ..MonitoringSettings::default()
         };
         assert_eq!(SloPolicy::from_config(&c).slot_ms, 20_000);
+        // A 30-day ticket window with a 1 s page window: 10 000 slots.
+        let c = MonitoringSettings {
+            slo_page_short_window_ms: 1_000,
+            slo_ticket_long_window_ms: 30 * 86_400_000,
+            ..MonitoringSettings::default()
+        };
+        assert_eq!(SloPolicy::from_config(&c).slot_ms, 259_200);
         assert_eq!(policy().slot_of(12_345), 12_000);
         assert_eq!(policy().longest_ms(), 361_000);
     }
