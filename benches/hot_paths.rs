@@ -85,6 +85,22 @@ fn metrics_record(bencher: divan::Bencher) {
     });
 }
 
+/// As `metrics_record`, on a route the SLOs count (the health API is a
+/// probe to them): the difference is the SLO slot's cost per request.
+#[divan::bench]
+fn metrics_record_slo_counted(bencher: divan::Bencher) {
+    let m = HttpMetrics::new();
+    bencher.bench_local(|| {
+        m.record(
+            divan::black_box("/api/accounts/{id}"),
+            "GET",
+            200,
+            0.000_4,
+            huntaze::now_ms(),
+        )
+    });
+}
+
 #[divan::bench(sample_count = 200)]
 fn session_lookup(bencher: divan::Bencher) {
     session_bench(bencher, 30_000);

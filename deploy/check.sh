@@ -16,6 +16,7 @@ step "Prometheus rules and their unit tests"
 if command -v promtool >/dev/null; then
     run promtool check rules prometheus/alerts.yml
     run promtool test rules prometheus/alerts_test.yml
+    run promtool test rules prometheus/slo_test.yml
     # The configuration names a token file that exists only on the Prometheus
     # host: check a copy that points at a stand-in. Debian's promtool is built
     # without Kubernetes service discovery; then the Kubernetes job is left out

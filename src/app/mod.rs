@@ -115,7 +115,7 @@ impl AppBuilder {
         );
         let health = Arc::new(HealthSampler::new(checks, config.health.check_timeout()));
         health.sample_now().await;
-        let metrics = Arc::new(HttpMetrics::new());
+        let metrics = Arc::new(HttpMetrics::for_settings(&config.monitoring));
         let monitor = Arc::new(Monitor::new(
             &config.monitoring,
             MonitorContext {

@@ -89,6 +89,7 @@ impl Monitor {
             now,
         );
         holding.extend(self.new_error_conditions(now).await?);
+        holding.extend(self.slo_conditions_shared(now).await?);
         let notes = alerts::advance(&self.db, &self.thresholds, &holding, now).await?;
         Ok(self.notify(notes, now).await)
     }
@@ -102,7 +103,7 @@ impl Monitor {
         self.collect();
         let from = now - self.thresholds.window_ms.max(self.thresholds.degraded_ms) - 60_000;
         let (rollups, health) = self.history().recent_since(from);
-        let holding = alerts::evaluate(
+        let mut holding = alerts::evaluate(
             &self.thresholds,
             &rollups,
             &health,
@@ -110,6 +111,7 @@ impl Monitor {
             critical,
             now,
         );
+        holding.extend(self.slo_conditions_local(now));
         match alerts::advance(&self.local_alerts, &self.thresholds, &holding, now).await {
             Ok(notes) => self.notify(notes, now).await,
             Err(e) => {

@@ -78,6 +78,7 @@ impl Monitor {
                 "monitoring history beyond the outage buffer was dropped (oldest first)"
             );
         }
+        self.flush_slo().await?;
         loop {
             // The gate is taken per batch, so that reads get through
             // between the batches of a long outage's backlog.
@@ -183,6 +184,7 @@ impl Monitor {
 
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let before = now_ms() - self.retention_ms;
-        Ok(self.db.prune_monitoring(before).await? + self.db.prune_error_groups(before).await?)
+        let history = self.db.prune_monitoring(before).await?;
+        Ok(history + self.db.prune_error_groups(before).await? + self.prune_slo().await?)
     }
 }

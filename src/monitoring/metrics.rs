@@ -19,8 +19,10 @@ use super::alerts::Severity;
 use super::errors::ErrorTally;
 use super::histogram::Histograms;
 use super::rollup::ShardedRollups;
+use super::slo::{SloPolicy, SloRecorder};
 use crate::cache::CacheStats;
 use crate::circuit::CircuitState;
+use crate::config::MonitoringSettings;
 use crate::health::Status;
 use crate::redis_tier::TierStatus;
 use crate::store::PoolStats;
@@ -62,6 +64,8 @@ pub struct HttpMetrics {
     in_flight: PerThread<AtomicI64>,
     histograms: Histograms,
     pub rollups: ShardedRollups,
+    /// SLO events per time slot and in total (`huntaze_slo_requests_total`).
+    pub(crate) slo: SloRecorder,
     /// Requests refused by the in-flight limit since start.
     shed: AtomicU64,
     /// Server errors by group, unwritten, and since start by series.
@@ -123,7 +127,13 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// With the default SLO settings.
     pub fn new() -> Self {
+        Self::for_settings(&MonitoringSettings::default())
+    }
+
+    /// With the SLO objectives and windows of `settings`.
+    pub fn for_settings(settings: &MonitoringSettings) -> Self {
         // Gauges and counters only, set at scrape time: the request
         // histogram is ours (`histogram.rs`).
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -134,6 +144,7 @@ impl HttpMetrics {
             in_flight: PerThread::new(SHARDS),
             histograms: Histograms::new(SHARDS),
             rollups: ShardedRollups::new(SHARDS),
+            slo: SloRecorder::new(SloPolicy::from_config(settings), SHARDS),
             shed: AtomicU64::new(0),
             errors: ErrorTally::default(),
         }
@@ -218,11 +229,17 @@ impl HttpMetrics {
         ] {
             r.describe_gauge(name.into(), None, help.into());
         }
+        r.describe_counter(
+            "huntaze_slo_requests_total".into(),
+            None,
+            "Requests to non-probe routes per SLO (availability: bad when 5xx; latency: bad when slower than HUNTAZE_SLO_LATENCY_MS), by result (good, bad).".into(),
+        );
     }
 
     /// Records one finished request (`method` from [`method_label`]) that
     /// took `seconds` and started at `at_ms` (epoch ms: its rollup minute).
     pub fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64, at_ms: i64) {
+        self.slo.record(route, status, seconds, at_ms);
         self.histograms
             .record(route, method, status, seconds, |rollup_key| {
                 self.rollups
@@ -379,6 +396,16 @@ impl HttpMetrics {
                 &[],
                 not_after as f64,
             );
+        }
+        let slo = self.slo.totals();
+        for (name, bad) in [("availability", slo.errors), ("latency", slo.slow)] {
+            for (result, n) in [("good", slo.requests - bad), ("bad", bad)] {
+                self.counter(
+                    "huntaze_slo_requests_total",
+                    &[("slo", name.into()), ("result", result.into())],
+                    n,
+                );
+            }
         }
         let mut text = self.handle.render();
         self.histograms.render(&mut text);

@@ -21,6 +21,7 @@ pub(crate) mod histogram;
 pub(crate) mod history;
 pub(crate) mod metrics;
 pub(crate) mod rollup;
+pub(crate) mod slo;
 mod views;
 
 pub(crate) use errors::ErrorGroup;
@@ -119,6 +120,9 @@ pub struct Monitor {
     error_flush: errors::ErrorFlush,
     /// Alerts raised while the database was unreachable.
     local_alerts: LocalAlerts,
+    /// SLO slots on their way to the database, and the burn-rate alerts'
+    /// settings.
+    slo: slo::SloState,
     /// Whether the last evaluation could not use the database.
     evaluating_locally: AtomicBool,
     last_health_sample: AtomicI64,
@@ -179,6 +183,7 @@ impl Monitor {
             in_doubt: std::sync::Mutex::new(None),
             error_flush: Default::default(),
             local_alerts: LocalAlerts::default(),
+            slo: slo::SloState::new(slo::SloPolicy::from_config(config)),
             evaluating_locally: AtomicBool::new(false),
             last_health_sample: AtomicI64::new(0),
             flush_every: Duration::from_millis(config.flush_ms.max(50)),

@@ -16,6 +16,7 @@ pub(crate) mod errors;
 pub(crate) mod monitoring;
 pub(crate) mod rollup;
 pub(crate) mod sessions;
+pub(crate) mod slo;
 mod sqlite_deadline;
 pub(crate) mod stats;
 mod tls;

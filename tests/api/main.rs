@@ -30,6 +30,7 @@ mod monitoring_alerts;
 mod monitoring_dashboard;
 mod monitoring_errors;
 mod monitoring_outage;
+mod monitoring_slo;
 mod openapi;
 mod pg_tls;
 mod redis_tls;

@@ -13,6 +13,9 @@
 //! - `circuit_open` (medium): a dependency's circuit breaker is open;
 //! - `new_error` (medium): an error group the database created within the
 //!   alert window (`monitoring::errors`).
+//! - `slo_availability_page`, `slo_latency_page` (high) and
+//!   `slo_availability_ticket`, `slo_latency_ticket` (medium): an SLO's
+//!   error budget burning too fast over two windows (`super::slo`).
 
 mod book;
 mod notifier;
@@ -64,6 +67,10 @@ pub(crate) enum Rule {
     ComponentDegraded,
     CircuitOpen,
     NewError,
+    SloAvailabilityPage,
+    SloAvailabilityTicket,
+    SloLatencyPage,
+    SloLatencyTicket,
 }
 
 impl Rule {
@@ -75,6 +82,10 @@ impl Rule {
             Rule::ComponentDegraded => "component_degraded",
             Rule::CircuitOpen => "circuit_open",
             Rule::NewError => "new_error",
+            Rule::SloAvailabilityPage => "slo_availability_page",
+            Rule::SloAvailabilityTicket => "slo_availability_ticket",
+            Rule::SloLatencyPage => "slo_latency_page",
+            Rule::SloLatencyTicket => "slo_latency_ticket",
         }
     }
 }
