@@ -17,6 +17,7 @@ pub(crate) mod rollup;
 pub(crate) mod sessions;
 mod sqlite_deadline;
 pub(crate) mod stats;
+pub(crate) mod tiers;
 mod tls;
 pub(crate) mod users;
 

@@ -27,6 +27,7 @@ mod metrics_access;
 mod monitoring;
 mod monitoring_alerts;
 mod monitoring_dashboard;
+mod monitoring_history;
 mod monitoring_outage;
 mod openapi;
 mod pg_tls;
