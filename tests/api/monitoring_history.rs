@@ -204,6 +204,33 @@ async fn a_range_across_both_tiers_counts_each_request_once_and_survives_a_resta
     drop(again);
 }
 
+async fn pruned_minutes_past_the_minute_retention_are_still_read_from_their_hours(backend) {
+    let app = app_with_token()
+        .backend(backend)
+        .config(|c| c.monitoring.minute_retention_ms = 2 * HOUR as u64)
+        .spawn()
+        .await;
+    let this_hour = hour_of(now_ms());
+    insert_rollup(&app, this_hour - 5 * HOUR + 10 * MINUTE, "old", "GET /kept", (3, 1)).await;
+    insert_rollup(&app, this_hour - HOUR + 5 * MINUTE, "old", "GET /kept", (4, 0)).await;
+    uncompacted(&app).await;
+    app.state.monitor.prune().await.unwrap();
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM metric_rollups WHERE instance = 'old'").await,
+        1,
+        "the minute row past the minute retention went, the recent one stays"
+    );
+    assert_eq!(
+        app.count("SELECT CAST(SUM(requests) AS BIGINT) FROM metric_rollups_hourly WHERE instance = 'old'").await,
+        7
+    );
+    for range in ["7d", "24h"] {
+        let d = dashboard(&app, range).await;
+        assert_eq!(route_requests(&d, "GET /kept"), Some(7), "{range}");
+        assert_eq!(instance_requests(&d, "old"), Some(7), "{range}");
+    }
+}
+
 async fn dense_history_answers_at_most_500_points_per_series_for_every_range(backend) {
     let app = app_with_token().backend(backend).spawn().await;
     let now = now_ms();
