@@ -155,7 +155,7 @@ impl Monitor {
         let width = point_width(range.millis(), floor);
         let _gate = self.flush_gate.read().await;
         let (buckets, raw_from) = if tiered {
-            self.db.health_buckets_since(from, component).await?
+            self.db.health_buckets_since(from, component, width).await?
         } else {
             (Vec::new(), from)
         };

@@ -532,24 +532,32 @@ impl Db {
     }
 
     /// Aggregated health rows from the bucket of `from` up to the health
-    /// watermark, and the watermark (raw samples from there on complete
-    /// them).
+    /// watermark, summed per `width` (a multiple of [`HEALTH_BUCKET_MS`]) in
+    /// the database, so a long range reads one row per point; and the
+    /// watermark (raw samples from there on complete them).
     pub(crate) async fn health_buckets_since(
         &self,
         from: i64,
         component: Option<&str>,
+        width: i64,
     ) -> Result<(Vec<HealthBucket>, i64), sqlx::Error> {
         let until = self.tier_watermarks().await?.health;
         if from >= until {
             return Ok((Vec::new(), until));
         }
-        const COLUMNS: &str = "bucket, instance, component, samples, healthy, degraded, \
-                               unhealthy, response_sum, response_max";
+        let width = width.max(HEALTH_BUCKET_MS);
+        let columns = format!(
+            "bucket - (bucket % {width}) AS bucket, instance, component, \
+             CAST(SUM(samples) AS BIGINT) AS samples, CAST(SUM(healthy) AS BIGINT) AS healthy, \
+             CAST(SUM(degraded) AS BIGINT) AS degraded, CAST(SUM(unhealthy) AS BIGINT) AS unhealthy, \
+             CAST(SUM(response_sum) AS BIGINT) AS response_sum, MAX(response_max) AS response_max"
+        );
+        let group = format!("GROUP BY bucket - (bucket % {width}), instance, component");
         let rows = match component {
             Some(c) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM health_rollups \
-                     WHERE component = $1 AND bucket >= $2 AND bucket < $3"
+                    "SELECT {columns} FROM health_rollups \
+                     WHERE component = $1 AND bucket >= $2 AND bucket < $3 {group}"
                 )))
                 .bind(c)
                 .bind(health_bucket_of(from))
@@ -557,15 +565,13 @@ impl Db {
                 .fetch_all(self.pool())
                 .await?
             }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM health_rollups WHERE bucket >= $1 AND bucket < $2"
-                )))
-                .bind(health_bucket_of(from))
-                .bind(until)
-                .fetch_all(self.pool())
-                .await?
-            }
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {columns} FROM health_rollups WHERE bucket >= $1 AND bucket < $2 {group}"
+            )))
+            .bind(health_bucket_of(from))
+            .bind(until)
+            .fetch_all(self.pool())
+            .await?,
         };
         Ok((
             rows.iter().map(bucket_from).collect::<Result<_, _>>()?,
@@ -586,8 +592,9 @@ impl Db {
             .bind(0i64)
         } else {
             sqlx::query(
-                "EXPLAIN QUERY PLAN SELECT bucket, instance, component, samples FROM health_rollups \
-                 WHERE component = $1 AND bucket >= $2 AND bucket < $3",
+                "EXPLAIN QUERY PLAN SELECT bucket - (bucket % 1800000), instance, component, \
+                 SUM(samples) FROM health_rollups WHERE component = $1 AND bucket >= $2 \
+                 AND bucket < $3 GROUP BY bucket - (bucket % 1800000), instance, component",
             )
             .bind("database")
             .bind(0i64)
