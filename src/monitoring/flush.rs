@@ -150,6 +150,21 @@ impl Monitor {
         Ok(merge_rollups(stored, unwritten))
     }
 
+    /// Rollups of every instance from `from` on, per hour below the
+    /// hourly tier's watermark when `hourly`, per minute above it, with
+    /// what this instance has not written yet.
+    pub(super) async fn tiered_rollups_since(
+        &self,
+        from: i64,
+        hourly: bool,
+    ) -> Result<Vec<RollupRow>, sqlx::Error> {
+        self.collect();
+        let _gate = self.flush_gate.read().await;
+        let stored = self.db.tiered_rollups_since(from, hourly).await?;
+        let unwritten = self.history().pending_rollups_since(from);
+        Ok(merge_rollups(stored, unwritten))
+    }
+
     /// Health samples of every instance from `from` on, oldest first.
     pub(super) async fn samples_since(&self, from: i64) -> Result<Vec<SampleRow>, sqlx::Error> {
         let _gate = self.flush_gate.read().await;
@@ -182,9 +197,24 @@ impl Monitor {
         }
     }
 
+    /// Compacts completed hours of minute rollups and completed health
+    /// buckets into their aggregated tiers (any instance may; the
+    /// watermark makes a second run a no-op).
+    pub async fn compact(&self) -> Result<crate::store::tiers::Compacted, sqlx::Error> {
+        self.db.compact_monitoring(now_ms()).await
+    }
+
+    /// Compacts, then deletes history past the retention, and minute rows
+    /// and raw samples past the minute retention that the aggregated tiers
+    /// hold.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        let before = now_ms() - self.retention_ms;
-        let history = self.db.prune_monitoring(before).await?;
+        self.compact().await?;
+        let now = now_ms();
+        let before = now - self.retention_ms;
+        let history = self
+            .db
+            .prune_monitoring(before, now - self.minute_retention_ms)
+            .await?;
         Ok(history + self.db.prune_error_groups(before).await? + self.prune_slo().await?)
     }
 }

@@ -94,6 +94,9 @@ pub struct Monitor {
     dedup: Option<Arc<crate::redis_tier::RedisTier>>,
     capacity_rps: f64,
     retention_ms: i64,
+    /// How long per-minute rollups and raw health samples are kept (and
+    /// read); older history comes from the aggregated tiers.
+    minute_retention_ms: i64,
     /// How long one evaluation against the database may take before this
     /// instance evaluates on its own.
     shared_budget: Duration,
@@ -165,6 +168,8 @@ impl Monitor {
             dedup,
             capacity_rps: config.scaling_capacity_rps.max(1.0),
             retention_ms: config.retention_ms as i64,
+            // History never outlives the retention, whatever this says.
+            minute_retention_ms: config.minute_retention_ms.min(config.retention_ms) as i64,
             shared_budget: Duration::from_millis(config.alert_eval_ms.clamp(1_000, 5_000)),
             dedup_window: Duration::from_millis(
                 (2 * (config.alert_unhealthy_samples.max(1) as u64 * context.health_interval_ms
@@ -195,6 +200,10 @@ impl Monitor {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// How often completed hours and health buckets are compacted: the
+/// aggregated tiers trail the clock by at most this much past the hour.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// The lease whose holder evaluates alerts for every instance.
 const ALERT_LEASE: &str = "alert-evaluator";
@@ -261,6 +270,18 @@ pub(crate) fn spawn(
             }
         },
     );
+
+    // Compaction only adds aggregated rows (idempotent, any instance), so
+    // it may start at once: a restart catches up on the hours it missed.
+    let m = Arc::clone(&monitor);
+    spawn_periodic(COMPACT_EVERY, FirstRound::Now, stop.clone(), move || {
+        let m = Arc::clone(&m);
+        async move {
+            if let Err(e) = m.compact().await {
+                tracing::warn!(error = %e, "monitoring history compaction failed");
+            }
+        }
+    });
 
     let m = Arc::clone(&monitor);
     let tiktok_circuit = Arc::new(tiktok_circuit);

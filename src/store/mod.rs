@@ -19,6 +19,7 @@ pub(crate) mod sessions;
 pub(crate) mod slo;
 mod sqlite_deadline;
 pub(crate) mod stats;
+pub(crate) mod tiers;
 mod tls;
 pub(crate) mod users;
 

@@ -137,6 +137,8 @@ impl Db {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
+        super::tiers::lock_tiers(self.backend(), &mut tx, false).await?;
+        let until = super::tiers::watermarks_in(&mut tx).await?;
         if let (Some(first), Some(last)) = (rollups.first(), rollups.last()) {
             let (from, to) = (first.minute.min(last.minute), first.minute.max(last.minute));
             let existing = sqlx::query(
@@ -183,17 +185,21 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
+            if first.minute.min(last.minute) < until.rollups {
+                super::tiers::add_late_rollups(&mut tx, instance, rollups, until.rollups).await?;
+            }
         }
-        for SampleRow {
-            at,
-            instance,
-            component,
-            status,
-            response_time_ms: rt,
-        } in samples
-        {
-            // A sample written twice (a retried flush) is kept once.
-            sqlx::query(
+        for sample in samples {
+            let SampleRow {
+                at,
+                instance,
+                component,
+                status,
+                response_time_ms: rt,
+            } = sample;
+            // A sample written twice (a retried flush) is kept once, and
+            // counted in the health tier once.
+            let inserted = sqlx::query(
                 "INSERT INTO health_samples (at, instance, component, status, response_time_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (at, instance, component) DO NOTHING",
             )
@@ -203,7 +209,11 @@ impl Db {
             .bind(status)
             .bind(*rt)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 1 && *at < until.health {
+                super::tiers::add_late_sample(&mut tx, sample).await?;
+            }
         }
         sqlx::query(
             "INSERT INTO monitoring_batches (id, instance, written_at) VALUES ($1, $2, $3)",
@@ -223,32 +233,6 @@ impl Db {
             .fetch_one(self.pool())
             .await?;
         Ok(n > 0)
-    }
-
-    /// Requests, errors and the latest minute per instance since `from`:
-    /// who contributed to the dashboard's totals.
-    pub async fn instance_totals_since(
-        &self,
-        from: i64,
-    ) -> Result<Vec<InstanceTotals>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT instance, CAST(SUM(requests) AS BIGINT) AS requests, \
-                    CAST(SUM(errors) AS BIGINT) AS errors, MAX(minute) AS last_minute \
-             FROM metric_rollups WHERE minute >= $1 GROUP BY instance ORDER BY instance",
-        )
-        .bind(from)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InstanceTotals {
-                    instance: r.try_get("instance")?,
-                    requests: r.try_get("requests")?,
-                    errors: r.try_get("errors")?,
-                    last_minute: r.try_get("last_minute")?,
-                })
-            })
-            .collect()
     }
 
     /// Rollups of every instance since `from` (epoch ms), merged per
@@ -307,17 +291,40 @@ impl Db {
             .collect()
     }
 
-    /// Deletes history older than `before`; returns rows deleted.
-    pub async fn prune_monitoring(&self, before: i64) -> Result<u64, sqlx::Error> {
+    /// Deletes history older than `before`, and the per-minute rollups and
+    /// raw health samples older than `fine_before` that their aggregated
+    /// tier holds (below its watermark: what compaction has not taken yet
+    /// stays until `before`); returns rows deleted.
+    pub async fn prune_monitoring(
+        &self,
+        before: i64,
+        fine_before: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let until = self.tier_watermarks().await?;
+        let fine = |watermark: i64| before.max(fine_before.min(watermark));
         let mut n = 0;
-        for sql in [
-            "DELETE FROM metric_rollups WHERE minute < $1",
-            "DELETE FROM health_samples WHERE at < $1",
-            "DELETE FROM alerts WHERE state IN ('resolved', 'cancelled') AND started_at < $1",
-            "DELETE FROM monitoring_batches WHERE written_at < $1",
+        for (sql, bound) in [
+            (
+                "DELETE FROM metric_rollups WHERE minute < $1",
+                fine(until.rollups),
+            ),
+            (
+                "DELETE FROM health_samples WHERE at < $1",
+                fine(until.health),
+            ),
+            ("DELETE FROM metric_rollups_hourly WHERE hour < $1", before),
+            ("DELETE FROM health_rollups WHERE bucket < $1", before),
+            (
+                "DELETE FROM alerts WHERE state IN ('resolved', 'cancelled') AND started_at < $1",
+                before,
+            ),
+            (
+                "DELETE FROM monitoring_batches WHERE written_at < $1",
+                before,
+            ),
         ] {
             n += sqlx::query(sql)
-                .bind(before)
+                .bind(bound)
                 .execute(self.pool())
                 .await?
                 .rows_affected();

@@ -29,6 +29,7 @@ mod monitoring;
 mod monitoring_alerts;
 mod monitoring_dashboard;
 mod monitoring_errors;
+mod monitoring_history;
 mod monitoring_outage;
 mod monitoring_slo;
 mod openapi;
