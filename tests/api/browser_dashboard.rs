@@ -81,7 +81,7 @@ async fn full_page_screenshot(driver_url: &str, c: &Client, name: &str) {
 
 /// Where every chart, sparkline and table of the page lies, measured after
 /// two frames (uPlot follows its card's width on a resize observation).
-const GEOMETRY: &str = r#"
+const GEOMETRY: &str = r##"
 const done = arguments[arguments.length - 1];
 requestAnimationFrame(() => requestAnimationFrame(() => {
   const vw = window.innerWidth;
@@ -99,13 +99,20 @@ requestAnimationFrame(() => requestAnimationFrame(() => {
       problems.push(name(g) + " [" + a.left + ".." + a.right + "] x [" + a.top + ".." + a.bottom + "] outside its card ["
         + b.left + ".." + b.right + "] x [" + b.top + ".." + b.bottom + "]");
   }
+  // Every error group cell, the request id last, readable without
+  // scrolling inside the card: it is what an operator copies into the logs.
+  for (const c of document.querySelectorAll("#errors:not([hidden]) tbody td, #errors:not([hidden]) tbody th")) {
+    const a = rect(c), b = rect(c.closest(".card"));
+    if (a.left < b.left - 0.5 || a.right > b.right + 0.5)
+      problems.push("a cell of #errors [" + a.left + ".." + a.right + "] outside its card [" + b.left + ".." + b.right + "]");
+  }
   for (const box of document.querySelectorAll("main .card, main .table-wrap, main h1, main h2")) {
     const b = rect(box);
     if (b.left < -0.5 || b.right > vw + 0.5) problems.push(name(box) + " [" + b.left + ".." + b.right + "] outside the viewport");
   }
   done({ innerWidth: vw, scrollWidth: document.documentElement.scrollWidth, graphics, problems });
 }));
-"#;
+"##;
 
 /// The text of every cell of the table `arguments[0]`, row by row (header
 /// row first), whatever its layout at this width.
