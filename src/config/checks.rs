@@ -340,6 +340,34 @@ impl Config {
                 push(short.0, format!("must be shorter than {}", long.0));
             }
         }
+        // A budget burns at most 1 / (1 - objective) times too fast (every
+        // request bad): a burn rate above that can never fire.
+        for (objective_setting, objective) in [
+            (
+                "HUNTAZE_SLO_AVAILABILITY_PERCENT",
+                m.slo_availability_percent,
+            ),
+            ("HUNTAZE_SLO_LATENCY_PERCENT", m.slo_latency_percent),
+        ] {
+            if !(objective > 0.0 && objective < 100.0) {
+                continue;
+            }
+            let most = 100.0 / (100.0 - objective);
+            for (setting, rate) in [
+                ("HUNTAZE_SLO_PAGE_BURN_RATE", m.slo_page_burn_rate),
+                ("HUNTAZE_SLO_TICKET_BURN_RATE", m.slo_ticket_burn_rate),
+            ] {
+                if rate.is_finite() && rate > most {
+                    push(
+                        setting,
+                        format!(
+                            "{rate} can never fire: with {objective_setting}={objective} every \
+                             request failing burns the budget {most:.1} times too fast"
+                        ),
+                    );
+                }
+            }
+        }
         // Larger than HUNTAZE_MONITORING_RETENTION_MS is not a problem: no
         // history outlives that, so minute rows are simply capped by it (an
         // operator who shortens the retention must not have to learn of

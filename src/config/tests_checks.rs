@@ -500,6 +500,19 @@ fn slo_targets_leave_a_budget_and_burn_rate_windows_are_long_then_short() {
         assert!(bad.iter().any(|s| s == setting), "{setting} in {bad:?}");
     }
     assert!(!bad.iter().any(|s| s == "HUNTAZE_SLO_TICKET_BURN_RATE"));
+    let never_fires = with(|c| {
+        c.monitoring.slo_page_burn_rate = 2_000.0;
+        c.monitoring.slo_latency_percent = 99.0;
+    });
+    let problems = never_fires.problems();
+    let page = problems
+        .iter()
+        .find(|p| p.setting == "HUNTAZE_SLO_PAGE_BURN_RATE")
+        .expect("a page burn rate above 1000 at 99.9 % is refused");
+    assert!(
+        page.fatal && page.message.contains("can never fire"),
+        "{page:?}"
+    );
     let shorter_history = with(|c| c.monitoring.retention_ms = 3_600_000);
     assert!(
         !fatal_settings(&shorter_history)

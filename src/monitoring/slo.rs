@@ -45,8 +45,12 @@ pub(crate) const PROBE_ROUTES: [&str; 5] = [
     "/api/health/{component}",
 ];
 
+/// Whether a request counts for no SLO: a probe route, or no route at all
+/// (`unmatched`: a 404 for a path the server does not serve). A scanner's
+/// thousands of 404s are not users' traffic, and counted as good they would
+/// dilute a real outage's error ratio below the page.
 pub(crate) fn is_probe(route: &str) -> bool {
-    PROBE_ROUTES.contains(&route)
+    PROBE_ROUTES.contains(&route) || route == super::metrics::UNMATCHED
 }
 
 /// Slots the longest window may span: bounds what the monitor keeps in
@@ -655,6 +659,7 @@ mod tests {
         let r = SloRecorder::new(policy(), 2);
         r.record("/livez", 500, 2.0, 1_500);
         r.record("/api/health/{component}", 503, 0.001, 1_500);
+        r.record("unmatched", 404, 0.001, 1_500);
         r.record("/", 200, 0.3, 1_500);
         r.record("/", 200, 0.301, 1_999);
         r.record("/api/x", 503, 0.001, 2_000);
