@@ -117,6 +117,25 @@ fn bind_alert<'q>(
 
 const ALERT_COLUMNS: &str = "id, rule, alert_key, severity, state, summary, started_at, fired_at, resolved_at, last_notified_at, notifications";
 
+/// Records the flush batch `batch` in its own transaction and commits: every
+/// kind of monitoring flush (rollups and samples, error groups, SLO slots)
+/// ends this way, so that [`Db::batch_written`] can tell afterwards whether
+/// a flush whose answer was lost committed.
+pub(super) async fn commit_batch(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    batch: &str,
+    instance: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO monitoring_batches (id, instance, written_at) VALUES ($1, $2, $3)")
+        .bind(batch)
+        .bind(instance)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
 impl Db {
     /// Writes one flush in one transaction: rollup deltas added to this
     /// instance's rows, health samples, and the batch's id, by which
@@ -215,15 +234,7 @@ impl Db {
                 super::tiers::add_late_sample(&mut tx, sample).await?;
             }
         }
-        sqlx::query(
-            "INSERT INTO monitoring_batches (id, instance, written_at) VALUES ($1, $2, $3)",
-        )
-        .bind(batch)
-        .bind(instance)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        commit_batch(tx, batch, instance, now).await
     }
 
     /// Whether the flush `batch` committed.

@@ -58,15 +58,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO monitoring_batches (id, instance, written_at) VALUES ($1, $2, $3)",
-        )
-        .bind(batch)
-        .bind(instance)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
+        super::monitoring::commit_batch(tx, batch, instance, now).await
     }
 
     /// Every instance's counts per slot from `from` (epoch ms) on, summed,
