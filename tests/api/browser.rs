@@ -25,6 +25,31 @@ impl Drop for Driver {
     }
 }
 
+/// Signs the test's admin (`ops@example.com`) in through the login form
+/// and waits for the monitoring dashboard's first load.
+pub(crate) async fn sign_in_to_dashboard(
+    c: &fantoccini::Client,
+    app: &TestApp,
+) -> Result<(), fantoccini::error::CmdError> {
+    c.goto(&app.url("/login?next=/admin/monitoring")).await?;
+    c.find(Locator::Id("email"))
+        .await?
+        .send_keys("ops@example.com")
+        .await?;
+    c.find(Locator::Id("password"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    c.find(Locator::Css("form button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    c.wait()
+        .for_element(Locator::Css("body[data-dashboard='loaded-1h']"))
+        .await?;
+    Ok(())
+}
+
 pub(crate) fn browser_available(test: &str) -> bool {
     let ok = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if !ok {
@@ -228,22 +253,7 @@ async fn the_monitoring_dashboard_loads_switches_range_and_logs_no_errors() {
     let errors_route = crate::browser_dashboard::errors_route_status(&app, &admin).await;
     let (_driver, c, driver_url) = start_browser().await;
     let result = async {
-        c.goto(&app.url("/login?next=/admin/monitoring")).await?;
-        c.find(Locator::Id("email"))
-            .await?
-            .send_keys("ops@example.com")
-            .await?;
-        c.find(Locator::Id("password"))
-            .await?
-            .send_keys(PASSWORD)
-            .await?;
-        c.find(Locator::Css("form button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        c.wait()
-            .for_element(Locator::Css("body[data-dashboard='loaded-1h']"))
-            .await?;
+        crate::browser::sign_in_to_dashboard(&c, &app).await?;
         let rows = c.find_all(Locator::Css("#routes tbody tr")).await?.len();
         let route_text = c.find(Locator::Css("#routes tbody")).await?.text().await?;
         let canvases = c

@@ -261,22 +261,7 @@ async fn the_dashboard_holds_its_shape_at_desktop_and_phone_widths() {
 
     let (_driver, c, driver_url) = start_browser().await;
     let result = async {
-        c.goto(&app.url("/login?next=/admin/monitoring")).await?;
-        c.find(Locator::Id("email"))
-            .await?
-            .send_keys("ops@example.com")
-            .await?;
-        c.find(Locator::Id("password"))
-            .await?
-            .send_keys(PASSWORD)
-            .await?;
-        c.find(Locator::Css("form button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        c.wait()
-            .for_element(Locator::Css("body[data-dashboard='loaded-1h']"))
-            .await?;
+        crate::browser::sign_in_to_dashboard(&c, &app).await?;
 
         let mut measured = Vec::new();
         for viewport in VIEWPORTS {
