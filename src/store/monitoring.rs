@@ -261,10 +261,7 @@ impl Db {
         for r in rows {
             let minute: i64 = r.try_get("minute")?;
             let route: String = r.try_get("route")?;
-            let requests: i64 = r.try_get("requests")?;
-            let errors: i64 = r.try_get("errors")?;
-            let buckets: String = r.try_get("buckets")?;
-            let agg = Agg::from_parts(requests.max(0) as u64, errors.max(0) as u64, &buckets);
+            let agg = super::tiers::agg_from(&r)?;
             match index.get(&(minute, route.clone())) {
                 Some(&i) => {
                     out[i].agg.merge(&agg);
@@ -289,17 +286,7 @@ impl Db {
         .bind(from)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SampleRow {
-                    at: r.try_get("at")?,
-                    instance: r.try_get("instance")?,
-                    component: r.try_get("component")?,
-                    status: r.try_get("status")?,
-                    response_time_ms: r.try_get("response_time_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::tiers::sample_from).collect()
     }
 
     /// Deletes history older than `before`, and the per-minute rollups and

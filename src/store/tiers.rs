@@ -104,7 +104,7 @@ fn bucket_from(r: &sqlx::any::AnyRow) -> Result<HealthBucket, sqlx::Error> {
     })
 }
 
-fn sample_from(r: &sqlx::any::AnyRow) -> Result<SampleRow, sqlx::Error> {
+pub(super) fn sample_from(r: &sqlx::any::AnyRow) -> Result<SampleRow, sqlx::Error> {
     Ok(SampleRow {
         at: r.try_get("at")?,
         instance: r.try_get("instance")?,
@@ -114,7 +114,7 @@ fn sample_from(r: &sqlx::any::AnyRow) -> Result<SampleRow, sqlx::Error> {
     })
 }
 
-fn agg_from(r: &sqlx::any::AnyRow) -> Result<Agg, sqlx::Error> {
+pub(super) fn agg_from(r: &sqlx::any::AnyRow) -> Result<Agg, sqlx::Error> {
     let requests: i64 = r.try_get("requests")?;
     let errors: i64 = r.try_get("errors")?;
     let buckets: String = r.try_get("buckets")?;

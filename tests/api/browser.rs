@@ -25,17 +25,15 @@ impl Drop for Driver {
     }
 }
 
-/// Signs the test's admin (`ops@example.com`) in through the login form
-/// and waits for the monitoring dashboard's first load.
-pub(crate) async fn sign_in_to_dashboard(
+/// Fills and submits the login form at `login_url` as `email` (with the
+/// suite's password).
+pub(crate) async fn submit_login(
     c: &fantoccini::Client,
-    app: &TestApp,
+    login_url: &str,
+    email: &str,
 ) -> Result<(), fantoccini::error::CmdError> {
-    c.goto(&app.url("/login?next=/admin/monitoring")).await?;
-    c.find(Locator::Id("email"))
-        .await?
-        .send_keys("ops@example.com")
-        .await?;
+    c.goto(login_url).await?;
+    c.find(Locator::Id("email")).await?.send_keys(email).await?;
     c.find(Locator::Id("password"))
         .await?
         .send_keys(PASSWORD)
@@ -43,7 +41,17 @@ pub(crate) async fn sign_in_to_dashboard(
     c.find(Locator::Css("form button[type=submit]"))
         .await?
         .click()
-        .await?;
+        .await
+}
+
+/// Signs the test's admin (`ops@example.com`) in and waits for the
+/// monitoring dashboard's first load.
+pub(crate) async fn sign_in_to_dashboard(
+    c: &fantoccini::Client,
+    app: &TestApp,
+) -> Result<(), fantoccini::error::CmdError> {
+    let login = app.url("/login?next=/admin/monitoring");
+    submit_login(c, &login, "ops@example.com").await?;
     c.wait()
         .for_element(Locator::Css("body[data-dashboard='loaded-1h']"))
         .await?;
@@ -156,19 +164,7 @@ async fn a_creator_signs_in_and_connects_tiktok_in_a_real_browser() {
     assert_eq!(status, 201);
     let (_driver, c, driver_url) = start_browser().await;
     let result = async {
-        c.goto(&app.url("/login")).await?;
-        c.find(Locator::Id("email"))
-            .await?
-            .send_keys("browser@example.com")
-            .await?;
-        c.find(Locator::Id("password"))
-            .await?
-            .send_keys(PASSWORD)
-            .await?;
-        c.find(Locator::Css("form button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        submit_login(&c, &app.url("/login"), "browser@example.com").await?;
         c.wait()
             .for_url(&url::Url::parse(&app.url("/platforms")).unwrap())
             .await?;
